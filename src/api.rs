@@ -1,0 +1,248 @@
+//! The request, report and error types shared by the three entry points (WIT export, command
+//! line, HTTP function). Each entry point only translates its own wire format to and from these.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Default number of artifact files in flight at once.
+pub const DEFAULT_CONCURRENCY: u32 = 8;
+/// Upper bound on `concurrency`: beyond this the servers, not the copier, are the bottleneck.
+pub const MAX_CONCURRENCY: u32 = 64;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyRunRequest {
+    pub run_id: String,
+    pub experiment_name: String,
+    pub src_mlflow_uri: String,
+    pub dst_mlflow_uri: String,
+    #[serde(default)]
+    pub copy_children: bool,
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+}
+
+fn default_concurrency() -> u32 {
+    DEFAULT_CONCURRENCY
+}
+
+impl CopyRunRequest {
+    /// Checks what can be checked without talking to a server.
+    pub fn validate(&self) -> Result<(), CopyError> {
+        require_non_empty("run_id", &self.run_id)?;
+        require_non_empty("experiment_name", &self.experiment_name)?;
+        require_non_empty("src_mlflow_uri", &self.src_mlflow_uri)?;
+        require_non_empty("dst_mlflow_uri", &self.dst_mlflow_uri)?;
+        if !self.run_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(CopyError::bad_input(format!(
+                "run id {:?} is not a valid MLflow run id",
+                self.run_id
+            )));
+        }
+        validate_concurrency(self.concurrency)
+    }
+}
+
+pub fn validate_concurrency(concurrency: u32) -> Result<(), CopyError> {
+    if concurrency == 0 || concurrency > MAX_CONCURRENCY {
+        return Err(CopyError::bad_input(format!(
+            "concurrency must be between 1 and {MAX_CONCURRENCY}, got {concurrency}"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn require_non_empty(field: &str, value: &str) -> Result<(), CopyError> {
+    if value.trim().is_empty() {
+        return Err(CopyError::bad_input(format!("{field} must not be empty")));
+    }
+    Ok(())
+}
+
+/// What happened to the destination run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A new run was created and completed.
+    Created,
+    /// An incomplete copy left by an earlier failed attempt was found and completed.
+    Resumed,
+    /// A complete copy already existed; nothing was written.
+    Existing,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Created => "created",
+            Outcome::Resumed => "resumed",
+            Outcome::Existing => "existing",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CopyRunReport {
+    pub src_run_id: String,
+    pub dst_run_id: String,
+    pub dst_experiment_id: String,
+    pub outcome: Outcome,
+    pub params: u32,
+    pub tags: u32,
+    pub metric_points: u64,
+    pub dataset_inputs: u32,
+    pub logged_models: u32,
+    pub artifact_files: u64,
+    pub artifact_bytes: u64,
+    pub artifact_files_skipped: u64,
+    pub child_run_ids: Vec<String>,
+    pub elapsed_seconds: f64,
+}
+
+/// The kinds of failure a caller can tell apart (mirrors the WIT `copy-error` variant).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    BadInput,
+    NotFound,
+    Unauthorized,
+    Conflict,
+    Upstream,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::BadInput => "bad_input",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Upstream => "upstream",
+        }
+    }
+}
+
+/// A classified failure with a one-line message. Used as the root cause inside `anyhow` chains
+/// so that context added on the way up keeps the classification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyError {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// The server's own error code (e.g. `RESOURCE_ALREADY_EXISTS`) when a server answered.
+    pub code: Option<String>,
+}
+
+impl CopyError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        CopyError { kind, message: message.into(), code: None }
+    }
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::BadInput, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, message)
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Conflict, message)
+    }
+    pub fn upstream(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Upstream, message)
+    }
+
+    /// Whether a server answered with this MLflow error code.
+    pub fn has_code(&self, code: &str) -> bool {
+        self.code.as_deref() == Some(code)
+    }
+
+    /// The kind a server's HTTP error status stands for.
+    pub fn kind_for_status(status: u16) -> ErrorKind {
+        match status {
+            401 | 403 => ErrorKind::Unauthorized,
+            404 => ErrorKind::NotFound,
+            409 => ErrorKind::Conflict,
+            400 | 413 | 422 => ErrorKind::BadInput,
+            _ => ErrorKind::Upstream,
+        }
+    }
+
+    /// Flattens an error chain into one classified error. The kind comes from the innermost
+    /// `CopyError`; the message joins every context layer ("copying run X: listing ...: HTTP 503").
+    pub fn from_chain(err: &anyhow::Error) -> CopyError {
+        let kind = err
+            .chain()
+            .filter_map(|cause| cause.downcast_ref::<CopyError>())
+            .last()
+            .map(|e| e.kind)
+            .unwrap_or(ErrorKind::Upstream);
+        CopyError { kind, message: format!("{err:#}"), code: None }
+    }
+}
+
+impl fmt::Display for CopyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CopyError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    fn request() -> CopyRunRequest {
+        CopyRunRequest {
+            run_id: "0123abcd".into(),
+            experiment_name: "exp".into(),
+            src_mlflow_uri: "http://127.0.0.1:5000".into(),
+            dst_mlflow_uri: "http://127.0.0.1:5001".into(),
+            copy_children: false,
+            concurrency: 8,
+        }
+    }
+
+    #[test]
+    fn validation_names_the_bad_field() {
+        let mut r = request();
+        r.experiment_name = " ".into();
+        let err = r.validate().unwrap_err();
+        assert_eq!(err.kind, ErrorKind::BadInput);
+        assert!(err.message.contains("experiment_name"), "{}", err.message);
+
+        let mut r = request();
+        r.run_id = "abc/../x".into();
+        assert!(r.validate().unwrap_err().message.contains("not a valid MLflow run id"));
+
+        let mut r = request();
+        r.concurrency = 0;
+        assert!(r.validate().unwrap_err().message.contains("concurrency"));
+        assert!(request().validate().is_ok());
+    }
+
+    #[test]
+    fn json_request_rejects_unknown_fields_and_fills_defaults() {
+        let ok: CopyRunRequest = serde_json::from_str(
+            r#"{"run_id":"a","experiment_name":"e","src_mlflow_uri":"s","dst_mlflow_uri":"d"}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.concurrency, DEFAULT_CONCURRENCY);
+        assert!(!ok.copy_children);
+        let bad = serde_json::from_str::<CopyRunRequest>(
+            r#"{"run_id":"a","experiment_name":"e","src_mlflow_uri":"s","dst_mlflow_uri":"d","x":1}"#,
+        );
+        assert!(bad.unwrap_err().to_string().contains("unknown field `x`"));
+    }
+
+    #[test]
+    fn classification_survives_context_and_message_keeps_every_layer() {
+        let err = anyhow::Error::new(CopyError::not_found("run r1 not found on http://h"))
+            .context("reading source run");
+        let flat = CopyError::from_chain(&err);
+        assert_eq!(flat.kind, ErrorKind::NotFound);
+        assert_eq!(flat.message, "reading source run: run r1 not found on http://h");
+
+        let plain: anyhow::Result<()> = Err(anyhow::anyhow!("socket closed")).context("listing");
+        assert_eq!(CopyError::from_chain(&plain.unwrap_err()).kind, ErrorKind::Upstream);
+    }
+}

@@ -1,0 +1,445 @@
+//! `Http` over WASI HTTP: the only module that touches host bindings.
+//!
+//! Buffered API calls go through waki's client. Streaming a file (GET body into a PUT body) and
+//! keeping several files in flight at once are not things waki offers, so `stream` drives the
+//! `wasi:http` and `wasi:io` resources that waki re-exports directly: every transfer is a small
+//! state machine advanced when its pollable is ready, and one `poll` waits for all of them.
+//!
+//! Resource discipline (the host traps otherwise): a pollable is dropped before the stream or
+//! future it watches, an input/output stream before its body. Struct fields are declared in
+//! that order, because Rust drops fields in declaration order.
+
+use super::{Http, Request, Response, SendError, StreamEvent, StreamFailure, StreamJob};
+use crate::transport::retry::{is_transient_status, parse_retry_after};
+use std::time::{Duration, SystemTime};
+use waki::bindings::wasi::http::outgoing_handler;
+use waki::bindings::wasi::http::types::{
+    ErrorCode, Fields, FutureIncomingResponse, IncomingBody, IncomingResponse, Method as WasiMethod,
+    OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
+};
+use waki::bindings::wasi::io::poll::{poll, Pollable};
+use waki::bindings::wasi::io::streams::{InputStream, OutputStream, StreamError};
+
+/// Largest read from a source stream; also the most one transfer holds in memory.
+const CHUNK: u64 = 1 << 20;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct WasiHttp;
+
+impl Http for WasiHttp {
+    fn send(&self, request: &Request) -> Result<Response, SendError> {
+        let method = wasi_method(request.method);
+        let mut builder = waki::Client::new()
+            .request(method, request.url.as_str())
+            .connect_timeout(CONNECT_TIMEOUT);
+        for (name, value) in &request.headers {
+            let name = waki::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| SendError { message: format!("bad header name: {e}"), not_sent: true })?;
+            builder = builder.header(name, value.as_str());
+        }
+        if !request.body.is_empty() {
+            builder = builder.body(request.body.clone());
+        }
+        let response = builder.send().map_err(|e| {
+            let code = e.downcast_ref::<ErrorCode>();
+            SendError {
+                message: match code {
+                    Some(code) => describe_code(code),
+                    None => e.to_string(),
+                },
+                not_sent: code.is_some_and(never_reached_server),
+            }
+        })?;
+        let status = response.status_code();
+        let headers = response
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        let body = response
+            .body()
+            .map_err(|e| SendError { message: format!("reading response body: {e}"), not_sent: false })?;
+        Ok(Response { status, headers, body })
+    }
+
+    fn stream(&self, jobs: &[StreamJob], concurrency: usize, events: &mut dyn FnMut(StreamEvent)) {
+        let mut next = 0;
+        let mut active: Vec<Transfer> = Vec::new();
+        loop {
+            while active.len() < concurrency.max(1) && next < jobs.len() {
+                match Transfer::start(next, &jobs[next]) {
+                    Ok(transfer) => active.push(transfer),
+                    Err(failure) => events(StreamEvent::Finished { index: next, result: Err(failure) }),
+                }
+                next += 1;
+            }
+            if active.is_empty() {
+                return;
+            }
+            // Advance every transfer that is not waiting; each stops at its next wait or its end.
+            let mut i = 0;
+            while i < active.len() {
+                if active[i].wait.is_some() {
+                    i += 1;
+                    continue;
+                }
+                match active[i].advance(jobs, events) {
+                    Some(result) => {
+                        let done = active.swap_remove(i);
+                        events(StreamEvent::Finished { index: done.index, result });
+                    }
+                    None => i += 1,
+                }
+            }
+            if active.is_empty() || (active.len() < concurrency && next < jobs.len()) {
+                continue;
+            }
+            let pollables: Vec<&Pollable> = active.iter().filter_map(|t| t.wait.as_ref()).collect();
+            let ready = poll(&pollables);
+            for index in ready {
+                active[index as usize].wait = None;
+            }
+        }
+    }
+}
+
+/// One file in flight. `wait` comes first so that it is dropped before the resource it watches.
+struct Transfer {
+    wait: Option<Pollable>,
+    stage: Option<Stage>,
+    index: usize,
+}
+
+enum Stage {
+    /// The GET was sent; waiting for its response head.
+    AwaitSource(FutureIncomingResponse),
+    /// Copying bytes from the GET body to the PUT body.
+    Pump(Pump),
+    /// The PUT body is complete; waiting for the destination's answer.
+    AwaitDestination { response: FutureIncomingResponse, sent: u64 },
+}
+
+struct Pump {
+    source: InputStream,
+    _source_body: IncomingBody,
+    _source_response: IncomingResponse,
+    sink: Option<OutputStream>,
+    sink_body: Option<OutgoingBody>,
+    response: FutureIncomingResponse,
+    chunk: Vec<u8>,
+    offset: usize,
+    sent: u64,
+    /// The source is exhausted and the sink was asked to flush.
+    flushing: bool,
+}
+
+/// What one `Pump::advance` step ended with.
+enum PumpStep {
+    Wait(Pollable),
+    Finished,
+    Failed(StreamFailure),
+}
+
+impl Transfer {
+    fn start(index: usize, job: &StreamJob) -> Result<Transfer, StreamFailure> {
+        let request = outgoing_request(&job.get, None)?;
+        let future = handle(request, "source")?;
+        Ok(Transfer { wait: None, stage: Some(Stage::AwaitSource(future)), index })
+    }
+
+    /// Moves the transfer on until it has to wait (sets `wait`, returns `None`) or ends.
+    fn advance(&mut self, jobs: &[StreamJob], events: &mut dyn FnMut(StreamEvent)) -> Option<Result<u64, StreamFailure>> {
+        loop {
+            let stage = self.stage.take().expect("transfer has a stage");
+            match stage {
+                Stage::AwaitSource(future) => match take_response(&future, "source") {
+                    None => {
+                        self.wait = Some(future.subscribe());
+                        self.stage = Some(Stage::AwaitSource(future));
+                        return None;
+                    }
+                    Some(Err(failure)) => return Some(Err(failure)),
+                    Some(Ok(response)) => match Pump::begin(response, &jobs[self.index]) {
+                        Ok(pump) => self.stage = Some(Stage::Pump(pump)),
+                        Err(failure) => return Some(Err(failure)),
+                    },
+                },
+                Stage::Pump(mut pump) => match pump.advance(events) {
+                    PumpStep::Wait(pollable) => {
+                        self.wait = Some(pollable);
+                        self.stage = Some(Stage::Pump(pump));
+                        return None;
+                    }
+                    PumpStep::Failed(failure) => return Some(Err(failure)),
+                    PumpStep::Finished => match pump.finish() {
+                        Ok((response, sent)) => {
+                            self.stage = Some(Stage::AwaitDestination { response, sent })
+                        }
+                        Err(failure) => return Some(Err(failure)),
+                    },
+                },
+                Stage::AwaitDestination { response, sent } => {
+                    match take_response(&response, "destination") {
+                        None => {
+                            self.wait = Some(response.subscribe());
+                            self.stage = Some(Stage::AwaitDestination { response, sent });
+                            return None;
+                        }
+                        Some(Err(failure)) => return Some(Err(failure)),
+                        Some(Ok(answer)) => return Some(check_status(&answer, "destination").map(|()| sent)),
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Pump {
+    /// Takes the source response and sends the PUT head, forwarding the source's length.
+    fn begin(source: IncomingResponse, job: &StreamJob) -> Result<Pump, StreamFailure> {
+        check_status(&source, "source")?;
+        let length = source
+            .headers()
+            .get(&"content-length".to_string())
+            .first()
+            .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok());
+        let body = source.consume().map_err(|()| internal("source body already taken"))?;
+        let stream = body.stream().map_err(|()| internal("source stream already taken"))?;
+        let request = outgoing_request(&job.put, length)?;
+        let sink_body = request.body().map_err(|()| internal("destination body already taken"))?;
+        let sink = sink_body.write().map_err(|()| internal("destination stream already taken"))?;
+        // The host must have the request before the body is written (its buffer is one chunk).
+        let response = handle(request, "destination")?;
+        Ok(Pump {
+            source: stream,
+            _source_body: body,
+            _source_response: source,
+            sink: Some(sink),
+            sink_body: Some(sink_body),
+            response,
+            chunk: Vec::new(),
+            offset: 0,
+            sent: 0,
+            flushing: false,
+        })
+    }
+
+    fn advance(&mut self, events: &mut dyn FnMut(StreamEvent)) -> PumpStep {
+        let sink = self.sink.as_ref().expect("sink open while pumping");
+        loop {
+            if self.flushing {
+                // Wait until the flush is done. After the last declared byte the host may close
+                // the stream (content-length reached): that is success too.
+                return match sink.check_write() {
+                    Ok(0) => PumpStep::Wait(sink.subscribe()),
+                    Ok(_) | Err(StreamError::Closed) => PumpStep::Finished,
+                    Err(StreamError::LastOperationFailed(e)) => {
+                        PumpStep::Failed(transient(format!("writing destination: {}", e.to_debug_string())))
+                    }
+                };
+            }
+            if self.offset == self.chunk.len() {
+                match self.source.read(CHUNK) {
+                    Ok(bytes) if bytes.is_empty() => return PumpStep::Wait(self.source.subscribe()),
+                    Ok(bytes) => {
+                        self.chunk = bytes;
+                        self.offset = 0;
+                    }
+                    Err(StreamError::Closed) => {
+                        match sink.flush() {
+                            Ok(()) | Err(StreamError::Closed) => {}
+                            Err(StreamError::LastOperationFailed(e)) => {
+                                return PumpStep::Failed(transient(format!(
+                                    "writing destination: {}",
+                                    e.to_debug_string()
+                                )))
+                            }
+                        }
+                        self.flushing = true;
+                        continue;
+                    }
+                    Err(StreamError::LastOperationFailed(e)) => {
+                        return PumpStep::Failed(transient(format!("reading source: {}", e.to_debug_string())))
+                    }
+                }
+            }
+            match sink.check_write() {
+                Ok(0) => return PumpStep::Wait(sink.subscribe()),
+                Ok(permit) => {
+                    let end = self.chunk.len().min(self.offset + permit as usize);
+                    if let Err(e) = sink.write(&self.chunk[self.offset..end]) {
+                        return PumpStep::Failed(self.sink_failed(e));
+                    }
+                    let n = (end - self.offset) as u64;
+                    self.offset = end;
+                    self.sent += n;
+                    events(StreamEvent::Bytes(n));
+                }
+                Err(e) => return PumpStep::Failed(self.sink_failed(e)),
+            }
+        }
+    }
+
+    /// The destination stopped taking bytes early: its answer (if any) says why.
+    fn sink_failed(&self, error: StreamError) -> StreamFailure {
+        if let Some(Ok(Ok(answer))) = self.response.get() {
+            if let Err(failure) = check_status(&answer, "destination") {
+                return failure;
+            }
+        }
+        match error {
+            StreamError::Closed => transient("destination closed the upload early".into()),
+            StreamError::LastOperationFailed(e) => transient(format!("writing destination: {}", e.to_debug_string())),
+        }
+    }
+
+    /// Ends the PUT body. `finish` checks the byte count against the declared content-length.
+    fn finish(mut self) -> Result<(FutureIncomingResponse, u64), StreamFailure> {
+        drop(self.sink.take());
+        let body = self.sink_body.take().expect("sink body present");
+        OutgoingBody::finish(body, None)
+            .map_err(|code| transient(format!("finishing upload: {}", describe_code(&code))))?;
+        Ok((self.response, self.sent))
+    }
+}
+
+fn outgoing_request(request: &Request, content_length: Option<u64>) -> Result<OutgoingRequest, StreamFailure> {
+    let mut entries: Vec<(String, Vec<u8>)> =
+        request.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone().into_bytes())).collect();
+    if let Some(length) = content_length {
+        entries.push(("content-length".into(), length.to_string().into_bytes()));
+    }
+    let fields = Fields::from_list(&entries).map_err(|e| permanent(format!("bad header: {e:?}")))?;
+    let out = OutgoingRequest::new(fields);
+    let url = &request.url;
+    let scheme = match url.scheme() {
+        "http" => Scheme::Http,
+        "https" => Scheme::Https,
+        other => Scheme::Other(other.to_string()),
+    };
+    let authority = match url.port() {
+        Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+        None => url.host_str().unwrap_or_default().to_string(),
+    };
+    let path = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    };
+    let ok = out.set_method(&wasi_method(request.method)).is_ok()
+        && out.set_scheme(Some(&scheme)).is_ok()
+        && out.set_authority(Some(&authority)).is_ok()
+        && out.set_path_with_query(Some(&path)).is_ok();
+    if !ok {
+        return Err(permanent(format!("cannot build request {}", request.describe())));
+    }
+    Ok(out)
+}
+
+fn handle(request: OutgoingRequest, side: &str) -> Result<FutureIncomingResponse, StreamFailure> {
+    let options = RequestOptions::new();
+    // Not every host supports every option; a refusal only means the host's default applies.
+    let _ = options.set_connect_timeout(Some(CONNECT_TIMEOUT.as_nanos() as u64));
+    outgoing_handler::handle(request, Some(options)).map_err(|code| code_failure(&code, side))
+}
+
+fn take_response(future: &FutureIncomingResponse, side: &str) -> Option<Result<IncomingResponse, StreamFailure>> {
+    match future.get()? {
+        Err(()) => Some(Err(internal("response already taken"))),
+        Ok(Err(code)) => Some(Err(code_failure(&code, side))),
+        Ok(Ok(response)) => Some(Ok(response)),
+    }
+}
+
+fn check_status(response: &IncomingResponse, side: &str) -> Result<(), StreamFailure> {
+    let status = response.status();
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    let retry_after = response
+        .headers()
+        .get(&"retry-after".to_string())
+        .first()
+        .and_then(|v| parse_retry_after(std::str::from_utf8(v).ok()?, SystemTime::now()));
+    let detail = error_body(response);
+    Err(StreamFailure {
+        message: format!("{side} answered HTTP {status}: {detail}"),
+        retryable: is_transient_status(status),
+        retry_after,
+        status: Some(status),
+    })
+}
+
+/// The first few hundred bytes of an error response, for the message.
+fn error_body(response: &IncomingResponse) -> String {
+    let Ok(body) = response.consume() else { return String::new() };
+    let text = match body.stream() {
+        Ok(stream) => {
+            let bytes = stream.blocking_read(4096).unwrap_or_default();
+            drop(stream);
+            super::snippet(&bytes)
+        }
+        Err(()) => String::new(),
+    };
+    drop(body);
+    text
+}
+
+fn wasi_method(method: super::Method) -> WasiMethod {
+    use super::Method::*;
+    match method {
+        Get => WasiMethod::Get,
+        Head => WasiMethod::Head,
+        Post => WasiMethod::Post,
+        Put => WasiMethod::Put,
+        Patch => WasiMethod::Patch,
+        Delete => WasiMethod::Delete,
+    }
+}
+
+/// Errors after which the server cannot have seen the request.
+fn never_reached_server(code: &ErrorCode) -> bool {
+    matches!(code, ErrorCode::DnsTimeout | ErrorCode::DnsError(_) | ErrorCode::ConnectionRefused | ErrorCode::ConnectionTimeout)
+}
+
+fn code_failure(code: &ErrorCode, side: &str) -> StreamFailure {
+    let permanent_code = matches!(
+        code,
+        ErrorCode::DnsError(_)
+            | ErrorCode::DestinationNotFound
+            | ErrorCode::HttpRequestUriInvalid
+            | ErrorCode::HttpRequestMethodInvalid
+            | ErrorCode::TlsCertificateError
+            | ErrorCode::TlsAlertReceived(_)
+            | ErrorCode::HttpRequestDenied
+    );
+    StreamFailure {
+        message: format!("{side}: {}", describe_code(code)),
+        retryable: !permanent_code,
+        retry_after: None,
+        status: None,
+    }
+}
+
+fn describe_code(code: &ErrorCode) -> String {
+    match code {
+        ErrorCode::ConnectionRefused => "connection refused".into(),
+        ErrorCode::ConnectionTerminated => "connection terminated".into(),
+        ErrorCode::ConnectionReset => "connection reset".into(),
+        ErrorCode::ConnectionTimeout => "connection timed out".into(),
+        ErrorCode::DnsError(_) => "host name not found".into(),
+        ErrorCode::HttpRequestDenied => "request denied by the host (outbound host not allowed?)".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn transient(message: String) -> StreamFailure {
+    StreamFailure { message, retryable: true, retry_after: None, status: None }
+}
+
+fn permanent(message: String) -> StreamFailure {
+    StreamFailure { message, retryable: false, retry_after: None, status: None }
+}
+
+fn internal(message: &str) -> StreamFailure {
+    permanent(format!("internal error: {message}"))
+}
