@@ -33,7 +33,11 @@ impl CopyRunRequest {
         require_non_empty("experiment_name", &self.experiment_name)?;
         require_non_empty("src_mlflow_uri", &self.src_mlflow_uri)?;
         require_non_empty("dst_mlflow_uri", &self.dst_mlflow_uri)?;
-        if !self.run_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if !self
+            .run_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             return Err(CopyError::bad_input(format!(
                 "run id {:?} is not a valid MLflow run id",
                 self.run_id
@@ -134,7 +138,11 @@ pub struct CopyError {
 
 impl CopyError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        CopyError { kind, message: message.into(), code: None }
+        CopyError {
+            kind,
+            message: message.into(),
+            code: None,
+        }
     }
     pub fn bad_input(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::BadInput, message)
@@ -174,7 +182,11 @@ impl CopyError {
             .last()
             .map(|e| e.kind)
             .unwrap_or(ErrorKind::Upstream);
-        CopyError { kind, message: format!("{err:#}"), code: None }
+        CopyError {
+            kind,
+            message: format!("{err:#}"),
+            code: None,
+        }
     }
 }
 
@@ -212,7 +224,11 @@ mod tests {
 
         let mut r = request();
         r.run_id = "abc/../x".into();
-        assert!(r.validate().unwrap_err().message.contains("not a valid MLflow run id"));
+        assert!(r
+            .validate()
+            .unwrap_err()
+            .message
+            .contains("not a valid MLflow run id"));
 
         let mut r = request();
         r.concurrency = 0;
@@ -240,9 +256,15 @@ mod tests {
             .context("reading source run");
         let flat = CopyError::from_chain(&err);
         assert_eq!(flat.kind, ErrorKind::NotFound);
-        assert_eq!(flat.message, "reading source run: run r1 not found on http://h");
+        assert_eq!(
+            flat.message,
+            "reading source run: run r1 not found on http://h"
+        );
 
         let plain: anyhow::Result<()> = Err(anyhow::anyhow!("socket closed")).context("listing");
-        assert_eq!(CopyError::from_chain(&plain.unwrap_err()).kind, ErrorKind::Upstream);
+        assert_eq!(
+            CopyError::from_chain(&plain.unwrap_err()).kind,
+            ErrorKind::Upstream
+        );
     }
 }

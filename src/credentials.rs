@@ -42,7 +42,10 @@ pub enum Auth {
     #[default]
     None,
     Bearer(String),
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
 }
 
 impl fmt::Debug for Auth {
@@ -63,7 +66,10 @@ impl Auth {
             Auth::Bearer(token) => Some(format!("Bearer {token}")),
             Auth::Basic { username, password } => {
                 let raw = format!("{username}:{password}");
-                Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw)))
+                Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(raw)
+                ))
             }
         }
     }
@@ -84,7 +90,9 @@ impl Auth {
             env(&format!("MLFLOW_{prefix}TRACKING_{name}")).filter(|v| !v.is_empty())
         };
         let specific = side.env_infix();
-        let has_specific = ["TOKEN", "USERNAME", "PASSWORD"].iter().any(|n| var(specific, n).is_some());
+        let has_specific = ["TOKEN", "USERNAME", "PASSWORD"]
+            .iter()
+            .any(|n| var(specific, n).is_some());
         let prefix = if has_specific { specific } else { "" };
         if let Some(username) = var(prefix, "USERNAME") {
             let password = var(prefix, "PASSWORD").unwrap_or_default();
@@ -103,8 +111,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
@@ -125,14 +135,23 @@ mod tests {
         assert_eq!(Auth::from_env(Side::Src, &e), Auth::Bearer("shared".into()));
         assert_eq!(
             Auth::from_env(Side::Dst, &e),
-            Auth::Basic { username: "admin".into(), password: "pw".into() }
+            Auth::Basic {
+                username: "admin".into(),
+                password: "pw".into()
+            }
         );
     }
 
     #[test]
     fn basic_header_is_base64_and_debug_hides_secrets() {
-        let auth = Auth::Basic { username: "admin".into(), password: "password1234".into() };
-        assert_eq!(auth.header_value().unwrap(), "Basic YWRtaW46cGFzc3dvcmQxMjM0");
+        let auth = Auth::Basic {
+            username: "admin".into(),
+            password: "password1234".into(),
+        };
+        assert_eq!(
+            auth.header_value().unwrap(),
+            "Basic YWRtaW46cGFzc3dvcmQxMjM0"
+        );
         assert!(!format!("{auth:?}").contains("password1234"));
         assert!(!format!("{:?}", Auth::Bearer("tok".into())).contains("tok"));
         assert_eq!(Auth::from_env(Side::Src, env(&[])), Auth::None);

@@ -9,5 +9,8 @@
 
 pub mod api;
 pub mod credentials;
+pub mod engine;
+pub mod entry;
+pub mod stores;
 pub mod transport;
 pub mod uri;

@@ -50,10 +50,14 @@ impl ServerUri {
             return Ok(ServerUri::DatabricksUc { profile: None });
         }
         if let Some(profile) = raw.strip_prefix("databricks://") {
-            return Ok(ServerUri::Databricks { profile: Some(non_empty_profile(raw, profile)?) });
+            return Ok(ServerUri::Databricks {
+                profile: Some(non_empty_profile(raw, profile)?),
+            });
         }
         if let Some(profile) = raw.strip_prefix("databricks-uc://") {
-            return Ok(ServerUri::DatabricksUc { profile: Some(non_empty_profile(raw, profile)?) });
+            return Ok(ServerUri::DatabricksUc {
+                profile: Some(non_empty_profile(raw, profile)?),
+            });
         }
         let url = Url::parse(raw).map_err(|e| {
             CopyError::bad_input(format!(
@@ -74,7 +78,10 @@ impl ServerUri {
             }
         }
         if url.host_str().is_none_or(str::is_empty) {
-            return Err(CopyError::bad_input(format!("URI {:?} has no host", redact(raw))));
+            return Err(CopyError::bad_input(format!(
+                "URI {:?} has no host",
+                redact(raw)
+            )));
         }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(CopyError::bad_input(format!(
@@ -117,7 +124,9 @@ fn non_empty_profile(raw: &str, profile: &str) -> Result<String, CopyError> {
 
 /// Removes any `user:password@` from a URI-like string so that it can be shown.
 pub fn redact(raw: &str) -> String {
-    let Some(scheme_end) = raw.find("://") else { return raw.to_string() };
+    let Some(scheme_end) = raw.find("://") else {
+        return raw.to_string();
+    };
     let rest = &raw[scheme_end + 3..];
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     match rest[..authority_end].rfind('@') {
@@ -143,34 +152,58 @@ mod tests {
         let ServerUri::Http(base) = ServerUri::parse("https://h.example/mlflow/").unwrap() else {
             panic!()
         };
-        assert_eq!(base.join("/api/x").as_str(), "https://h.example/mlflow/api/x");
+        assert_eq!(
+            base.join("/api/x").as_str(),
+            "https://h.example/mlflow/api/x"
+        );
     }
 
     #[test]
     fn databricks_forms() {
-        assert_eq!(ServerUri::parse("databricks").unwrap(), ServerUri::Databricks { profile: None });
+        assert_eq!(
+            ServerUri::parse("databricks").unwrap(),
+            ServerUri::Databricks { profile: None }
+        );
         assert_eq!(
             ServerUri::parse("databricks-uc://prod").unwrap(),
-            ServerUri::DatabricksUc { profile: Some("prod".into()) }
+            ServerUri::DatabricksUc {
+                profile: Some("prod".into())
+            }
         );
-        assert_eq!(ServerUri::parse("databricks://prod").unwrap().display(), "databricks://prod");
+        assert_eq!(
+            ServerUri::parse("databricks://prod").unwrap().display(),
+            "databricks://prod"
+        );
         assert!(ServerUri::parse("databricks://").is_err());
     }
 
     #[test]
     fn unsupported_and_malformed_uris_are_bad_input() {
-        for raw in ["sqlite:///mlflow.db", "file:///tmp/mlruns", "ftp://h/x", "not a uri", "http://"] {
+        for raw in [
+            "sqlite:///mlflow.db",
+            "file:///tmp/mlruns",
+            "ftp://h/x",
+            "not a uri",
+            "http://",
+        ] {
             let err = ServerUri::parse(raw).unwrap_err();
             assert_eq!(err.kind, crate::api::ErrorKind::BadInput, "{raw}");
         }
-        assert!(ServerUri::parse("sqlite:///x").unwrap_err().message.contains("\"sqlite\""));
+        assert!(ServerUri::parse("sqlite:///x")
+            .unwrap_err()
+            .message
+            .contains("\"sqlite\""));
     }
 
     #[test]
     fn credentials_in_uri_are_refused_without_echoing_them() {
         let err = ServerUri::parse("http://alice:s3cret@127.0.0.1:5000").unwrap_err();
         assert!(!err.message.contains("s3cret"), "{}", err.message);
-        assert!(err.message.contains("***@127.0.0.1:5000"), "{}", err.message);
+        assert!(
+            err.message.contains("***@127.0.0.1:5000"),
+            "{}",
+            err.message
+        );
         let err = ServerUri::parse("gopher://bob:hunter2@h/x").unwrap_err();
         assert!(!err.message.contains("hunter2"));
     }

@@ -46,7 +46,12 @@ pub struct Request {
 
 impl Request {
     pub fn new(method: Method, url: Url) -> Request {
-        Request { method, url, headers: Vec::new(), body: Vec::new() }
+        Request {
+            method,
+            url,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
     }
 
     pub fn header(mut self, name: &str, value: impl Into<String>) -> Request {
@@ -72,7 +77,10 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn is_success(&self) -> bool {
@@ -123,7 +131,18 @@ pub enum StreamEvent {
     /// `bytes` more bytes reached the destination.
     Bytes(u64),
     /// Job `index` finished: its byte count, or why it failed.
-    Finished { index: usize, result: Result<u64, StreamFailure> },
+    Finished {
+        index: usize,
+        result: Result<u64, StreamFailure>,
+    },
+}
+
+/// Progress of `Transport::stream_all`.
+pub enum Transferred<'a> {
+    /// More bytes reached a destination (possibly of a file that will be retried).
+    Bytes(u64),
+    /// A file is complete.
+    File { job: &'a StreamJob, bytes: u64 },
 }
 
 /// The host's HTTP client: one attempt per call, no retries.
@@ -174,7 +193,9 @@ impl Transport {
                 }
                 Err(e) => (idempotent || e.not_sent, None, e.message),
             };
-            let wait = self.policy.delay(attempts - 1, retry_after, retry::jitter());
+            let wait = self
+                .policy
+                .delay(attempts - 1, retry_after, retry::jitter());
             if !retry || !self.policy.may_retry(attempts, start.elapsed(), wait) {
                 return Err(CopyError::upstream(format!(
                     "{}: {failure} (after {attempts} attempt{})",
@@ -192,8 +213,7 @@ impl Transport {
         &self,
         jobs: &[StreamJob],
         concurrency: usize,
-        on_bytes: &mut dyn FnMut(u64),
-        on_file_done: &mut dyn FnMut(&StreamJob, u64),
+        on_progress: &mut dyn FnMut(Transferred),
     ) -> Result<u64, CopyError> {
         let start = Instant::now();
         let mut pending: Vec<usize> = (0..jobs.len()).collect();
@@ -203,18 +223,30 @@ impl Transport {
             round += 1;
             let batch: Vec<StreamJob> = pending.iter().map(|&i| jobs[i].clone()).collect();
             let mut failures: Vec<(usize, StreamFailure)> = Vec::new();
-            self.http.stream(&batch, concurrency, &mut |event| match event {
-                StreamEvent::Bytes(n) => on_bytes(n),
-                StreamEvent::Finished { index, result: Ok(bytes) } => {
-                    total += bytes;
-                    on_file_done(&batch[index], bytes);
-                }
-                StreamEvent::Finished { index, result: Err(f) } => failures.push((index, f)),
-            });
+            self.http
+                .stream(&batch, concurrency, &mut |event| match event {
+                    StreamEvent::Bytes(n) => on_progress(Transferred::Bytes(n)),
+                    StreamEvent::Finished {
+                        index,
+                        result: Ok(bytes),
+                    } => {
+                        total += bytes;
+                        on_progress(Transferred::File {
+                            job: &batch[index],
+                            bytes,
+                        });
+                    }
+                    StreamEvent::Finished {
+                        index,
+                        result: Err(f),
+                    } => failures.push((index, f)),
+                });
             if let Some((index, fatal)) = failures.iter().find(|(_, f)| !f.retryable) {
                 return Err(stream_error(&batch[*index], fatal, round));
             }
-            let Some((first_index, first)) = failures.first() else { break };
+            let Some((first_index, first)) = failures.first() else {
+                break;
+            };
             let retry_after = failures.iter().filter_map(|(_, f)| f.retry_after).max();
             let wait = self.policy.delay(round - 1, retry_after, retry::jitter());
             if !self.policy.may_retry(round, start.elapsed(), wait) {
@@ -228,8 +260,12 @@ impl Transport {
 }
 
 fn stream_error(job: &StreamJob, failure: &StreamFailure, attempts: u32) -> CopyError {
-    let message = format!("copying {}: {} (after {attempts} attempt{})", job.label, failure.message,
-        if attempts == 1 { "" } else { "s" });
+    let message = format!(
+        "copying {}: {} (after {attempts} attempt{})",
+        job.label,
+        failure.message,
+        if attempts == 1 { "" } else { "s" }
+    );
     match failure.status {
         Some(401 | 403) => CopyError::new(crate::api::ErrorKind::Unauthorized, message),
         _ => CopyError::upstream(message),
@@ -258,11 +294,22 @@ mod tests {
     impl Http for Scripted {
         fn send(&self, _: &Request) -> Result<Response, SendError> {
             *self.sent.borrow_mut() += 1;
-            self.answers.borrow_mut().pop_front().expect("script exhausted")
+            self.answers
+                .borrow_mut()
+                .pop_front()
+                .expect("script exhausted")
         }
         fn stream(&self, jobs: &[StreamJob], _: usize, events: &mut dyn FnMut(StreamEvent)) {
-            let round = self.stream_rounds.borrow_mut().pop_front().expect("no round scripted");
-            assert_eq!(round.len(), jobs.len(), "retry round has the failed jobs only");
+            let round = self
+                .stream_rounds
+                .borrow_mut()
+                .pop_front()
+                .expect("no round scripted");
+            assert_eq!(
+                round.len(),
+                jobs.len(),
+                "retry round has the failed jobs only"
+            );
             for (index, result) in round.into_iter().enumerate() {
                 events(StreamEvent::Finished { index, result });
             }
@@ -270,28 +317,46 @@ mod tests {
     }
 
     fn status(code: u16) -> Result<Response, SendError> {
-        Ok(Response { status: code, headers: vec![], body: b"{}".to_vec() })
+        Ok(Response {
+            status: code,
+            headers: vec![],
+            body: b"{}".to_vec(),
+        })
     }
     fn refused() -> Result<Response, SendError> {
-        Err(SendError { message: "connection refused".into(), not_sent: true })
+        Err(SendError {
+            message: "connection refused".into(),
+            not_sent: true,
+        })
     }
     fn reset() -> Result<Response, SendError> {
-        Err(SendError { message: "connection reset".into(), not_sent: false })
+        Err(SendError {
+            message: "connection reset".into(),
+            not_sent: false,
+        })
     }
 
-    fn transport(answers: Vec<Result<Response, SendError>>) -> (Transport, std::rc::Rc<RefCell<u32>>) {
+    fn transport(
+        answers: Vec<Result<Response, SendError>>,
+    ) -> (Transport, std::rc::Rc<RefCell<u32>>) {
         let sent = std::rc::Rc::new(RefCell::new(0));
         let http = Scripted {
             answers: RefCell::new(answers.into()),
             sent: sent.clone(),
             stream_rounds: RefCell::new(VecDeque::new()),
         };
-        let policy = RetryPolicy { base_delay: Duration::ZERO, ..RetryPolicy::default() };
+        let policy = RetryPolicy {
+            base_delay: Duration::ZERO,
+            ..RetryPolicy::default()
+        };
         (Transport::new(Box::new(http), policy), sent)
     }
 
     fn get() -> Request {
-        Request::new(Method::Get, Url::parse("http://h/api?token=secret").unwrap())
+        Request::new(
+            Method::Get,
+            Url::parse("http://h/api?token=secret").unwrap(),
+        )
     }
 
     #[test]
@@ -315,7 +380,10 @@ mod tests {
         assert_eq!(*sent.borrow(), 5);
         let msg = err.message.clone();
         assert!(msg.contains("GET http://h/api: HTTP 500"), "{msg}");
-        assert!(msg.contains("after 5 attempts") && !msg.contains("secret"), "{msg}");
+        assert!(
+            msg.contains("after 5 attempts") && !msg.contains("secret"),
+            "{msg}"
+        );
         assert_eq!(err.kind, crate::api::ErrorKind::Upstream);
     }
 
@@ -333,39 +401,76 @@ mod tests {
     }
 
     fn transient() -> Result<u64, StreamFailure> {
-        Err(StreamFailure { message: "HTTP 503".into(), retryable: true, retry_after: None, status: Some(503) })
+        Err(StreamFailure {
+            message: "HTTP 503".into(),
+            retryable: true,
+            retry_after: None,
+            status: Some(503),
+        })
     }
 
     #[test]
     fn streams_retry_only_the_failed_files() {
         let (mut t, _) = transport(vec![]);
-        let rounds = vec![vec![Ok(10), transient(), Ok(5)], vec![transient()], vec![Ok(7)]];
+        let rounds = vec![
+            vec![Ok(10), transient(), Ok(5)],
+            vec![transient()],
+            vec![Ok(7)],
+        ];
         t.http = Box::new(Scripted {
             answers: RefCell::new(VecDeque::new()),
             sent: Default::default(),
             stream_rounds: RefCell::new(rounds.into()),
         });
-        let job = |n: &str| StreamJob { label: n.into(), get: get(), put: get() };
+        let job = |n: &str| StreamJob {
+            label: n.into(),
+            get: get(),
+            put: get(),
+        };
         let jobs = vec![job("a"), job("b"), job("c")];
         let mut done = Vec::new();
-        let total = t.stream_all(&jobs, 2, &mut |_| {}, &mut |j, n| done.push((j.label.clone(), n))).unwrap();
+        let total = t
+            .stream_all(&jobs, 2, &mut |p| {
+                if let Transferred::File { job, bytes } = p {
+                    done.push((job.label.clone(), bytes))
+                }
+            })
+            .unwrap();
         assert_eq!(total, 22);
-        assert_eq!(done, vec![("a".into(), 10), ("c".into(), 5), ("b".into(), 7)]);
+        assert_eq!(
+            done,
+            vec![("a".into(), 10), ("c".into(), 5), ("b".into(), 7)]
+        );
     }
 
     #[test]
     fn a_permanent_stream_failure_stops_the_copy() {
         let (mut t, _) = transport(vec![]);
-        let denied = StreamFailure { message: "HTTP 403".into(), retryable: false, retry_after: None, status: Some(403) };
+        let denied = StreamFailure {
+            message: "HTTP 403".into(),
+            retryable: false,
+            retry_after: None,
+            status: Some(403),
+        };
         t.http = Box::new(Scripted {
             answers: RefCell::new(VecDeque::new()),
             sent: Default::default(),
             stream_rounds: RefCell::new(vec![vec![Ok(1), Err(denied)]].into()),
         });
-        let job = |n: &str| StreamJob { label: n.into(), get: get(), put: get() };
-        let err = t.stream_all(&[job("a"), job("b")], 2, &mut |_| {}, &mut |_, _| {}).unwrap_err();
+        let job = |n: &str| StreamJob {
+            label: n.into(),
+            get: get(),
+            put: get(),
+        };
+        let err = t
+            .stream_all(&[job("a"), job("b")], 2, &mut |_| {})
+            .unwrap_err();
         let flat = err;
         assert_eq!(flat.kind, crate::api::ErrorKind::Unauthorized);
-        assert!(flat.message.starts_with("copying b: HTTP 403"), "{}", flat.message);
+        assert!(
+            flat.message.starts_with("copying b: HTTP 403"),
+            "{}",
+            flat.message
+        );
     }
 }

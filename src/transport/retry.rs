@@ -43,7 +43,9 @@ impl RetryPolicy {
     /// the wait over `[d/2, d)` so that many clients do not retry in lockstep. A server's
     /// `Retry-After` is a lower bound.
     pub fn delay(&self, retry: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
-        let exp = self.base_delay.saturating_mul(1u32.checked_shl(retry.min(20)).unwrap_or(u32::MAX));
+        let exp = self
+            .base_delay
+            .saturating_mul(1u32.checked_shl(retry.min(20)).unwrap_or(u32::MAX));
         let capped = exp.min(self.max_delay);
         let jittered = capped.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0));
         match retry_after {
@@ -107,8 +109,14 @@ mod tests {
     #[test]
     fn retry_after_is_a_lower_bound() {
         let p = RetryPolicy::default();
-        assert_eq!(p.delay(0, Some(Duration::from_secs(7)), 0.3), Duration::from_secs(7));
-        assert_eq!(p.delay(3, Some(Duration::from_millis(1)), 1.0), Duration::from_secs(4));
+        assert_eq!(
+            p.delay(0, Some(Duration::from_secs(7)), 0.3),
+            Duration::from_secs(7)
+        );
+        assert_eq!(
+            p.delay(3, Some(Duration::from_millis(1)), 1.0),
+            Duration::from_secs(4)
+        );
     }
 
     #[test]
@@ -122,12 +130,18 @@ mod tests {
     #[test]
     fn parses_both_retry_after_forms() {
         let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(
             parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now),
             Some(Duration::from_secs(30))
         );
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:40:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:40:00 GMT", now),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon", now), None);
     }
 

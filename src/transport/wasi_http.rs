@@ -1,9 +1,10 @@
 //! `Http` over WASI HTTP: the only module that touches host bindings.
 //!
-//! Buffered API calls go through waki's client. Streaming a file (GET body into a PUT body) and
-//! keeping several files in flight at once are not things waki offers, so `stream` drives the
-//! `wasi:http` and `wasi:io` resources that waki re-exports directly: every transfer is a small
-//! state machine advanced when its pollable is ready, and one `poll` waits for all of them.
+//! waki provides the bindings; its client does not fit: it cannot stream a request body, keep
+//! several requests in flight, or send a declared-length body safely (MLflow's JSON API reads a
+//! chunked body as empty). So this module drives the `wasi:http` and `wasi:io` resources that
+//! waki re-exports directly. `send` is one blocking request; `stream` runs each file transfer as
+//! a small state machine advanced when its pollable is ready, one `poll` waiting for all.
 //!
 //! Resource discipline (the host traps otherwise): a pollable is dropped before the stream or
 //! future it watches, an input/output stream before its body. Struct fields are declared in
@@ -14,8 +15,8 @@ use crate::transport::retry::{is_transient_status, parse_retry_after};
 use std::time::{Duration, SystemTime};
 use waki::bindings::wasi::http::outgoing_handler;
 use waki::bindings::wasi::http::types::{
-    ErrorCode, Fields, FutureIncomingResponse, IncomingBody, IncomingResponse, Method as WasiMethod,
-    OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
+    ErrorCode, Fields, FutureIncomingResponse, IncomingBody, IncomingResponse,
+    Method as WasiMethod, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
 };
 use waki::bindings::wasi::io::poll::{poll, Pollable};
 use waki::bindings::wasi::io::streams::{InputStream, OutputStream, StreamError};
@@ -28,38 +29,51 @@ pub struct WasiHttp;
 
 impl Http for WasiHttp {
     fn send(&self, request: &Request) -> Result<Response, SendError> {
-        let method = wasi_method(request.method);
-        let mut builder = waki::Client::new()
-            .request(method, request.url.as_str())
-            .connect_timeout(CONNECT_TIMEOUT);
-        for (name, value) in &request.headers {
-            let name = waki::header::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|e| SendError { message: format!("bad header name: {e}"), not_sent: true })?;
-            builder = builder.header(name, value.as_str());
-        }
-        if !request.body.is_empty() {
-            builder = builder.body(request.body.clone());
-        }
-        let response = builder.send().map_err(|e| {
-            let code = e.downcast_ref::<ErrorCode>();
-            SendError {
-                message: match code {
-                    Some(code) => describe_code(code),
-                    None => e.to_string(),
-                },
-                not_sent: code.is_some_and(never_reached_server),
+        let unsent = |f: StreamFailure| SendError {
+            message: f.message,
+            not_sent: true,
+        };
+        let sent = |f: StreamFailure| SendError {
+            message: f.message,
+            not_sent: false,
+        };
+        // Always declare the length of a body: MLflow's JSON API (WSGI) reads a chunked body as
+        // empty. waki cannot do this safely (its write loop fails on the host closing the
+        // stream after the last declared byte), hence raw WASI here too.
+        let has_body = !matches!(request.method, super::Method::Get | super::Method::Head)
+            || !request.body.is_empty();
+        let outgoing = outgoing_request(request, has_body.then_some(request.body.len() as u64))
+            .map_err(unsent)?;
+        let body = outgoing
+            .body()
+            .map_err(|()| unsent(internal("request body already taken")))?;
+        let future = handle(outgoing, "server").map_err(unsent)?;
+        write_all(&body, &request.body).map_err(sent)?;
+        OutgoingBody::finish(body, None).map_err(|code| sent(code_failure(&code, "server")))?;
+        let response = loop {
+            match take_response(&future, "server") {
+                None => future.subscribe().block(),
+                Some(result) => {
+                    break result.map_err(|f| SendError {
+                        not_sent: never_reached(&f),
+                        message: f.message,
+                    })?
+                }
             }
-        })?;
-        let status = response.status_code();
+        };
+        let status = response.status();
         let headers = response
             .headers()
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .entries()
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, String::from_utf8(v).ok()?)))
             .collect();
-        let body = response
-            .body()
-            .map_err(|e| SendError { message: format!("reading response body: {e}"), not_sent: false })?;
-        Ok(Response { status, headers, body })
+        let body = read_all(&response).map_err(sent)?;
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
     }
 
     fn stream(&self, jobs: &[StreamJob], concurrency: usize, events: &mut dyn FnMut(StreamEvent)) {
@@ -69,7 +83,10 @@ impl Http for WasiHttp {
             while active.len() < concurrency.max(1) && next < jobs.len() {
                 match Transfer::start(next, &jobs[next]) {
                     Ok(transfer) => active.push(transfer),
-                    Err(failure) => events(StreamEvent::Finished { index: next, result: Err(failure) }),
+                    Err(failure) => events(StreamEvent::Finished {
+                        index: next,
+                        result: Err(failure),
+                    }),
                 }
                 next += 1;
             }
@@ -86,7 +103,10 @@ impl Http for WasiHttp {
                 match active[i].advance(jobs, events) {
                     Some(result) => {
                         let done = active.swap_remove(i);
-                        events(StreamEvent::Finished { index: done.index, result });
+                        events(StreamEvent::Finished {
+                            index: done.index,
+                            result,
+                        });
                     }
                     None => i += 1,
                 }
@@ -116,7 +136,10 @@ enum Stage {
     /// Copying bytes from the GET body to the PUT body.
     Pump(Pump),
     /// The PUT body is complete; waiting for the destination's answer.
-    AwaitDestination { response: FutureIncomingResponse, sent: u64 },
+    AwaitDestination {
+        response: FutureIncomingResponse,
+        sent: u64,
+    },
 }
 
 struct Pump {
@@ -144,11 +167,19 @@ impl Transfer {
     fn start(index: usize, job: &StreamJob) -> Result<Transfer, StreamFailure> {
         let request = outgoing_request(&job.get, None)?;
         let future = handle(request, "source")?;
-        Ok(Transfer { wait: None, stage: Some(Stage::AwaitSource(future)), index })
+        Ok(Transfer {
+            wait: None,
+            stage: Some(Stage::AwaitSource(future)),
+            index,
+        })
     }
 
     /// Moves the transfer on until it has to wait (sets `wait`, returns `None`) or ends.
-    fn advance(&mut self, jobs: &[StreamJob], events: &mut dyn FnMut(StreamEvent)) -> Option<Result<u64, StreamFailure>> {
+    fn advance(
+        &mut self,
+        jobs: &[StreamJob],
+        events: &mut dyn FnMut(StreamEvent),
+    ) -> Option<Result<u64, StreamFailure>> {
         loop {
             let stage = self.stage.take().expect("transfer has a stage");
             match stage {
@@ -186,7 +217,9 @@ impl Transfer {
                             return None;
                         }
                         Some(Err(failure)) => return Some(Err(failure)),
-                        Some(Ok(answer)) => return Some(check_status(&answer, "destination").map(|()| sent)),
+                        Some(Ok(answer)) => {
+                            return Some(check_status(&answer, "destination").map(|()| sent))
+                        }
                     }
                 }
             }
@@ -203,11 +236,19 @@ impl Pump {
             .get(&"content-length".to_string())
             .first()
             .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok());
-        let body = source.consume().map_err(|()| internal("source body already taken"))?;
-        let stream = body.stream().map_err(|()| internal("source stream already taken"))?;
+        let body = source
+            .consume()
+            .map_err(|()| internal("source body already taken"))?;
+        let stream = body
+            .stream()
+            .map_err(|()| internal("source stream already taken"))?;
         let request = outgoing_request(&job.put, length)?;
-        let sink_body = request.body().map_err(|()| internal("destination body already taken"))?;
-        let sink = sink_body.write().map_err(|()| internal("destination stream already taken"))?;
+        let sink_body = request
+            .body()
+            .map_err(|()| internal("destination body already taken"))?;
+        let sink = sink_body
+            .write()
+            .map_err(|()| internal("destination stream already taken"))?;
         // The host must have the request before the body is written (its buffer is one chunk).
         let response = handle(request, "destination")?;
         Ok(Pump {
@@ -233,14 +274,16 @@ impl Pump {
                 return match sink.check_write() {
                     Ok(0) => PumpStep::Wait(sink.subscribe()),
                     Ok(_) | Err(StreamError::Closed) => PumpStep::Finished,
-                    Err(StreamError::LastOperationFailed(e)) => {
-                        PumpStep::Failed(transient(format!("writing destination: {}", e.to_debug_string())))
-                    }
+                    Err(StreamError::LastOperationFailed(e)) => PumpStep::Failed(transient(
+                        format!("writing destination: {}", e.to_debug_string()),
+                    )),
                 };
             }
             if self.offset == self.chunk.len() {
                 match self.source.read(CHUNK) {
-                    Ok(bytes) if bytes.is_empty() => return PumpStep::Wait(self.source.subscribe()),
+                    Ok(bytes) if bytes.is_empty() => {
+                        return PumpStep::Wait(self.source.subscribe())
+                    }
                     Ok(bytes) => {
                         self.chunk = bytes;
                         self.offset = 0;
@@ -259,7 +302,10 @@ impl Pump {
                         continue;
                     }
                     Err(StreamError::LastOperationFailed(e)) => {
-                        return PumpStep::Failed(transient(format!("reading source: {}", e.to_debug_string())))
+                        return PumpStep::Failed(transient(format!(
+                            "reading source: {}",
+                            e.to_debug_string()
+                        )))
                     }
                 }
             }
@@ -289,7 +335,9 @@ impl Pump {
         }
         match error {
             StreamError::Closed => transient("destination closed the upload early".into()),
-            StreamError::LastOperationFailed(e) => transient(format!("writing destination: {}", e.to_debug_string())),
+            StreamError::LastOperationFailed(e) => {
+                transient(format!("writing destination: {}", e.to_debug_string()))
+            }
         }
     }
 
@@ -303,13 +351,85 @@ impl Pump {
     }
 }
 
-fn outgoing_request(request: &Request, content_length: Option<u64>) -> Result<OutgoingRequest, StreamFailure> {
-    let mut entries: Vec<(String, Vec<u8>)> =
-        request.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone().into_bytes())).collect();
+/// Writes a whole body, never more than the host permits at once.
+fn write_all(body: &OutgoingBody, mut bytes: &[u8]) -> Result<(), StreamFailure> {
+    let stream = body
+        .write()
+        .map_err(|()| internal("request stream already taken"))?;
+    let pollable = stream.subscribe();
+    let result = loop {
+        if bytes.is_empty() {
+            break match stream.flush() {
+                // The host closes the stream once the declared length is reached: success.
+                Ok(()) | Err(StreamError::Closed) => Ok(()),
+                Err(StreamError::LastOperationFailed(e)) => Err(transient(format!(
+                    "sending request body: {}",
+                    e.to_debug_string()
+                ))),
+            };
+        }
+        match stream.check_write() {
+            Ok(0) => pollable.block(),
+            Ok(permit) => {
+                let n = bytes.len().min(permit as usize);
+                if let Err(e) = stream.write(&bytes[..n]) {
+                    break Err(transient(format!("sending request body: {e:?}")));
+                }
+                bytes = &bytes[n..];
+            }
+            Err(e) => break Err(transient(format!("sending request body: {e:?}"))),
+        }
+    };
+    drop(pollable);
+    drop(stream);
+    result
+}
+
+/// Reads a whole response body.
+fn read_all(response: &IncomingResponse) -> Result<Vec<u8>, StreamFailure> {
+    let body = response
+        .consume()
+        .map_err(|()| internal("response body already taken"))?;
+    let stream = body
+        .stream()
+        .map_err(|()| internal("response stream already taken"))?;
+    let mut out = Vec::new();
+    let result = loop {
+        match stream.blocking_read(CHUNK) {
+            Ok(bytes) => out.extend_from_slice(&bytes),
+            Err(StreamError::Closed) => break Ok(out),
+            Err(StreamError::LastOperationFailed(e)) => {
+                break Err(transient(format!(
+                    "reading response body: {}",
+                    e.to_debug_string()
+                )))
+            }
+        }
+    };
+    drop(stream);
+    drop(body);
+    result
+}
+
+fn never_reached(failure: &StreamFailure) -> bool {
+    failure.message.ends_with("connection refused")
+        || failure.message.ends_with("host name not found")
+}
+
+fn outgoing_request(
+    request: &Request,
+    content_length: Option<u64>,
+) -> Result<OutgoingRequest, StreamFailure> {
+    let mut entries: Vec<(String, Vec<u8>)> = request
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone().into_bytes()))
+        .collect();
     if let Some(length) = content_length {
         entries.push(("content-length".into(), length.to_string().into_bytes()));
     }
-    let fields = Fields::from_list(&entries).map_err(|e| permanent(format!("bad header: {e:?}")))?;
+    let fields =
+        Fields::from_list(&entries).map_err(|e| permanent(format!("bad header: {e:?}")))?;
     let out = OutgoingRequest::new(fields);
     let url = &request.url;
     let scheme = match url.scheme() {
@@ -330,7 +450,10 @@ fn outgoing_request(request: &Request, content_length: Option<u64>) -> Result<Ou
         && out.set_authority(Some(&authority)).is_ok()
         && out.set_path_with_query(Some(&path)).is_ok();
     if !ok {
-        return Err(permanent(format!("cannot build request {}", request.describe())));
+        return Err(permanent(format!(
+            "cannot build request {}",
+            request.describe()
+        )));
     }
     Ok(out)
 }
@@ -342,7 +465,10 @@ fn handle(request: OutgoingRequest, side: &str) -> Result<FutureIncomingResponse
     outgoing_handler::handle(request, Some(options)).map_err(|code| code_failure(&code, side))
 }
 
-fn take_response(future: &FutureIncomingResponse, side: &str) -> Option<Result<IncomingResponse, StreamFailure>> {
+fn take_response(
+    future: &FutureIncomingResponse,
+    side: &str,
+) -> Option<Result<IncomingResponse, StreamFailure>> {
     match future.get()? {
         Err(()) => Some(Err(internal("response already taken"))),
         Ok(Err(code)) => Some(Err(code_failure(&code, side))),
@@ -371,7 +497,9 @@ fn check_status(response: &IncomingResponse, side: &str) -> Result<(), StreamFai
 
 /// The first few hundred bytes of an error response, for the message.
 fn error_body(response: &IncomingResponse) -> String {
-    let Ok(body) = response.consume() else { return String::new() };
+    let Ok(body) = response.consume() else {
+        return String::new();
+    };
     let text = match body.stream() {
         Ok(stream) => {
             let bytes = stream.blocking_read(4096).unwrap_or_default();
@@ -394,11 +522,6 @@ fn wasi_method(method: super::Method) -> WasiMethod {
         Patch => WasiMethod::Patch,
         Delete => WasiMethod::Delete,
     }
-}
-
-/// Errors after which the server cannot have seen the request.
-fn never_reached_server(code: &ErrorCode) -> bool {
-    matches!(code, ErrorCode::DnsTimeout | ErrorCode::DnsError(_) | ErrorCode::ConnectionRefused | ErrorCode::ConnectionTimeout)
 }
 
 fn code_failure(code: &ErrorCode, side: &str) -> StreamFailure {
@@ -424,20 +547,31 @@ fn describe_code(code: &ErrorCode) -> String {
     match code {
         ErrorCode::ConnectionRefused => "connection refused".into(),
         ErrorCode::ConnectionTerminated => "connection terminated".into(),
-        ErrorCode::ConnectionReset => "connection reset".into(),
         ErrorCode::ConnectionTimeout => "connection timed out".into(),
         ErrorCode::DnsError(_) => "host name not found".into(),
-        ErrorCode::HttpRequestDenied => "request denied by the host (outbound host not allowed?)".into(),
+        ErrorCode::HttpRequestDenied => {
+            "request denied by the host (outbound host not allowed?)".into()
+        }
         other => format!("{other:?}"),
     }
 }
 
 fn transient(message: String) -> StreamFailure {
-    StreamFailure { message, retryable: true, retry_after: None, status: None }
+    StreamFailure {
+        message,
+        retryable: true,
+        retry_after: None,
+        status: None,
+    }
 }
 
 fn permanent(message: String) -> StreamFailure {
-    StreamFailure { message, retryable: false, retry_after: None, status: None }
+    StreamFailure {
+        message,
+        retryable: false,
+        retry_after: None,
+        status: None,
+    }
 }
 
 fn internal(message: &str) -> StreamFailure {

@@ -1,0 +1,547 @@
+//! copy-run: one run (and optionally its child runs) from one tracking server to another.
+//!
+//! Order matters:
+//! 1. Read and list everything on the source first, so that a bad run id, a deleted run or a
+//!    refused credential fails before anything is written.
+//! 2. Find the destination experiment and any earlier copy of this run (lineage tags). A complete
+//!    copy is reported as it is; an incomplete one is resumed.
+//! 3. Create the run marked incomplete, copy params, tags, datasets, logged models, metrics,
+//!    outputs and artifacts, set the source's status and end time, and remove the mark last.
+//!    If anything fails, the run is marked FAILED and keeps the mark, so a re-run resumes it.
+
+use super::artifacts::{self, ArtifactStats, TreeCopy};
+use super::lineage;
+use super::metrics::{AlreadyCopied, MetricBatcher, ModelLinks, MAX_PARAMS_TAGS_PER_BATCH};
+use super::mlmodel::IdMap;
+use super::models::{self, ModelCopy};
+use super::Copier;
+use crate::api::{CopyError, CopyRunReport, CopyRunRequest, Outcome};
+use crate::stores::mlflow::tracking::filter_literal;
+use crate::stores::mlflow::types::{KeyValue, LoggedModel, Run};
+use crate::stores::mlflow::{ArtifactRoot, MlflowRest, Owner};
+use anyhow::Context;
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+pub fn copy_run(c: &mut Copier, request: &CopyRunRequest) -> anyhow::Result<CopyRunReport> {
+    let started = Instant::now();
+    let dst_experiment_id = destination_experiment(&c.dst, &request.experiment_name)?;
+    let mut report = copy_one(c, &request.run_id, &dst_experiment_id, None)?;
+    if request.copy_children {
+        let mut children = Vec::new();
+        copy_children(
+            c,
+            &request.run_id,
+            &report.dst_run_id,
+            &dst_experiment_id,
+            &mut children,
+        )?;
+        report.child_run_ids = children;
+    }
+    report.elapsed_seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn copy_children(
+    c: &mut Copier,
+    src_parent: &str,
+    dst_parent: &str,
+    dst_experiment_id: &str,
+    out: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let parent = c.src.get_run(src_parent)?;
+    let filter = format!(
+        "tags.`{}` = {}",
+        lineage::PARENT_RUN_ID,
+        filter_literal(src_parent)
+    );
+    let children = c
+        .src
+        .search_runs(&[&parent.info.experiment_id], &filter, "ACTIVE_ONLY")
+        .with_context(|| format!("finding the child runs of source run {src_parent}"))?;
+    for child in children {
+        let id = child.info.run_id;
+        c.phase(format!("child run {id}"));
+        let report = copy_one(c, &id, dst_experiment_id, Some(dst_parent))?;
+        out.push(report.dst_run_id.clone());
+        copy_children(c, &id, &report.dst_run_id, dst_experiment_id, out)?;
+    }
+    Ok(())
+}
+
+/// The id of the destination experiment of that name, created if missing.
+fn destination_experiment(dst: &MlflowRest, name: &str) -> anyhow::Result<String> {
+    let found = match dst.experiment_by_name(name)? {
+        Some(found) => found,
+        None => match dst.create_experiment(name) {
+            Ok(id) => return Ok(id),
+            // Someone created it in the meantime.
+            Err(e) if e.has_code("RESOURCE_ALREADY_EXISTS") => {
+                dst.experiment_by_name(name)?.ok_or(e)?
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("creating destination experiment {name:?}")))
+            }
+        },
+    };
+    if found.lifecycle_stage == "deleted" {
+        return Err(CopyError::conflict(format!(
+            "destination experiment {name:?} (id {}) on {} is deleted; restore it or choose another name",
+            found.experiment_id,
+            dst.server()
+        ))
+        .into());
+    }
+    Ok(found.experiment_id)
+}
+
+/// Everything read from the source before writing starts.
+struct Source {
+    run: Run,
+    models: Vec<LoggedModel>,
+    run_files: artifacts::Listed,
+    model_files: Vec<artifacts::Listed>,
+}
+
+fn read_source(c: &mut Copier, run_id: &str) -> anyhow::Result<Source> {
+    c.phase(format!(
+        "reading source run {run_id} from {}",
+        c.src.server()
+    ));
+    let run = c.src.get_run(run_id).map_err(|e| {
+        if e.kind == crate::api::ErrorKind::NotFound {
+            CopyError::not_found(format!(
+                "source run {run_id} not found on {}",
+                c.src.server()
+            ))
+        } else {
+            e
+        }
+    })?;
+    if run.info.is_deleted() {
+        return Err(CopyError::not_found(format!(
+            "source run {run_id} on {} is deleted; restore it to copy it",
+            c.src.server()
+        ))
+        .into());
+    }
+    let models = models::discover(&c.src, &run)?;
+    let run_root = ArtifactRoot {
+        owner: Owner::Run(run_id.to_string()),
+        uri: run.info.artifact_uri.clone(),
+    };
+    let run_files = artifacts::list(c, run_root)?;
+    let model_files = models
+        .iter()
+        .map(|m| {
+            let root = ArtifactRoot {
+                owner: Owner::Model(m.info.model_id.clone()),
+                uri: m.info.artifact_uri.clone(),
+            };
+            artifacts::list(c, root)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Source {
+        run,
+        models,
+        run_files,
+        model_files,
+    })
+}
+
+/// Earlier copies of `src_run_id` from this source server in the experiment.
+fn earlier_copies(
+    c: &Copier,
+    dst_experiment_id: &str,
+    src_run_id: &str,
+) -> anyhow::Result<Vec<Run>> {
+    let filter = format!(
+        "tags.`{}` = {} and tags.`{}` = {}",
+        lineage::SRC_RUN_ID,
+        filter_literal(src_run_id),
+        lineage::SRC_TRACKING_URI,
+        filter_literal(&c.src.server())
+    );
+    Ok(c.dst
+        .search_runs(&[dst_experiment_id], &filter, "ACTIVE_ONLY")?)
+}
+
+fn copy_one(
+    c: &mut Copier,
+    src_run_id: &str,
+    dst_experiment_id: &str,
+    dst_parent: Option<&str>,
+) -> anyhow::Result<CopyRunReport> {
+    let source = read_source(c, src_run_id)?;
+    let earlier = earlier_copies(c, dst_experiment_id, src_run_id)?;
+    let complete = earlier
+        .iter()
+        .find(|r| r.data.tag(lineage::INCOMPLETE).is_none());
+    let mut report = empty_report(src_run_id, dst_experiment_id);
+    if let Some(done) = complete {
+        c.phase(format!(
+            "run {src_run_id} was already copied to {} as run {}",
+            c.dst.server(),
+            done.info.run_id
+        ));
+        report.dst_run_id = done.info.run_id.clone();
+        report.outcome = Outcome::Existing;
+        return Ok(report);
+    }
+    let dst_parent = match dst_parent {
+        Some(p) => Some(p.to_string()),
+        None => parent_copy(c, &source.run, dst_experiment_id)?,
+    };
+    let (dst_run, resuming) = match earlier.into_iter().next() {
+        Some(incomplete) => {
+            c.phase(format!(
+                "resuming the incomplete copy {} of run {src_run_id}",
+                incomplete.info.run_id
+            ));
+            (incomplete, true)
+        }
+        None => (create_run(c, &source.run, dst_experiment_id)?, false),
+    };
+    report.dst_run_id = dst_run.info.run_id.clone();
+    report.outcome = if resuming {
+        Outcome::Resumed
+    } else {
+        Outcome::Created
+    };
+    match fill_run(
+        c,
+        &source,
+        &dst_run,
+        dst_parent.as_deref(),
+        resuming,
+        &mut report,
+    ) {
+        Ok(()) => Ok(report),
+        Err(err) => {
+            // Leave an unmistakably unfinished run: FAILED and still tagged incomplete.
+            let _ = c.dst.update_run(&dst_run.info.run_id, "FAILED", None);
+            Err(err.context(format!(
+                "copy of run {src_run_id} into destination run {} on {} is incomplete (marked FAILED); \
+                 re-run the same command to resume it",
+                dst_run.info.run_id,
+                c.dst.server()
+            )))
+        }
+    }
+}
+
+fn empty_report(src_run_id: &str, dst_experiment_id: &str) -> CopyRunReport {
+    CopyRunReport {
+        src_run_id: src_run_id.to_string(),
+        dst_run_id: String::new(),
+        dst_experiment_id: dst_experiment_id.to_string(),
+        outcome: Outcome::Created,
+        params: 0,
+        tags: 0,
+        metric_points: 0,
+        dataset_inputs: 0,
+        logged_models: 0,
+        artifact_files: 0,
+        artifact_bytes: 0,
+        artifact_files_skipped: 0,
+        child_run_ids: Vec::new(),
+        elapsed_seconds: 0.0,
+    }
+}
+
+/// When the source run is a child whose parent was copied earlier, the copy of the parent.
+fn parent_copy(
+    c: &mut Copier,
+    run: &Run,
+    dst_experiment_id: &str,
+) -> anyhow::Result<Option<String>> {
+    let Some(parent) = run.data.tag(lineage::PARENT_RUN_ID) else {
+        return Ok(None);
+    };
+    let copies = earlier_copies(c, dst_experiment_id, parent)?;
+    match copies
+        .iter()
+        .find(|r| r.data.tag(lineage::INCOMPLETE).is_none())
+    {
+        Some(p) => Ok(Some(p.info.run_id.clone())),
+        None => {
+            c.warn(format!(
+                "run {} is a child of run {parent}, which has no copy in the destination experiment; \
+                 the copy is not nested (copy the parent with --copy-children to keep the nesting)",
+                run.info.run_id
+            ));
+            Ok(None)
+        }
+    }
+}
+
+fn create_run(c: &mut Copier, src: &Run, dst_experiment_id: &str) -> anyhow::Result<Run> {
+    let tags = vec![
+        KeyValue::new(lineage::SRC_RUN_ID, &src.info.run_id),
+        KeyValue::new(lineage::SRC_EXPERIMENT_ID, &src.info.experiment_id),
+        KeyValue::new(lineage::SRC_TRACKING_URI, c.src.server()),
+        KeyValue::new(lineage::INCOMPLETE, "true"),
+    ];
+    let info = c
+        .dst
+        .create_run(
+            dst_experiment_id,
+            src.info.run_name.as_deref().filter(|n| !n.is_empty()),
+            src.info.start_time,
+            src.info.user_id.as_deref().filter(|u| !u.is_empty()),
+            &tags,
+        )
+        .with_context(|| {
+            format!("creating the destination run in experiment {dst_experiment_id}")
+        })?;
+    c.phase(format!(
+        "created destination run {} on {}",
+        info.run_id,
+        c.dst.server()
+    ));
+    Ok(Run {
+        info,
+        ..Run::default()
+    })
+}
+
+/// Copies everything into an existing (new or resumed) destination run.
+fn fill_run(
+    c: &mut Copier,
+    src: &Source,
+    dst: &Run,
+    dst_parent: Option<&str>,
+    resuming: bool,
+    report: &mut CopyRunReport,
+) -> anyhow::Result<()> {
+    let src_run = &src.run;
+    let dst_id = dst.info.run_id.as_str();
+    // A resumed run is re-read: what it already has decides what is skipped.
+    let dst_state = if resuming {
+        c.dst.get_run(dst_id)?
+    } else {
+        dst.clone()
+    };
+
+    c.phase(format!("params: {}", src_run.data.params.len()));
+    for chunk in src_run.data.params.chunks(MAX_PARAMS_TAGS_PER_BATCH) {
+        c.dst
+            .log_batch(dst_id, &[], chunk, &[])
+            .context("copying params")?;
+    }
+    report.params = src_run.data.params.len() as u32;
+
+    let tags = run_tags(src_run, dst_id, dst_parent);
+    c.phase(format!("tags: {}", tags.len()));
+    for chunk in tags.chunks(MAX_PARAMS_TAGS_PER_BATCH) {
+        c.dst
+            .log_batch(dst_id, &[], &[], chunk)
+            .context("copying tags")?;
+    }
+    report.tags = tags.len() as u32;
+
+    let datasets = &src_run.inputs.dataset_inputs;
+    if !datasets.is_empty() {
+        c.phase(format!("dataset inputs: {}", datasets.len()));
+        for chunk in datasets.chunks(MAX_PARAMS_TAGS_PER_BATCH) {
+            c.dst
+                .log_inputs(dst_id, chunk)
+                .context("copying dataset inputs")?;
+        }
+    }
+    report.dataset_inputs = datasets.len() as u32;
+
+    if !src.models.is_empty() {
+        c.phase(format!("logged models: {}", src.models.len()));
+    }
+    let dst_experiment_id = report.dst_experiment_id.clone();
+    let copies = models::create_copies(
+        c,
+        src.models.clone(),
+        &src_run.info.run_id,
+        &dst_experiment_id,
+        dst_id,
+        resuming,
+    )?;
+    report.logged_models = copies.len() as u32;
+
+    report.metric_points = copy_metrics(c, src_run, dst_id, &copies, resuming)?;
+    models::link_outputs(c, src_run, &copies, &dst_state)?;
+
+    let stats = copy_artifacts(c, src, dst, &copies, resuming)?;
+    report.artifact_files = stats.files;
+    report.artifact_bytes = stats.bytes;
+    report.artifact_files_skipped = stats.skipped;
+
+    models::finalize(c, &copies)?;
+    finish_run(c, src_run, dst_id)
+}
+
+/// The source's tags as the copy carries them: the parent link re-pointed at the parent's copy
+/// (or left out when there is none), and the old run id inside the MLflow 2 model history
+/// replaced by the new one.
+fn run_tags(src: &Run, dst_run_id: &str, dst_parent: Option<&str>) -> Vec<KeyValue> {
+    let mut tags: Vec<KeyValue> = src
+        .data
+        .tags
+        .iter()
+        .filter(|t| t.key != lineage::PARENT_RUN_ID && t.key != lineage::INCOMPLETE)
+        .map(|t| {
+            if t.key == lineage::LOG_MODEL_HISTORY {
+                KeyValue::new(&t.key, t.value.replace(&src.info.run_id, dst_run_id))
+            } else {
+                t.clone()
+            }
+        })
+        .collect();
+    if let Some(parent) = dst_parent {
+        tags.push(KeyValue::new(lineage::PARENT_RUN_ID, parent));
+    }
+    tags
+}
+
+/// Copies the full history of every metric, in full log-batch requests. Points that belong to
+/// a logged model carry the copied model's id. Returns the number of source points.
+fn copy_metrics(
+    c: &mut Copier,
+    src: &Run,
+    dst_id: &str,
+    copies: &[ModelCopy],
+    resuming: bool,
+) -> anyhow::Result<u64> {
+    let keys: BTreeSet<&str> = src.data.metrics.iter().map(|m| m.key.as_str()).collect();
+    c.phase(format!("metrics: {} keys", keys.len()));
+    let mut links = ModelLinks::new(models::model_metrics(copies, &src.info.run_id));
+    let mut batcher = MetricBatcher::default();
+    let mut points = 0u64;
+    let (src_client, dst_client) = (&c.src, &c.dst);
+    for key in keys {
+        let mut present = AlreadyCopied::default();
+        if resuming {
+            dst_client.metric_history(dst_id, key, |page| {
+                page.iter().for_each(|p| present.add(p));
+                Ok(())
+            })?;
+        }
+        src_client
+            .metric_history(&src.info.run_id, key, |page| {
+                for mut point in page {
+                    points += 1;
+                    if present.contains(&point) {
+                        continue;
+                    }
+                    links.link(&mut point);
+                    if let Some(batch) = batcher.push(point) {
+                        dst_client.log_batch(dst_id, &batch, &[], &[])?;
+                    }
+                }
+                Ok(())
+            })
+            .with_context(|| format!("copying the history of metric {key:?}"))?;
+    }
+    if let Some(batch) = batcher.finish() {
+        c.dst
+            .log_batch(dst_id, &batch, &[], &[])
+            .context("copying metrics")?;
+    }
+    if links.unmatched() > 0 {
+        c.warn(format!(
+            "{} logged-model metric(s) matched no point of the run's history and were not linked",
+            links.unmatched()
+        ));
+    }
+    Ok(points)
+}
+
+fn copy_artifacts(
+    c: &mut Copier,
+    src: &Source,
+    dst: &Run,
+    copies: &[ModelCopy],
+    resuming: bool,
+) -> anyhow::Result<ArtifactStats> {
+    let mut run_ids = IdMap::default();
+    run_ids.add(&src.run.info.run_id, &dst.info.run_id);
+    let mut trees = vec![TreeCopy {
+        src: artifacts::Listed {
+            root: src.run_files.root.clone(),
+            files: src.run_files.files.clone(),
+        },
+        dst: ArtifactRoot {
+            owner: Owner::Run(dst.info.run_id.clone()),
+            uri: dst.info.artifact_uri.clone(),
+        },
+        ids: run_ids.clone(),
+    }];
+    for (copy, listed) in copies.iter().zip(&src.model_files) {
+        let mut ids = run_ids.clone();
+        ids.add(&copy.src.info.model_id, &copy.dst_id);
+        ids.add(&copy.src.info.artifact_uri, &copy.dst_artifact_uri);
+        trees.push(TreeCopy {
+            src: artifacts::Listed {
+                root: listed.root.clone(),
+                files: listed.files.clone(),
+            },
+            dst: copy.dst_root(),
+            ids,
+        });
+    }
+    artifacts::copy_trees(c, &trees, resuming)
+}
+
+/// Gives the copy the source's status and end time, then removes the incomplete mark.
+fn finish_run(c: &mut Copier, src: &Run, dst_id: &str) -> anyhow::Result<()> {
+    let status = src.info.status.as_deref().unwrap_or("FINISHED");
+    let end_time = if status == "RUNNING" {
+        None
+    } else {
+        src.info.end_time
+    };
+    c.dst
+        .update_run(dst_id, status, end_time)
+        .context("setting the run's status and end time")?;
+    c.dst
+        .delete_tag(dst_id, lineage::INCOMPLETE)
+        .context("marking the copy complete")?;
+    c.phase(format!(
+        "run {} copied to {} as run {dst_id}",
+        src.info.run_id,
+        c.dst.server()
+    ));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_remap_parent_and_model_history() {
+        let mut src = Run::default();
+        src.info.run_id = "old".into();
+        src.data.tags = vec![
+            KeyValue::new("mlflow.parentRunId", "p-old"),
+            KeyValue::new(
+                "mlflow.log-model.history",
+                r#"[{"run_id": "old", "artifact_path": "model"}]"#,
+            ),
+            KeyValue::new("team", "x"),
+        ];
+        let tags = run_tags(&src, "new", Some("p-new"));
+        assert_eq!(
+            tags,
+            vec![
+                KeyValue::new(
+                    "mlflow.log-model.history",
+                    r#"[{"run_id": "new", "artifact_path": "model"}]"#
+                ),
+                KeyValue::new("team", "x"),
+                KeyValue::new("mlflow.parentRunId", "p-new"),
+            ]
+        );
+        assert!(run_tags(&src, "new", None)
+            .iter()
+            .all(|t| t.key != "mlflow.parentRunId"));
+    }
+}

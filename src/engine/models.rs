@@ -1,0 +1,183 @@
+//! MLflow 3 logged models a run produced: found on the source, recreated on the destination
+//! with the same name, type, params, tags, metrics and status, and linked to the copied run.
+
+use super::lineage;
+use super::Copier;
+use crate::stores::mlflow::tracking::filter_literal;
+use crate::stores::mlflow::types::{KeyValue, LoggedModel, Metric, ModelOutput, Run};
+use crate::stores::mlflow::{ArtifactRoot, MlflowRest, Owner};
+use anyhow::Context;
+use std::collections::BTreeMap;
+
+/// One source model and its destination copy.
+pub struct ModelCopy {
+    pub src: LoggedModel,
+    pub dst_id: String,
+    pub dst_artifact_uri: String,
+}
+
+impl ModelCopy {
+    pub fn src_root(&self) -> ArtifactRoot {
+        ArtifactRoot {
+            owner: Owner::Model(self.src.info.model_id.clone()),
+            uri: self.src.info.artifact_uri.clone(),
+        }
+    }
+
+    pub fn dst_root(&self) -> ArtifactRoot {
+        ArtifactRoot {
+            owner: Owner::Model(self.dst_id.clone()),
+            uri: self.dst_artifact_uri.clone(),
+        }
+    }
+}
+
+/// The logged models a run produced: its outputs, and models naming it as their source run
+/// (a model logged without being attached as an output).
+pub fn discover(src: &MlflowRest, run: &Run) -> anyhow::Result<Vec<LoggedModel>> {
+    let mut ids: Vec<String> = run
+        .outputs
+        .model_outputs
+        .iter()
+        .map(|o| o.model_id.clone())
+        .collect();
+    let filter = format!("source_run_id = {}", filter_literal(&run.info.run_id));
+    let searched = src
+        .search_logged_models(&run.info.experiment_id, &filter)
+        .with_context(|| format!("finding the logged models of run {}", run.info.run_id))?;
+    ids.extend(searched.into_iter().map(|m| m.info.model_id));
+    let mut seen = std::collections::HashSet::new();
+    ids.retain(|id| seen.insert(id.clone()));
+    ids.iter()
+        .map(|id| {
+            src.get_logged_model(id)
+                .with_context(|| format!("reading logged model {id}"))
+        })
+        .collect()
+}
+
+/// Creates the destination model for each source model, or finds the one an earlier,
+/// interrupted copy created (by its lineage tag).
+pub fn create_copies(
+    c: &mut Copier,
+    models: Vec<LoggedModel>,
+    src_run_id: &str,
+    dst_experiment_id: &str,
+    dst_run_id: &str,
+    resuming: bool,
+) -> anyhow::Result<Vec<ModelCopy>> {
+    let mut existing: BTreeMap<String, LoggedModel> = BTreeMap::new();
+    if resuming && !models.is_empty() {
+        let filter = format!("source_run_id = {}", filter_literal(dst_run_id));
+        for m in c.dst.search_logged_models(dst_experiment_id, &filter)? {
+            if let Some(src_id) = m.info.tag(lineage::SRC_MODEL_ID) {
+                existing.insert(src_id.to_string(), m);
+            }
+        }
+    }
+    let mut copies = Vec::new();
+    for model in models {
+        let src_id = model.info.model_id.clone();
+        let dst = match existing.remove(&src_id) {
+            Some(found) => found,
+            None => {
+                let mut tags: Vec<KeyValue> = model
+                    .info
+                    .tags
+                    .iter()
+                    .filter(|t| t.key != lineage::MODEL_VERSIONS)
+                    .cloned()
+                    .collect();
+                tags.push(KeyValue::new(lineage::SRC_MODEL_ID, &src_id));
+                // A model produced by this run points at the copy; one produced elsewhere keeps
+                // no source run rather than a dangling id.
+                let source_run =
+                    (model.info.source_run_id.as_deref() == Some(src_run_id)).then_some(dst_run_id);
+                c.dst
+                    .create_logged_model(
+                        dst_experiment_id,
+                        &model.info,
+                        &model.data.params,
+                        &tags,
+                        source_run,
+                    )
+                    .with_context(|| format!("creating the copy of logged model {src_id}"))?
+            }
+        };
+        copies.push(ModelCopy {
+            dst_id: dst.info.model_id,
+            dst_artifact_uri: dst.info.artifact_uri,
+            src: model,
+        });
+    }
+    Ok(copies)
+}
+
+/// The source models' metrics, re-addressed to the destination models, for linking run points.
+pub fn model_metrics(copies: &[ModelCopy], src_run_id: &str) -> Vec<Metric> {
+    copies
+        .iter()
+        .flat_map(|copy| {
+            copy.src
+                .data
+                .metrics
+                .iter()
+                .filter(|m| m.run_id.as_deref().is_none_or(|r| r == src_run_id))
+                .map(|m| Metric {
+                    model_id: Some(copy.dst_id.clone()),
+                    run_id: None,
+                    ..m.clone()
+                })
+        })
+        .collect()
+}
+
+/// Records the copied models as outputs of the copied run, with the source's steps.
+pub fn link_outputs(
+    c: &mut Copier,
+    src_run: &Run,
+    copies: &[ModelCopy],
+    dst_run: &Run,
+) -> anyhow::Result<()> {
+    let already: Vec<&str> = dst_run
+        .outputs
+        .model_outputs
+        .iter()
+        .map(|o| o.model_id.as_str())
+        .collect();
+    let outputs: Vec<ModelOutput> = src_run
+        .outputs
+        .model_outputs
+        .iter()
+        .filter_map(|o| {
+            let copy = copies.iter().find(|c| c.src.info.model_id == o.model_id)?;
+            Some(ModelOutput {
+                model_id: copy.dst_id.clone(),
+                step: o.step,
+            })
+        })
+        .filter(|o| !already.contains(&o.model_id.as_str()))
+        .collect();
+    if !outputs.is_empty() {
+        c.dst
+            .log_outputs(&dst_run.info.run_id, &outputs)
+            .context("linking logged models to the copied run")?;
+    }
+    Ok(())
+}
+
+/// Gives each copy the source's final status, once its artifacts are in place.
+pub fn finalize(c: &mut Copier, copies: &[ModelCopy]) -> anyhow::Result<()> {
+    for copy in copies {
+        let status = copy
+            .src
+            .info
+            .status
+            .as_deref()
+            .unwrap_or("LOGGED_MODEL_READY");
+        c.dst
+            .finalize_logged_model(&copy.dst_id, status)
+            .with_context(|| format!("finalizing logged model {}", copy.dst_id))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,234 @@
+//! The command line, a drop-in for mlflow-export-import's `copy-run` (same flag names).
+
+use crate::api::{CopyError, CopyRunRequest, ErrorKind, DEFAULT_CONCURRENCY};
+use crate::engine::progress::{human_line, Event, Progress};
+use clap::{Args, Parser, Subcommand};
+
+const CREDENTIALS_HELP: &str = "\
+Credentials come from the environment, never from flags (pass them with wasmtime's --env):
+  MLFLOW_TRACKING_TOKEN                          bearer token for both servers
+  MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD   HTTP basic auth for both servers
+  MLFLOW_SRC_TRACKING_TOKEN, MLFLOW_SRC_TRACKING_USERNAME, MLFLOW_SRC_TRACKING_PASSWORD
+                                                 source server only (replace the shared ones)
+  MLFLOW_DST_TRACKING_TOKEN, MLFLOW_DST_TRACKING_USERNAME, MLFLOW_DST_TRACKING_PASSWORD
+                                                 destination server only
+
+On success one JSON report is printed on stdout; progress goes to stderr.
+Exit codes: 0 success, 1 server failure, 2 bad input, 3 not found, 4 unauthorized, 5 conflict.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mlflow_copy.wasm",
+    version,
+    about = "Copy MLflow runs between tracking servers, streaming artifacts server to server.",
+    after_help = CREDENTIALS_HELP
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Copy a run (params, tags, metric histories, datasets, logged models, artifacts, times,
+    /// user) into an experiment on the same or another tracking server.
+    #[command(after_help = CREDENTIALS_HELP)]
+    CopyRun(CopyRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CopyRunArgs {
+    /// Run ID.
+    #[arg(long, value_name = "TEXT")]
+    pub run_id: String,
+    /// Destination experiment name (found by name or created).
+    #[arg(long, value_name = "TEXT")]
+    pub experiment_name: String,
+    /// Source MLflow tracking server URI, e.g. http://localhost:5000.
+    #[arg(long, value_name = "TEXT")]
+    pub src_mlflow_uri: String,
+    /// Destination MLflow tracking server URI.
+    #[arg(long, value_name = "TEXT")]
+    pub dst_mlflow_uri: String,
+    /// Also copy the run's child runs (recursively), nested under the copy.
+    #[arg(long, value_name = "BOOLEAN", num_args = 0..=1, default_missing_value = "true",
+          default_value = "false", value_parser = parse_bool)]
+    pub copy_children: bool,
+    /// Artifact files copied at once (1-64).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY)]
+    pub concurrency: u32,
+}
+
+impl From<CopyRunArgs> for CopyRunRequest {
+    fn from(a: CopyRunArgs) -> Self {
+        CopyRunRequest {
+            run_id: a.run_id,
+            experiment_name: a.experiment_name,
+            src_mlflow_uri: a.src_mlflow_uri,
+            dst_mlflow_uri: a.dst_mlflow_uri,
+            copy_children: a.copy_children,
+            concurrency: a.concurrency,
+        }
+    }
+}
+
+/// Booleans as the Python tool (click) accepts them.
+pub fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "t" | "1" | "yes" | "y" | "on" => Ok(true),
+        "false" | "f" | "0" | "no" | "n" | "off" => Ok(false),
+        other => Err(format!("{other:?} is not a boolean (use true or false)")),
+    }
+}
+
+/// The process exit code for a failure of this kind.
+pub fn exit_code(kind: ErrorKind) -> i32 {
+    match kind {
+        ErrorKind::Upstream => 1,
+        ErrorKind::BadInput => 2,
+        ErrorKind::NotFound => 3,
+        ErrorKind::Unauthorized => 4,
+        ErrorKind::Conflict => 5,
+    }
+}
+
+/// The one-line error the command prints.
+pub fn error_line(error: &CopyError) -> String {
+    format!(
+        "mlflow-copy: error [{}]: {}",
+        error.kind.as_str(),
+        error.message
+    )
+}
+
+/// Progress as human-readable lines on stderr.
+pub struct StderrProgress;
+
+impl Progress for StderrProgress {
+    fn event(&mut self, event: Event) {
+        eprintln!("{}", human_line(&event));
+    }
+}
+
+/// Runs the command line: parses `args`, copies, prints. Returns the exit code.
+#[cfg(target_arch = "wasm32")]
+pub fn main(args: Vec<String>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    let result = match cli.command {
+        Command::CopyRun(args) => {
+            let request = CopyRunRequest::from(args);
+            super::execute_copy_run(super::wasi_host(), &request, &mut StderrProgress)
+                .map(|r| serde_json::to_string_pretty(&r).expect("report serializes"))
+        }
+    };
+    match result {
+        Ok(json) => {
+            println!("{json}");
+            0
+        }
+        Err(e) => {
+            eprintln!("{}", error_line(&e));
+            exit_code(e.kind)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("mlflow_copy.wasm").chain(args.iter().copied()))
+    }
+
+    const BASE: [&str; 9] = [
+        "copy-run",
+        "--run-id",
+        "abc",
+        "--experiment-name",
+        "My_Experiment",
+        "--src-mlflow-uri",
+        "http://localhost:5000",
+        "--dst-mlflow-uri",
+        "http://localhost:5001",
+    ];
+
+    #[test]
+    fn python_tool_flags_parse() {
+        let Command::CopyRun(a) = parse(&BASE).unwrap().command;
+        let r = CopyRunRequest::from(a);
+        assert_eq!(r.run_id, "abc");
+        assert_eq!(r.experiment_name, "My_Experiment");
+        assert_eq!(r.dst_mlflow_uri, "http://localhost:5001");
+        assert!(!r.copy_children);
+        assert_eq!(r.concurrency, 8);
+    }
+
+    #[test]
+    fn booleans_take_flag_or_value_form() {
+        for (extra, expect) in [
+            (&["--copy-children"][..], true),
+            (&["--copy-children", "false"][..], false),
+            (&["--copy-children", "True"][..], true),
+        ] {
+            let args: Vec<&str> = BASE.iter().copied().chain(extra.iter().copied()).collect();
+            let Command::CopyRun(a) = parse(&args).unwrap().command;
+            assert_eq!(a.copy_children, expect, "{extra:?}");
+        }
+        let args: Vec<&str> = BASE
+            .iter()
+            .copied()
+            .chain(["--copy-children", "maybe"])
+            .collect();
+        assert!(parse(&args)
+            .unwrap_err()
+            .to_string()
+            .contains("not a boolean"));
+    }
+
+    #[test]
+    fn missing_flags_are_named() {
+        let err = parse(&["copy-run", "--run-id", "abc"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--experiment-name"), "{err}");
+    }
+
+    #[test]
+    fn help_lists_every_flag_and_the_credentials() {
+        let help = parse(&["copy-run", "--help"]).unwrap_err().to_string();
+        for flag in [
+            "--run-id",
+            "--experiment-name",
+            "--src-mlflow-uri",
+            "--dst-mlflow-uri",
+            "--copy-children",
+            "--concurrency",
+            "MLFLOW_DST_TRACKING_TOKEN",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from:\n{help}");
+        }
+    }
+
+    #[test]
+    fn exit_codes_differ_by_kind() {
+        let codes: std::collections::HashSet<i32> = [
+            ErrorKind::BadInput,
+            ErrorKind::NotFound,
+            ErrorKind::Unauthorized,
+            ErrorKind::Conflict,
+            ErrorKind::Upstream,
+        ]
+        .into_iter()
+        .map(exit_code)
+        .collect();
+        assert_eq!(codes.len(), 5);
+        assert!(!codes.contains(&0));
+    }
+}

@@ -1,0 +1,95 @@
+//! The three ways in — WIT export, command line, HTTP function — are thin shells over
+//! `execute_*`, which they share: same request, same report, same errors.
+
+pub mod cli;
+#[cfg(target_arch = "wasm32")]
+mod component;
+
+use crate::api::{CopyError, CopyRunReport, CopyRunRequest};
+use crate::engine::progress::Progress;
+use crate::engine::{copy_run, Copier};
+use crate::transport::retry::RetryPolicy;
+use crate::transport::{Http, Transport};
+use std::rc::Rc;
+
+/// How an entry point reaches the outside world: the host's HTTP and environment.
+pub struct Host<'a> {
+    pub http: Box<dyn Http>,
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn wasi_host() -> Host<'static> {
+    fn env(name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+    Host {
+        http: Box::new(crate::transport::wasi_http::WasiHttp),
+        env: &env,
+    }
+}
+
+pub fn execute_copy_run(
+    host: Host,
+    request: &CopyRunRequest,
+    progress: &mut dyn Progress,
+) -> Result<CopyRunReport, CopyError> {
+    let secrets = secrets(host.env);
+    let run = || -> Result<CopyRunReport, CopyError> {
+        request.validate()?;
+        let transport = Rc::new(Transport::new(host.http, RetryPolicy::default()));
+        let mut copier = Copier::new(
+            &request.src_mlflow_uri,
+            &request.dst_mlflow_uri,
+            transport,
+            host.env,
+            progress,
+            request.concurrency,
+        )?;
+        copy_run::copy_run(&mut copier, request).map_err(|e| CopyError::from_chain(&e))
+    };
+    run().map_err(|e| scrub(e, &secrets))
+}
+
+/// Every credential value in the environment, so that no message can ever show one, whatever
+/// path it took (a server echoing a header back, say).
+fn secrets(env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+    let mut names = Vec::new();
+    for side in ["", "SRC_", "DST_"] {
+        names.push(format!("MLFLOW_{side}TRACKING_TOKEN"));
+        names.push(format!("MLFLOW_{side}TRACKING_PASSWORD"));
+    }
+    names.push("MLFLOW_COPY_API_TOKEN".into());
+    names
+        .iter()
+        .filter_map(|n| env(n))
+        .filter(|v| v.len() >= 4)
+        .collect()
+}
+
+pub fn scrub(mut error: CopyError, secrets: &[String]) -> CopyError {
+    for secret in secrets {
+        error.message = error.message.replace(secret.as_str(), "***");
+    }
+    error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_scrubbed_from_messages() {
+        let env = |k: &str| match k {
+            "MLFLOW_DST_TRACKING_PASSWORD" => Some("hunter2-secret".to_string()),
+            "MLFLOW_TRACKING_TOKEN" => Some("tok-12345".to_string()),
+            _ => None,
+        };
+        let s = secrets(&env);
+        let e = scrub(
+            CopyError::upstream("server said: bad token tok-12345 / hunter2-secret"),
+            &s,
+        );
+        assert_eq!(e.message, "server said: bad token *** / ***");
+    }
+}

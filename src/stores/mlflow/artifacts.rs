@@ -1,0 +1,261 @@
+//! Artifact access on an MLflow server: listing a run's or a logged model's files, and the
+//! requests that read or write one file. Files are never fetched here; the transport streams
+//! them from a read request into a write request.
+
+use super::rest::MlflowRest;
+use super::types::FileInfo;
+use crate::api::CopyError;
+use crate::transport::{Method, Request};
+use serde::Deserialize;
+use url::Url;
+
+/// Whose artifacts: a run's, or an MLflow 3 logged model's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    Run(String),
+    Model(String),
+}
+
+/// An artifact tree: its owner and its root URI (`artifact_uri` of the run or model).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactRoot {
+    pub owner: Owner,
+    pub uri: String,
+}
+
+impl ArtifactRoot {
+    pub fn describe(&self) -> String {
+        match &self.owner {
+            Owner::Run(id) => format!("run {id}"),
+            Owner::Model(id) => format!("logged model {id}"),
+        }
+    }
+}
+
+/// A file in a tree, by its path relative to the root (`/`-separated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    pub path: String,
+    pub size: u64,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Listing {
+    files: Vec<FileInfo>,
+    next_page_token: Option<String>,
+}
+
+/// Where the server proxies an artifact root: `mlflow-artifacts:/<path>` (optionally with its
+/// own authority) or an `http(s)://…/api/2.0/mlflow-artifacts/artifacts/<path>` URL.
+/// Returns the authority override (if any) and the path under the proxy endpoint.
+pub fn proxied_location(root_uri: &str) -> Option<(Option<String>, String)> {
+    const ANCHOR: &str = "/api/2.0/mlflow-artifacts/artifacts/";
+    if let Some(rest) = root_uri.strip_prefix("mlflow-artifacts:") {
+        if let Some(after) = rest.strip_prefix("//") {
+            let (authority, path) = after.split_once('/').unwrap_or((after, ""));
+            let authority = (!authority.is_empty()).then(|| authority.to_string());
+            return Some((authority, collapse_slashes(path)));
+        }
+        return Some((None, collapse_slashes(rest)));
+    }
+    if root_uri.starts_with("http://") || root_uri.starts_with("https://") {
+        let at = root_uri.find(ANCHOR)?;
+        return Some((None, collapse_slashes(&root_uri[at + ANCHOR.len()..])));
+    }
+    None
+}
+
+fn collapse_slashes(path: &str) -> String {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Appends `/`-separated path segments to a URL, percent-encoding each one (spaces, `#`, `%`,
+/// non-ASCII names all survive).
+pub fn push_path(url: &mut Url, path: &str) {
+    let mut segments = url.path_segments_mut().expect("http URLs have a path");
+    segments.pop_if_empty();
+    for segment in path.split('/').filter(|s| !s.is_empty()) {
+        segments.push(segment);
+    }
+}
+
+impl MlflowRest {
+    /// Every file under the root, recursively, with sizes (0 for files the server lists without
+    /// one, which it does for empty files).
+    pub fn list_files(&self, root: &ArtifactRoot) -> Result<Vec<FileEntry>, CopyError> {
+        let mut files = Vec::new();
+        let mut dirs = vec![String::new()];
+        while let Some(dir) = dirs.pop() {
+            for info in self.list_dir(root, &dir)? {
+                // Run listings give root-relative paths; some servers give names only.
+                let path = if dir.is_empty() || info.path.starts_with(&format!("{dir}/")) {
+                    info.path.clone()
+                } else {
+                    format!("{dir}/{}", info.path)
+                };
+                if info.is_dir {
+                    dirs.push(path);
+                } else {
+                    files.push(FileEntry {
+                        path,
+                        size: info.file_size.unwrap_or(0).max(0) as u64,
+                    });
+                }
+            }
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(files)
+    }
+
+    fn list_dir(&self, root: &ArtifactRoot, dir: &str) -> Result<Vec<FileInfo>, CopyError> {
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let listing: Listing = match &root.owner {
+                Owner::Run(run_id) => {
+                    let mut query = vec![("run_id", run_id.as_str())];
+                    if !dir.is_empty() {
+                        query.push(("path", dir));
+                    }
+                    if !token.is_empty() {
+                        query.push(("page_token", token.as_str()));
+                    }
+                    self.get("/api/2.0/mlflow/artifacts/list", &query)?
+                }
+                Owner::Model(model_id) => {
+                    let path =
+                        format!("/api/2.0/mlflow/logged-models/{model_id}/artifacts/directories");
+                    let mut query = Vec::new();
+                    if !dir.is_empty() {
+                        query.push(("artifact_directory_path", dir));
+                    }
+                    if !token.is_empty() {
+                        query.push(("page_token", token.as_str()));
+                    }
+                    self.get(&path, &query)?
+                }
+            };
+            out.extend(listing.files);
+            match listing.next_page_token {
+                Some(t) if !t.is_empty() && t != token => token = t,
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// The request that reads one file, with this server's credentials.
+    pub fn read_request(&self, root: &ArtifactRoot, path: &str) -> Request {
+        let url = match proxied_location(&root.uri) {
+            Some((authority, root_path)) => {
+                self.proxied_url(authority.as_deref(), &root_path, path)
+            }
+            // Not proxied (e.g. the server writes straight to s3://): ask the server to read it.
+            None => match &root.owner {
+                Owner::Run(run_id) => {
+                    let mut url = self.url("/get-artifact");
+                    url.query_pairs_mut()
+                        .append_pair("path", path)
+                        .append_pair("run_uuid", run_id);
+                    url
+                }
+                Owner::Model(model_id) => {
+                    let mut url = self.url(&format!(
+                        "/ajax-api/2.0/mlflow/logged-models/{model_id}/artifacts/files"
+                    ));
+                    url.query_pairs_mut()
+                        .append_pair("artifact_file_path", path);
+                    url
+                }
+            },
+        };
+        self.authorize(Request::new(Method::Get, url))
+    }
+
+    /// The request that writes one file (body to be streamed in), with this server's
+    /// credentials. Only proxied roots can be written through the server.
+    pub fn write_request(&self, root: &ArtifactRoot, path: &str) -> Result<Request, CopyError> {
+        let Some((authority, root_path)) = proxied_location(&root.uri) else {
+            return Err(CopyError::bad_input(format!(
+                "{} server {}: {} stores artifacts at {:?}, which the server does not proxy; \
+                 mlflow-copy uploads through the server (mlflow server --serve-artifacts, the default)",
+                self.side().label(),
+                self.server(),
+                root.describe(),
+                root.uri
+            )));
+        };
+        let url = self.proxied_url(authority.as_deref(), &root_path, path);
+        let request =
+            Request::new(Method::Put, url).header("content-type", "application/octet-stream");
+        Ok(self.authorize(request))
+    }
+
+    fn proxied_url(&self, authority: Option<&str>, root_path: &str, path: &str) -> Url {
+        let mut url = self.url("/api/2.0/mlflow-artifacts/artifacts");
+        if let Some(authority) = authority {
+            // `mlflow-artifacts://host:port/…` names another server; keep our scheme.
+            if let Ok(other) = Url::parse(&format!("{}://{authority}", url.scheme())) {
+                let _ = url.set_host(other.host_str());
+                let _ = url.set_port(other.port());
+            }
+        }
+        push_path(&mut url, root_path);
+        push_path(&mut url, path);
+        url
+    }
+
+    /// Reads a small file whole (an `MLmodel`, to rewrite its ids).
+    pub fn read_small(&self, root: &ArtifactRoot, path: &str) -> Result<Vec<u8>, CopyError> {
+        Ok(self.send(self.read_request(root, path), true)?.body)
+    }
+
+    /// Writes a small file whole.
+    pub fn write_small(
+        &self,
+        root: &ArtifactRoot,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(), CopyError> {
+        let mut request = self.write_request(root, path)?;
+        request.body = body;
+        self.send(request, true).map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxied_locations() {
+        assert_eq!(
+            proxied_location("mlflow-artifacts:/1/abc/artifacts"),
+            Some((None, "1/abc/artifacts".into()))
+        );
+        assert_eq!(
+            proxied_location("mlflow-artifacts://other:5000/1//m/artifacts"),
+            Some((Some("other:5000".into()), "1/m/artifacts".into()))
+        );
+        assert_eq!(
+            proxied_location("http://h:5000/api/2.0/mlflow-artifacts/artifacts/3/r/artifacts"),
+            Some((None, "3/r/artifacts".into()))
+        );
+        assert_eq!(proxied_location("s3://bucket/1/abc/artifacts"), None);
+        assert_eq!(proxied_location("http://h/other"), None);
+    }
+
+    #[test]
+    fn odd_names_are_percent_encoded_segment_by_segment() {
+        let mut url = Url::parse("http://h/api/2.0/mlflow-artifacts/artifacts").unwrap();
+        push_path(&mut url, "1/r/artifacts");
+        push_path(&mut url, "odd names/with space & ü#1%.txt");
+        assert_eq!(
+            url.as_str(),
+            "http://h/api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/odd%20names/with%20space%20&%20%C3%BC%231%25.txt"
+        );
+    }
+}

@@ -1,0 +1,188 @@
+//! A small client for one MLflow server's REST API: builds requests with the server's
+//! credentials, sends them through the retrying transport, and turns error answers into
+//! classified errors that name the server and the call.
+
+use crate::api::{CopyError, ErrorKind};
+use crate::credentials::{Auth, Side};
+use crate::transport::{Method, Request, Response, Transport};
+use crate::uri::{HttpBase, ServerUri};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::rc::Rc;
+use url::Url;
+
+pub struct MlflowRest {
+    base: HttpBase,
+    auth: Auth,
+    side: Side,
+    transport: Rc<Transport>,
+}
+
+impl MlflowRest {
+    pub fn new(
+        uri: &ServerUri,
+        side: Side,
+        auth: Auth,
+        transport: Rc<Transport>,
+    ) -> Result<MlflowRest, CopyError> {
+        match uri {
+            ServerUri::Http(base) => Ok(MlflowRest { base: base.clone(), auth, side, transport }),
+            other => Err(CopyError::bad_input(format!(
+                "{} URI {:?}: Databricks servers are not supported yet; use an http(s):// MLflow server",
+                side.label(),
+                other.display()
+            ))),
+        }
+    }
+
+    /// The server as shown in messages and lineage tags (never with credentials).
+    pub fn server(&self) -> String {
+        self.base.to_string()
+    }
+
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    pub fn url(&self, path: &str) -> Url {
+        self.base.join(path)
+    }
+
+    pub fn base(&self) -> &HttpBase {
+        &self.base
+    }
+
+    /// Adds this server's credentials to a request for one of its URLs.
+    pub fn authorize(&self, mut request: Request) -> Request {
+        if let Some(value) = self.auth.header_value() {
+            request.headers.push(("authorization".into(), value));
+        }
+        request
+    }
+
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, CopyError> {
+        let mut url = self.url(path);
+        url.query_pairs_mut().extend_pairs(query);
+        self.call(Request::new(Method::Get, url), true)
+    }
+
+    /// POST of an operation that may safely be repeated (log-batch, set-tag, update, search).
+    pub fn post<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, CopyError> {
+        self.call(json_request(Method::Post, self.url(path), body), true)
+    }
+
+    /// POST that creates something: not repeated when the server may have acted on it.
+    pub fn create<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, CopyError> {
+        self.call(json_request(Method::Post, self.url(path), body), false)
+    }
+
+    pub fn patch<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, CopyError> {
+        self.call(json_request(Method::Patch, self.url(path), body), true)
+    }
+
+    /// DELETE with a JSON body: OSS reads DELETE arguments from the body only.
+    pub fn delete<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, CopyError> {
+        self.call(json_request(Method::Delete, self.url(path), body), true)
+    }
+
+    fn call<T: DeserializeOwned>(
+        &self,
+        request: Request,
+        idempotent: bool,
+    ) -> Result<T, CopyError> {
+        let response = self.send(request.clone(), idempotent)?;
+        // Empty answers (`{}` or nothing) mean "no fields"; parse them as an empty object.
+        let body: &[u8] = if response.body.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &response.body
+        };
+        serde_json::from_slice(body).map_err(|e| {
+            CopyError::upstream(format!(
+                "{}: {}: unexpected answer ({e}): {}",
+                self.who(),
+                call_name(&request),
+                response.body_snippet()
+            ))
+        })
+    }
+
+    /// Sends a request for one of this server's URLs with its credentials; any non-2xx answer
+    /// becomes an error naming the server and the call.
+    pub fn send(&self, request: Request, idempotent: bool) -> Result<Response, CopyError> {
+        let request = self.authorize(request);
+        let response = self
+            .transport
+            .send(&request, idempotent)
+            .map_err(|e| CopyError {
+                message: format!("{}: {}", self.who(), e.message),
+                ..e
+            })?;
+        if response.is_success() {
+            return Ok(response);
+        }
+        Err(self.error_for(&request, &response))
+    }
+
+    fn who(&self) -> String {
+        format!("{} server {}", self.side.label(), self.server())
+    }
+
+    fn error_for(&self, request: &Request, response: &Response) -> CopyError {
+        let parsed: Option<Value> = serde_json::from_slice(&response.body).ok();
+        let field = |name: &str| {
+            parsed
+                .as_ref()
+                .and_then(|v| v.get(name))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        let code = field("error_code");
+        let detail = match (&code, field("message")) {
+            (Some(code), Some(message)) => format!("{code}: {message}"),
+            (None, Some(message)) => message,
+            _ => format!("HTTP {}: {}", response.status, response.body_snippet()),
+        };
+        let hint = match response.status {
+            401 | 403 => format!(
+                " (credentials refused; set MLFLOW_{}_TRACKING_USERNAME/PASSWORD or MLFLOW_{}_TRACKING_TOKEN)",
+                self.env_side(),
+                self.env_side()
+            ),
+            404 if code.is_none() => " (endpoint not found: is this an MLflow 3 tracking server?)".into(),
+            _ => String::new(),
+        };
+        let kind = match (response.status, code.as_deref()) {
+            (_, Some("RESOURCE_DOES_NOT_EXIST")) => ErrorKind::NotFound,
+            (404, None) => ErrorKind::Upstream,
+            (status, _) => CopyError::kind_for_status(status),
+        };
+        CopyError {
+            kind,
+            message: format!("{}: {}: {detail}{hint}", self.who(), call_name(request)),
+            code,
+        }
+    }
+
+    fn env_side(&self) -> &'static str {
+        match self.side {
+            Side::Src => "SRC",
+            Side::Dst => "DST",
+        }
+    }
+}
+
+fn json_request(method: Method, url: Url, body: &Value) -> Request {
+    let mut request = Request::new(method, url).header("content-type", "application/json");
+    request.body = body.to_string().into_bytes();
+    request
+}
+
+/// `GET /api/2.0/mlflow/runs/get` — the call without host or query, for messages.
+fn call_name(request: &Request) -> String {
+    format!("{} {}", request.method.as_str(), request.url.path())
+}

@@ -1,0 +1,3 @@
+//! Store clients: one per kind of server the copier reads from or writes to.
+
+pub mod mlflow;

@@ -1,0 +1,103 @@
+"""Seeds an MLflow server with runs that exercise every field a copy must carry.
+
+Used by the end-to-end tests and by the demo. Run as a script to seed one demo run:
+    python tests/e2e/seed.py http://127.0.0.1:5000 [experiment-name]
+"""
+import math
+import os
+import sys
+import tempfile
+import time
+
+import mlflow
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+
+
+def _write(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def seed_rich_run(tracking_uri, experiment_name, *, big_bytes=0, metric_points=1200,
+                  with_model=True, register_as=None, parent_run_id=None, run_name="rich-run"):
+    """Creates a finished run with params, tags, long NaN-bearing metric histories, a dataset
+    input, nested/odd artifacts and (optionally) an MLflow 3 sklearn logged model.
+    Returns the run id."""
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment_name)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment_name)
+    start = 1_600_000_000_000
+    tags = {
+        "mlflow.user": "alice",
+        "mlflow.source.name": "train.py",
+        "mlflow.source.type": "LOCAL",
+        "mlflow.source.git.commit": "0123456789abcdef",
+        "mlflow.note.content": "A run with **everything** in it.\nSecond line: ünïcødé",
+        "team": "ml-platform",
+        "dotted.key.with spaces": "v",
+    }
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(exp_id, start_time=start, tags=tags, run_name=run_name)
+    run_id = run.info.run_id
+    params = [Param(f"p{i:03d}", f"value-{i}") for i in range(130)]
+    params.append(Param("long", "x" * 500))
+    for i in range(0, len(params), 100):
+        client.log_batch(run_id, params=params[i:i + 100])
+    # Long histories: more than one log-batch request's worth, including NaN.
+    metrics = []
+    for step in range(metric_points):
+        metrics.append(Metric("loss", 1.0 / (step + 1), start + step * 10, step))
+    for step in range(50):
+        value = math.nan if step % 7 == 3 else step * 0.5
+        metrics.append(Metric("acc/train", value, start + step, step))
+    metrics.append(Metric("same_ts", 1.0, start, 0))
+    metrics.append(Metric("same_ts", 2.0, start, 0))
+    metrics.append(Metric("neg_step", -3.25, start + 5, -1))
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[i:i + 1000])
+    # A dataset input with tags.
+    import pandas as pd
+    df = pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": [0, 1, 0]})
+    dataset = mlflow.data.from_pandas(df, source="s3://bucket/train.csv", name="train-set")
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_input(dataset, context="training", tags={"split": "train"})
+    # Artifacts: nested folders, an empty file, odd names, and an optional big binary.
+    with tempfile.TemporaryDirectory() as d:
+        _write(os.path.join(d, "README.txt"), b"hello artifacts\n")
+        _write(os.path.join(d, "empty.txt"), b"")
+        _write(os.path.join(d, "nested", "deeper", "data.json"), b'{"a": [1, 2, 3]}')
+        _write(os.path.join(d, "odd names", "with space & ünïcødé.txt"), "ü".encode() * 100)
+        _write(os.path.join(d, "odd names", "percent%20and+plus#hash.txt"), b"odd")
+        if big_bytes:
+            _write(os.path.join(d, "big", "blob.bin"), os.urandom(big_bytes))
+        client.log_artifacts(run_id, d)
+    if with_model:
+        _log_sklearn_model(run_id, register_as)
+    client.set_terminated(run_id, "FINISHED", end_time=start + 3_600_000)
+    return run_id
+
+
+def _log_sklearn_model(run_id, register_as):
+    from sklearn.linear_model import LogisticRegression
+    X = np.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.2], [0.1, 0.9], [0.9, 0.1]])
+    y = np.array([0, 1, 1, 0, 1])
+    model = LogisticRegression().fit(X, y)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metric("model_score", 0.93, step=3)
+        info = mlflow.sklearn.log_model(
+            model, name="model", input_example=X[:2],
+            registered_model_name=register_as, step=3,
+        )
+    return info.model_id
+
+
+if __name__ == "__main__":
+    uri = sys.argv[1]
+    exp = sys.argv[2] if len(sys.argv) > 2 else "demo-source"
+    print(seed_rich_run(uri, exp, big_bytes=int(os.environ.get("SEED_BIG_BYTES", "0")),
+                        register_as=os.environ.get("SEED_REGISTER_AS")))
