@@ -25,8 +25,11 @@ use std::time::Instant;
 
 pub fn copy_run(c: &mut Copier, request: &CopyRunRequest) -> anyhow::Result<CopyRunReport> {
     let started = Instant::now();
+    // The source is read in full before the destination is touched: a bad run id, a deleted
+    // run or a refused credential must leave nothing behind.
+    let source = read_source(c, &request.run_id)?;
     let dst_experiment_id = destination_experiment(&c.dst, &request.experiment_name)?;
-    let mut report = copy_one(c, &request.run_id, &dst_experiment_id, None)?;
+    let mut report = copy_one(c, source, &dst_experiment_id, None)?;
     if request.copy_children {
         let mut children = Vec::new();
         copy_children(
@@ -62,7 +65,8 @@ fn copy_children(
     for child in children {
         let id = child.info.run_id;
         c.phase(format!("child run {id}"));
-        let report = copy_one(c, &id, dst_experiment_id, Some(dst_parent))?;
+        let source = read_source(c, &id)?;
+        let report = copy_one(c, source, dst_experiment_id, Some(dst_parent))?;
         out.push(report.dst_run_id.clone());
         copy_children(c, &id, &report.dst_run_id, dst_experiment_id, out)?;
     }
@@ -169,11 +173,12 @@ fn earlier_copies(
 
 fn copy_one(
     c: &mut Copier,
-    src_run_id: &str,
+    source: Source,
     dst_experiment_id: &str,
     dst_parent: Option<&str>,
 ) -> anyhow::Result<CopyRunReport> {
-    let source = read_source(c, src_run_id)?;
+    let src_run_id = source.run.info.run_id.clone();
+    let src_run_id = src_run_id.as_str();
     let earlier = earlier_copies(c, dst_experiment_id, src_run_id)?;
     let complete = earlier
         .iter()

@@ -1,6 +1,8 @@
 //! The command line, a drop-in for mlflow-export-import's `copy-run` (same flag names).
 
-use crate::api::{CopyError, CopyRunRequest, ErrorKind, DEFAULT_CONCURRENCY};
+use crate::api::{CopyError, CopyRunRequest, DEFAULT_CONCURRENCY};
+#[cfg(test)]
+use crate::api::ErrorKind;
 use crate::engine::progress::{human_line, Event, Progress};
 use clap::{Args, Parser, Subcommand};
 
@@ -13,8 +15,10 @@ Credentials come from the environment, never from flags (pass them with wasmtime
   MLFLOW_DST_TRACKING_TOKEN, MLFLOW_DST_TRACKING_USERNAME, MLFLOW_DST_TRACKING_PASSWORD
                                                  destination server only
 
-On success one JSON report is printed on stdout; progress goes to stderr.
-Exit codes: 0 success, 1 server failure, 2 bad input, 3 not found, 4 unauthorized, 5 conflict.";
+On success one JSON report is printed on stdout and the exit code is 0; progress goes to stderr.
+On failure the exit code is 1 and stderr ends with one line
+  mlflow-copy: error [KIND]: MESSAGE
+where KIND is bad_input, not_found, unauthorized, conflict or upstream.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -81,17 +85,6 @@ pub fn parse_bool(value: &str) -> Result<bool, String> {
     }
 }
 
-/// The process exit code for a failure of this kind.
-pub fn exit_code(kind: ErrorKind) -> i32 {
-    match kind {
-        ErrorKind::Upstream => 1,
-        ErrorKind::BadInput => 2,
-        ErrorKind::NotFound => 3,
-        ErrorKind::Unauthorized => 4,
-        ErrorKind::Conflict => 5,
-    }
-}
-
 /// The one-line error the command prints.
 pub fn error_line(error: &CopyError) -> String {
     format!(
@@ -110,14 +103,15 @@ impl Progress for StderrProgress {
     }
 }
 
-/// Runs the command line: parses `args`, copies, prints. Returns the exit code.
+/// Runs the command line: parses `args`, copies, prints. Returns whether it succeeded.
+/// (WASI 0.2 exits with success or failure only, so the error kind is in the message.)
 #[cfg(target_arch = "wasm32")]
-pub fn main(args: Vec<String>) -> i32 {
+pub fn main(args: Vec<String>) -> bool {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { 2 } else { 0 };
+            return !e.use_stderr();
         }
     };
     let result = match cli.command {
@@ -130,11 +124,11 @@ pub fn main(args: Vec<String>) -> i32 {
     match result {
         Ok(json) => {
             println!("{json}");
-            0
+            true
         }
         Err(e) => {
             eprintln!("{}", error_line(&e));
-            exit_code(e.kind)
+            false
         }
     }
 }
@@ -217,18 +211,8 @@ mod tests {
     }
 
     #[test]
-    fn exit_codes_differ_by_kind() {
-        let codes: std::collections::HashSet<i32> = [
-            ErrorKind::BadInput,
-            ErrorKind::NotFound,
-            ErrorKind::Unauthorized,
-            ErrorKind::Conflict,
-            ErrorKind::Upstream,
-        ]
-        .into_iter()
-        .map(exit_code)
-        .collect();
-        assert_eq!(codes.len(), 5);
-        assert!(!codes.contains(&0));
+    fn error_line_names_the_kind() {
+        let line = error_line(&CopyError::new(ErrorKind::NotFound, "source run x not found on http://h"));
+        assert_eq!(line, "mlflow-copy: error [not_found]: source run x not found on http://h");
     }
 }

@@ -56,11 +56,11 @@ fn to_wit_error(e: CopyError) -> wit::CopyError {
 
 impl exports::wasi::cli::run::Guest for Component {
     fn run() -> Result<(), ()> {
-        let code = super::cli::main(std::env::args().collect());
-        if code != 0 {
-            std::process::exit(code);
+        if super::cli::main(std::env::args().collect()) {
+            Ok(())
+        } else {
+            Err(())
         }
-        Ok(())
     }
 }
 

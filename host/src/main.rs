@@ -1,0 +1,102 @@
+//! An example embedding host for mlflow_copy.wasm, the way a platform would run it as a plugin:
+//! wasmtime with WASI (environment, stdio) and WASI HTTP (outgoing requests), the component's
+//! `mlflow:copy/copier` interface called as typed functions.
+//!
+//! Usage: mlflow-copy-host <mlflow_copy.wasm> copy-run '<json request>'
+//!
+//! The request's fields are those of the WIT record, in snake_case (`run_id`, `experiment_name`,
+//! `src_mlflow_uri`, …). Prints `{"ok": <report>}` and exits 0, or `{"err": {"kind", "message"}}`
+//! (the `copy-error` variant, returned as a value) and exits 1. Exit 2: the host itself failed.
+//! The guest sees only the host's `MLFLOW_*` environment variables (its credentials).
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "plugin",
+    exports: { default: async },
+    additional_derives: [serde::Serialize, serde::Deserialize],
+});
+
+use exports::mlflow::copy::copier::{CopyError, CopyRunRequest};
+
+struct HostState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: Default::default() }
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    match run().await {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("mlflow-copy-host: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+async fn run() -> Result<i32> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, wasm, function, request] = args.as_slice() else {
+        bail!("usage: mlflow-copy-host <mlflow_copy.wasm> copy-run '<json request>'");
+    };
+    let engine = Engine::new(&Config::new())?;
+    let component = Component::from_file(&engine, wasm).with_context(|| format!("loading {wasm}"))?;
+    let mut linker = Linker::<HostState>::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.inherit_stderr();
+    for (key, value) in std::env::vars().filter(|(k, _)| k.starts_with("MLFLOW_")) {
+        wasi.env(key, value);
+    }
+    let state = HostState { wasi: wasi.build(), http: WasiHttpCtx::new(), table: ResourceTable::new() };
+    let mut store = Store::new(&engine, state);
+    let plugin = Plugin::instantiate_async(&mut store, &component, &linker).await?;
+    let copier = plugin.mlflow_copy_copier();
+
+    let outcome: Result<Value, CopyError> = match function.as_str() {
+        "copy-run" => {
+            let request: CopyRunRequest = serde_json::from_str(request).context("parsing the copy-run request")?;
+            copier.call_copy_run(&mut store, &request).await?.map(|r| json!(r))
+        }
+        other => bail!("unknown function {other:?}; expected copy-run"),
+    };
+    match outcome {
+        Ok(report) => {
+            println!("{}", json!({ "ok": report }));
+            Ok(0)
+        }
+        Err(error) => {
+            let (kind, message) = match error {
+                CopyError::BadInput(m) => ("bad_input", m),
+                CopyError::NotFound(m) => ("not_found", m),
+                CopyError::Unauthorized(m) => ("unauthorized", m),
+                CopyError::Conflict(m) => ("conflict", m),
+                CopyError::Upstream(m) => ("upstream", m),
+            };
+            println!("{}", json!({ "err": { "kind": kind, "message": message } }));
+            Ok(1)
+        }
+    }
+}

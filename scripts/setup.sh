@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what mlflow-copy needs on a fresh machine and builds the component (idempotent):
+#   - the wasm32-wasip2 Rust target
+#   - the wasmtime CLI (cargo install --locked) if absent
+#   - MLflow (with the basic-auth extra), scikit-learn and pytest in a project-local venv (.venv)
+#   - target/wasm32-wasip2/release/mlflow_copy.wasm
+# With --with-host it also builds the example embedding host (host/), which the tests use.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WASMTIME_VERSION=48.0.8
+MLFLOW_VERSION=3.17.2
+export PATH="$HOME/.cargo/bin:$PATH"
+
+say() { printf '\n==> %s\n' "$*" >&2; }
+
+say "Rust target wasm32-wasip2"
+rustup target add wasm32-wasip2 >/dev/null
+
+if ! wasmtime --version 2>/dev/null | grep -q "$WASMTIME_VERSION"; then
+    say "Installing wasmtime CLI $WASMTIME_VERSION (one-time, ~15 minutes on 2 cores)"
+    cargo install --locked wasmtime-cli --version "$WASMTIME_VERSION"
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    say "Creating .venv"
+    python3 -m venv .venv
+fi
+if ! .venv/bin/python -c "import mlflow, sklearn, pytest, flask_wtf; assert mlflow.__version__ == '$MLFLOW_VERSION'" 2>/dev/null; then
+    say "Installing MLflow $MLFLOW_VERSION into .venv"
+    .venv/bin/pip install --quiet --disable-pip-version-check "mlflow[auth]==$MLFLOW_VERSION" scikit-learn pytest
+fi
+
+say "Building mlflow_copy.wasm"
+cargo build --quiet --target wasm32-wasip2 --release
+ls -l target/wasm32-wasip2/release/mlflow_copy.wasm >&2
+
+if [ "${1:-}" = "--with-host" ]; then
+    say "Building the example embedding host (host/)"
+    (cd host && cargo build --quiet --release)
+fi

@@ -1,0 +1,105 @@
+"""Field-by-field comparison of a source run and its copy, through the MLflow Python client."""
+import hashlib
+import math
+import os
+import tempfile
+
+import mlflow
+from mlflow import MlflowClient
+
+LINEAGE_RUN_TAGS = {"mlflow_exim.run_info.run_id", "mlflow_exim.run_info.experiment_id",
+                    "mlflow_exim.src_client.tracking_uri"}
+LINEAGE_MODEL_TAGS = {"mlflow_exim.src_model.model_id"}
+
+
+def _same_value(a, b):
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+def history(client, run_id, key):
+    points = client.get_metric_history(run_id, key)
+    return sorted(((m.timestamp, m.step, "nan" if math.isnan(m.value) else m.value) for m in points),
+                  key=lambda t: (t[0], t[1], str(t[2])))
+
+
+def tree_digests(tracking_uri, artifact_uri):
+    """{relative path: sha256} of every file under an artifact URI."""
+    if not mlflow.artifacts.list_artifacts(artifact_uri=artifact_uri, tracking_uri=tracking_uri):
+        return {}
+    with tempfile.TemporaryDirectory() as d:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=d, tracking_uri=tracking_uri)
+        out = {}
+        for root, _, files in os.walk(local):
+            for f in files:
+                path = os.path.join(root, f)
+                with open(path, "rb") as fh:
+                    data = fh.read()
+                out[os.path.relpath(path, local)] = (hashlib.sha256(data).hexdigest(), data if f == "MLmodel" else None)
+        return out
+
+
+def assert_trees_equal(src_uri, src_root, dst_uri, dst_root, id_pairs):
+    src, dst = tree_digests(src_uri, src_root), tree_digests(dst_uri, dst_root)
+    assert sorted(src) == sorted(dst), f"artifact paths differ: {sorted(src)} vs {sorted(dst)}"
+    for path, (digest, mlmodel) in src.items():
+        if mlmodel is not None:
+            expected = mlmodel.decode()
+            for old, new in sorted(id_pairs, key=lambda p: -len(p[0])):
+                expected = "\n".join(
+                    line.replace(old, new) if line.split(":")[0] in ("run_id", "model_id", "model_uuid", "artifact_path") else line
+                    for line in expected.split("\n"))
+            assert dst[path][1].decode() == expected, f"MLmodel {path} not rewritten as expected"
+        else:
+            assert dst[path][0] == digest, f"artifact {path} differs"
+    return len(src)
+
+
+def assert_run_copied(src_uri, src_run_id, dst_uri, dst_run_id, experiment_name, *, parent=None):
+    """Every field the destination can store equals the source's, ids aside."""
+    s, d = MlflowClient(src_uri), MlflowClient(dst_uri)
+    sr, dr = s.get_run(src_run_id), d.get_run(dst_run_id)
+    assert d.get_experiment(dr.info.experiment_id).name == experiment_name
+    for field in ("run_name", "status", "start_time", "end_time", "user_id", "lifecycle_stage"):
+        assert getattr(dr.info, field) == getattr(sr.info, field), field
+    assert dr.data.params == sr.data.params
+    src_tags = dict(sr.data.tags)
+    dst_tags = dict(dr.data.tags)
+    src_parent = src_tags.pop("mlflow.parentRunId", None)
+    assert dst_tags.pop("mlflow.parentRunId", None) == parent, "parent link"
+    assert {k: v for k, v in dst_tags.items() if k not in LINEAGE_RUN_TAGS} == src_tags
+    assert dst_tags["mlflow_exim.run_info.run_id"] == src_run_id
+    assert dst_tags["mlflow_exim.src_client.tracking_uri"] == src_uri
+    assert "mlflow_exim.copy_incomplete" not in dst_tags
+    assert set(dr.data.metrics) == set(sr.data.metrics)
+    points = 0
+    for key in sr.data.metrics:
+        src_history, dst_history = history(s, src_run_id, key), history(d, dst_run_id, key)
+        assert dst_history == src_history, f"history of {key}"
+        points += len(src_history)
+    # Datasets with their tags.
+    def datasets(run):
+        return sorted((i.dataset.name, i.dataset.digest, i.dataset.source_type, i.dataset.source,
+                       i.dataset.schema, i.dataset.profile, tuple(sorted((t.key, t.value) for t in i.tags)))
+                      for i in run.inputs.dataset_inputs)
+    assert datasets(dr) == datasets(sr)
+    # Logged models: outputs with steps, and each model's fields.
+    assert len(dr.outputs.model_outputs) == len(sr.outputs.model_outputs)
+    id_pairs = [(src_run_id, dst_run_id)]
+    for so, do in zip(sorted(sr.outputs.model_outputs, key=lambda o: o.step),
+                      sorted(dr.outputs.model_outputs, key=lambda o: o.step)):
+        assert so.step == do.step
+        sm, dm = s.get_logged_model(so.model_id), d.get_logged_model(do.model_id)
+        for field in ("name", "model_type", "status", "params"):
+            assert getattr(dm, field) == getattr(sm, field), field
+        assert dm.source_run_id == dst_run_id
+        assert {k: v for k, v in dm.tags.items() if k not in LINEAGE_MODEL_TAGS} == \
+            {k: v for k, v in sm.tags.items() if k != "mlflow.modelVersions"}
+        assert dm.tags["mlflow_exim.src_model.model_id"] == sm.model_id
+        def model_metrics(m):
+            return sorted((x.key, x.timestamp, x.step, x.dataset_name, x.dataset_digest,
+                           "nan" if math.isnan(x.value) else x.value) for x in m.metrics)
+        assert model_metrics(dm) == model_metrics(sm)
+        pairs = id_pairs + [(sm.model_id, dm.model_id), (sm.artifact_location, dm.artifact_location)]
+        assert_trees_equal(src_uri, sm.artifact_location, dst_uri, dm.artifact_location, pairs)
+    files = assert_trees_equal(src_uri, sr.info.artifact_uri, dst_uri, dr.info.artifact_uri, id_pairs)
+    return {"metric_points": points, "run_files": files}

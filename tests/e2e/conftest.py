@@ -1,0 +1,166 @@
+"""Fixtures for the end-to-end tests: real `mlflow server` processes on 127.0.0.1, the built
+component run by the `wasmtime` CLI and by the example embedding host, and a faulty proxy.
+
+Environment (set by scripts/test.sh):
+  MLFLOW_COPY_WASM   path of the built mlflow_copy.wasm
+  MLFLOW_COPY_HOST   path of the built embedding host (host/target/release/mlflow-copy-host)
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from faulty_proxy import FaultyProxy  # noqa: E402
+import seed  # noqa: E402
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+WASM = os.environ.get("MLFLOW_COPY_WASM", os.path.join(ROOT, "target/wasm32-wasip2/release/mlflow_copy.wasm"))
+HOST = os.environ.get("MLFLOW_COPY_HOST", os.path.join(ROOT, "host/target/release/mlflow-copy-host"))
+MLFLOW = os.path.join(os.path.dirname(sys.executable), "mlflow")
+ADMIN_PASSWORD = "admin-password-for-tests-1234"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MlflowServer:
+    """One `mlflow server` with its own sqlite store and artifact directory."""
+
+    def __init__(self, name, basic_auth=False):
+        self.dir = tempfile.mkdtemp(prefix=f"mlflow-{name}-")
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.basic_auth = basic_auth
+        cmd = [MLFLOW, "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "2",
+               "--backend-store-uri", f"sqlite:///{self.dir}/mlflow.db",
+               "--artifacts-destination", f"{self.dir}/mlartifacts"]
+        env = dict(os.environ)
+        if basic_auth:
+            cmd += ["--app-name", "basic-auth"]
+            env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = uuid.uuid4().hex
+            env["MLFLOW_AUTH_ADMIN_PASSWORD"] = ADMIN_PASSWORD
+        self.log = open(os.path.join(self.dir, "server.log"), "wb")
+        self.proc = subprocess.Popen(cmd, cwd=self.dir, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait(self, timeout=180):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited; see {self.log.name}")
+            try:
+                with urllib.request.urlopen(self.uri + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError(f"mlflow server on {self.uri} did not start; see {self.log.name}")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def servers():
+    src, dst = MlflowServer("src"), MlflowServer("dst")
+    try:
+        yield src.wait(), dst.wait()
+    finally:
+        src.stop()
+        dst.stop()
+
+
+@pytest.fixture(scope="session")
+def src(servers):
+    return servers[0]
+
+
+@pytest.fixture(scope="session")
+def dst(servers):
+    return servers[1]
+
+
+@pytest.fixture(scope="session")
+def auth_server():
+    server = MlflowServer("auth", basic_auth=True)
+    try:
+        yield server.wait()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def rich_run(src):
+    """A run with everything: 24 MiB binary, NaN metrics, dataset, MLflow 3 logged model."""
+    return seed.seed_rich_run(src.uri, "fidelity-source", big_bytes=24 * 1024 * 1024)
+
+
+def unique(prefix):
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+class Result:
+    def __init__(self, proc):
+        self.code = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+
+    @property
+    def report(self):
+        return json.loads(self.stdout)
+
+    def __repr__(self):
+        return f"exit {self.code}\nstdout: {self.stdout}\nstderr: {self.stderr}"
+
+
+def _env(env):
+    merged = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    merged.update(env or {})
+    return merged
+
+
+def run_cli(args, env=None, timeout=600, wasmtime_args=()):
+    """`wasmtime run -S http [WASMTIME_ARGS] mlflow_copy.wasm ARGS`, with `env` passed through to
+    the guest."""
+    env = env or {}
+    cmd = ["wasmtime", "run", "-S", "http", *wasmtime_args]
+    for name in env:
+        cmd += ["--env", name]
+    cmd += [WASM] + list(args)
+    return Result(subprocess.run(cmd, capture_output=True, text=True, env=_env(env), timeout=timeout))
+
+
+def copy_run_args(run_id, experiment, src_uri, dst_uri, *extra):
+    return ["copy-run", "--run-id", run_id, "--experiment-name", experiment,
+            "--src-mlflow-uri", src_uri, "--dst-mlflow-uri", dst_uri, *extra]
+
+
+def run_host(function, request, env=None, timeout=600):
+    """The example embedding host calling an export as a typed function."""
+    proc = subprocess.run([HOST, WASM, function, json.dumps(request)], capture_output=True, text=True,
+                          env=_env(env), timeout=timeout)
+    return Result(proc)
+
+
+@pytest.fixture
+def proxy(dst):
+    p = FaultyProxy(dst.port)
+    try:
+        yield p
+    finally:
+        p.close()
