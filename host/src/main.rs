@@ -60,7 +60,7 @@ async fn run() -> Result<i32> {
         bail!("usage: mlflow-copy-host <mlflow_copy.wasm> copy-run '<json request>'");
     };
     let engine = Engine::new(&Config::new())?;
-    let component = Component::from_file(&engine, wasm).with_context(|| format!("loading {wasm}"))?;
+    let component = Component::from_file(&engine, wasm).map_err(|e| anyhow::anyhow!("loading {wasm}: {e:#}"))?;
     let mut linker = Linker::<HostState>::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;

@@ -70,6 +70,7 @@ pub fn copy_trees(
         };
         for file in &tree.src.files {
             if is_mlmodel(file) {
+                total_bytes += file.size;
                 rewrites.push((tree, file));
                 continue;
             }
@@ -107,7 +108,7 @@ pub fn copy_trees(
             files_done: stats.files,
             files_total,
             bytes_done: stats.bytes,
-            bytes_total: total_bytes + stats.bytes,
+            bytes_total: total_bytes,
         });
     }
     Ok(stats)

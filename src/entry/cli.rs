@@ -1,8 +1,8 @@
 //! The command line, a drop-in for mlflow-export-import's `copy-run` (same flag names).
 
-use crate::api::{CopyError, CopyRunRequest, DEFAULT_CONCURRENCY};
 #[cfg(test)]
 use crate::api::ErrorKind;
+use crate::api::{CopyError, CopyRunRequest, DEFAULT_CONCURRENCY};
 use crate::engine::progress::{human_line, Event, Progress};
 use clap::{Args, Parser, Subcommand};
 
@@ -212,7 +212,13 @@ mod tests {
 
     #[test]
     fn error_line_names_the_kind() {
-        let line = error_line(&CopyError::new(ErrorKind::NotFound, "source run x not found on http://h"));
-        assert_eq!(line, "mlflow-copy: error [not_found]: source run x not found on http://h");
+        let line = error_line(&CopyError::new(
+            ErrorKind::NotFound,
+            "source run x not found on http://h",
+        ));
+        assert_eq!(
+            line,
+            "mlflow-copy: error [not_found]: source run x not found on http://h"
+        );
     }
 }

@@ -285,8 +285,14 @@ mod tests {
     #[test]
     fn metric_values_round_trip_exactly() {
         // Needs serde_json's `float_roundtrip`: the default parser may be off by one ulp.
-        for text in ["0.0009363295880149813", "0.0010298661174047373", "1.7976931348623157e308", "5e-324"] {
-            let m: Metric = serde_json::from_str(&format!(r#"{{"key":"k","value":{text}}}"#)).unwrap();
+        for text in [
+            "0.0009363295880149813",
+            "0.0010298661174047373",
+            "1.7976931348623157e308",
+            "5e-324",
+        ] {
+            let m: Metric =
+                serde_json::from_str(&format!(r#"{{"key":"k","value":{text}}}"#)).unwrap();
             assert_eq!(m.value, text.parse::<f64>().unwrap(), "{text}");
             let back: Metric = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
             assert_eq!(back.value.to_bits(), m.value.to_bits());
