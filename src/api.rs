@@ -63,6 +63,74 @@ pub(crate) fn require_non_empty(field: &str, value: &str) -> Result<(), CopyErro
     Ok(())
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyModelVersionRequest {
+    pub src_model: String,
+    pub src_version: String,
+    pub dst_model: String,
+    pub src_registry_uri: String,
+    pub dst_registry_uri: String,
+    /// Deep copy into this experiment; without it, a shallow copy.
+    #[serde(default)]
+    pub dst_experiment_name: Option<String>,
+    #[serde(default)]
+    pub copy_permissions: bool,
+    #[serde(default)]
+    pub copy_stages_and_aliases: bool,
+    #[serde(default)]
+    pub copy_lineage_tags: bool,
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+}
+
+impl CopyModelVersionRequest {
+    pub fn validate(&self) -> Result<(), CopyError> {
+        require_non_empty("src_model", &self.src_model)?;
+        require_non_empty("src_version", &self.src_version)?;
+        require_non_empty("dst_model", &self.dst_model)?;
+        require_non_empty("src_registry_uri", &self.src_registry_uri)?;
+        require_non_empty("dst_registry_uri", &self.dst_registry_uri)?;
+        if let Some(exp) = &self.dst_experiment_name {
+            require_non_empty("dst_experiment_name", exp)?;
+        }
+        if self.src_version.parse::<u64>().is_err() {
+            return Err(CopyError::bad_input(format!(
+                "src_version must be a version number, got {:?}",
+                self.src_version
+            )));
+        }
+        validate_concurrency(self.concurrency)
+    }
+
+    pub fn is_deep(&self) -> bool {
+        self.dst_experiment_name.is_some()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CopyModelVersionReport {
+    pub src_model: String,
+    pub src_version: String,
+    pub dst_model: String,
+    pub dst_version: String,
+    /// The run the new version points at: the copied run (deep) or the source's run (shallow).
+    pub dst_run_id: Option<String>,
+    /// The new version's `source`.
+    pub dst_source: String,
+    pub deep: bool,
+    /// `created`, or `existing` when an earlier copy was found (nothing was written).
+    pub outcome: Outcome,
+    pub registered_model_created: bool,
+    pub tags: u32,
+    pub stage: Option<String>,
+    pub aliases: Vec<String>,
+    pub permissions: u32,
+    /// The copy of the version's run (deep copies).
+    pub run: Option<CopyRunReport>,
+    pub elapsed_seconds: f64,
+}
+
 /// What happened to the destination run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -234,6 +302,24 @@ mod tests {
         r.concurrency = 0;
         assert!(r.validate().unwrap_err().message.contains("concurrency"));
         assert!(request().validate().is_ok());
+    }
+
+    #[test]
+    fn model_version_requests_validate_version_numbers() {
+        let mut r: CopyModelVersionRequest = serde_json::from_str(
+            r#"{"src_model":"m","src_version":"3","dst_model":"d","src_registry_uri":"s","dst_registry_uri":"d"}"#,
+        )
+        .unwrap();
+        assert!(r.validate().is_ok() && !r.is_deep() && !r.copy_lineage_tags);
+        r.src_version = "latest".into();
+        assert!(r.validate().unwrap_err().message.contains("src_version"));
+        r.src_version = "1".into();
+        r.dst_experiment_name = Some("".into());
+        assert!(r
+            .validate()
+            .unwrap_err()
+            .message
+            .contains("dst_experiment_name"));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! wasmtime with WASI (environment, stdio) and WASI HTTP (outgoing requests), the component's
 //! `mlflow:copy/copier` interface called as typed functions.
 //!
-//! Usage: mlflow-copy-host <mlflow_copy.wasm> copy-run '<json request>'
+//! Usage: mlflow-copy-host <mlflow_copy.wasm> copy-run|copy-model-version '<json request>'
 //!
 //! The request's fields are those of the WIT record, in snake_case (`run_id`, `experiment_name`,
 //! `src_mlflow_uri`, …). Prints `{"ok": <report>}` and exits 0, or `{"err": {"kind", "message"}}`
@@ -23,7 +23,7 @@ wasmtime::component::bindgen!({
     additional_derives: [serde::Serialize, serde::Deserialize],
 });
 
-use exports::mlflow::copy::copier::{CopyError, CopyRunRequest};
+use exports::mlflow::copy::copier::{CopyError, CopyModelVersionRequest, CopyRunRequest};
 
 struct HostState {
     wasi: WasiCtx,
@@ -57,7 +57,7 @@ async fn main() {
 async fn run() -> Result<i32> {
     let args: Vec<String> = std::env::args().collect();
     let [_, wasm, function, request] = args.as_slice() else {
-        bail!("usage: mlflow-copy-host <mlflow_copy.wasm> copy-run '<json request>'");
+        bail!("usage: mlflow-copy-host <mlflow_copy.wasm> copy-run|copy-model-version '<json request>'");
     };
     let engine = Engine::new(&Config::new())?;
     let component = Component::from_file(&engine, wasm).map_err(|e| anyhow::anyhow!("loading {wasm}: {e:#}"))?;
@@ -80,7 +80,12 @@ async fn run() -> Result<i32> {
             let request: CopyRunRequest = serde_json::from_str(request).context("parsing the copy-run request")?;
             copier.call_copy_run(&mut store, &request).await?.map(|r| json!(r))
         }
-        other => bail!("unknown function {other:?}; expected copy-run"),
+        "copy-model-version" => {
+            let request: CopyModelVersionRequest =
+                serde_json::from_str(request).context("parsing the copy-model-version request")?;
+            copier.call_copy_model_version(&mut store, &request).await?.map(|r| json!(r))
+        }
+        other => bail!("unknown function {other:?}; expected copy-run or copy-model-version"),
     };
     match outcome {
         Ok(report) => {

@@ -2,12 +2,14 @@
 //! and in which order; the stores know the wire.
 
 pub mod artifacts;
+pub mod copy_model_version;
 pub mod copy_run;
 pub mod lineage;
 pub mod metrics;
 pub mod mlmodel;
 pub mod models;
 pub mod progress;
+pub mod version_source;
 
 use crate::credentials::{Auth, Side};
 use crate::stores::mlflow::MlflowRest;

@@ -7,7 +7,6 @@ use crate::stores::mlflow::tracking::filter_literal;
 use crate::stores::mlflow::types::{KeyValue, LoggedModel, Metric, ModelOutput, Run};
 use crate::stores::mlflow::{ArtifactRoot, MlflowRest, Owner};
 use anyhow::Context;
-use std::collections::BTreeMap;
 
 /// One source model and its destination copy.
 pub struct ModelCopy {
@@ -66,19 +65,15 @@ pub fn create_copies(
     dst_run_id: &str,
     resuming: bool,
 ) -> anyhow::Result<Vec<ModelCopy>> {
-    let mut existing: BTreeMap<String, LoggedModel> = BTreeMap::new();
-    if resuming && !models.is_empty() {
-        let filter = format!("source_run_id = {}", filter_literal(dst_run_id));
-        for m in c.dst.search_logged_models(dst_experiment_id, &filter)? {
-            if let Some(src_id) = m.info.tag(lineage::SRC_MODEL_ID) {
-                existing.insert(src_id.to_string(), m);
-            }
-        }
-    }
+    let mut existing = if resuming && !models.is_empty() {
+        copied_models(&c.dst, dst_experiment_id, dst_run_id)?
+    } else {
+        Default::default()
+    };
     let mut copies = Vec::new();
     for model in models {
         let src_id = model.info.model_id.clone();
-        let dst = match existing.remove(&src_id) {
+        let (dst_id, dst_artifact_uri) = match existing.remove(&src_id) {
             Some(found) => found,
             None => {
                 let mut tags: Vec<KeyValue> = model
@@ -101,12 +96,13 @@ pub fn create_copies(
                         &tags,
                         source_run,
                     )
+                    .map(|m| (m.info.model_id, m.info.artifact_uri))
                     .with_context(|| format!("creating the copy of logged model {src_id}"))?
             }
         };
         copies.push(ModelCopy {
-            dst_id: dst.info.model_id,
-            dst_artifact_uri: dst.info.artifact_uri,
+            dst_id,
+            dst_artifact_uri,
             src: model,
         });
     }
@@ -180,4 +176,22 @@ pub fn finalize(c: &mut Copier, copies: &[ModelCopy]) -> anyhow::Result<()> {
             .with_context(|| format!("finalizing logged model {}", copy.dst_id))?;
     }
     Ok(())
+}
+
+/// The logged models an earlier copy made for a copied run: source model id → (copied model
+/// id, its artifact URI), found by their lineage tag.
+pub fn copied_models(
+    dst: &MlflowRest,
+    dst_experiment_id: &str,
+    dst_run_id: &str,
+) -> anyhow::Result<std::collections::HashMap<String, (String, String)>> {
+    let filter = format!("source_run_id = {}", filter_literal(dst_run_id));
+    let found = dst.search_logged_models(dst_experiment_id, &filter)?;
+    Ok(found
+        .into_iter()
+        .filter_map(|m| {
+            let src_id = m.info.tag(lineage::SRC_MODEL_ID)?.to_string();
+            Some((src_id, (m.info.model_id, m.info.artifact_uri)))
+        })
+        .collect())
 }

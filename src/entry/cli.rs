@@ -2,7 +2,7 @@
 
 #[cfg(test)]
 use crate::api::ErrorKind;
-use crate::api::{CopyError, CopyRunRequest, DEFAULT_CONCURRENCY};
+use crate::api::{CopyError, CopyModelVersionRequest, CopyRunRequest, DEFAULT_CONCURRENCY};
 use crate::engine::progress::{human_line, Event, Progress};
 use clap::{Args, Parser, Subcommand};
 
@@ -38,6 +38,11 @@ pub enum Command {
     /// user) into an experiment on the same or another tracking server.
     #[command(after_help = CREDENTIALS_HELP)]
     CopyRun(CopyRunArgs),
+    /// Copy a registered model version into a registered model on the same or another server:
+    /// deep (its run, logged models and artifacts copied too) with --dst-experiment-name,
+    /// shallow (pointing at the source's run) without.
+    #[command(after_help = CREDENTIALS_HELP)]
+    CopyModelVersion(CopyModelVersionArgs),
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +66,61 @@ pub struct CopyRunArgs {
     /// Artifact files copied at once (1-64).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY)]
     pub concurrency: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyModelVersionArgs {
+    /// Source registered model.
+    #[arg(long, value_name = "TEXT")]
+    pub src_model: String,
+    /// Source model version.
+    #[arg(long, value_name = "TEXT")]
+    pub src_version: String,
+    /// Destination registered model (created, with the source's description and tags, if missing).
+    #[arg(long, value_name = "TEXT")]
+    pub dst_model: String,
+    /// Source MLflow registry URI.
+    #[arg(long, value_name = "TEXT")]
+    pub src_registry_uri: String,
+    /// Destination MLflow registry URI.
+    #[arg(long, value_name = "TEXT")]
+    pub dst_registry_uri: String,
+    /// Destination experiment name. If specified, the version's run is copied to a new run
+    /// there (deep copy); else the new version uses the source version's run (shallow copy).
+    #[arg(long, value_name = "TEXT")]
+    pub dst_experiment_name: Option<String>,
+    /// Copy the registered model's permissions (only if the destination model is created).
+    #[arg(long, value_name = "BOOLEAN", num_args = 0..=1, default_missing_value = "true",
+          default_value = "false", value_parser = parse_bool)]
+    pub copy_permissions: bool,
+    /// Copy the version's stage and move its aliases to the new version.
+    #[arg(long, value_name = "BOOLEAN", num_args = 0..=1, default_missing_value = "true",
+          default_value = "false", value_parser = parse_bool)]
+    pub copy_stages_and_aliases: bool,
+    /// Add source lineage info to the new version as tags starting with 'mlflow_exim'.
+    #[arg(long, value_name = "BOOLEAN", num_args = 0..=1, default_missing_value = "true",
+          default_value = "false", value_parser = parse_bool)]
+    pub copy_lineage_tags: bool,
+    /// Artifact files copied at once (1-64), for deep copies.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY)]
+    pub concurrency: u32,
+}
+
+impl From<CopyModelVersionArgs> for CopyModelVersionRequest {
+    fn from(a: CopyModelVersionArgs) -> Self {
+        CopyModelVersionRequest {
+            src_model: a.src_model,
+            src_version: a.src_version,
+            dst_model: a.dst_model,
+            src_registry_uri: a.src_registry_uri,
+            dst_registry_uri: a.dst_registry_uri,
+            dst_experiment_name: a.dst_experiment_name,
+            copy_permissions: a.copy_permissions,
+            copy_stages_and_aliases: a.copy_stages_and_aliases,
+            copy_lineage_tags: a.copy_lineage_tags,
+            concurrency: a.concurrency,
+        }
+    }
 }
 
 impl From<CopyRunArgs> for CopyRunRequest {
@@ -94,6 +154,11 @@ pub fn error_line(error: &CopyError) -> String {
     )
 }
 
+#[cfg(target_arch = "wasm32")]
+fn to_json(report: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(report).expect("reports serialize")
+}
+
 /// Progress as human-readable lines on stderr.
 pub struct StderrProgress;
 
@@ -118,7 +183,12 @@ pub fn main(args: Vec<String>) -> bool {
         Command::CopyRun(args) => {
             let request = CopyRunRequest::from(args);
             super::execute_copy_run(super::wasi_host(), &request, &mut StderrProgress)
-                .map(|r| serde_json::to_string_pretty(&r).expect("report serializes"))
+                .map(|r| to_json(&r))
+        }
+        Command::CopyModelVersion(args) => {
+            let request = CopyModelVersionRequest::from(args);
+            super::execute_copy_model_version(super::wasi_host(), &request, &mut StderrProgress)
+                .map(|r| to_json(&r))
         }
     };
     match result {
@@ -155,7 +225,9 @@ mod tests {
 
     #[test]
     fn python_tool_flags_parse() {
-        let Command::CopyRun(a) = parse(&BASE).unwrap().command;
+        let Command::CopyRun(a) = parse(&BASE).unwrap().command else {
+            panic!()
+        };
         let r = CopyRunRequest::from(a);
         assert_eq!(r.run_id, "abc");
         assert_eq!(r.experiment_name, "My_Experiment");
@@ -172,7 +244,9 @@ mod tests {
             (&["--copy-children", "True"][..], true),
         ] {
             let args: Vec<&str> = BASE.iter().copied().chain(extra.iter().copied()).collect();
-            let Command::CopyRun(a) = parse(&args).unwrap().command;
+            let Command::CopyRun(a) = parse(&args).unwrap().command else {
+                panic!()
+            };
             assert_eq!(a.copy_children, expect, "{extra:?}");
         }
         let args: Vec<&str> = BASE
@@ -184,6 +258,49 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not a boolean"));
+    }
+
+    #[test]
+    fn copy_model_version_flags_parse_like_the_python_tool() {
+        let args = [
+            "copy-model-version",
+            "--src-model",
+            "Sklearn_Wine",
+            "--src-version",
+            "1",
+            "--dst-model",
+            "prod_wine",
+            "--src-registry-uri",
+            "http://localhost:5020",
+            "--dst-registry-uri",
+            "http://localhost:5021",
+            "--dst-experiment-name",
+            "/Exp",
+            "--copy-stages-and-aliases",
+            "true",
+            "--copy-lineage-tags",
+            "True",
+        ];
+        let Command::CopyModelVersion(a) = parse(&args).unwrap().command else {
+            panic!()
+        };
+        let r = CopyModelVersionRequest::from(a);
+        assert!(
+            r.is_deep() && r.copy_stages_and_aliases && r.copy_lineage_tags && !r.copy_permissions
+        );
+        assert_eq!(
+            (
+                r.src_model.as_str(),
+                r.src_version.as_str(),
+                r.dst_model.as_str()
+            ),
+            ("Sklearn_Wine", "1", "prod_wine")
+        );
+        let shallow: Vec<&str> = args[..11].to_vec();
+        let Command::CopyModelVersion(a) = parse(&shallow).unwrap().command else {
+            panic!()
+        };
+        assert!(!CopyModelVersionRequest::from(a).is_deep());
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The component's exports: the `mlflow:copy/copier` interface and `wasi:cli/run`.
+//! The component's exports: the `mlflow:copy/copier` interface and `wasi:cli/run`. Only
+//! translation between the WIT types and the shared `api` types happens here.
 
-use crate::api::{self, CopyError, CopyRunRequest};
+use crate::api::{self, CopyError, CopyModelVersionRequest, CopyRunReport, CopyRunRequest};
 use crate::engine::progress::Silent;
 
 wit_bindgen::generate!({
@@ -25,22 +26,62 @@ impl wit::Guest for Component {
         };
         let report = super::execute_copy_run(super::wasi_host(), &request, &mut Silent)
             .map_err(to_wit_error)?;
-        Ok(wit::CopyRunReport {
-            src_run_id: report.src_run_id,
-            dst_run_id: report.dst_run_id,
-            dst_experiment_id: report.dst_experiment_id,
-            outcome: report.outcome.as_str().to_string(),
-            params: report.params,
-            tags: report.tags,
-            metric_points: report.metric_points,
-            dataset_inputs: report.dataset_inputs,
-            logged_models: report.logged_models,
-            artifact_files: report.artifact_files,
-            artifact_bytes: report.artifact_bytes,
-            artifact_files_skipped: report.artifact_files_skipped,
-            child_run_ids: report.child_run_ids,
-            elapsed_seconds: report.elapsed_seconds,
+        Ok(run_report(report))
+    }
+
+    fn copy_model_version(
+        request: wit::CopyModelVersionRequest,
+    ) -> Result<wit::CopyModelVersionReport, wit::CopyError> {
+        let request = CopyModelVersionRequest {
+            src_model: request.src_model,
+            src_version: request.src_version,
+            dst_model: request.dst_model,
+            src_registry_uri: request.src_registry_uri,
+            dst_registry_uri: request.dst_registry_uri,
+            dst_experiment_name: request.dst_experiment_name,
+            copy_permissions: request.copy_permissions.unwrap_or(false),
+            copy_stages_and_aliases: request.copy_stages_and_aliases.unwrap_or(false),
+            copy_lineage_tags: request.copy_lineage_tags.unwrap_or(false),
+            concurrency: request.concurrency.unwrap_or(api::DEFAULT_CONCURRENCY),
+        };
+        let r = super::execute_copy_model_version(super::wasi_host(), &request, &mut Silent)
+            .map_err(to_wit_error)?;
+        Ok(wit::CopyModelVersionReport {
+            src_model: r.src_model,
+            src_version: r.src_version,
+            dst_model: r.dst_model,
+            dst_version: r.dst_version,
+            dst_run_id: r.dst_run_id,
+            dst_source: r.dst_source,
+            deep: r.deep,
+            outcome: r.outcome.as_str().to_string(),
+            registered_model_created: r.registered_model_created,
+            tags: r.tags,
+            stage: r.stage,
+            aliases: r.aliases,
+            permissions: r.permissions,
+            run: r.run.map(run_report),
+            elapsed_seconds: r.elapsed_seconds,
         })
+    }
+}
+
+fn run_report(report: CopyRunReport) -> wit::CopyRunReport {
+    wit::CopyRunReport {
+        src_run_id: report.src_run_id,
+        dst_run_id: report.dst_run_id,
+        dst_experiment_id: report.dst_experiment_id,
+        outcome: report.outcome.as_str().to_string(),
+        params: report.params,
+        tags: report.tags,
+        metric_points: report.metric_points,
+        dataset_inputs: report.dataset_inputs,
+        logged_models: report.logged_models,
+        artifact_files: report.artifact_files,
+        artifact_bytes: report.artifact_bytes,
+        artifact_files_skipped: report.artifact_files_skipped,
+        child_run_ids: report.child_run_ids,
+        elapsed_seconds: report.elapsed_seconds,
     }
 }
 

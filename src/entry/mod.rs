@@ -5,9 +5,11 @@ pub mod cli;
 #[cfg(target_arch = "wasm32")]
 mod component;
 
-use crate::api::{CopyError, CopyRunReport, CopyRunRequest};
+use crate::api::{
+    CopyError, CopyModelVersionReport, CopyModelVersionRequest, CopyRunReport, CopyRunRequest,
+};
 use crate::engine::progress::Progress;
-use crate::engine::{copy_run, Copier};
+use crate::engine::{copy_model_version, copy_run, Copier};
 use crate::transport::retry::RetryPolicy;
 use crate::transport::{Http, Transport};
 use std::rc::Rc;
@@ -34,19 +36,55 @@ pub fn execute_copy_run(
     request: &CopyRunRequest,
     progress: &mut dyn Progress,
 ) -> Result<CopyRunReport, CopyError> {
+    let ends = (
+        request.src_mlflow_uri.as_str(),
+        request.dst_mlflow_uri.as_str(),
+    );
+    execute(
+        host,
+        ends,
+        request.concurrency,
+        request.validate(),
+        progress,
+        |copier| copy_run::copy_run(copier, request),
+    )
+}
+
+pub fn execute_copy_model_version(
+    host: Host,
+    request: &CopyModelVersionRequest,
+    progress: &mut dyn Progress,
+) -> Result<CopyModelVersionReport, CopyError> {
+    let ends = (
+        request.src_registry_uri.as_str(),
+        request.dst_registry_uri.as_str(),
+    );
+    execute(
+        host,
+        ends,
+        request.concurrency,
+        request.validate(),
+        progress,
+        |copier| copy_model_version::copy_model_version(copier, request),
+    )
+}
+
+/// Validates, connects both ends, runs `copy`, and flattens any failure into one classified,
+/// secret-free error.
+fn execute<R>(
+    host: Host,
+    (src_uri, dst_uri): (&str, &str),
+    concurrency: u32,
+    validated: Result<(), CopyError>,
+    progress: &mut dyn Progress,
+    copy: impl FnOnce(&mut Copier) -> anyhow::Result<R>,
+) -> Result<R, CopyError> {
     let secrets = secrets(host.env);
-    let run = || -> Result<CopyRunReport, CopyError> {
-        request.validate()?;
+    let run = || -> Result<R, CopyError> {
+        validated?;
         let transport = Rc::new(Transport::new(host.http, RetryPolicy::default()));
-        let mut copier = Copier::new(
-            &request.src_mlflow_uri,
-            &request.dst_mlflow_uri,
-            transport,
-            host.env,
-            progress,
-            request.concurrency,
-        )?;
-        copy_run::copy_run(&mut copier, request).map_err(|e| CopyError::from_chain(&e))
+        let mut copier = Copier::new(src_uri, dst_uri, transport, host.env, progress, concurrency)?;
+        copy(&mut copier).map_err(|e| CopyError::from_chain(&e))
     };
     run().map_err(|e| scrub(e, &secrets))
 }

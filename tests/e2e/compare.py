@@ -56,7 +56,7 @@ def assert_trees_equal(src_uri, src_root, dst_uri, dst_root, id_pairs):
 
 def assert_run_copied(src_uri, src_run_id, dst_uri, dst_run_id, experiment_name, *, parent=None):
     """Every field the destination can store equals the source's, ids aside."""
-    s, d = MlflowClient(src_uri), MlflowClient(dst_uri)
+    s, d = MlflowClient(src_uri, registry_uri=src_uri), MlflowClient(dst_uri, registry_uri=dst_uri)
     sr, dr = s.get_run(src_run_id), d.get_run(dst_run_id)
     assert d.get_experiment(dr.info.experiment_id).name == experiment_name
     for field in ("run_name", "status", "start_time", "end_time", "user_id", "lifecycle_stage"):
@@ -92,7 +92,8 @@ def assert_run_copied(src_uri, src_run_id, dst_uri, dst_run_id, experiment_name,
         for field in ("name", "model_type", "status", "params"):
             assert getattr(dm, field) == getattr(sm, field), field
         assert dm.source_run_id == dst_run_id
-        assert {k: v for k, v in dm.tags.items() if k not in LINEAGE_MODEL_TAGS} == \
+        # mlflow.modelVersions is maintained by each registry for its own registrations.
+        assert {k: v for k, v in dm.tags.items() if k not in LINEAGE_MODEL_TAGS | {"mlflow.modelVersions"}} == \
             {k: v for k, v in sm.tags.items() if k != "mlflow.modelVersions"}
         assert dm.tags["mlflow_exim.src_model.model_id"] == sm.model_id
         def model_metrics(m):

@@ -159,8 +159,24 @@ def run_host(function, request, env=None, timeout=600):
 
 @pytest.fixture
 def proxy(dst):
+    """A faulty proxy in front of the destination server."""
     p = FaultyProxy(dst.port)
     try:
         yield p
     finally:
         p.close()
+
+
+@pytest.fixture
+def src_proxy(src):
+    """A faulty proxy in front of the source server."""
+    p = FaultyProxy(src.port)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+def copy_version_args(src_model, version, dst_model, src_uri, dst_uri, *extra):
+    return ["copy-model-version", "--src-model", src_model, "--src-version", version,
+            "--dst-model", dst_model, "--src-registry-uri", src_uri, "--dst-registry-uri", dst_uri, *extra]

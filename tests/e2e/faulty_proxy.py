@@ -5,6 +5,8 @@ on the destination side, are read whole. Faults:
   fail_artifact_puts_after = N  after N artifact uploads went through, answer every further
                                 upload with 503 (a destination that stays broken)
   flaky_every = K               answer every K-th request with 503 + Retry-After: 0 (transient)
+  rewrite = (path_part, old, new)  replace bytes in the answers to requests whose path contains
+                                path_part (to show the copier a state a real server rarely has)
 """
 import http.client
 import http.server
@@ -16,9 +18,11 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", 
 
 class FaultyProxy:
     def __init__(self, target_port):
+        """Forwards to the server on 127.0.0.1:target_port."""
         self.target_port = target_port
         self.fail_artifact_puts_after = None
         self.flaky_every = None
+        self.rewrite = None
         self.requests = 0
         self.artifact_puts = 0
         self.injected = 0
@@ -83,6 +87,8 @@ class FaultyProxy:
                 resp = conn.getresponse()
                 body = resp.read()
                 conn.close()
+                if proxy.rewrite and proxy.rewrite[0] in self.path:
+                    body = body.replace(proxy.rewrite[1], proxy.rewrite[2])
                 kept = [(k, v) for k, v in resp.getheaders() if k.lower() not in HOP_BY_HOP | {"content-length"}]
                 self._reply(resp.status, body, kept)
 

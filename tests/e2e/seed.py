@@ -27,7 +27,7 @@ def seed_rich_run(tracking_uri, experiment_name, *, big_bytes=0, metric_points=1
     input, nested/odd artifacts and (optionally) an MLflow 3 sklearn logged model.
     Returns the run id."""
     mlflow.set_tracking_uri(tracking_uri)
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment_name)
     exp_id = exp.experiment_id if exp else client.create_experiment(experiment_name)
     start = 1_600_000_000_000
@@ -101,3 +101,45 @@ if __name__ == "__main__":
     exp = sys.argv[2] if len(sys.argv) > 2 else "demo-source"
     print(seed_rich_run(uri, exp, big_bytes=int(os.environ.get("SEED_BIG_BYTES", "0")),
                         register_as=os.environ.get("SEED_REGISTER_AS")))
+
+
+def seed_registered_version(tracking_uri, model_name, *, big_bytes=0):
+    """An MLflow 3 sklearn model version with signature, input example, description, tags, an
+    alias and a stage, on a registered model with a description and tags. Returns (run id, version)."""
+    run_id = seed_rich_run(tracking_uri, f"{model_name}-training", big_bytes=big_bytes,
+                           metric_points=20, register_as=model_name)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    version = max(int(v.version) for v in client.search_model_versions(f"name='{model_name}'"))
+    version = str(version)
+    client.update_registered_model(model_name, description="Predicts the class of a point.")
+    client.set_registered_model_tag(model_name, "owner", "ml-platform")
+    client.update_model_version(model_name, version, description="Trained on the **train** split.")
+    client.set_model_version_tag(model_name, version, "validated", "true")
+    client.set_model_version_tag(model_name, version, "dataset.version", "2026-11")
+    client.set_registered_model_alias(model_name, "champion", version)
+    client.transition_model_version_stage(model_name, version, "Staging")
+    return run_id, version
+
+
+def seed_classic_versions(tracking_uri, model_name):
+    """A run whose model lives in the run's own artifacts (`model/`), registered twice: once as
+    `runs:/<run>/model` and once as `<run artifact root>/model`. Returns (run id, [versions])."""
+    import mlflow.sklearn
+    from sklearn.linear_model import LogisticRegression
+    X = np.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.2], [0.1, 0.9]])
+    model = LogisticRegression().fit(X, np.array([0, 1, 1, 0]))
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    exp = client.get_experiment_by_name("classic") or client.get_experiment(client.create_experiment("classic"))
+    run = client.create_run(exp.experiment_id, run_name="classic-run")
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "model")
+        mlflow.sklearn.save_model(model, path, input_example=X[:1])
+        client.log_artifacts(run.info.run_id, path, "model")
+    client.set_terminated(run.info.run_id)
+    try:
+        client.create_registered_model(model_name)
+    except Exception:
+        pass
+    a = client.create_model_version(model_name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    b = client.create_model_version(model_name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+    return run.info.run_id, [a.version, b.version]

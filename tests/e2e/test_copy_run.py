@@ -13,7 +13,7 @@ from conftest import copy_run_args, run_cli, run_host, unique
 
 
 def runs_in(uri, experiment_name):
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)
     exp = client.get_experiment_by_name(experiment_name)
     if exp is None:
         return []
@@ -27,7 +27,7 @@ def test_cli_copy_is_faithful(src, dst, rich_run):
     report = result.report
     assert report["outcome"] == "created"
     counts = assert_run_copied(src.uri, rich_run, dst.uri, report["dst_run_id"], exp)
-    source = MlflowClient(src.uri).get_run(rich_run)
+    source = MlflowClient(src.uri, registry_uri=src.uri).get_run(rich_run)
     assert report["params"] == len(source.data.params) == 131
     assert report["tags"] == len(source.data.tags)
     assert report["metric_points"] == counts["metric_points"] > 1000
@@ -36,7 +36,7 @@ def test_cli_copy_is_faithful(src, dst, rich_run):
     # Run files plus the logged model's files, including the 24 MiB blob.
     assert report["artifact_files"] > counts["run_files"]
     assert report["artifact_bytes"] > 24 * 1024 * 1024
-    assert report["dst_experiment_id"] == MlflowClient(dst.uri).get_experiment_by_name(exp).experiment_id
+    assert report["dst_experiment_id"] == MlflowClient(dst.uri, registry_uri=dst.uri).get_experiment_by_name(exp).experiment_id
     # Progress went to stderr, the report alone to stdout.
     assert "[mlflow-copy] artifacts:" in result.stderr
     assert result.stdout.strip().startswith("{") and result.stdout.strip().endswith("}")
@@ -46,8 +46,8 @@ def test_copied_logged_model_loads_and_predicts_like_the_source(src, dst, rich_r
     exp = unique("predict")
     result = run_cli(copy_run_args(rich_run, exp, src.uri, dst.uri))
     assert result.code == 0, result
-    src_model = MlflowClient(src.uri).get_run(rich_run).outputs.model_outputs[0].model_id
-    dst_model = MlflowClient(dst.uri).get_run(result.report["dst_run_id"]).outputs.model_outputs[0].model_id
+    src_model = MlflowClient(src.uri, registry_uri=src.uri).get_run(rich_run).outputs.model_outputs[0].model_id
+    dst_model = MlflowClient(dst.uri, registry_uri=dst.uri).get_run(result.report["dst_run_id"]).outputs.model_outputs[0].model_id
     X = np.array([[0.0, 1.0], [1.0, 0.0], [0.3, 0.3]])
     mlflow.set_tracking_uri(src.uri)
     expected = mlflow.pyfunc.load_model(f"models:/{src_model}").predict(X)
@@ -166,13 +166,13 @@ def test_child_copied_alone_is_nested_under_an_earlier_copy_of_its_parent(src, d
 
 
 def test_running_source_run_stays_running(src, dst):
-    client = MlflowClient(src.uri)
+    client = MlflowClient(src.uri, registry_uri=src.uri)
     exp_id = client.create_experiment(unique("running-src"))
     run = client.create_run(exp_id, start_time=1_700_000_000_000, run_name="still-running")
     client.log_metric(run.info.run_id, "inf", math.inf, step=1)
     exp = unique("running")
     result = run_cli(copy_run_args(run.info.run_id, exp, src.uri, dst.uri))
     assert result.code == 0, result
-    copied = MlflowClient(dst.uri).get_run(result.report["dst_run_id"])
+    copied = MlflowClient(dst.uri, registry_uri=dst.uri).get_run(result.report["dst_run_id"])
     assert copied.info.status == "RUNNING" and copied.info.end_time is None
     assert_run_copied(src.uri, run.info.run_id, dst.uri, copied.info.run_id, exp)

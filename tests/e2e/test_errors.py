@@ -9,7 +9,7 @@ from conftest import ADMIN_PASSWORD, copy_run_args, free_port, run_cli, unique
 
 
 def nothing_created(dst_uri, experiment):
-    return MlflowClient(dst_uri).get_experiment_by_name(experiment) is None
+    return MlflowClient(dst_uri, registry_uri=dst_uri).get_experiment_by_name(experiment) is None
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_unreachable_server(src, dst, small_run):
 
 def test_deleted_source_run(src, dst):
     run_id = seed.seed_rich_run(src.uri, "deleted-source", metric_points=3, with_model=False)
-    MlflowClient(src.uri).delete_run(run_id)
+    MlflowClient(src.uri, registry_uri=src.uri).delete_run(run_id)
     exp = unique("deleted-src")
     result = run_cli(copy_run_args(run_id, exp, src.uri, dst.uri))
     assert result.code == 1, result
@@ -80,7 +80,7 @@ def test_deleted_source_run(src, dst):
 
 def test_deleted_destination_experiment_is_not_restored(src, dst, small_run):
     exp = unique("deleted-dst")
-    client = MlflowClient(dst.uri)
+    client = MlflowClient(dst.uri, registry_uri=dst.uri)
     client.delete_experiment(client.create_experiment(exp))
     result = run_cli(copy_run_args(small_run, exp, src.uri, dst.uri))
     assert result.code == 1, result

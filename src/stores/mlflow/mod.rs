@@ -2,6 +2,8 @@
 //! speaks the same tracking API with other authentication and artifact storage).
 
 pub mod artifacts;
+pub mod permissions;
+pub mod registry;
 pub mod rest;
 pub mod tracking;
 pub mod types;

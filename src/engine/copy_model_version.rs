@@ -1,0 +1,444 @@
+//! copy-model-version: one registered model version into another (or the same) registry.
+//!
+//! - Deep (a destination experiment is given): the version's run is copied with copy-run
+//!   (including its logged models and artifacts) and the new version points at the copies —
+//!   `models:/<copied model>` for an MLflow 3 model, the same path inside the copied run for a
+//!   run-artifact source — so that it loads exactly like the source.
+//! - Shallow: the new version points at the source's run and artifacts, which only works when
+//!   the destination registry is the source's server.
+//!
+//! Everything that can fail on the source side is checked before anything is written.
+
+use super::copy_run;
+use super::lineage;
+use super::models;
+use super::version_source::{self, Copies, Repointed, SourceRef};
+use super::Copier;
+use crate::api::{
+    CopyError, CopyModelVersionReport, CopyModelVersionRequest, CopyRunRequest, ErrorKind, Outcome,
+};
+use crate::stores::mlflow::registry::{ModelVersion, NewVersion, RegisteredModel};
+use crate::stores::mlflow::tracking::filter_literal;
+use crate::stores::mlflow::types::KeyValue;
+use anyhow::Context;
+use std::time::{Duration, Instant};
+
+/// How long a new version may stay PENDING_REGISTRATION (as MLflow's own client waits).
+const READY_TIMEOUT: Duration = Duration::from_secs(300);
+/// Source-run tags carried into the lineage tags (as mlflow-export-import does).
+const LINEAGE_RUN_TAGS: [&str; 4] = [
+    "mlflow.user",
+    "mlflow.databricks.workspaceURL",
+    "mlflow.databricks.webappURL",
+    "mlflow.databricks.workspaceID",
+];
+
+pub fn copy_model_version(
+    c: &mut Copier,
+    request: &CopyModelVersionRequest,
+) -> anyhow::Result<CopyModelVersionReport> {
+    let started = Instant::now();
+    let (src_model, src_version) = (request.src_model.as_str(), request.src_version.as_str());
+    c.phase(format!(
+        "reading model version {src_model}/{src_version} from {}",
+        c.src.server()
+    ));
+    let version = read_version(c, src_model, src_version)?;
+    let registered = c.src.registered_model(src_model)?.ok_or_else(|| {
+        CopyError::not_found(format!(
+            "registered model {src_model:?} not found on {}",
+            c.src.server()
+        ))
+    })?;
+
+    let (target, run_report) = match &request.dst_experiment_name {
+        Some(experiment) => deep_target(c, request, &version, experiment)?,
+        None => (shallow_target(c, &version)?, None),
+    };
+    let mut report = CopyModelVersionReport {
+        src_model: src_model.to_string(),
+        src_version: src_version.to_string(),
+        dst_model: request.dst_model.clone(),
+        dst_version: String::new(),
+        dst_run_id: target
+            .run_id
+            .clone()
+            .or_else(|| run_report.as_ref().map(|r| r.dst_run_id.clone())),
+        dst_source: target.source.clone(),
+        deep: request.is_deep(),
+        outcome: Outcome::Created,
+        registered_model_created: false,
+        tags: 0,
+        stage: None,
+        aliases: Vec::new(),
+        permissions: 0,
+        run: run_report,
+        elapsed_seconds: 0.0,
+    };
+
+    let existing_model = c.dst.registered_model(&request.dst_model)?;
+    if existing_model.is_some() {
+        if let Some(found) = earlier_copy(c, &request.dst_model, &target)? {
+            c.phase(format!(
+                "version {src_model}/{src_version} was already copied to {} as {}/{}",
+                c.dst.server(),
+                request.dst_model,
+                found.version
+            ));
+            report.dst_version = found.version;
+            report.outcome = Outcome::Existing;
+            report.elapsed_seconds = started.elapsed().as_secs_f64();
+            return Ok(report);
+        }
+    } else {
+        create_registered_model(c, &request.dst_model, &registered)?;
+        report.registered_model_created = true;
+    }
+
+    let tags = version_tags(c, request, &version)?;
+    c.phase(format!(
+        "creating version of {} from {}",
+        request.dst_model, target.source
+    ));
+    let new = NewVersion {
+        source: target.source.clone(),
+        run_id: target.run_id.clone(),
+        model_id: target.model_id.clone(),
+        description: version.description.clone(),
+        tags: tags.clone(),
+    };
+    let created = c
+        .dst
+        .create_model_version(&request.dst_model, &new)
+        .with_context(|| format!("creating a version of {:?}", request.dst_model))?;
+    report.dst_version = created.version.clone();
+    report.tags = tags.len() as u32;
+    let ready = wait_until_ready(c, &request.dst_model, created)?;
+    report.dst_run_id = report.dst_run_id.or(ready.run_id.clone());
+
+    if request.copy_stages_and_aliases {
+        copy_stage_and_aliases(
+            c,
+            &version,
+            &registered,
+            &request.dst_model,
+            &ready.version,
+            &mut report,
+        )?;
+    }
+    if request.copy_permissions {
+        report.permissions = copy_permissions(
+            c,
+            src_model,
+            &request.dst_model,
+            report.registered_model_created,
+        )?;
+    }
+    c.phase(format!(
+        "{src_model}/{src_version} copied to {} as {}/{}",
+        c.dst.server(),
+        request.dst_model,
+        ready.version
+    ));
+    report.elapsed_seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn read_version(c: &Copier, model: &str, version: &str) -> anyhow::Result<ModelVersion> {
+    let found = c
+        .src
+        .model_version(model, version)
+        .map_err(|e| match e.kind {
+            ErrorKind::NotFound => CopyError::not_found(format!(
+                "model version {model}/{version} not found on {}",
+                c.src.server()
+            )),
+            _ => e,
+        })?;
+    if !found.is_ready() {
+        return Err(CopyError::bad_input(format!(
+            "model version {model}/{version} on {} is {} (not READY); only ready versions can be copied",
+            c.src.server(),
+            found.status.as_deref().unwrap_or("unknown")
+        ))
+        .into());
+    }
+    Ok(found)
+}
+
+/// A shallow copy points at the source's run and artifacts: only the same server can reach them.
+fn shallow_target(c: &Copier, version: &ModelVersion) -> anyhow::Result<Repointed> {
+    if c.src.server() != c.dst.server() {
+        return Err(CopyError::bad_input(format!(
+            "a shallow copy from {} to {} would point at a run and artifacts the destination registry \
+             cannot reach; give --dst-experiment-name for a deep copy (the run and its artifacts are \
+             copied too)",
+            c.src.server(),
+            c.dst.server()
+        ))
+        .into());
+    }
+    // OSS leaves `model_id` out of versions: recover it from a `models:/m-…` source.
+    let model_id = version.model_id.clone().or_else(|| {
+        match version_source::parse(&version.source, None, None) {
+            SourceRef::LoggedModel { model_id, path } if path.is_empty() => Some(model_id),
+            _ => None,
+        }
+    });
+    let run_id = if model_id.is_some() {
+        None
+    } else {
+        version.run_id.clone()
+    };
+    Ok(Repointed {
+        source: version.source.clone(),
+        run_id,
+        model_id,
+    })
+}
+
+/// A deep copy: copy the run (with its logged models), then re-point the source at the copies.
+fn deep_target(
+    c: &mut Copier,
+    request: &CopyModelVersionRequest,
+    version: &ModelVersion,
+    experiment: &str,
+) -> anyhow::Result<(Repointed, Option<crate::api::CopyRunReport>)> {
+    let name = format!("{}/{}", request.src_model, request.src_version);
+    let Some(run_id) = version.run_id.clone().filter(|r| !r.is_empty()) else {
+        return Err(CopyError::bad_input(format!(
+            "model version {name} has no run, so there is nothing to deep-copy; copy it shallow (without --dst-experiment-name)"
+        ))
+        .into());
+    };
+    let src_run = c
+        .src
+        .get_run(&run_id)
+        .with_context(|| format!("reading the run of model version {name}"))?;
+    let source = version_source::parse(
+        &version.source,
+        Some(&run_id),
+        Some(&src_run.info.artifact_uri),
+    );
+    if source == SourceRef::Other {
+        return Err(CopyError::bad_input(format!(
+            "model version {name} has source {:?}, which is neither in its run {run_id} nor in a logged model; \
+             it cannot be re-pointed at a copy (a shallow copy keeps it as it is)",
+            version.source
+        ))
+        .into());
+    }
+    let run_request = CopyRunRequest {
+        run_id: run_id.clone(),
+        experiment_name: experiment.to_string(),
+        src_mlflow_uri: request.src_registry_uri.clone(),
+        dst_mlflow_uri: request.dst_registry_uri.clone(),
+        copy_children: false,
+        concurrency: request.concurrency,
+    };
+    let run_report = copy_run::copy_run(c, &run_request)?;
+    let dst_run = c.dst.get_run(&run_report.dst_run_id)?;
+    let copied = models::copied_models(
+        &c.dst,
+        &run_report.dst_experiment_id,
+        &run_report.dst_run_id,
+    )?;
+    let lookup = |src_id: &str| copied.get(src_id).cloned();
+    let copies = Copies {
+        run_id: &run_report.dst_run_id,
+        run_artifact_uri: &dst_run.info.artifact_uri,
+        model: &lookup,
+    };
+    let target = version_source::repoint(&source, &copies).ok_or_else(|| {
+        CopyError::bad_input(format!(
+            "model version {name} comes from logged model {:?}, which run {run_id} did not produce; it was not copied",
+            version.source
+        ))
+    })?;
+    Ok((target, Some(run_report)))
+}
+
+/// A version of the destination model created by an earlier run of the same copy: same source.
+fn earlier_copy(
+    c: &Copier,
+    dst_model: &str,
+    target: &Repointed,
+) -> anyhow::Result<Option<ModelVersion>> {
+    let filter = format!("name = {}", filter_literal(dst_model));
+    let versions = c.dst.search_model_versions(&filter)?;
+    Ok(versions.into_iter().find(|v| v.source == target.source))
+}
+
+fn create_registered_model(
+    c: &mut Copier,
+    name: &str,
+    source: &RegisteredModel,
+) -> anyhow::Result<()> {
+    c.phase(format!(
+        "creating registered model {name:?} on {}",
+        c.dst.server()
+    ));
+    match c
+        .dst
+        .create_registered_model(name, source.description.as_deref(), &source.tags)
+    {
+        Ok(()) => Ok(()),
+        // Created in the meantime by someone else: then it is theirs, leave it alone.
+        Err(e) if e.has_code("RESOURCE_ALREADY_EXISTS") => Ok(()),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("creating registered model {name:?}"))),
+    }
+}
+
+/// The source version's tags, plus the lineage tags when asked for (named as the Python tool
+/// names them, without its doubled `mlflow_exim.mlflow_exim.` prefix).
+fn version_tags(
+    c: &Copier,
+    request: &CopyModelVersionRequest,
+    version: &ModelVersion,
+) -> anyhow::Result<Vec<KeyValue>> {
+    let mut tags: Vec<KeyValue> = version
+        .tags
+        .iter()
+        .filter(|t| !t.key.starts_with("mlflow_exim."))
+        .cloned()
+        .collect();
+    if !request.copy_lineage_tags {
+        return Ok(tags);
+    }
+    let run_id = version.run_id.clone().unwrap_or_default();
+    tags.push(KeyValue::new(
+        "mlflow_exim.src_version.name",
+        &request.src_model,
+    ));
+    tags.push(KeyValue::new(
+        "mlflow_exim.src_version.version",
+        &request.src_version,
+    ));
+    tags.push(KeyValue::new("mlflow_exim.src_version.run_id", &run_id));
+    tags.push(KeyValue::new(lineage::SRC_TRACKING_URI, c.src.server()));
+    tags.push(KeyValue::new(
+        "mlflow_exim.dst_client.tracking_uri",
+        c.dst.server(),
+    ));
+    if !run_id.is_empty() {
+        let run = c
+            .src
+            .get_run(&run_id)
+            .context("reading the source run for lineage tags")?;
+        for key in LINEAGE_RUN_TAGS {
+            if let Some(value) = run.data.tag(key) {
+                tags.push(KeyValue::new(format!("mlflow_exim.src_run.{key}"), value));
+            }
+        }
+    }
+    Ok(tags)
+}
+
+fn wait_until_ready(
+    c: &mut Copier,
+    model: &str,
+    mut version: ModelVersion,
+) -> anyhow::Result<ModelVersion> {
+    let started = Instant::now();
+    loop {
+        match version.status.as_deref() {
+            None | Some("READY") => return Ok(version),
+            Some("FAILED_REGISTRATION") => {
+                return Err(CopyError::upstream(format!(
+                    "version {model}/{} failed registration on {}: {}",
+                    version.version,
+                    c.dst.server(),
+                    version.status_message.as_deref().unwrap_or("no message")
+                ))
+                .into())
+            }
+            Some(_) if started.elapsed() > READY_TIMEOUT => {
+                return Err(CopyError::upstream(format!(
+                    "version {model}/{} on {} is still not READY after {} s",
+                    version.version,
+                    c.dst.server(),
+                    READY_TIMEOUT.as_secs()
+                ))
+                .into())
+            }
+            Some(status) => {
+                c.phase(format!(
+                    "waiting for {model}/{} ({status})",
+                    version.version
+                ));
+                std::thread::sleep(Duration::from_secs(1));
+                version = c.dst.model_version(model, &version.version)?;
+            }
+        }
+    }
+}
+
+fn copy_stage_and_aliases(
+    c: &mut Copier,
+    version: &ModelVersion,
+    registered: &RegisteredModel,
+    dst_model: &str,
+    dst_version: &str,
+    report: &mut CopyModelVersionReport,
+) -> anyhow::Result<()> {
+    if let Some(stage) = version
+        .current_stage
+        .as_deref()
+        .filter(|s| !s.is_empty() && *s != "None")
+    {
+        c.dst
+            .transition_stage(dst_model, dst_version, stage)
+            .with_context(|| format!("setting stage {stage}"))?;
+        report.stage = Some(stage.to_string());
+    }
+    // Aliases move: setting one on the new version takes it off any other version.
+    for alias in registered
+        .aliases
+        .iter()
+        .filter(|a| a.version == version.version)
+    {
+        c.dst
+            .set_alias(dst_model, &alias.alias, dst_version)
+            .with_context(|| format!("setting alias {:?}", alias.alias))?;
+        report.aliases.push(alias.alias.clone());
+    }
+    Ok(())
+}
+
+/// Copies the users' permissions on the registered model, only onto a model this copy created
+/// (an existing model's permissions are its owners' business).
+fn copy_permissions(
+    c: &mut Copier,
+    src_model: &str,
+    dst_model: &str,
+    created: bool,
+) -> anyhow::Result<u32> {
+    if !created {
+        c.warn(format!(
+            "not copying permissions: registered model {dst_model:?} already existed"
+        ));
+        return Ok(0);
+    }
+    let Some(grants) = c.src.model_grants(src_model)? else {
+        c.warn(format!(
+            "not copying permissions: {} has no permissions API (not a basic-auth server)",
+            c.src.server()
+        ));
+        return Ok(0);
+    };
+    let mut copied = 0;
+    for grant in grants {
+        match c.dst.grant_model_permission(dst_model, &grant) {
+            Ok(()) => copied += 1,
+            // One missing user must not stop the others (as the Python tool does).
+            Err(e) if matches!(e.kind, ErrorKind::NotFound | ErrorKind::BadInput) => {
+                c.warn(format!(
+                    "permission {} for user {:?} not copied: {}",
+                    grant.permission, grant.username, e.message
+                ))
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("copying permissions")),
+        }
+    }
+    Ok(copied)
+}

@@ -1,0 +1,84 @@
+//! Registered-model permissions on an OSS server started with `--app-name basic-auth`
+//! (MLflow 3.17: per-user grants under `/api/3.0/mlflow/users/permissions/`).
+
+use super::rest::MlflowRest;
+use crate::api::CopyError;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+const RESOURCE_TYPE: &str = "registered_model";
+
+/// One user's permission on one registered model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub username: String,
+    pub permission: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Users {
+    users: Vec<User>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct User {
+    username: String,
+    is_admin: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Permissions {
+    permissions: Vec<PermissionRow>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PermissionRow {
+    resource_type: String,
+    resource_pattern: String,
+    permission: String,
+}
+
+impl MlflowRest {
+    /// The direct grants on a registered model, or `None` when the server has no permissions
+    /// API (not a basic-auth server). Admins are left out: they need no grant.
+    pub fn model_grants(&self, model: &str) -> Result<Option<Vec<Grant>>, CopyError> {
+        let users: Users = match self.get("/api/2.0/mlflow/users/list", &[]) {
+            Ok(users) => users,
+            Err(e) if e.code.is_none() && e.kind == crate::api::ErrorKind::Upstream => {
+                return Ok(None)
+            }
+            Err(e) if e.kind == crate::api::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut grants = Vec::new();
+        for user in users.users.into_iter().filter(|u| !u.is_admin) {
+            let rows: Permissions = self.get(
+                "/api/3.0/mlflow/users/permissions/list",
+                &[("username", user.username.as_str())],
+            )?;
+            grants.extend(
+                rows.permissions
+                    .into_iter()
+                    .filter(|r| r.resource_type == RESOURCE_TYPE && r.resource_pattern == model)
+                    .map(|r| Grant {
+                        username: user.username.clone(),
+                        permission: r.permission,
+                    }),
+            );
+        }
+        Ok(Some(grants))
+    }
+
+    pub fn grant_model_permission(&self, model: &str, grant: &Grant) -> Result<(), CopyError> {
+        let body = json!({
+            "username": grant.username, "resource_type": RESOURCE_TYPE,
+            "resource_id": model, "permission": grant.permission,
+        });
+        self.post::<Value>("/api/3.0/mlflow/users/permissions/grant", &body)
+            .map(drop)
+    }
+}
