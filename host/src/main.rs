@@ -8,6 +8,8 @@
 //! `src_mlflow_uri`, …). Prints `{"ok": <report>}` and exits 0, or `{"err": {"kind", "message"}}`
 //! (the `copy-error` variant, returned as a value) and exits 1. Exit 2: the host itself failed.
 //! The guest sees only the host's `MLFLOW_*` environment variables (its credentials).
+//!
+//! `mlflow-copy-host exports <mlflow_copy.wasm>` prints the component's export names as JSON.
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -56,6 +58,11 @@ async fn main() {
 
 async fn run() -> Result<i32> {
     let args: Vec<String> = std::env::args().collect();
+    if let [_, command, wasm] = args.as_slice() {
+        if command == "exports" {
+            return list_exports(wasm);
+        }
+    }
     let [_, wasm, function, request] = args.as_slice() else {
         bail!("usage: mlflow-copy-host <mlflow_copy.wasm> copy-run|copy-model-version '<json request>'");
     };
@@ -104,4 +111,14 @@ async fn run() -> Result<i32> {
             Ok(1)
         }
     }
+}
+
+/// The names the component exports, as a JSON list (what a host such as Spin matches on).
+fn list_exports(wasm: &str) -> Result<i32> {
+    let engine = Engine::new(&Config::new())?;
+    let component = Component::from_file(&engine, wasm).map_err(|e| anyhow::anyhow!("loading {wasm}: {e:#}"))?;
+    let names: Vec<String> =
+        component.component_type().exports(&engine).map(|(name, _)| name.to_string()).collect();
+    println!("{}", json!(names));
+    Ok(0)
 }

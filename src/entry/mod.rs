@@ -4,6 +4,9 @@
 pub mod cli;
 #[cfg(target_arch = "wasm32")]
 mod component;
+pub mod http_api;
+#[cfg(target_arch = "wasm32")]
+mod http_handler;
 
 use crate::api::{
     CopyError, CopyModelVersionReport, CopyModelVersionRequest, CopyRunReport, CopyRunRequest,
@@ -106,10 +109,14 @@ fn secrets(env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
 }
 
 pub fn scrub(mut error: CopyError, secrets: &[String]) -> CopyError {
-    for secret in secrets {
-        error.message = error.message.replace(secret.as_str(), "***");
-    }
+    error.message = scrub_text(&error.message, secrets);
     error
+}
+
+pub fn scrub_text(text: &str, secrets: &[String]) -> String {
+    secrets.iter().fold(text.to_string(), |acc, secret| {
+        acc.replace(secret.as_str(), "***")
+    })
 }
 
 #[cfg(test)]

@@ -43,7 +43,10 @@ class MlflowServer:
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.basic_auth = basic_auth
-        cmd = [MLFLOW, "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "2",
+        # One worker for the basic-auth server: its user store is a sqlite file that concurrent
+        # workers lock each other out of (500s on registry writes, seen here).
+        workers = "1" if basic_auth else "2"
+        cmd = [MLFLOW, "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", workers,
                "--backend-store-uri", f"sqlite:///{self.dir}/mlflow.db",
                "--artifacts-destination", f"{self.dir}/mlartifacts"]
         env = dict(os.environ)

@@ -1,0 +1,221 @@
+"""The same component as an HTTP function under `wasmtime serve`, driven with real HTTP requests
+against real MLflow servers; and the Spin manifest, checked as far as it can be without Spin."""
+import json
+import os
+import subprocess
+import time
+import tomllib
+
+import pytest
+import requests
+from mlflow import MlflowClient
+
+import seed
+from compare import assert_run_copied
+from conftest import HOST, ROOT, WASM, free_port, unique
+
+TOKEN = "http-fn-token-7f3a9c"
+UPSTREAM_SECRET = "upstream-secret-b81d"
+
+
+class Served:
+    def __init__(self, env):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = ["wasmtime", "serve", "-S", "cli", "--addr", f"127.0.0.1:{self.port}"]
+        for name in env:
+            cmd += ["--env", name]
+        cmd.append(WASM)
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        full_env.update(env)
+        self.log_path = os.path.join(ROOT, ".work", f"serve-{self.port}.log")
+        os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        raise RuntimeError("wasmtime serve did not start")
+
+    def logs(self):
+        self.log.flush()
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def served():
+    # An upstream password is configured (unused by the open test servers) so that tests can
+    # check it never leaks.
+    s = Served({"MLFLOW_COPY_API_TOKEN": TOKEN, "MLFLOW_SRC_TRACKING_PASSWORD": UPSTREAM_SECRET,
+                "MLFLOW_SRC_TRACKING_USERNAME": "nobody"})
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def small_run(src):
+    return seed.seed_rich_run(src.uri, "http-source", metric_points=30, with_model=True)
+
+
+def auth(token=TOKEN):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def copy_body(run_id, src, dst, **extra):
+    return {"run_id": run_id, "experiment_name": unique("http"), "src_mlflow_uri": src.uri,
+            "dst_mlflow_uri": dst.uri, **extra}
+
+
+def test_healthz_needs_no_auth(served):
+    r = requests.get(served.url + "/healthz")
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize("headers", [{}, auth("wrong-token"), {"Authorization": TOKEN}])
+def test_copy_requests_without_the_right_token_are_refused(served, headers, src, dst, small_run):
+    r = requests.post(served.url + "/copy-run", json=copy_body(small_run, src, dst), headers=headers)
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == "unauthorized"
+    assert TOKEN not in r.text
+
+
+def test_copy_run_over_http_is_faithful(served, src, dst, small_run):
+    body = copy_body(small_run, src, dst, concurrency=4)
+    r = requests.post(served.url + "/copy-run", json=body, headers=auth())
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["outcome"] == "created" and report["logged_models"] == 1
+    assert_run_copied(src.uri, small_run, dst.uri, report["dst_run_id"], body["experiment_name"])
+    again = requests.post(served.url + "/copy-run", json=body, headers=auth())
+    assert again.status_code == 200 and again.json()["outcome"] == "existing"
+
+
+def test_ndjson_streams_progress_then_the_report(served, src, dst, small_run):
+    body = copy_body(small_run, src, dst)
+    with requests.post(served.url + "/copy-run", json=body, stream=True,
+                       headers={**auth(), "Accept": "application/x-ndjson"}) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"] == "application/x-ndjson"
+        arrivals, events = [], []
+        for line in r.iter_lines():
+            arrivals.append(time.monotonic())
+            events.append(json.loads(line))
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "phase" and kinds[-1] == "report"
+    assert "artifacts" in kinds
+    files = [e for e in events if e["event"] == "artifacts"]
+    assert files[-1]["files_done"] == files[-1]["files_total"] == events[-1]["report"]["artifact_files"]
+    assert_run_copied(src.uri, small_run, dst.uri, events[-1]["report"]["dst_run_id"], body["experiment_name"])
+
+
+def test_ndjson_reports_failures_as_the_last_event(served, src, dst):
+    r = requests.post(served.url + "/copy-run", json=copy_body("e" * 32, src, dst),
+                      headers={**auth(), "Accept": "application/x-ndjson"})
+    last = json.loads(r.text.strip().splitlines()[-1])
+    assert last["event"] == "error" and last["error"]["code"] == "not_found"
+
+
+def test_copy_model_version_over_http(served, src, dst):
+    name = unique("http-model")
+    _, version = seed.seed_registered_version(src.uri, name)
+    body = {"src_model": name, "src_version": version, "dst_model": unique("http-model-copy"),
+            "src_registry_uri": src.uri, "dst_registry_uri": dst.uri,
+            "dst_experiment_name": unique("http-deep"), "copy_stages_and_aliases": True}
+    r = requests.post(served.url + "/copy-model-version", json=body, headers=auth())
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["deep"] and report["aliases"] == ["champion"]
+    dv = MlflowClient(dst.uri, registry_uri=dst.uri).get_model_version(body["dst_model"], report["dst_version"])
+    assert dv.status == "READY" and dv.source == report["dst_source"]
+
+
+@pytest.mark.parametrize("method,path,body,status,code", [
+    ("POST", "/copy-run", b'{"run_id": "x"}', 400, "bad_input"),            # missing fields
+    ("POST", "/copy-run", b'{"run_id":"a","experiment_name":"e","src_mlflow_uri":"http://h","dst_mlflow_uri":"http://h","extra":1}', 400, "bad_input"),
+    ("POST", "/copy-run", b"not json", 400, "bad_input"),
+    ("POST", "/copy-run", b"{" + b" " * 70000 + b"}", 413, "payload_too_large"),
+    ("GET", "/copy-run", None, 405, "method_not_allowed"),
+    ("POST", "/nowhere", b"{}", 404, "not_found"),
+])
+def test_request_errors(served, method, path, body, status, code):
+    r = requests.request(method, served.url + path, data=body, headers=auth())
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["code"] == code
+
+
+def test_copy_errors_map_to_statuses(served, src, dst, small_run):
+    not_found = requests.post(served.url + "/copy-run", json=copy_body("d" * 32, src, dst), headers=auth())
+    assert not_found.status_code == 404 and not_found.json()["error"]["code"] == "not_found"
+    bad_uri = requests.post(served.url + "/copy-run", json={**copy_body(small_run, src, dst), "dst_mlflow_uri": "ftp://x"}, headers=auth())
+    assert bad_uri.status_code == 400
+    dead = requests.post(served.url + "/copy-run",
+                         json={**copy_body(small_run, src, dst), "dst_mlflow_uri": f"http://127.0.0.1:{free_port()}"},
+                         headers=auth())
+    assert dead.status_code == 502 and dead.json()["error"]["code"] == "upstream"
+    exp = unique("deleted")
+    client = MlflowClient(dst.uri, registry_uri=dst.uri)
+    client.delete_experiment(client.create_experiment(exp))
+    conflict = requests.post(served.url + "/copy-run", json={**copy_body(small_run, src, dst), "experiment_name": exp}, headers=auth())
+    assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "conflict"
+
+
+def test_secrets_never_appear_in_responses_or_logs(served, src, dst, small_run):
+    r = requests.post(served.url + "/copy-run", json=copy_body(small_run, src, dst), headers=auth())
+    assert r.status_code == 200
+    logs = served.logs()
+    assert "POST /copy-run -> 200" in logs
+    assert TOKEN not in logs and UPSTREAM_SECRET not in logs
+
+
+def test_fails_closed_without_a_token_and_opens_only_on_explicit_opt_out(src, dst, small_run):
+    closed = Served({})
+    try:
+        r = requests.post(closed.url + "/copy-run", json=copy_body(small_run, src, dst))
+        assert r.status_code == 401 and "MLFLOW_COPY_API_TOKEN" in r.json()["error"]["message"]
+    finally:
+        closed.stop()
+    opened = Served({"MLFLOW_COPY_ALLOW_UNAUTHENTICATED": "true"})
+    try:
+        r = requests.post(opened.url + "/copy-run", json=copy_body(small_run, src, dst))
+        assert r.status_code == 200, r.text
+    finally:
+        opened.stop()
+
+
+def test_outbound_host_allow_list(src, dst, small_run):
+    s = Served({"MLFLOW_COPY_API_TOKEN": TOKEN, "MLFLOW_COPY_ALLOWED_HOSTS": f"127.0.0.1:{src.port}"})
+    try:
+        r = requests.post(s.url + "/copy-run", json=copy_body(small_run, src, dst), headers=auth())
+        assert r.status_code == 403 and str(dst.port) in r.json()["error"]["message"]
+    finally:
+        s.stop()
+
+
+def test_spin_manifest_points_at_the_built_component():
+    with open(os.path.join(ROOT, "spin.toml"), "rb") as f:
+        manifest = tomllib.load(f)
+    assert manifest["spin_manifest_version"] == 2
+    trigger = manifest["trigger"]["http"][0]
+    component = manifest["component"][trigger["component"]]
+    assert trigger["route"] == "/..."
+    assert os.path.samefile(os.path.join(ROOT, component["source"]), WASM)
+    assert component["build"]["command"] == "cargo build --target wasm32-wasip2 --release"
+    assert component["allowed_outbound_hosts"], "a documented default"
+    for host in component["allowed_outbound_hosts"]:
+        scheme, rest = host.split("://")
+        assert scheme in ("http", "https", "*") and ":" in rest, "Spin needs an explicit port for non-default ports"
+
+
+def test_component_exports_exactly_one_http_handler():
+    exports = json.loads(subprocess.run([HOST, "exports", WASM], capture_output=True, text=True, check=True).stdout)
+    assert [e for e in exports if e.startswith("wasi:http/incoming-handler@0.2")] == ["wasi:http/incoming-handler@0.2.2"]
+    assert "mlflow:copy/copier@0.1.0" in exports and "wasi:cli/run@0.2.2" in exports
