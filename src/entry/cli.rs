@@ -182,13 +182,11 @@ pub fn main(args: Vec<String>) -> bool {
     let result = match cli.command {
         Command::CopyRun(args) => {
             let request = CopyRunRequest::from(args);
-            super::execute_copy_run(super::wasi_host(), &request, &mut StderrProgress)
-                .map(|r| to_json(&r))
+            super::execute(super::wasi_host(), &request, &mut StderrProgress).map(|r| to_json(&r))
         }
         Command::CopyModelVersion(args) => {
             let request = CopyModelVersionRequest::from(args);
-            super::execute_copy_model_version(super::wasi_host(), &request, &mut StderrProgress)
-                .map(|r| to_json(&r))
+            super::execute(super::wasi_host(), &request, &mut StderrProgress).map(|r| to_json(&r))
         }
     };
     match result {

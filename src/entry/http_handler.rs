@@ -3,7 +3,7 @@
 //! applies them and writes the response — streaming NDJSON progress when asked to.
 
 use super::http_api::{self, Refusal, Route};
-use super::{execute_copy_model_version, execute_copy_run, scrub_text, secrets, wasi_host};
+use super::{execute, scrub_text, secrets, wasi_host, CopyRequest};
 use crate::api::{CopyError, CopyModelVersionRequest, CopyRunRequest};
 use crate::engine::progress::{human_line, Event, Progress};
 use serde::Serialize;
@@ -68,42 +68,27 @@ fn serve(method: &str, path: &str, request: IncomingRequest, out: ResponseOutpar
         Ok(body) => body,
         Err(refusal) => return refuse(out, &refusal),
     };
-    let allowed_hosts = env(http_api::ALLOWED_HOSTS_VAR);
     match route {
-        Route::CopyRun => {
-            let request: CopyRunRequest = match http_api::parse_body(&body) {
-                Ok(r) => r,
-                Err(refusal) => return refuse(out, &refusal),
-            };
-            let uris = [
-                request.src_mlflow_uri.as_str(),
-                request.dst_mlflow_uri.as_str(),
-            ];
-            if let Err(refusal) = http_api::check_hosts(&uris, allowed_hosts.as_deref()) {
-                return refuse(out, &refusal);
-            }
-            run(out, ndjson, |progress| {
-                execute_copy_run(wasi_host(), &request, progress)
-            })
-        }
-        Route::CopyModelVersion => {
-            let request: CopyModelVersionRequest = match http_api::parse_body(&body) {
-                Ok(r) => r,
-                Err(refusal) => return refuse(out, &refusal),
-            };
-            let uris = [
-                request.src_registry_uri.as_str(),
-                request.dst_registry_uri.as_str(),
-            ];
-            if let Err(refusal) = http_api::check_hosts(&uris, allowed_hosts.as_deref()) {
-                return refuse(out, &refusal);
-            }
-            run(out, ndjson, |progress| {
-                execute_copy_model_version(wasi_host(), &request, progress)
-            })
-        }
+        Route::CopyRun => copy::<CopyRunRequest>(out, &body, ndjson),
+        Route::CopyModelVersion => copy::<CopyModelVersionRequest>(out, &body, ndjson),
         Route::Health => unreachable!("answered above"),
     }
+}
+
+fn copy<R: CopyRequest>(out: ResponseOutparam, body: &[u8], ndjson: bool) -> u16 {
+    let request: R = match http_api::parse_body(body) {
+        Ok(r) => r,
+        Err(refusal) => return refuse(out, &refusal),
+    };
+    let (src, dst) = request.ends();
+    if let Err(refusal) =
+        http_api::check_hosts(&[src, dst], env(http_api::ALLOWED_HOSTS_VAR).as_deref())
+    {
+        return refuse(out, &refusal);
+    }
+    run(out, ndjson, |progress| {
+        execute(wasi_host(), &request, progress)
+    })
 }
 
 /// Runs a copy and answers with its report: as one JSON document, or as NDJSON progress events

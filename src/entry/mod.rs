@@ -34,60 +34,72 @@ pub fn wasi_host() -> Host<'static> {
     }
 }
 
-pub fn execute_copy_run(
-    host: Host,
-    request: &CopyRunRequest,
-    progress: &mut dyn Progress,
-) -> Result<CopyRunReport, CopyError> {
-    let ends = (
-        request.src_mlflow_uri.as_str(),
-        request.dst_mlflow_uri.as_str(),
-    );
-    execute(
-        host,
-        ends,
-        request.concurrency,
-        request.validate(),
-        progress,
-        |copier| copy_run::copy_run(copier, request),
-    )
+/// What the entry points need to know of a request: which servers it names, how to check it,
+/// and which copy it runs. One implementation per exported function.
+pub trait CopyRequest: serde::de::DeserializeOwned {
+    type Report: serde::Serialize;
+    /// Source and destination URIs.
+    fn ends(&self) -> (&str, &str);
+    fn concurrency(&self) -> u32;
+    fn validate(&self) -> Result<(), CopyError>;
+    fn copy(&self, copier: &mut Copier) -> anyhow::Result<Self::Report>;
 }
 
-pub fn execute_copy_model_version(
-    host: Host,
-    request: &CopyModelVersionRequest,
-    progress: &mut dyn Progress,
-) -> Result<CopyModelVersionReport, CopyError> {
-    let ends = (
-        request.src_registry_uri.as_str(),
-        request.dst_registry_uri.as_str(),
-    );
-    execute(
-        host,
-        ends,
-        request.concurrency,
-        request.validate(),
-        progress,
-        |copier| copy_model_version::copy_model_version(copier, request),
-    )
+impl CopyRequest for CopyRunRequest {
+    type Report = CopyRunReport;
+    fn ends(&self) -> (&str, &str) {
+        (&self.src_mlflow_uri, &self.dst_mlflow_uri)
+    }
+    fn concurrency(&self) -> u32 {
+        self.concurrency
+    }
+    fn validate(&self) -> Result<(), CopyError> {
+        CopyRunRequest::validate(self)
+    }
+    fn copy(&self, copier: &mut Copier) -> anyhow::Result<CopyRunReport> {
+        copy_run::copy_run(copier, self)
+    }
 }
 
-/// Validates, connects both ends, runs `copy`, and flattens any failure into one classified,
-/// secret-free error.
-fn execute<R>(
+impl CopyRequest for CopyModelVersionRequest {
+    type Report = CopyModelVersionReport;
+    fn ends(&self) -> (&str, &str) {
+        (&self.src_registry_uri, &self.dst_registry_uri)
+    }
+    fn concurrency(&self) -> u32 {
+        self.concurrency
+    }
+    fn validate(&self) -> Result<(), CopyError> {
+        CopyModelVersionRequest::validate(self)
+    }
+    fn copy(&self, copier: &mut Copier) -> anyhow::Result<CopyModelVersionReport> {
+        copy_model_version::copy_model_version(copier, self)
+    }
+}
+
+/// Validates, connects both ends, copies, and flattens any failure into one classified,
+/// secret-free error. Every entry point goes through here.
+pub fn execute<R: CopyRequest>(
     host: Host,
-    (src_uri, dst_uri): (&str, &str),
-    concurrency: u32,
-    validated: Result<(), CopyError>,
+    request: &R,
     progress: &mut dyn Progress,
-    copy: impl FnOnce(&mut Copier) -> anyhow::Result<R>,
-) -> Result<R, CopyError> {
+) -> Result<R::Report, CopyError> {
     let secrets = secrets(host.env);
-    let run = || -> Result<R, CopyError> {
-        validated?;
+    let run = || -> Result<R::Report, CopyError> {
+        request.validate()?;
         let transport = Rc::new(Transport::new(host.http, RetryPolicy::default()));
-        let mut copier = Copier::new(src_uri, dst_uri, transport, host.env, progress, concurrency)?;
-        copy(&mut copier).map_err(|e| CopyError::from_chain(&e))
+        let (src, dst) = request.ends();
+        let mut copier = Copier::new(
+            src,
+            dst,
+            transport,
+            host.env,
+            progress,
+            request.concurrency(),
+        )?;
+        request
+            .copy(&mut copier)
+            .map_err(|e| CopyError::from_chain(&e))
     };
     run().map_err(|e| scrub(e, &secrets))
 }

@@ -26,7 +26,9 @@ def seed_rich_run(tracking_uri, experiment_name, *, big_bytes=0, metric_points=1
     """Creates a finished run with params, tags, long NaN-bearing metric histories, a dataset
     input, nested/odd artifacts and (optionally) an MLflow 3 sklearn logged model.
     Returns the run id."""
+    # The fluent API (log_model's registration) uses the process-global URIs: set both.
     mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment_name)
     exp_id = exp.experiment_id if exp else client.create_experiment(experiment_name)
