@@ -5,12 +5,14 @@ on the destination side, are read whole. Faults:
   fail_artifact_puts_after = N  after N artifact uploads went through, answer every further
                                 upload with 503 (a destination that stays broken)
   flaky_every = K               answer every K-th request with 503 + Retry-After: 0 (transient)
+  delay_uploads = seconds       hold each artifact upload that long before forwarding it
   rewrite = (path_part, old, new)  replace bytes in the answers to requests whose path contains
                                 path_part (to show the copier a state a real server rarely has)
 """
 import http.client
 import http.server
 import threading
+import time
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
               "proxy-authorization", "proxy-authenticate", "host"}
@@ -23,6 +25,7 @@ class FaultyProxy:
         self.fail_artifact_puts_after = None
         self.flaky_every = None
         self.rewrite = None
+        self.delay_uploads = 0
         self.requests = 0
         self.artifact_puts = 0
         self.injected = 0
@@ -80,6 +83,8 @@ class FaultyProxy:
                         pass
                     self._reply(503, b"injected failure", [("retry-after", "0"), ("content-type", "text/plain")])
                     return
+                if is_upload and proxy.delay_uploads:
+                    time.sleep(proxy.delay_uploads)
                 conn = http.client.HTTPConnection("127.0.0.1", proxy.target_port, timeout=300)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
                 chunked = self.headers.get("content-length") is None and self.command in ("POST", "PUT", "PATCH", "DELETE")

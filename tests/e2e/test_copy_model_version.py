@@ -251,3 +251,14 @@ def test_embedding_host_copies_a_version_and_returns_errors_as_values(src, dst, 
         "src_model": name, "src_version": version, "dst_model": unique("x"),
         "src_registry_uri": src.uri, "dst_registry_uri": dst.uri})
     assert err.code == 1 and err.report["err"]["kind"] == "bad_input", err
+
+
+def test_failed_registration_is_a_clear_error(src, dst, mlflow3_version, proxy):
+    name, version, _ = mlflow3_version
+    # The destination answers the new version as FAILED_REGISTRATION (a real registry does so
+    # when it cannot copy the files; OSS never does, so a proxy shows it).
+    proxy.rewrite = ("/model-versions/", b'"READY"', b'"FAILED_REGISTRATION"')
+    result = run_cli(copy_version_args(name, version, unique("failing"), src.uri, proxy.uri,
+                                       "--dst-experiment-name", unique("failing")))
+    assert result.code == 1, result
+    assert "[upstream]" in result.stderr and "failed registration" in result.stderr

@@ -99,8 +99,11 @@ def test_copy_run_over_http_is_faithful(served, src, dst, small_run):
     assert again.status_code == 200 and again.json()["outcome"] == "existing"
 
 
-def test_ndjson_streams_progress_then_the_report(served, src, dst, small_run):
-    body = copy_body(small_run, src, dst)
+def test_ndjson_streams_progress_then_the_report(served, src, dst, small_run, proxy):
+    # Uploads are slowed down, so a streamed response shows progress well before its end.
+    proxy.delay_uploads = 0.3
+    body = copy_body(small_run, src, dst, concurrency=2)
+    body["dst_mlflow_uri"] = proxy.uri
     with requests.post(served.url + "/copy-run", json=body, stream=True,
                        headers={**auth(), "Accept": "application/x-ndjson"}) as r:
         assert r.status_code == 200
@@ -110,6 +113,7 @@ def test_ndjson_streams_progress_then_the_report(served, src, dst, small_run):
             arrivals.append(time.monotonic())
             events.append(json.loads(line))
     kinds = [e["event"] for e in events]
+    assert arrivals[-1] - arrivals[0] > 0.8, "events arrive as they happen, not all at the end"
     assert kinds[0] == "phase" and kinds[-1] == "report"
     assert "artifacts" in kinds
     files = [e for e in events if e["event"] == "artifacts"]
