@@ -17,11 +17,14 @@ use super::models::{self, ModelCopy};
 use super::Copier;
 use crate::api::{CopyError, CopyRunReport, CopyRunRequest, Outcome};
 use crate::stores::mlflow::tracking::filter_literal;
-use crate::stores::mlflow::types::{KeyValue, LoggedModel, Run};
+use crate::stores::mlflow::types::{KeyValue, LoggedModel, Metric, Run};
 use crate::stores::mlflow::{ArtifactRoot, MlflowRest, Owner};
 use anyhow::Context;
 use std::collections::BTreeSet;
 use std::time::Instant;
+
+/// Metric log-batch requests in flight at once.
+const METRIC_WRITERS: usize = 2;
 
 pub fn copy_run(c: &mut Copier, request: &CopyRunRequest) -> anyhow::Result<CopyRunReport> {
     let started = Instant::now();
@@ -419,6 +422,10 @@ fn copy_metrics(
     c.phase(format!("metrics: {} keys", keys.len()));
     let mut links = ModelLinks::new(models::model_metrics(copies, &src.info.run_id));
     let mut batcher = MetricBatcher::default();
+    // Full batches wait here to be written several at once: MLflow handles concurrent
+    // log-batch requests in parallel; how much that gains depends on the server (its workers
+    // and store): against a 2-worker sqlite server it is bound by the store either way.
+    let mut full: Vec<Vec<Metric>> = Vec::new();
     let mut points = 0u64;
     let (src_client, dst_client) = (&c.src, &c.dst);
     for key in keys {
@@ -438,18 +445,24 @@ fn copy_metrics(
                     }
                     links.link(&mut point);
                     if let Some(batch) = batcher.push(point) {
-                        dst_client.log_batch(dst_id, &batch, &[], &[])?;
+                        full.push(batch);
+                    }
+                    if full.len() == METRIC_WRITERS {
+                        dst_client.log_metric_batches(
+                            dst_id,
+                            &std::mem::take(&mut full),
+                            METRIC_WRITERS,
+                        )?;
                     }
                 }
                 Ok(())
             })
             .with_context(|| format!("copying the history of metric {key:?}"))?;
     }
-    if let Some(batch) = batcher.finish() {
-        c.dst
-            .log_batch(dst_id, &batch, &[], &[])
-            .context("copying metrics")?;
-    }
+    full.extend(batcher.finish());
+    c.dst
+        .log_metric_batches(dst_id, &full, METRIC_WRITERS)
+        .context("copying metrics")?;
     if links.unmatched() > 0 {
         c.warn(format!(
             "{} logged-model metric(s) matched no point of the run's history and were not linked",

@@ -150,6 +150,15 @@ pub trait Http {
     /// Sends one request with its whole body and reads the whole response.
     fn send(&self, request: &Request) -> Result<Response, SendError>;
 
+    /// Sends several requests with at most `concurrency` in flight; answers in request order.
+    fn send_all(
+        &self,
+        requests: &[Request],
+        _concurrency: usize,
+    ) -> Vec<Result<Response, SendError>> {
+        requests.iter().map(|r| self.send(r)).collect()
+    }
+
     /// Streams every job's GET body into its PUT chunk by chunk, with at most `concurrency`
     /// jobs in flight, forwarding the source `content-length`. One attempt per job.
     fn stream(&self, jobs: &[StreamJob], concurrency: usize, events: &mut dyn FnMut(StreamEvent));
@@ -171,40 +180,57 @@ impl Transport {
     /// act on it, so that a lost response cannot create a duplicate. Returns the final response,
     /// whatever its status.
     pub fn send(&self, request: &Request, idempotent: bool) -> Result<Response, CopyError> {
+        let mut results = self.send_many(std::slice::from_ref(request), 1, idempotent);
+        results.pop().expect("one answer per request")
+    }
+
+    /// Sends several requests, at most `concurrency` in flight, each retried as `send` would.
+    /// Answers come back in the order of `requests`.
+    pub fn send_many(
+        &self,
+        requests: &[Request],
+        concurrency: usize,
+        idempotent: bool,
+    ) -> Vec<Result<Response, CopyError>> {
         let start = Instant::now();
+        let mut results: Vec<Option<Result<Response, CopyError>>> =
+            requests.iter().map(|_| None).collect();
+        let mut pending: Vec<usize> = (0..requests.len()).collect();
         let mut attempts = 0;
-        loop {
+        while !pending.is_empty() {
             attempts += 1;
-            let (retry, retry_after, failure) = match self.http.send(request) {
-                Ok(resp) => {
-                    let transient = if idempotent {
-                        retry::is_transient_status(resp.status)
-                    } else {
-                        retry::is_not_processed_status(resp.status)
-                    };
-                    if !transient {
-                        return Ok(resp);
+            let batch: Vec<Request> = pending.iter().map(|&i| requests[i].clone()).collect();
+            let answers = self.http.send_all(&batch, concurrency);
+            let (mut again, mut asked) = (Vec::new(), None);
+            for (&i, answer) in pending.iter().zip(answers) {
+                match assess(answer, idempotent) {
+                    Assessment::Final(response) => results[i] = Some(Ok(response)),
+                    Assessment::Retry { after, failure } => {
+                        asked = asked.max(after);
+                        again.push((i, failure));
                     }
-                    let after = resp
-                        .header("retry-after")
-                        .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
-                    let failure = format!("HTTP {}: {}", resp.status, resp.body_snippet());
-                    (true, after, failure)
+                    Assessment::GiveUp(failure) => {
+                        results[i] = Some(Err(give_up(&requests[i], &failure, attempts)))
+                    }
                 }
-                Err(e) => (idempotent || e.not_sent, None, e.message),
-            };
-            let wait = self
-                .policy
-                .delay(attempts - 1, retry_after, retry::jitter());
-            if !retry || !self.policy.may_retry(attempts, start.elapsed(), wait) {
-                return Err(CopyError::upstream(format!(
-                    "{}: {failure} (after {attempts} attempt{})",
-                    request.describe(),
-                    if attempts == 1 { "" } else { "s" }
-                )));
+            }
+            if again.is_empty() {
+                break;
+            }
+            let wait = self.policy.delay(attempts - 1, asked, retry::jitter());
+            if !self.policy.may_retry(attempts, start.elapsed(), wait) {
+                for (i, failure) in again {
+                    results[i] = Some(Err(give_up(&requests[i], &failure, attempts)));
+                }
+                break;
             }
             sleep(wait);
+            pending = again.into_iter().map(|(i, _)| i).collect();
         }
+        results
+            .into_iter()
+            .map(|r| r.expect("every request answered"))
+            .collect()
     }
 
     /// Streams all jobs, retrying the files that failed transiently (PUT overwrites, so a
@@ -259,12 +285,65 @@ impl Transport {
     }
 }
 
+/// What one attempt's answer means for the request.
+enum Assessment {
+    Final(Response),
+    Retry {
+        after: Option<Duration>,
+        failure: String,
+    },
+    GiveUp(String),
+}
+
+fn assess(answer: Result<Response, SendError>, idempotent: bool) -> Assessment {
+    match answer {
+        Ok(response) => {
+            let transient = if idempotent {
+                retry::is_transient_status(response.status)
+            } else {
+                retry::is_not_processed_status(response.status)
+            };
+            if !transient {
+                return Assessment::Final(response);
+            }
+            let after = response
+                .header("retry-after")
+                .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
+            Assessment::Retry {
+                after,
+                failure: format!("HTTP {}: {}", response.status, response.body_snippet()),
+            }
+        }
+        Err(e) if idempotent || e.not_sent => Assessment::Retry {
+            after: None,
+            failure: e.message,
+        },
+        Err(e) => Assessment::GiveUp(e.message),
+    }
+}
+
+fn give_up(request: &Request, failure: &str, attempts: u32) -> CopyError {
+    CopyError::upstream(format!(
+        "{}: {failure} (after {attempts} attempt{})",
+        request.describe(),
+        plural(attempts)
+    ))
+}
+
+fn plural(n: u32) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
 fn stream_error(job: &StreamJob, failure: &StreamFailure, attempts: u32) -> CopyError {
     let message = format!(
         "copying {}: {} (after {attempts} attempt{})",
         job.label,
         failure.message,
-        if attempts == 1 { "" } else { "s" }
+        plural(attempts)
     );
     match failure.status {
         Some(401 | 403) => CopyError::new(crate::api::ErrorKind::Unauthorized, message),
@@ -385,6 +464,16 @@ mod tests {
             "{msg}"
         );
         assert_eq!(err.kind, crate::api::ErrorKind::Upstream);
+    }
+
+    #[test]
+    fn many_requests_are_retried_each_and_answered_in_order() {
+        // Request 0 fails once then succeeds; request 1 succeeds; request 2 is a client error.
+        let (t, sent) = transport(vec![status(503), status(201), status(404), status(200)]);
+        let answers = t.send_many(&[get(), get(), get()], 3, true);
+        let statuses: Vec<u16> = answers.iter().map(|a| a.as_ref().unwrap().status).collect();
+        assert_eq!(statuses, vec![200, 201, 404]);
+        assert_eq!(*sent.borrow(), 4);
     }
 
     #[test]

@@ -29,51 +29,53 @@ pub struct WasiHttp;
 
 impl Http for WasiHttp {
     fn send(&self, request: &Request) -> Result<Response, SendError> {
-        let unsent = |f: StreamFailure| SendError {
-            message: f.message,
-            not_sent: true,
-        };
-        let sent = |f: StreamFailure| SendError {
-            message: f.message,
-            not_sent: false,
-        };
-        // Always declare the length of a body: MLflow's JSON API (WSGI) reads a chunked body as
-        // empty. waki cannot do this safely (its write loop fails on the host closing the
-        // stream after the last declared byte), hence raw WASI here too.
-        let has_body = !matches!(request.method, super::Method::Get | super::Method::Head)
-            || !request.body.is_empty();
-        let outgoing = outgoing_request(request, has_body.then_some(request.body.len() as u64))
-            .map_err(unsent)?;
-        let body = outgoing
-            .body()
-            .map_err(|()| unsent(internal("request body already taken")))?;
-        let future = handle(outgoing, "server").map_err(unsent)?;
-        write_all(&body, &request.body).map_err(sent)?;
-        OutgoingBody::finish(body, None).map_err(|code| sent(code_failure(&code, "server")))?;
-        let response = loop {
+        let future = begin(request)?;
+        loop {
             match take_response(&future, "server") {
                 None => future.subscribe().block(),
-                Some(result) => {
-                    break result.map_err(|f| SendError {
-                        not_sent: never_reached(&f),
-                        message: f.message,
-                    })?
+                Some(result) => return complete(result),
+            }
+        }
+    }
+
+    fn send_all(
+        &self,
+        requests: &[Request],
+        concurrency: usize,
+    ) -> Vec<Result<Response, SendError>> {
+        let mut answers: Vec<Option<Result<Response, SendError>>> =
+            requests.iter().map(|_| None).collect();
+        let mut in_flight: Vec<(usize, FutureIncomingResponse)> = Vec::new();
+        let mut next = 0;
+        while next < requests.len() || !in_flight.is_empty() {
+            while in_flight.len() < concurrency.max(1) && next < requests.len() {
+                match begin(&requests[next]) {
+                    Ok(future) => in_flight.push((next, future)),
+                    Err(e) => answers[next] = Some(Err(e)),
+                }
+                next += 1;
+            }
+            if in_flight.is_empty() {
+                continue;
+            }
+            let pollables: Vec<Pollable> = in_flight.iter().map(|(_, f)| f.subscribe()).collect();
+            let mut ready = poll(&pollables.iter().collect::<Vec<_>>());
+            drop(pollables);
+            // Highest index first, so that removing one does not move those still to come.
+            ready.sort_unstable_by(|a, b| b.cmp(a));
+            for k in ready {
+                let (index, future) = in_flight.swap_remove(k as usize);
+                if let Some(result) = take_response(&future, "server") {
+                    answers[index] = Some(complete(result));
+                } else {
+                    in_flight.push((index, future));
                 }
             }
-        };
-        let status = response.status();
-        let headers = response
-            .headers()
-            .entries()
+        }
+        answers
             .into_iter()
-            .filter_map(|(k, v)| Some((k, String::from_utf8(v).ok()?)))
-            .collect();
-        let body = read_all(&response).map_err(sent)?;
-        Ok(Response {
-            status,
-            headers,
-            body,
-        })
+            .map(|a| a.expect("every request answered"))
+            .collect()
     }
 
     fn stream(&self, jobs: &[StreamJob], concurrency: usize, events: &mut dyn FnMut(StreamEvent)) {
@@ -349,6 +351,56 @@ impl Pump {
             .map_err(|code| transient(format!("finishing upload: {}", describe_code(&code))))?;
         Ok((self.response, self.sent))
     }
+}
+
+/// Sends a request's head and whole body; the answer is awaited on the returned future.
+fn begin(request: &Request) -> Result<FutureIncomingResponse, SendError> {
+    let unsent = |f: StreamFailure| SendError {
+        message: f.message,
+        not_sent: true,
+    };
+    let sent = |f: StreamFailure| SendError {
+        message: f.message,
+        not_sent: false,
+    };
+    // Always declare the length of a body: MLflow's JSON API (WSGI) reads a chunked body as
+    // empty. waki cannot do this safely (its write loop fails on the host closing the stream
+    // after the last declared byte), hence raw WASI here too.
+    let has_body = !matches!(request.method, super::Method::Get | super::Method::Head)
+        || !request.body.is_empty();
+    let outgoing =
+        outgoing_request(request, has_body.then_some(request.body.len() as u64)).map_err(unsent)?;
+    let body = outgoing
+        .body()
+        .map_err(|()| unsent(internal("request body already taken")))?;
+    let future = handle(outgoing, "server").map_err(unsent)?;
+    write_all(&body, &request.body).map_err(sent)?;
+    OutgoingBody::finish(body, None).map_err(|code| sent(code_failure(&code, "server")))?;
+    Ok(future)
+}
+
+/// Reads a whole answer.
+fn complete(result: Result<IncomingResponse, StreamFailure>) -> Result<Response, SendError> {
+    let response = result.map_err(|f| SendError {
+        not_sent: never_reached(&f),
+        message: f.message,
+    })?;
+    let status = response.status();
+    let headers = response
+        .headers()
+        .entries()
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, String::from_utf8(v).ok()?)))
+        .collect();
+    let body = read_all(&response).map_err(|f| SendError {
+        message: f.message,
+        not_sent: false,
+    })?;
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// Writes a whole body, never more than the host permits at once.

@@ -80,6 +80,34 @@ impl MlflowRest {
         self.call(json_request(Method::Post, self.url(path), body), false)
     }
 
+    /// Several idempotent POSTs to one endpoint, `concurrency` at a time; fails on the first
+    /// error answer (after retries).
+    pub fn post_many(
+        &self,
+        path: &str,
+        bodies: &[Value],
+        concurrency: usize,
+    ) -> Result<(), CopyError> {
+        let requests: Vec<Request> = bodies
+            .iter()
+            .map(|b| self.authorize(json_request(Method::Post, self.url(path), b)))
+            .collect();
+        for (request, answer) in
+            requests
+                .iter()
+                .zip(self.transport.send_many(&requests, concurrency, true))
+        {
+            let response = answer.map_err(|e| CopyError {
+                message: format!("{}: {}", self.who(), e.message),
+                ..e
+            })?;
+            if !response.is_success() {
+                return Err(self.error_for(request, &response));
+            }
+        }
+        Ok(())
+    }
+
     pub fn patch<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, CopyError> {
         self.call(json_request(Method::Patch, self.url(path), body), true)
     }

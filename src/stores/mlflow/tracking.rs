@@ -123,6 +123,20 @@ impl MlflowRest {
             .map(drop)
     }
 
+    /// Writes metric batches (each at most one log-batch request's worth), several at once.
+    pub fn log_metric_batches(
+        &self,
+        run_id: &str,
+        batches: &[Vec<Metric>],
+        concurrency: usize,
+    ) -> Result<(), CopyError> {
+        let bodies: Vec<Value> = batches
+            .iter()
+            .map(|b| json!({ "run_id": run_id, "metrics": b }))
+            .collect();
+        self.post_many("/api/2.0/mlflow/runs/log-batch", &bodies, concurrency)
+    }
+
     /// Calls `page` with each page of a metric's full history, in order.
     pub fn metric_history(
         &self,
