@@ -376,6 +376,7 @@ fn fill_run(
 
     report.metric_points = copy_metrics(c, src_run, dst_id, &copies, resuming)?;
     models::link_outputs(c, src_run, &copies, &dst_state)?;
+    models::link_inputs(c, src_run, &dst_state, &dst_experiment_id)?;
 
     let stats = copy_artifacts(c, src, dst, &copies, resuming)?;
     report.artifact_files = stats.files;

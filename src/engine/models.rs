@@ -162,6 +162,47 @@ pub fn link_outputs(
     Ok(())
 }
 
+/// Links the copied run to the logged models the source run used as inputs — to their copies in
+/// the destination experiment (made when the runs that produced them were copied). An input
+/// with no copy there is reported, not invented.
+pub fn link_inputs(
+    c: &mut Copier,
+    src_run: &Run,
+    dst_run: &Run,
+    dst_experiment_id: &str,
+) -> anyhow::Result<u32> {
+    let already: Vec<&str> = dst_run
+        .inputs
+        .model_inputs
+        .iter()
+        .map(|m| m.model_id.as_str())
+        .collect();
+    let mut linked = Vec::new();
+    for input in &src_run.inputs.model_inputs {
+        let filter = format!(
+            "tags.`{}` = {}",
+            lineage::SRC_MODEL_ID,
+            filter_literal(&input.model_id)
+        );
+        let copies = c.dst.search_logged_models(dst_experiment_id, &filter)?;
+        match copies.first() {
+            Some(copy) if already.contains(&copy.info.model_id.as_str()) => {}
+            Some(copy) => linked.push(copy.info.model_id.clone()),
+            None => c.warn(format!(
+                "run {} used logged model {} as an input, which has no copy in the destination experiment; \
+                 copy the run that produced it first to keep the link",
+                src_run.info.run_id, input.model_id
+            )),
+        }
+    }
+    if !linked.is_empty() {
+        c.dst
+            .log_model_inputs(&dst_run.info.run_id, &linked)
+            .context("linking input models")?;
+    }
+    Ok((linked.len() + already.len()) as u32)
+}
+
 /// Gives each copy the source's final status, once its artifacts are in place.
 pub fn finalize(c: &mut Copier, copies: &[ModelCopy]) -> anyhow::Result<()> {
     for copy in copies {

@@ -176,3 +176,25 @@ def test_running_source_run_stays_running(src, dst):
     copied = MlflowClient(dst.uri, registry_uri=dst.uri).get_run(result.report["dst_run_id"])
     assert copied.info.status == "RUNNING" and copied.info.end_time is None
     assert_run_copied(src.uri, run.info.run_id, dst.uri, copied.info.run_id, exp)
+
+
+def test_model_inputs_link_to_copies_of_their_models(src, dst):
+    from mlflow.entities import LoggedModelInput
+    producer = seed.seed_rich_run(src.uri, "lineage-src", metric_points=5, with_model=True, run_name="train")
+    s = MlflowClient(src.uri, registry_uri=src.uri)
+    model_id = s.get_run(producer).outputs.model_outputs[0].model_id
+    consumer = s.create_run(s.get_run(producer).info.experiment_id, run_name="evaluate")
+    s.log_inputs(consumer.info.run_id, models=[LoggedModelInput(model_id)])
+    s.set_terminated(consumer.info.run_id)
+    # Alone, the consumer's input cannot be linked: a warning says why.
+    alone = run_cli(copy_run_args(consumer.info.run_id, unique("alone"), src.uri, dst.uri))
+    assert alone.code == 0 and "has no copy in the destination experiment" in alone.stderr, alone
+    # After the producer, it links to the producer's copy of the model.
+    exp = unique("model-inputs")
+    first = run_cli(copy_run_args(producer, exp, src.uri, dst.uri))
+    second = run_cli(copy_run_args(consumer.info.run_id, exp, src.uri, dst.uri))
+    assert first.code == 0 and second.code == 0, second
+    d = MlflowClient(dst.uri, registry_uri=dst.uri)
+    copied_model = d.get_run(first.report["dst_run_id"]).outputs.model_outputs[0].model_id
+    inputs = d.get_run(second.report["dst_run_id"]).inputs.model_inputs
+    assert [m.model_id for m in inputs] == [copied_model]

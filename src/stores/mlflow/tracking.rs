@@ -170,6 +170,17 @@ impl MlflowRest {
             .map(drop)
     }
 
+    /// Records logged models the run used as inputs.
+    pub fn log_model_inputs(&self, run_id: &str, model_ids: &[String]) -> Result<(), CopyError> {
+        let models: Vec<Value> = model_ids
+            .iter()
+            .map(|id| json!({ "model_id": id }))
+            .collect();
+        let body = json!({ "run_id": run_id, "models": models });
+        self.post::<Value>("/api/2.0/mlflow/runs/log-inputs", &body)
+            .map(drop)
+    }
+
     pub fn log_outputs(&self, run_id: &str, models: &[ModelOutput]) -> Result<(), CopyError> {
         let body = json!({ "run_id": run_id, "models": models });
         self.post::<Value>("/api/2.0/mlflow/runs/outputs", &body)
