@@ -6,6 +6,7 @@ use super::http_api::{self, Refusal, Route};
 use super::{execute, scrub_text, secrets, wasi_host, CopyRequest};
 use crate::api::{CopyError, CopyModelVersionRequest, CopyRunRequest};
 use crate::engine::progress::{human_line, Event, Progress};
+use crate::transport::wasi_http::read_body;
 use serde::Serialize;
 use serde_json::json;
 use std::time::Instant;
@@ -13,7 +14,7 @@ use waki::bindings::exports::wasi::http::incoming_handler::Guest;
 use waki::bindings::wasi::http::types::{
     Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
-use waki::bindings::wasi::io::streams::{OutputStream, StreamError};
+use waki::bindings::wasi::io::streams::OutputStream;
 
 struct HttpFunction;
 
@@ -64,7 +65,7 @@ fn serve(method: &str, path: &str, request: IncomingRequest, out: ResponseOutpar
         return refuse(out, &refusal);
     }
     let ndjson = http_api::wants_ndjson(header("accept").as_deref());
-    let body = match read_body(request) {
+    let body = match read_request_body(request) {
         Ok(body) => body,
         Err(refusal) => return refuse(out, &refusal),
     };
@@ -158,7 +159,7 @@ impl Progress for NdjsonProgress<'_> {
     }
 }
 
-fn read_body(request: IncomingRequest) -> Result<Vec<u8>, Refusal> {
+fn read_request_body(request: IncomingRequest) -> Result<Vec<u8>, Refusal> {
     let too_large = || Refusal {
         status: 413,
         code: "payload_too_large",
@@ -172,33 +173,24 @@ fn read_body(request: IncomingRequest) -> Result<Vec<u8>, Refusal> {
     if declared.is_some_and(|n| n > http_api::MAX_BODY) {
         return Err(too_large());
     }
-    let internal = |what: &str| Refusal {
-        status: 500,
-        code: "internal",
-        message: format!("reading the request: {what}"),
-    };
     let body = request
         .consume()
         .map_err(|()| internal("body already taken"))?;
-    let stream = body
-        .stream()
-        .map_err(|()| internal("stream already taken"))?;
-    let mut bytes = Vec::new();
-    let result = loop {
-        match stream.blocking_read(16 * 1024) {
-            Ok(chunk) => {
-                bytes.extend_from_slice(&chunk);
-                if bytes.len() > http_api::MAX_BODY {
-                    break Err(too_large());
-                }
-            }
-            Err(StreamError::Closed) => break Ok(bytes),
-            Err(StreamError::LastOperationFailed(e)) => break Err(internal(&e.to_debug_string())),
-        }
-    };
-    drop(stream);
+    let result = read_body(&body, http_api::MAX_BODY);
     drop(body);
-    result
+    match result {
+        Ok(Some(bytes)) => Ok(bytes),
+        Ok(None) => Err(too_large()),
+        Err(e) => Err(internal(&e)),
+    }
+}
+
+fn internal(what: &str) -> Refusal {
+    Refusal {
+        status: 500,
+        code: "internal",
+        message: format!("reading the request: {what}"),
+    }
 }
 
 /// A response whose head is sent; its body is written as it comes.

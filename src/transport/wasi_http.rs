@@ -442,24 +442,30 @@ fn read_all(response: &IncomingResponse) -> Result<Vec<u8>, StreamFailure> {
     let body = response
         .consume()
         .map_err(|()| internal("response body already taken"))?;
+    let result = read_body(&body, usize::MAX);
+    drop(body);
+    match result {
+        Ok(Some(bytes)) => Ok(bytes),
+        Ok(None) => unreachable!("no limit"),
+        Err(e) => Err(transient(format!("reading response body: {e}"))),
+    }
+}
+
+/// Reads an incoming body to its end; `None` once it exceeds `limit` bytes.
+pub(crate) fn read_body(body: &IncomingBody, limit: usize) -> Result<Option<Vec<u8>>, String> {
     let stream = body
         .stream()
-        .map_err(|()| internal("response stream already taken"))?;
+        .map_err(|()| "body stream already taken".to_string())?;
     let mut out = Vec::new();
     let result = loop {
         match stream.blocking_read(CHUNK) {
+            Ok(bytes) if out.len() + bytes.len() > limit => break Ok(None),
             Ok(bytes) => out.extend_from_slice(&bytes),
-            Err(StreamError::Closed) => break Ok(out),
-            Err(StreamError::LastOperationFailed(e)) => {
-                break Err(transient(format!(
-                    "reading response body: {}",
-                    e.to_debug_string()
-                )))
-            }
+            Err(StreamError::Closed) => break Ok(Some(out)),
+            Err(StreamError::LastOperationFailed(e)) => break Err(e.to_debug_string()),
         }
     };
     drop(stream);
-    drop(body);
     result
 }
 

@@ -110,24 +110,24 @@ def run_host(function, request, env=None, timeout=600):
     return Result(proc)
 
 
-@pytest.fixture
-def proxy(dst):
-    """A faulty proxy in front of the destination server."""
-    p = FaultyProxy(dst.port)
+def _proxy_to(server):
+    p = FaultyProxy(server.port)
     try:
         yield p
     finally:
         p.close()
+
+
+@pytest.fixture
+def proxy(dst):
+    """A faulty proxy in front of the destination server."""
+    yield from _proxy_to(dst)
 
 
 @pytest.fixture
 def src_proxy(src):
     """A faulty proxy in front of the source server."""
-    p = FaultyProxy(src.port)
-    try:
-        yield p
-    finally:
-        p.close()
+    yield from _proxy_to(src)
 
 
 def copy_version_args(src_model, version, dst_model, src_uri, dst_uri, *extra):
