@@ -16,8 +16,8 @@ pub struct Listed {
 }
 
 /// One tree to copy: the listed source, where it goes, and the ids to rewrite in `MLmodel`s.
-pub struct TreeCopy {
-    pub src: Listed,
+pub struct TreeCopy<'a> {
+    pub src: &'a Listed,
     pub dst: ArtifactRoot,
     pub ids: IdMap,
 }
@@ -51,7 +51,7 @@ fn is_mlmodel(file: &FileEntry) -> bool {
 /// source's size are skipped.
 pub fn copy_trees(
     c: &mut Copier,
-    trees: &[TreeCopy],
+    trees: &[TreeCopy<'_>],
     resuming: bool,
 ) -> anyhow::Result<ArtifactStats> {
     let mut stats = ArtifactStats::default();

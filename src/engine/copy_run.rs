@@ -32,7 +32,7 @@ pub fn copy_run(c: &mut Copier, request: &CopyRunRequest) -> anyhow::Result<Copy
     // run or a refused credential must leave nothing behind.
     let source = read_source(c, &request.run_id)?;
     let dst_experiment_id = destination_experiment(&c.dst, &request.experiment_name)?;
-    let mut report = copy_one(c, source, &dst_experiment_id, None)?;
+    let mut report = copy_one(c, &source, &dst_experiment_id, None)?;
     if request.copy_children {
         let mut children = Vec::new();
         copy_children(
@@ -69,7 +69,7 @@ fn copy_children(
         let id = child.info.run_id;
         c.phase(format!("child run {id}"));
         let source = read_source(c, &id)?;
-        let report = copy_one(c, source, dst_experiment_id, Some(dst_parent))?;
+        let report = copy_one(c, &source, dst_experiment_id, Some(dst_parent))?;
         out.push(report.dst_run_id.clone());
         copy_children(c, &id, &report.dst_run_id, dst_experiment_id, out)?;
     }
@@ -176,12 +176,11 @@ fn earlier_copies(
 
 fn copy_one(
     c: &mut Copier,
-    source: Source,
+    source: &Source,
     dst_experiment_id: &str,
     dst_parent: Option<&str>,
 ) -> anyhow::Result<CopyRunReport> {
-    let src_run_id = source.run.info.run_id.clone();
-    let src_run_id = src_run_id.as_str();
+    let src_run_id = source.run.info.run_id.as_str();
     let earlier = earlier_copies(c, dst_experiment_id, src_run_id)?;
     let complete = earlier
         .iter()
@@ -219,7 +218,7 @@ fn copy_one(
     };
     match fill_run(
         c,
-        &source,
+        source,
         &dst_run,
         dst_parent.as_deref(),
         resuming,
@@ -483,10 +482,7 @@ fn copy_artifacts(
     let mut run_ids = IdMap::default();
     run_ids.add(&src.run.info.run_id, &dst.info.run_id);
     let mut trees = vec![TreeCopy {
-        src: artifacts::Listed {
-            root: src.run_files.root.clone(),
-            files: src.run_files.files.clone(),
-        },
+        src: &src.run_files,
         dst: ArtifactRoot {
             owner: Owner::Run(dst.info.run_id.clone()),
             uri: dst.info.artifact_uri.clone(),
@@ -498,10 +494,7 @@ fn copy_artifacts(
         ids.add(&copy.src.info.model_id, &copy.dst_id);
         ids.add(&copy.src.info.artifact_uri, &copy.dst_artifact_uri);
         trees.push(TreeCopy {
-            src: artifacts::Listed {
-                root: listed.root.clone(),
-                files: listed.files.clone(),
-            },
+            src: listed,
             dst: copy.dst_root(),
             ids,
         });
