@@ -198,3 +198,19 @@ def test_model_inputs_link_to_copies_of_their_models(src, dst):
     copied_model = d.get_run(first.report["dst_run_id"]).outputs.model_outputs[0].model_id
     inputs = d.get_run(second.report["dst_run_id"]).inputs.model_inputs
     assert [m.model_id for m in inputs] == [copied_model]
+
+
+def test_history_longer_than_one_page_is_copied_in_full(src, dst):
+    # The copier reads histories in pages of 25,000 points (the Databricks maximum).
+    client = MlflowClient(src.uri, registry_uri=src.uri)
+    run = client.create_run(client.create_experiment(unique("long-src")), start_time=1_600_000_000_000)
+    from mlflow.entities import Metric
+    points = [Metric("long", float(i % 97), 1_600_000_000_000 + i, i) for i in range(25_500)]
+    for i in range(0, len(points), 1000):
+        client.log_batch(run.info.run_id, metrics=points[i:i + 1000])
+    client.set_terminated(run.info.run_id, end_time=1_600_000_100_000)
+    exp = unique("long")
+    result = run_cli(copy_run_args(run.info.run_id, exp, src.uri, dst.uri))
+    assert result.code == 0, result
+    assert result.report["metric_points"] == 25_500
+    assert_run_copied(src.uri, run.info.run_id, dst.uri, result.report["dst_run_id"], exp)
