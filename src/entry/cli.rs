@@ -159,11 +159,29 @@ fn to_json(report: &impl serde::Serialize) -> String {
     serde_json::to_string_pretty(report).expect("reports serialize")
 }
 
-/// Progress as human-readable lines on stderr.
-pub struct StderrProgress;
+/// Progress as human-readable lines on stderr; artifact progress at most twice a second (and
+/// when the last file is done), so that thousands of small files do not flood the terminal.
+#[derive(Default)]
+pub struct StderrProgress {
+    last_artifacts: Option<std::time::Instant>,
+}
 
 impl Progress for StderrProgress {
     fn event(&mut self, event: Event) {
+        if let Event::Artifacts {
+            files_done,
+            files_total,
+            ..
+        } = &event
+        {
+            let recent = self
+                .last_artifacts
+                .is_some_and(|t| t.elapsed() < std::time::Duration::from_millis(500));
+            if recent && files_done < files_total {
+                return;
+            }
+            self.last_artifacts = Some(std::time::Instant::now());
+        }
         eprintln!("{}", human_line(&event));
     }
 }
@@ -182,11 +200,13 @@ pub fn main(args: Vec<String>) -> bool {
     let result = match cli.command {
         Command::CopyRun(args) => {
             let request = CopyRunRequest::from(args);
-            super::execute(super::wasi_host(), &request, &mut StderrProgress).map(|r| to_json(&r))
+            super::execute(super::wasi_host(), &request, &mut StderrProgress::default())
+                .map(|r| to_json(&r))
         }
         Command::CopyModelVersion(args) => {
             let request = CopyModelVersionRequest::from(args);
-            super::execute(super::wasi_host(), &request, &mut StderrProgress).map(|r| to_json(&r))
+            super::execute(super::wasi_host(), &request, &mut StderrProgress::default())
+                .map(|r| to_json(&r))
         }
     };
     match result {

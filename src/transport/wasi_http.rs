@@ -116,7 +116,10 @@ impl Http for WasiHttp {
             if active.is_empty() || (active.len() < concurrency && next < jobs.len()) {
                 continue;
             }
-            let pollables: Vec<&Pollable> = active.iter().filter_map(|t| t.wait.as_ref()).collect();
+            let pollables: Vec<&Pollable> = active
+                .iter()
+                .map(|t| t.wait.as_ref().expect("every transfer in flight waits"))
+                .collect();
             let ready = poll(&pollables);
             for index in ready {
                 active[index as usize].wait = None;
