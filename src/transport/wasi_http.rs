@@ -98,7 +98,7 @@ impl Http for WasiHttp {
             // Advance every transfer that is not waiting; each stops at its next wait or its end.
             let mut i = 0;
             while i < active.len() {
-                if active[i].wait.is_some() {
+                if !active[i].wait.is_empty() {
                     i += 1;
                     continue;
                 }
@@ -116,21 +116,24 @@ impl Http for WasiHttp {
             if active.is_empty() || (active.len() < concurrency && next < jobs.len()) {
                 continue;
             }
-            let pollables: Vec<&Pollable> = active
+            // A transfer may wait on two things (e.g. its stream and an early answer).
+            let (owners, pollables): (Vec<usize>, Vec<&Pollable>) = active
                 .iter()
-                .map(|t| t.wait.as_ref().expect("every transfer in flight waits"))
-                .collect();
+                .enumerate()
+                .flat_map(|(i, t)| t.wait.iter().map(move |p| (i, p)))
+                .unzip();
             let ready = poll(&pollables);
+            drop(pollables);
             for index in ready {
-                active[index as usize].wait = None;
+                active[owners[index as usize]].wait.clear();
             }
         }
     }
 }
 
-/// One file in flight. `wait` comes first so that it is dropped before the resource it watches.
+/// One file in flight. `wait` comes first so that it is dropped before the resources it watches.
 struct Transfer {
-    wait: Option<Pollable>,
+    wait: Vec<Pollable>,
     stage: Option<Stage>,
     index: usize,
 }
@@ -163,7 +166,7 @@ struct Pump {
 
 /// What one `Pump::advance` step ended with.
 enum PumpStep {
-    Wait(Pollable),
+    Wait(Vec<Pollable>),
     Finished,
     Failed(StreamFailure),
 }
@@ -173,7 +176,7 @@ impl Transfer {
         let request = outgoing_request(&job.get, None)?;
         let future = handle(request, "source")?;
         Ok(Transfer {
-            wait: None,
+            wait: Vec::new(),
             stage: Some(Stage::AwaitSource(future)),
             index,
         })
@@ -190,7 +193,7 @@ impl Transfer {
             match stage {
                 Stage::AwaitSource(future) => match take_response(&future, "source") {
                     None => {
-                        self.wait = Some(future.subscribe());
+                        self.wait = vec![future.subscribe()];
                         self.stage = Some(Stage::AwaitSource(future));
                         return None;
                     }
@@ -201,8 +204,8 @@ impl Transfer {
                     },
                 },
                 Stage::Pump(mut pump) => match pump.advance(events) {
-                    PumpStep::Wait(pollable) => {
-                        self.wait = Some(pollable);
+                    PumpStep::Wait(pollables) => {
+                        self.wait = pollables;
                         self.stage = Some(Stage::Pump(pump));
                         return None;
                     }
@@ -217,7 +220,7 @@ impl Transfer {
                 Stage::AwaitDestination { response, sent } => {
                     match take_response(&response, "destination") {
                         None => {
-                            self.wait = Some(response.subscribe());
+                            self.wait = vec![response.subscribe()];
                             self.stage = Some(Stage::AwaitDestination { response, sent });
                             return None;
                         }
@@ -275,19 +278,26 @@ impl Pump {
         loop {
             if self.flushing {
                 // Wait until the flush is done. After the last declared byte the host may close
-                // the stream (content-length reached): that is success too.
+                // the stream (content-length reached): that is success too. So is an answer
+                // arriving meanwhile: it decides.
                 return match sink.check_write() {
-                    Ok(0) => PumpStep::Wait(sink.subscribe()),
+                    Ok(0) if self.response.subscribe().ready() => PumpStep::Finished,
+                    Ok(0) => PumpStep::Wait(self.while_watching(sink.subscribe())),
                     Ok(_) | Err(StreamError::Closed) => PumpStep::Finished,
                     Err(StreamError::LastOperationFailed(e)) => PumpStep::Failed(transient(
                         format!("writing destination: {}", e.to_debug_string()),
                     )),
                 };
             }
+            // An answer before the body is complete is a refusal, or a dead connection (the
+            // host may then never make the body writable again).
+            if let Some(answer) = self.response.get() {
+                return PumpStep::Failed(early_answer(answer));
+            }
             if self.offset == self.chunk.len() {
                 match self.source.read(CHUNK) {
                     Ok(bytes) if bytes.is_empty() => {
-                        return PumpStep::Wait(self.source.subscribe())
+                        return PumpStep::Wait(self.while_watching(self.source.subscribe()))
                     }
                     Ok(bytes) => {
                         self.chunk = bytes;
@@ -315,7 +325,7 @@ impl Pump {
                 }
             }
             match sink.check_write() {
-                Ok(0) => return PumpStep::Wait(sink.subscribe()),
+                Ok(0) => return PumpStep::Wait(self.while_watching(sink.subscribe())),
                 Ok(permit) => {
                     let end = self.chunk.len().min(self.offset + permit as usize);
                     if let Err(e) = sink.write(&self.chunk[self.offset..end]) {
@@ -329,6 +339,12 @@ impl Pump {
                 Err(e) => return PumpStep::Failed(self.sink_failed(e)),
             }
         }
+    }
+
+    /// What to wait on besides `pollable`: the destination's answer, which comes early when
+    /// the upload fails.
+    fn while_watching(&self, pollable: Pollable) -> Vec<Pollable> {
+        vec![pollable, self.response.subscribe()]
     }
 
     /// The destination stopped taking bytes early: its answer (if any) says why.
@@ -475,6 +491,18 @@ pub(crate) fn read_body(body: &IncomingBody, limit: usize) -> Result<Option<Vec<
 fn never_reached(failure: &StreamFailure) -> bool {
     failure.message.ends_with("connection refused")
         || failure.message.ends_with("host name not found")
+}
+
+/// A destination answer that came before the whole body was sent.
+fn early_answer(answer: Result<Result<IncomingResponse, ErrorCode>, ()>) -> StreamFailure {
+    match answer {
+        Ok(Ok(response)) => match check_status(&response, "destination") {
+            Err(failure) => failure,
+            Ok(()) => transient("destination answered before the upload was complete".into()),
+        },
+        Ok(Err(code)) => code_failure(&code, "destination"),
+        Err(()) => internal("response already taken"),
+    }
 }
 
 fn outgoing_request(

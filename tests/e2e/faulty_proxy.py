@@ -6,11 +6,15 @@ on the destination side, are read whole. Faults:
                                 upload with 503 (a destination that stays broken)
   flaky_every = K               answer every K-th request with 503 + Retry-After: 0 (transient)
   delay_uploads = seconds       hold each artifact upload that long before forwarding it
+  cut_upload_after = N          once: drop the connection after N bytes of an artifact upload
+  truncate_download_after = N   once: send the full length header of an artifact download, then
+                                only N bytes, then drop the connection
   rewrite = (path_part, old, new)  replace bytes in the answers to requests whose path contains
                                 path_part (to show the copier a state a real server rarely has)
 """
 import http.client
 import http.server
+import socket
 import threading
 import time
 
@@ -26,6 +30,8 @@ class FaultyProxy:
         self.flaky_every = None
         self.rewrite = None
         self.delay_uploads = 0
+        self.cut_upload_after = None
+        self.truncate_download_after = None
         self.requests = 0
         self.artifact_puts = 0
         self.injected = 0
@@ -65,6 +71,13 @@ class FaultyProxy:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _drop(self):
+                self.close_connection = True
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
             def _handle(self):
                 is_upload = self.command == "PUT" and "/mlflow-artifacts/artifacts/" in self.path
                 with proxy.lock:
@@ -83,6 +96,13 @@ class FaultyProxy:
                         pass
                     self._reply(503, b"injected failure", [("retry-after", "0"), ("content-type", "text/plain")])
                     return
+                if is_upload and proxy.cut_upload_after is not None:
+                    with proxy.lock:
+                        cut, proxy.cut_upload_after = proxy.cut_upload_after, None
+                        proxy.injected += 1
+                    self.rfile.read(cut)
+                    self._drop()
+                    return
                 if is_upload and proxy.delay_uploads:
                     time.sleep(proxy.delay_uploads)
                 conn = http.client.HTTPConnection("127.0.0.1", proxy.target_port, timeout=300)
@@ -95,6 +115,20 @@ class FaultyProxy:
                 if proxy.rewrite and proxy.rewrite[0] in self.path:
                     body = body.replace(proxy.rewrite[1], proxy.rewrite[2])
                 kept = [(k, v) for k, v in resp.getheaders() if k.lower() not in HOP_BY_HOP | {"content-length"}]
+                is_download = self.command == "GET" and "/mlflow-artifacts/artifacts/" in self.path
+                if is_download and proxy.truncate_download_after is not None and len(body) > proxy.truncate_download_after:
+                    with proxy.lock:
+                        keep, proxy.truncate_download_after = proxy.truncate_download_after, None
+                        proxy.injected += 1
+                    self.send_response(resp.status)
+                    for k, v in kept:
+                        self.send_header(k, v)
+                    self.send_header("content-length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body[:keep])
+                    self.wfile.flush()
+                    self._drop()
+                    return
                 self._reply(resp.status, body, kept)
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle

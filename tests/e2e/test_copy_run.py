@@ -214,3 +214,23 @@ def test_history_longer_than_one_page_is_copied_in_full(src, dst):
     assert result.code == 0, result
     assert result.report["metric_points"] == 25_500
     assert_run_copied(src.uri, run.info.run_id, dst.uri, result.report["dst_run_id"], exp)
+
+
+def test_upload_cut_mid_file_is_retried(src, dst, rich_run, proxy):
+    # The destination connection drops 5 MiB into the 24 MiB upload.
+    proxy.cut_upload_after = 5 * 1024 * 1024
+    exp = unique("cut-upload")
+    result = run_cli(copy_run_args(rich_run, exp, src.uri, proxy.uri, "--concurrency", "2"))
+    assert result.code == 0, result
+    assert proxy.injected == 1
+    assert_run_copied(src.uri, rich_run, dst.uri, result.report["dst_run_id"], exp)
+
+
+def test_download_truncated_mid_file_is_retried(src, dst, rich_run, src_proxy):
+    # The source sends the big file's full length header but only 3 MiB of it.
+    src_proxy.truncate_download_after = 3 * 1024 * 1024
+    exp = unique("cut-download")
+    result = run_cli(copy_run_args(rich_run, exp, src_proxy.uri, dst.uri))
+    assert result.code == 0, result
+    assert src_proxy.injected == 1
+    assert_run_copied(src_proxy.uri, rich_run, dst.uri, result.report["dst_run_id"], exp)
