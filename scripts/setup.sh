@@ -26,9 +26,9 @@ if [ ! -x .venv/bin/python ]; then
     say "Creating .venv"
     python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import mlflow, sklearn, pytest, flask_wtf; assert mlflow.__version__ == '$MLFLOW_VERSION'" 2>/dev/null; then
+if ! .venv/bin/python -c "import mlflow, sklearn, pytest, pytest_timeout, flask_wtf; assert mlflow.__version__ == '$MLFLOW_VERSION'" 2>/dev/null; then
     say "Installing MLflow $MLFLOW_VERSION into .venv"
-    .venv/bin/pip install --quiet --disable-pip-version-check "mlflow[auth]==$MLFLOW_VERSION" scikit-learn pytest
+    .venv/bin/pip install --quiet --disable-pip-version-check "mlflow[auth]==$MLFLOW_VERSION" scikit-learn pytest pytest-timeout
 fi
 
 say "Building mlflow_copy.wasm"

@@ -7,6 +7,7 @@ on the destination side, are read whole. Faults:
   flaky_every = K               answer every K-th request with 503 + Retry-After: 0 (transient)
   delay_uploads = seconds       hold each artifact upload that long before forwarding it
   cut_upload_after = N          once: drop the connection after N bytes of an artifact upload
+                                larger than N
   truncate_download_after = N   once: send the full length header of an artifact download, then
                                 only N bytes, then drop the connection
   rewrite = (path_part, old, new)  replace bytes in the answers to requests whose path contains
@@ -96,7 +97,8 @@ class FaultyProxy:
                         pass
                     self._reply(503, b"injected failure", [("retry-after", "0"), ("content-type", "text/plain")])
                     return
-                if is_upload and proxy.cut_upload_after is not None:
+                length = int(self.headers.get("content-length") or 0)
+                if is_upload and proxy.cut_upload_after is not None and length > proxy.cut_upload_after:
                     with proxy.lock:
                         cut, proxy.cut_upload_after = proxy.cut_upload_after, None
                         proxy.injected += 1
