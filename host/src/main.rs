@@ -35,13 +35,20 @@ struct HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for HostState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: Default::default() }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: Default::default(),
+        }
     }
 }
 
@@ -67,7 +74,8 @@ async fn run() -> Result<i32> {
         bail!("usage: mlflow-copy-host <mlflow_copy.wasm> copy-run|copy-model-version '<json request>'");
     };
     let engine = Engine::new(&Config::new())?;
-    let component = Component::from_file(&engine, wasm).map_err(|e| anyhow::anyhow!("loading {wasm}: {e:#}"))?;
+    let component = Component::from_file(&engine, wasm)
+        .map_err(|e| anyhow::anyhow!("loading {wasm}: {e:#}"))?;
     let mut linker = Linker::<HostState>::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
@@ -77,20 +85,31 @@ async fn run() -> Result<i32> {
     for (key, value) in std::env::vars().filter(|(k, _)| k.starts_with("MLFLOW_")) {
         wasi.env(key, value);
     }
-    let state = HostState { wasi: wasi.build(), http: WasiHttpCtx::new(), table: ResourceTable::new() };
+    let state = HostState {
+        wasi: wasi.build(),
+        http: WasiHttpCtx::new(),
+        table: ResourceTable::new(),
+    };
     let mut store = Store::new(&engine, state);
     let plugin = Plugin::instantiate_async(&mut store, &component, &linker).await?;
     let copier = plugin.mlflow_copy_copier();
 
     let outcome: Result<Value, CopyError> = match function.as_str() {
         "copy-run" => {
-            let request: CopyRunRequest = serde_json::from_str(request).context("parsing the copy-run request")?;
-            copier.call_copy_run(&mut store, &request).await?.map(|r| json!(r))
+            let request: CopyRunRequest =
+                serde_json::from_str(request).context("parsing the copy-run request")?;
+            copier
+                .call_copy_run(&mut store, &request)
+                .await?
+                .map(|r| json!(r))
         }
         "copy-model-version" => {
             let request: CopyModelVersionRequest =
                 serde_json::from_str(request).context("parsing the copy-model-version request")?;
-            copier.call_copy_model_version(&mut store, &request).await?.map(|r| json!(r))
+            copier
+                .call_copy_model_version(&mut store, &request)
+                .await?
+                .map(|r| json!(r))
         }
         other => bail!("unknown function {other:?}; expected copy-run or copy-model-version"),
     };
@@ -116,9 +135,13 @@ async fn run() -> Result<i32> {
 /// The names the component exports, as a JSON list (what a host such as Spin matches on).
 fn list_exports(wasm: &str) -> Result<i32> {
     let engine = Engine::new(&Config::new())?;
-    let component = Component::from_file(&engine, wasm).map_err(|e| anyhow::anyhow!("loading {wasm}: {e:#}"))?;
-    let names: Vec<String> =
-        component.component_type().exports(&engine).map(|(name, _)| name.to_string()).collect();
+    let component = Component::from_file(&engine, wasm)
+        .map_err(|e| anyhow::anyhow!("loading {wasm}: {e:#}"))?;
+    let names: Vec<String> = component
+        .component_type()
+        .exports(&engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
     println!("{}", json!(names));
     Ok(0)
 }
