@@ -2,11 +2,10 @@
 //! requests that read or write one file. Files are never fetched here; the transport streams
 //! them from a read request into a write request.
 
-use super::rest::MlflowRest;
+use super::rest::{all_pages, MlflowRest, Page};
 use super::types::FileInfo;
 use crate::api::CopyError;
 use crate::transport::{Method, Request};
-use serde::Deserialize;
 use url::Url;
 
 /// Whose artifacts: a run's, or an MLflow 3 logged model's.
@@ -37,13 +36,6 @@ impl ArtifactRoot {
 pub struct FileEntry {
     pub path: String,
     pub size: u64,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Listing {
-    files: Vec<FileInfo>,
-    next_page_token: Option<String>,
 }
 
 /// Where the server proxies an artifact root: `mlflow-artifacts:/<path>` (optionally with its
@@ -112,39 +104,28 @@ impl MlflowRest {
     }
 
     fn list_dir(&self, root: &ArtifactRoot, dir: &str) -> Result<Vec<FileInfo>, CopyError> {
-        let mut out = Vec::new();
-        let mut token = String::new();
-        loop {
-            let listing: Listing = match &root.owner {
-                Owner::Run(run_id) => {
-                    let mut query = vec![("run_id", run_id.as_str())];
-                    if !dir.is_empty() {
-                        query.push(("path", dir));
-                    }
-                    if !token.is_empty() {
-                        query.push(("page_token", token.as_str()));
-                    }
-                    self.get("/api/2.0/mlflow/artifacts/list", &query)?
-                }
-                Owner::Model(model_id) => {
-                    let path =
-                        format!("/api/2.0/mlflow/logged-models/{model_id}/artifacts/directories");
-                    let mut query = Vec::new();
-                    if !dir.is_empty() {
-                        query.push(("artifact_directory_path", dir));
-                    }
-                    if !token.is_empty() {
-                        query.push(("page_token", token.as_str()));
-                    }
-                    self.get(&path, &query)?
-                }
-            };
-            out.extend(listing.files);
-            match listing.next_page_token {
-                Some(t) if !t.is_empty() && t != token => token = t,
-                _ => return Ok(out),
-            }
+        // Runs and logged models list their files at different endpoints, with different
+        // names for the directory argument.
+        let (path, dir_param, mut query) = match &root.owner {
+            Owner::Run(run_id) => (
+                "/api/2.0/mlflow/artifacts/list".to_string(),
+                "path",
+                vec![("run_id", run_id.as_str())],
+            ),
+            Owner::Model(model_id) => (
+                format!("/api/2.0/mlflow/logged-models/{model_id}/artifacts/directories"),
+                "artifact_directory_path",
+                Vec::new(),
+            ),
+        };
+        if !dir.is_empty() {
+            query.push((dir_param, dir));
         }
+        all_pages(|token| {
+            let mut query = query.clone();
+            query.extend(token.map(|t| ("page_token", t)));
+            self.get::<Page<FileInfo>>(&path, &query)
+        })
     }
 
     /// The request that reads one file, with this server's credentials.

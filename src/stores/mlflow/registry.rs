@@ -1,6 +1,6 @@
 //! Model registry API calls (OSS registry; the Databricks workspace registry speaks the same).
 
-use super::rest::MlflowRest;
+use super::rest::{all_pages, MlflowRest};
 use super::types::KeyValue;
 use crate::api::CopyError;
 use serde::Deserialize;
@@ -65,13 +65,6 @@ struct VersionEnvelope {
     model_version: ModelVersion,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct VersionPage {
-    model_versions: Vec<ModelVersion>,
-    next_page_token: Option<String>,
-}
-
 impl MlflowRest {
     pub fn registered_model(&self, name: &str) -> Result<Option<RegisteredModel>, CopyError> {
         match self.get::<RegisteredModelEnvelope>(
@@ -125,20 +118,11 @@ impl MlflowRest {
 
     /// All versions matching a registry search filter.
     pub fn search_model_versions(&self, filter: &str) -> Result<Vec<ModelVersion>, CopyError> {
-        let mut out = Vec::new();
-        let mut token = String::new();
-        loop {
+        all_pages(|token| {
             let mut query = vec![("filter", filter), ("max_results", "1000")];
-            if !token.is_empty() {
-                query.push(("page_token", token.as_str()));
-            }
-            let page: VersionPage = self.get("/api/2.0/mlflow/model-versions/search", &query)?;
-            out.extend(page.model_versions);
-            match page.next_page_token {
-                Some(t) if !t.is_empty() => token = t,
-                _ => return Ok(out),
-            }
-        }
+            query.extend(token.map(|t| ("page_token", t)));
+            self.get("/api/2.0/mlflow/model-versions/search", &query)
+        })
     }
 
     pub fn set_model_version_tag(

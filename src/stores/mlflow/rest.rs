@@ -11,6 +11,52 @@ use serde_json::Value;
 use std::rc::Rc;
 use url::Url;
 
+/// One page of a paginated answer; `items` is whichever list the endpoint returns.
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+pub struct Page<T> {
+    #[serde(
+        alias = "runs",
+        alias = "metrics",
+        alias = "models",
+        alias = "files",
+        alias = "model_versions"
+    )]
+    pub items: Vec<T>,
+    pub next_page_token: Option<String>,
+}
+
+/// Reads every page: `fetch` gets the token of the page to read (`None` for the first) and
+/// `each` gets its items, until a page has no next token (or repeats the one it was read with).
+pub fn for_each_page<T, E: From<CopyError>>(
+    mut fetch: impl FnMut(Option<&str>) -> Result<Page<T>, CopyError>,
+    mut each: impl FnMut(Vec<T>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut token: Option<String> = None;
+    loop {
+        let page = fetch(token.as_deref())?;
+        each(page.items)?;
+        match page.next_page_token {
+            Some(next) if !next.is_empty() && token.as_deref() != Some(next.as_str()) => {
+                token = Some(next)
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// All items of every page (see `for_each_page`).
+pub fn all_pages<T>(
+    fetch: impl FnMut(Option<&str>) -> Result<Page<T>, CopyError>,
+) -> Result<Vec<T>, CopyError> {
+    let mut items = Vec::new();
+    for_each_page(fetch, |page| {
+        items.extend(page);
+        Ok::<(), CopyError>(())
+    })?;
+    Ok(items)
+}
+
 pub struct MlflowRest {
     base: HttpBase,
     auth: Auth,
@@ -97,10 +143,7 @@ impl MlflowRest {
                 .iter()
                 .zip(self.transport.send_many(&requests, concurrency, true))
         {
-            let response = answer.map_err(|e| CopyError {
-                message: format!("{}: {}", self.who(), e.message),
-                ..e
-            })?;
+            let response = answer.map_err(|e| self.named(e))?;
             if !response.is_success() {
                 return Err(self.error_for(request, &response));
             }
@@ -146,14 +189,19 @@ impl MlflowRest {
         let response = self
             .transport
             .send(&request, idempotent)
-            .map_err(|e| CopyError {
-                message: format!("{}: {}", self.who(), e.message),
-                ..e
-            })?;
+            .map_err(|e| self.named(e))?;
         if response.is_success() {
             return Ok(response);
         }
         Err(self.error_for(&request, &response))
+    }
+
+    /// A transport failure, prefixed with which server it concerns.
+    fn named(&self, error: CopyError) -> CopyError {
+        CopyError {
+            message: format!("{}: {}", self.who(), error.message),
+            ..error
+        }
     }
 
     fn who(&self) -> String {
@@ -213,4 +261,53 @@ fn json_request(method: Method, url: Url, body: &Value) -> Request {
 /// `GET /api/2.0/mlflow/runs/get` — the call without host or query, for messages.
 fn call_name(request: &Request) -> String {
     format!("{} {}", request.method.as_str(), request.url.path())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(items: &[u32], next: Option<&str>) -> Page<u32> {
+        Page {
+            items: items.to_vec(),
+            next_page_token: next.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn pages_are_followed_to_the_last_one() {
+        let mut asked = Vec::new();
+        let items = all_pages(|token| {
+            asked.push(token.map(str::to_string));
+            Ok(match token {
+                None => page(&[1, 2], Some("a")),
+                Some("a") => page(&[3], Some("b")),
+                _ => page(&[4], Some("")),
+            })
+        })
+        .unwrap();
+        assert_eq!(items, vec![1, 2, 3, 4]);
+        assert_eq!(asked, vec![None, Some("a".into()), Some("b".into())]);
+    }
+
+    #[test]
+    fn a_repeated_token_ends_the_walk_instead_of_looping() {
+        let mut calls = 0;
+        let items = all_pages(|_| {
+            calls += 1;
+            Ok(page(&[7], Some("same")))
+        })
+        .unwrap();
+        assert_eq!((items, calls), (vec![7, 7], 2));
+    }
+
+    #[test]
+    fn a_failing_page_stops_the_walk() {
+        let err = all_pages::<u32>(|token| match token {
+            None => Ok(page(&[1], Some("x"))),
+            Some(_) => Err(CopyError::upstream("page 2 failed")),
+        })
+        .unwrap_err();
+        assert_eq!(err.message, "page 2 failed");
+    }
 }

@@ -1,6 +1,6 @@
 //! Tracking API calls: experiments, runs, metrics, inputs/outputs and MLflow 3 logged models.
 
-use super::rest::MlflowRest;
+use super::rest::{all_pages, for_each_page, MlflowRest, Page};
 use super::types::*;
 use crate::api::CopyError;
 use serde::Deserialize;
@@ -17,14 +17,6 @@ struct RunEnvelope {
 #[derive(Deserialize)]
 struct ExperimentEnvelope {
     experiment: Experiment,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Page<T> {
-    #[serde(alias = "runs", alias = "metrics", alias = "models", alias = "files")]
-    items: Vec<T>,
-    next_page_token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -142,26 +134,19 @@ impl MlflowRest {
         &self,
         run_id: &str,
         key: &str,
-        mut page: impl FnMut(Vec<Metric>) -> anyhow::Result<()>,
+        page: impl FnMut(Vec<Metric>) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         let max = HISTORY_PAGE.to_string();
-        let mut token = String::new();
-        loop {
+        let fetch = |token: Option<&str>| {
             let mut query = vec![
                 ("run_id", run_id),
                 ("metric_key", key),
                 ("max_results", max.as_str()),
             ];
-            if !token.is_empty() {
-                query.push(("page_token", token.as_str()));
-            }
-            let p: Page<Metric> = self.get("/api/2.0/mlflow/metrics/get-history", &query)?;
-            page(p.items)?;
-            match p.next_page_token {
-                Some(t) if !t.is_empty() => token = t,
-                _ => return Ok(()),
-            }
-        }
+            query.extend(token.map(|t| ("page_token", t)));
+            self.get::<Page<Metric>>("/api/2.0/mlflow/metrics/get-history", &query)
+        };
+        for_each_page(fetch, page)
     }
 
     pub fn log_inputs(&self, run_id: &str, datasets: &[DatasetInput]) -> Result<(), CopyError> {
@@ -194,23 +179,16 @@ impl MlflowRest {
         filter: &str,
         view: &str,
     ) -> Result<Vec<Run>, CopyError> {
-        let mut runs = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
+        all_pages(|token| {
             let mut body = json!({
                 "experiment_ids": experiment_ids, "filter": filter,
                 "run_view_type": view, "max_results": 1000,
             });
-            if let Some(t) = &token {
+            if let Some(t) = token {
                 body["page_token"] = json!(t);
             }
-            let page: Page<Run> = self.post("/api/2.0/mlflow/runs/search", &body)?;
-            runs.extend(page.items);
-            match page.next_page_token {
-                Some(t) if !t.is_empty() => token = Some(t),
-                _ => return Ok(runs),
-            }
-        }
+            self.post("/api/2.0/mlflow/runs/search", &body)
+        })
     }
 
     pub fn get_logged_model(&self, model_id: &str) -> Result<LoggedModel, CopyError> {
@@ -271,22 +249,14 @@ impl MlflowRest {
         experiment_id: &str,
         filter: &str,
     ) -> Result<Vec<LoggedModel>, CopyError> {
-        let mut models = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
+        all_pages(|token| {
             let mut body =
                 json!({ "experiment_ids": [experiment_id], "filter": filter, "max_results": 50 });
-            if let Some(t) = &token {
+            if let Some(t) = token {
                 body["page_token"] = json!(t);
             }
-            let page: Page<LoggedModel> =
-                self.post("/api/2.0/mlflow/logged-models/search", &body)?;
-            models.extend(page.items);
-            match page.next_page_token {
-                Some(t) if !t.is_empty() => token = Some(t),
-                _ => return Ok(models),
-            }
-        }
+            self.post("/api/2.0/mlflow/logged-models/search", &body)
+        })
     }
 }
 
