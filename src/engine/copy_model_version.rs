@@ -19,7 +19,7 @@ use crate::api::{
 };
 use crate::stores::mlflow::registry::{ModelVersion, NewVersion, RegisteredModel};
 use crate::stores::mlflow::tracking::filter_literal;
-use crate::stores::mlflow::types::KeyValue;
+use crate::stores::mlflow::types::{KeyValue, Run};
 use anyhow::Context;
 use std::time::{Duration, Instant};
 
@@ -51,8 +51,17 @@ pub fn copy_model_version(
         ))
     })?;
 
+    // The version's run is read once, when a deep copy or the lineage tags need it.
+    let src_run = match version.run_id.as_deref().filter(|r| !r.is_empty()) {
+        Some(run_id) if request.is_deep() || request.copy_lineage_tags => {
+            Some(c.src.get_run(run_id).with_context(|| {
+                format!("reading the run of model version {src_model}/{src_version}")
+            })?)
+        }
+        _ => None,
+    };
     let (target, run_report) = match &request.dst_experiment_name {
-        Some(experiment) => deep_target(c, request, &version, experiment)?,
+        Some(experiment) => deep_target(c, request, &version, src_run.as_ref(), experiment)?,
         None => (shallow_target(c, &version)?, None),
     };
     let mut report = CopyModelVersionReport {
@@ -95,7 +104,7 @@ pub fn copy_model_version(
         report.registered_model_created = true;
     }
 
-    let tags = version_tags(c, request, &version)?;
+    let tags = version_tags(c, request, &version, src_run.as_ref());
     c.phase(format!(
         "creating version of {} from {}",
         request.dst_model, target.source
@@ -202,19 +211,17 @@ fn deep_target(
     c: &mut Copier,
     request: &CopyModelVersionRequest,
     version: &ModelVersion,
+    src_run: Option<&Run>,
     experiment: &str,
 ) -> anyhow::Result<(Repointed, Option<crate::api::CopyRunReport>)> {
     let name = format!("{}/{}", request.src_model, request.src_version);
-    let Some(run_id) = version.run_id.clone().filter(|r| !r.is_empty()) else {
+    let Some(src_run) = src_run else {
         return Err(CopyError::bad_input(format!(
             "model version {name} has no run, so there is nothing to deep-copy; copy it shallow (without --dst-experiment-name)"
         ))
         .into());
     };
-    let src_run = c
-        .src
-        .get_run(&run_id)
-        .with_context(|| format!("reading the run of model version {name}"))?;
+    let run_id = src_run.info.run_id.clone();
     let source = version_source::parse(
         &version.source,
         Some(&run_id),
@@ -295,7 +302,8 @@ fn version_tags(
     c: &Copier,
     request: &CopyModelVersionRequest,
     version: &ModelVersion,
-) -> anyhow::Result<Vec<KeyValue>> {
+    src_run: Option<&Run>,
+) -> Vec<KeyValue> {
     let mut tags: Vec<KeyValue> = version
         .tags
         .iter()
@@ -303,7 +311,7 @@ fn version_tags(
         .cloned()
         .collect();
     if !request.copy_lineage_tags {
-        return Ok(tags);
+        return tags;
     }
     let run_id = version.run_id.clone().unwrap_or_default();
     tags.push(KeyValue::new(
@@ -320,18 +328,14 @@ fn version_tags(
         "mlflow_exim.dst_client.tracking_uri",
         c.dst.server(),
     ));
-    if !run_id.is_empty() {
-        let run = c
-            .src
-            .get_run(&run_id)
-            .context("reading the source run for lineage tags")?;
+    if let Some(run) = src_run {
         for key in LINEAGE_RUN_TAGS {
             if let Some(value) = run.data.tag(key) {
                 tags.push(KeyValue::new(format!("mlflow_exim.src_run.{key}"), value));
             }
         }
     }
-    Ok(tags)
+    tags
 }
 
 fn wait_until_ready(

@@ -17,7 +17,7 @@ use super::models::{self, ModelCopy};
 use super::Copier;
 use crate::api::{CopyError, CopyRunReport, CopyRunRequest, Outcome};
 use crate::stores::mlflow::tracking::filter_literal;
-use crate::stores::mlflow::types::{KeyValue, LoggedModel, Metric, Run};
+use crate::stores::mlflow::types::{KeyValue, LoggedModel, Metric, Run, RunInfo};
 use crate::stores::mlflow::{ArtifactRoot, MlflowRest, Owner};
 use anyhow::Context;
 use std::collections::BTreeSet;
@@ -37,7 +37,7 @@ pub fn copy_run(c: &mut Copier, request: &CopyRunRequest) -> anyhow::Result<Copy
         let mut children = Vec::new();
         copy_children(
             c,
-            &request.run_id,
+            &source.run.info,
             &report.dst_run_id,
             &dst_experiment_id,
             &mut children,
@@ -50,28 +50,32 @@ pub fn copy_run(c: &mut Copier, request: &CopyRunRequest) -> anyhow::Result<Copy
 
 fn copy_children(
     c: &mut Copier,
-    src_parent: &str,
+    src_parent: &RunInfo,
     dst_parent: &str,
     dst_experiment_id: &str,
     out: &mut Vec<String>,
 ) -> anyhow::Result<()> {
-    let parent = c.src.get_run(src_parent)?;
     let filter = format!(
         "tags.`{}` = {}",
         lineage::PARENT_RUN_ID,
-        filter_literal(src_parent)
+        filter_literal(&src_parent.run_id)
     );
     let children = c
         .src
-        .search_runs(&[&parent.info.experiment_id], &filter, "ACTIVE_ONLY")
-        .with_context(|| format!("finding the child runs of source run {src_parent}"))?;
+        .search_runs(&[&src_parent.experiment_id], &filter, "ACTIVE_ONLY")
+        .with_context(|| format!("finding the child runs of source run {}", src_parent.run_id))?;
     for child in children {
-        let id = child.info.run_id;
-        c.phase(format!("child run {id}"));
-        let source = read_source(c, &id)?;
+        c.phase(format!("child run {}", child.info.run_id));
+        let source = read_source(c, &child.info.run_id)?;
         let report = copy_one(c, &source, dst_experiment_id, Some(dst_parent))?;
         out.push(report.dst_run_id.clone());
-        copy_children(c, &id, &report.dst_run_id, dst_experiment_id, out)?;
+        copy_children(
+            c,
+            &source.run.info,
+            &report.dst_run_id,
+            dst_experiment_id,
+            out,
+        )?;
     }
     Ok(())
 }
