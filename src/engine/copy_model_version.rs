@@ -304,15 +304,16 @@ fn version_tags(
     version: &ModelVersion,
     src_run: Option<&Run>,
 ) -> Vec<KeyValue> {
+    if !request.copy_lineage_tags {
+        return version.tags.clone();
+    }
+    // Lineage covers one hop: an earlier copy's lineage tags are replaced, not kept.
     let mut tags: Vec<KeyValue> = version
         .tags
         .iter()
         .filter(|t| !t.key.starts_with("mlflow_exim."))
         .cloned()
         .collect();
-    if !request.copy_lineage_tags {
-        return tags;
-    }
     let run_id = version.run_id.clone().unwrap_or_default();
     tags.push(KeyValue::new(
         "mlflow_exim.src_version.name",

@@ -145,6 +145,11 @@ def test_lineage_tags(src, dst, mlflow3_version):
         "mlflow_exim.dst_client.tracking_uri": dst.uri,
         "mlflow_exim.src_run.mlflow.user": "alice",
     }
+    # Copied on without the flag, a version keeps every tag it has, lineage tags included.
+    again = run_cli(copy_version_args(dst_model, result.report["dst_version"], unique("wine-lineage-2"), dst.uri, dst.uri))
+    assert again.code == 0, again
+    copied_again = MlflowClient(dst.uri, registry_uri=dst.uri).get_model_version(again.report["dst_model"], again.report["dst_version"])
+    assert copied_again.tags == tags
 
 
 def test_existing_registered_model_metadata_is_left_alone(src, dst, mlflow3_version):
