@@ -36,6 +36,12 @@ impl Side {
     }
 }
 
+/// What to set to give one side credentials, for error messages.
+pub fn hint(side: Side) -> String {
+    let infix = side.env_infix();
+    format!("set MLFLOW_{infix}TRACKING_USERNAME/PASSWORD or MLFLOW_{infix}TRACKING_TOKEN")
+}
+
 /// How requests to one server are authenticated. `Debug` never shows the secret.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub enum Auth {

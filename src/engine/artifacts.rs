@@ -1,11 +1,14 @@
-//! Copying artifact trees: every file is streamed from the source server to the destination,
-//! several at once; `MLmodel` files are the exception, rewritten to name the copied ids.
+//! Copying artifact trees: every file is streamed from the source store's download to the
+//! destination store's upload, several at once; `MLmodel` files are the exception, rewritten to
+//! name the copied ids.
 
 use super::mlmodel::{self, IdMap};
 use super::progress::Event;
 use super::Copier;
-use crate::stores::mlflow::{ArtifactRoot, FileEntry};
-use crate::transport::{StreamJob, Transferred};
+use crate::api::CopyError;
+use crate::stores::model::{ArtifactRoot, FileEntry};
+use crate::stores::Stores;
+use crate::transport::{FileJob, Transferred};
 use anyhow::Context;
 use std::collections::HashMap;
 
@@ -38,7 +41,8 @@ const PROGRESS_EVERY: u64 = 16 << 20;
 pub fn list(c: &Copier, root: ArtifactRoot) -> anyhow::Result<Listed> {
     let files = c
         .src
-        .list_files(&root)
+        .artifacts
+        .list(&root)
         .with_context(|| format!("listing the artifacts of source {}", root.describe()))?;
     Ok(Listed { root, files })
 }
@@ -46,6 +50,9 @@ pub fn list(c: &Copier, root: ArtifactRoot) -> anyhow::Result<Listed> {
 fn is_mlmodel(file: &FileEntry) -> bool {
     file.size <= MLMODEL_MAX && file.path.rsplit('/').next() == Some("MLmodel")
 }
+
+/// One file to stream: the index of its tree, and the file.
+type Streamed<'a> = (usize, &'a FileEntry);
 
 /// Copies every tree. With `resuming`, files already present at the destination with the
 /// source's size are skipped.
@@ -55,14 +62,15 @@ pub fn copy_trees(
     resuming: bool,
 ) -> anyhow::Result<ArtifactStats> {
     let mut stats = ArtifactStats::default();
-    let mut jobs = Vec::new();
+    let mut streamed = Vec::new();
     let mut rewrites = Vec::new();
     let mut total_bytes = 0;
-    for tree in trees {
+    for (index, tree) in trees.iter().enumerate() {
         let present: HashMap<String, u64> = if resuming {
             let listed = c
                 .dst
-                .list_files(&tree.dst)
+                .artifacts
+                .list(&tree.dst)
                 .with_context(|| format!("listing destination {}", tree.dst.describe()))?;
             listed.into_iter().map(|f| (f.path, f.size)).collect()
         } else {
@@ -79,27 +87,25 @@ pub fn copy_trees(
                 continue;
             }
             total_bytes += file.size;
-            jobs.push(StreamJob {
-                label: format!("{} artifact {:?}", tree.src.root.describe(), file.path),
-                get: c.src.read_request(&tree.src.root, &file.path),
-                put: c.dst.write_request(&tree.dst, &file.path)?,
-            });
+            streamed.push((index, file));
         }
     }
-    let files_total = (jobs.len() + rewrites.len()) as u64;
+    let files_total = (streamed.len() + rewrites.len()) as u64;
     c.phase(format!(
         "artifacts: {files_total} files to copy, {} already present",
         stats.skipped
     ));
-    stream(c, &jobs, files_total, total_bytes, &mut stats)?;
+    stream(c, trees, &streamed, files_total, total_bytes, &mut stats)?;
     for (tree, file) in rewrites {
-        let label = format!("{} artifact {:?}", tree.src.root.describe(), file.path);
+        let label = label(tree, file);
         let original = c
             .src
+            .artifacts
             .read_small(&tree.src.root, &file.path)
             .with_context(|| format!("reading {label}"))?;
         let rewritten = mlmodel::rewrite(&original, &tree.ids).unwrap_or_else(|| original.clone());
         c.dst
+            .artifacts
             .write_small(&tree.dst, &file.path, rewritten)
             .with_context(|| format!("writing {label}"))?;
         stats.files += 1;
@@ -114,35 +120,86 @@ pub fn copy_trees(
     Ok(stats)
 }
 
+fn label(tree: &TreeCopy, file: &FileEntry) -> String {
+    format!("{} artifact {:?}", tree.src.root.describe(), file.path)
+}
+
+/// The jobs for these files: each store says how its side travels, in one call per tree, so
+/// that a store can sign a batch of URLs at once.
+fn open(
+    (src, dst): (&Stores, &Stores),
+    trees: &[TreeCopy],
+    streamed: &[Streamed],
+    ids: &[usize],
+) -> Result<Vec<FileJob>, CopyError> {
+    let mut jobs: Vec<Option<FileJob>> = ids.iter().map(|_| None).collect();
+    for (index, tree) in trees.iter().enumerate() {
+        let slots: Vec<usize> = (0..ids.len())
+            .filter(|&slot| streamed[ids[slot]].0 == index)
+            .collect();
+        if slots.is_empty() {
+            continue;
+        }
+        let files: Vec<&FileEntry> = slots.iter().map(|&slot| streamed[ids[slot]].1).collect();
+        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        let downloads = src.artifacts.downloads(&tree.src.root, &paths)?;
+        let uploads = dst.artifacts.uploads(&tree.dst, &files)?;
+        for (((&slot, file), download), upload) in
+            slots.iter().zip(files).zip(downloads).zip(uploads)
+        {
+            jobs[slot] = Some(FileJob {
+                label: label(tree, file),
+                download,
+                upload,
+            });
+        }
+    }
+    Ok(jobs
+        .into_iter()
+        .map(|job| job.expect("a store answers for every file"))
+        .collect())
+}
+
 fn stream(
     c: &mut Copier,
-    jobs: &[StreamJob],
+    trees: &[TreeCopy],
+    streamed: &[Streamed],
     files_total: u64,
     bytes_total: u64,
     stats: &mut ArtifactStats,
 ) -> anyhow::Result<()> {
-    let transport = c.transport.clone();
-    let progress = &mut *c.progress;
+    let Copier {
+        src,
+        dst,
+        transport,
+        progress,
+        concurrency,
+    } = c;
     let (mut files_done, mut bytes_done, mut reported) = (0u64, 0u64, 0u64);
-    let written = transport.stream_all(jobs, c.concurrency, &mut |p| {
-        match p {
-            Transferred::Bytes(n) => {
-                bytes_done += n;
-                if bytes_done < reported + PROGRESS_EVERY {
-                    return;
+    let written = transport.stream_files(
+        streamed.len(),
+        *concurrency,
+        &mut |ids| open((src, dst), trees, streamed, ids),
+        &mut |p| {
+            match p {
+                Transferred::Bytes(n) => {
+                    bytes_done += n;
+                    if bytes_done < reported + PROGRESS_EVERY {
+                        return;
+                    }
                 }
+                Transferred::File { .. } => files_done += 1,
             }
-            Transferred::File { .. } => files_done += 1,
-        }
-        reported = bytes_done;
-        progress.event(Event::Artifacts {
-            files_done,
-            files_total,
-            bytes_done: bytes_done.min(bytes_total),
-            bytes_total,
-        });
-    })?;
-    stats.files += jobs.len() as u64;
+            reported = bytes_done;
+            progress.event(Event::Artifacts {
+                files_done,
+                files_total,
+                bytes_done: bytes_done.min(bytes_total),
+                bytes_total,
+            });
+        },
+    )?;
+    stats.files += streamed.len() as u64;
     stats.bytes += written;
     Ok(())
 }

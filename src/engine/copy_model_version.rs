@@ -17,9 +17,7 @@ use super::Copier;
 use crate::api::{
     CopyError, CopyModelVersionReport, CopyModelVersionRequest, CopyRunRequest, ErrorKind, Outcome,
 };
-use crate::stores::mlflow::registry::{ModelVersion, NewVersion, RegisteredModel};
-use crate::stores::mlflow::tracking::filter_literal;
-use crate::stores::mlflow::types::{KeyValue, Run};
+use crate::stores::model::{KeyValue, ModelVersion, NewVersion, RegisteredModel, Run};
 use anyhow::Context;
 use std::time::{Duration, Instant};
 
@@ -41,20 +39,20 @@ pub fn copy_model_version(
     let (src_model, src_version) = (request.src_model.as_str(), request.src_version.as_str());
     c.phase(format!(
         "reading model version {src_model}/{src_version} from {}",
-        c.src.server()
+        c.src.registry.server()
     ));
     let version = read_version(c, src_model, src_version)?;
-    let registered = c.src.registered_model(src_model)?.ok_or_else(|| {
+    let registered = c.src.registry.registered_model(src_model)?.ok_or_else(|| {
         CopyError::not_found(format!(
             "registered model {src_model:?} not found on {}",
-            c.src.server()
+            c.src.registry.server()
         ))
     })?;
 
     // The version's run is read once, when a deep copy or the lineage tags need it.
     let src_run = match version.run_id.as_deref().filter(|r| !r.is_empty()) {
         Some(run_id) if request.is_deep() || request.copy_lineage_tags => {
-            Some(c.src.get_run(run_id).with_context(|| {
+            Some(c.src.tracking.get_run(run_id).with_context(|| {
                 format!("reading the run of model version {src_model}/{src_version}")
             })?)
         }
@@ -85,12 +83,12 @@ pub fn copy_model_version(
         elapsed_seconds: 0.0,
     };
 
-    let existing_model = c.dst.registered_model(&request.dst_model)?;
+    let existing_model = c.dst.registry.registered_model(&request.dst_model)?;
     if existing_model.is_some() {
         if let Some(found) = earlier_copy(c, &request.dst_model, &target)? {
             c.phase(format!(
                 "version {src_model}/{src_version} was already copied to {} as {}/{}",
-                c.dst.server(),
+                c.dst.registry.server(),
                 request.dst_model,
                 found.version
             ));
@@ -118,6 +116,7 @@ pub fn copy_model_version(
     };
     let created = c
         .dst
+        .registry
         .create_model_version(&request.dst_model, &new)
         .with_context(|| format!("creating a version of {:?}", request.dst_model))?;
     report.dst_version = created.version.clone();
@@ -145,7 +144,7 @@ pub fn copy_model_version(
     }
     c.phase(format!(
         "{src_model}/{src_version} copied to {} as {}/{}",
-        c.dst.server(),
+        c.dst.registry.server(),
         request.dst_model,
         ready.version
     ));
@@ -156,18 +155,19 @@ pub fn copy_model_version(
 fn read_version(c: &Copier, model: &str, version: &str) -> anyhow::Result<ModelVersion> {
     let found = c
         .src
+        .registry
         .model_version(model, version)
         .map_err(|e| match e.kind {
             ErrorKind::NotFound => CopyError::not_found(format!(
                 "model version {model}/{version} not found on {}",
-                c.src.server()
+                c.src.registry.server()
             )),
             _ => e,
         })?;
     if !found.is_ready() {
         return Err(CopyError::bad_input(format!(
             "model version {model}/{version} on {} is {} (not READY); only ready versions can be copied",
-            c.src.server(),
+            c.src.registry.server(),
             found.status.as_deref().unwrap_or("unknown")
         ))
         .into());
@@ -177,13 +177,13 @@ fn read_version(c: &Copier, model: &str, version: &str) -> anyhow::Result<ModelV
 
 /// A shallow copy points at the source's run and artifacts: only the same server can reach them.
 fn shallow_target(c: &Copier, version: &ModelVersion) -> anyhow::Result<Repointed> {
-    if c.src.server() != c.dst.server() {
+    if c.src.registry.server() != c.dst.registry.server() {
         return Err(CopyError::bad_input(format!(
             "a shallow copy from {} to {} would point at a run and artifacts the destination registry \
              cannot reach; give --dst-experiment-name for a deep copy (the run and its artifacts are \
              copied too)",
-            c.src.server(),
-            c.dst.server()
+            c.src.registry.server(),
+            c.dst.registry.server()
         ))
         .into());
     }
@@ -244,9 +244,9 @@ fn deep_target(
         concurrency: request.concurrency,
     };
     let run_report = copy_run::copy_run(c, &run_request)?;
-    let dst_run = c.dst.get_run(&run_report.dst_run_id)?;
+    let dst_run = c.dst.tracking.get_run(&run_report.dst_run_id)?;
     let copied = models::copied_models(
-        &c.dst,
+        c.dst.tracking.as_ref(),
         &run_report.dst_experiment_id,
         &run_report.dst_run_id,
     )?;
@@ -271,8 +271,7 @@ fn earlier_copy(
     dst_model: &str,
     target: &Repointed,
 ) -> anyhow::Result<Option<ModelVersion>> {
-    let filter = format!("name = {}", filter_literal(dst_model));
-    let versions = c.dst.search_model_versions(&filter)?;
+    let versions = c.dst.registry.versions(dst_model)?;
     Ok(versions.into_iter().find(|v| v.source == target.source))
 }
 
@@ -283,10 +282,11 @@ fn create_registered_model(
 ) -> anyhow::Result<()> {
     c.phase(format!(
         "creating registered model {name:?} on {}",
-        c.dst.server()
+        c.dst.registry.server()
     ));
     match c
         .dst
+        .registry
         .create_registered_model(name, source.description.as_deref(), &source.tags)
     {
         Ok(()) => Ok(()),
@@ -324,10 +324,13 @@ fn version_tags(
         &request.src_version,
     ));
     tags.push(KeyValue::new("mlflow_exim.src_version.run_id", &run_id));
-    tags.push(KeyValue::new(lineage::SRC_TRACKING_URI, c.src.server()));
+    tags.push(KeyValue::new(
+        lineage::SRC_TRACKING_URI,
+        c.src.registry.server(),
+    ));
     tags.push(KeyValue::new(
         "mlflow_exim.dst_client.tracking_uri",
-        c.dst.server(),
+        c.dst.registry.server(),
     ));
     if let Some(run) = src_run {
         for key in LINEAGE_RUN_TAGS {
@@ -352,7 +355,7 @@ fn wait_until_ready(
                 return Err(CopyError::upstream(format!(
                     "version {model}/{} failed registration on {}: {}",
                     version.version,
-                    c.dst.server(),
+                    c.dst.registry.server(),
                     version.status_message.as_deref().unwrap_or("no message")
                 ))
                 .into())
@@ -361,7 +364,7 @@ fn wait_until_ready(
                 return Err(CopyError::upstream(format!(
                     "version {model}/{} on {} is still not READY after {} s",
                     version.version,
-                    c.dst.server(),
+                    c.dst.registry.server(),
                     READY_TIMEOUT.as_secs()
                 ))
                 .into())
@@ -372,7 +375,7 @@ fn wait_until_ready(
                     version.version
                 ));
                 std::thread::sleep(Duration::from_secs(1));
-                version = c.dst.model_version(model, &version.version)?;
+                version = c.dst.registry.model_version(model, &version.version)?;
             }
         }
     }
@@ -392,6 +395,7 @@ fn copy_stage_and_aliases(
         .filter(|s| !s.is_empty() && *s != "None")
     {
         c.dst
+            .registry
             .transition_stage(dst_model, dst_version, stage)
             .with_context(|| format!("setting stage {stage}"))?;
         report.stage = Some(stage.to_string());
@@ -403,6 +407,7 @@ fn copy_stage_and_aliases(
         .filter(|a| a.version == version.version)
     {
         c.dst
+            .registry
             .set_alias(dst_model, &alias.alias, dst_version)
             .with_context(|| format!("setting alias {:?}", alias.alias))?;
         report.aliases.push(alias.alias.clone());
@@ -424,16 +429,16 @@ fn copy_permissions(
         ));
         return Ok(0);
     }
-    let Some(grants) = c.src.model_grants(src_model)? else {
+    let Some(grants) = c.src.registry.model_grants(src_model)? else {
         c.warn(format!(
             "not copying permissions: {} has no permissions API (not a basic-auth server)",
-            c.src.server()
+            c.src.registry.server()
         ));
         return Ok(0);
     };
     let mut copied = 0;
     for grant in grants {
-        match c.dst.grant_model_permission(dst_model, &grant) {
+        match c.dst.registry.grant_model_permission(dst_model, &grant) {
             Ok(()) => copied += 1,
             // One missing user must not stop the others (as the Python tool does).
             Err(e) if matches!(e.kind, ErrorKind::NotFound | ErrorKind::BadInput) => {

@@ -16,9 +16,10 @@ use super::mlmodel::IdMap;
 use super::models::{self, ModelCopy};
 use super::Copier;
 use crate::api::{CopyError, CopyRunReport, CopyRunRequest, Outcome};
-use crate::stores::mlflow::tracking::filter_literal;
-use crate::stores::mlflow::types::{KeyValue, LoggedModel, Metric, Run, RunInfo};
-use crate::stores::mlflow::{ArtifactRoot, MlflowRest, Owner};
+use crate::stores::model::{
+    ArtifactRoot, KeyValue, LoggedModel, Metric, NewRun, Owner, Run, RunInfo,
+};
+use crate::stores::Tracking;
 use anyhow::Context;
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -31,7 +32,8 @@ pub fn copy_run(c: &mut Copier, request: &CopyRunRequest) -> anyhow::Result<Copy
     // The source is read in full before the destination is touched: a bad run id, a deleted
     // run or a refused credential must leave nothing behind.
     let source = read_source(c, &request.run_id)?;
-    let dst_experiment_id = destination_experiment(&c.dst, &request.experiment_name)?;
+    let dst_experiment_id =
+        destination_experiment(c.dst.tracking.as_ref(), &request.experiment_name)?;
     let mut report = copy_one(c, &source, &dst_experiment_id, None)?;
     if request.copy_children {
         let mut children = Vec::new();
@@ -55,14 +57,13 @@ fn copy_children(
     dst_experiment_id: &str,
     out: &mut Vec<String>,
 ) -> anyhow::Result<()> {
-    let filter = format!(
-        "tags.`{}` = {}",
-        lineage::PARENT_RUN_ID,
-        filter_literal(&src_parent.run_id)
-    );
     let children = c
         .src
-        .search_runs(&[&src_parent.experiment_id], &filter, "ACTIVE_ONLY")
+        .tracking
+        .runs_with_tags(
+            &src_parent.experiment_id,
+            &[(lineage::PARENT_RUN_ID, &src_parent.run_id)],
+        )
         .with_context(|| format!("finding the child runs of source run {}", src_parent.run_id))?;
     for child in children {
         c.phase(format!("child run {}", child.info.run_id));
@@ -81,7 +82,7 @@ fn copy_children(
 }
 
 /// The id of the destination experiment of that name, created if missing.
-fn destination_experiment(dst: &MlflowRest, name: &str) -> anyhow::Result<String> {
+fn destination_experiment(dst: &dyn Tracking, name: &str) -> anyhow::Result<String> {
     let found = match dst.experiment_by_name(name)? {
         Some(found) => found,
         None => match dst.create_experiment(name) {
@@ -118,13 +119,13 @@ struct Source {
 fn read_source(c: &mut Copier, run_id: &str) -> anyhow::Result<Source> {
     c.phase(format!(
         "reading source run {run_id} from {}",
-        c.src.server()
+        c.src.tracking.server()
     ));
-    let run = c.src.get_run(run_id).map_err(|e| {
+    let run = c.src.tracking.get_run(run_id).map_err(|e| {
         if e.kind == crate::api::ErrorKind::NotFound {
             CopyError::not_found(format!(
                 "source run {run_id} not found on {}",
-                c.src.server()
+                c.src.tracking.server()
             ))
         } else {
             e
@@ -133,11 +134,11 @@ fn read_source(c: &mut Copier, run_id: &str) -> anyhow::Result<Source> {
     if run.info.is_deleted() {
         return Err(CopyError::not_found(format!(
             "source run {run_id} on {} is deleted; restore it to copy it",
-            c.src.server()
+            c.src.tracking.server()
         ))
         .into());
     }
-    let models = models::discover(&c.src, &run)?;
+    let models = models::discover(c.src.tracking.as_ref(), &run)?;
     let run_root = ArtifactRoot {
         owner: Owner::Run(run_id.to_string()),
         uri: run.info.artifact_uri.clone(),
@@ -167,15 +168,14 @@ fn earlier_copies(
     dst_experiment_id: &str,
     src_run_id: &str,
 ) -> anyhow::Result<Vec<Run>> {
-    let filter = format!(
-        "tags.`{}` = {} and tags.`{}` = {}",
-        lineage::SRC_RUN_ID,
-        filter_literal(src_run_id),
-        lineage::SRC_TRACKING_URI,
-        filter_literal(&c.src.server())
-    );
-    Ok(c.dst
-        .search_runs(&[dst_experiment_id], &filter, "ACTIVE_ONLY")?)
+    let src_server = c.src.tracking.server();
+    Ok(c.dst.tracking.runs_with_tags(
+        dst_experiment_id,
+        &[
+            (lineage::SRC_RUN_ID, src_run_id),
+            (lineage::SRC_TRACKING_URI, &src_server),
+        ],
+    )?)
 }
 
 fn copy_one(
@@ -193,7 +193,7 @@ fn copy_one(
     if let Some(done) = complete {
         c.phase(format!(
             "run {src_run_id} was already copied to {} as run {}",
-            c.dst.server(),
+            c.dst.tracking.server(),
             done.info.run_id
         ));
         report.dst_run_id = done.info.run_id.clone();
@@ -231,12 +231,15 @@ fn copy_one(
         Ok(()) => Ok(report),
         Err(err) => {
             // Leave an unmistakably unfinished run: FAILED and still tagged incomplete.
-            let _ = c.dst.update_run(&dst_run.info.run_id, "FAILED", None);
+            let _ = c
+                .dst
+                .tracking
+                .update_run(&dst_run.info.run_id, "FAILED", None);
             Err(err.context(format!(
                 "copy of run {src_run_id} into destination run {} on {} is incomplete (marked FAILED); \
                  re-run the same command to resume it",
                 dst_run.info.run_id,
-                c.dst.server()
+                c.dst.tracking.server()
             )))
         }
     }
@@ -291,25 +294,26 @@ fn create_run(c: &mut Copier, src: &Run, dst_experiment_id: &str) -> anyhow::Res
     let tags = vec![
         KeyValue::new(lineage::SRC_RUN_ID, &src.info.run_id),
         KeyValue::new(lineage::SRC_EXPERIMENT_ID, &src.info.experiment_id),
-        KeyValue::new(lineage::SRC_TRACKING_URI, c.src.server()),
+        KeyValue::new(lineage::SRC_TRACKING_URI, c.src.tracking.server()),
         KeyValue::new(lineage::INCOMPLETE, "true"),
     ];
+    let new = NewRun {
+        run_name: src.info.run_name.clone().filter(|n| !n.is_empty()),
+        start_time: src.info.start_time,
+        user_id: src.info.user_id.clone().filter(|u| !u.is_empty()),
+        tags,
+    };
     let info = c
         .dst
-        .create_run(
-            dst_experiment_id,
-            src.info.run_name.as_deref().filter(|n| !n.is_empty()),
-            src.info.start_time,
-            src.info.user_id.as_deref().filter(|u| !u.is_empty()),
-            &tags,
-        )
+        .tracking
+        .create_run(dst_experiment_id, &new)
         .with_context(|| {
             format!("creating the destination run in experiment {dst_experiment_id}")
         })?;
     c.phase(format!(
         "created destination run {} on {}",
         info.run_id,
-        c.dst.server()
+        c.dst.tracking.server()
     ));
     Ok(Run {
         info,
@@ -330,7 +334,7 @@ fn fill_run(
     let dst_id = dst.info.run_id.as_str();
     // A resumed run is re-read: what it already has decides what is skipped.
     let dst_state = if resuming {
-        c.dst.get_run(dst_id)?
+        c.dst.tracking.get_run(dst_id)?
     } else {
         dst.clone()
     };
@@ -338,6 +342,7 @@ fn fill_run(
     c.phase(format!("params: {}", src_run.data.params.len()));
     for chunk in src_run.data.params.chunks(MAX_PARAMS_TAGS_PER_BATCH) {
         c.dst
+            .tracking
             .log_batch(dst_id, &[], chunk, &[])
             .context("copying params")?;
     }
@@ -347,6 +352,7 @@ fn fill_run(
     c.phase(format!("tags: {}", tags.len()));
     for chunk in tags.chunks(MAX_PARAMS_TAGS_PER_BATCH) {
         c.dst
+            .tracking
             .log_batch(dst_id, &[], &[], chunk)
             .context("copying tags")?;
     }
@@ -357,6 +363,7 @@ fn fill_run(
         c.phase(format!("dataset inputs: {}", datasets.len()));
         for chunk in datasets.chunks(MAX_PARAMS_TAGS_PER_BATCH) {
             c.dst
+                .tracking
                 .log_inputs(dst_id, chunk)
                 .context("copying dataset inputs")?;
         }
@@ -431,17 +438,17 @@ fn copy_metrics(
     // and store): against a 2-worker sqlite server it is bound by the store either way.
     let mut full: Vec<Vec<Metric>> = Vec::new();
     let mut points = 0u64;
-    let (src_client, dst_client) = (&c.src, &c.dst);
+    let (src_client, dst_client) = (c.src.tracking.as_ref(), c.dst.tracking.as_ref());
     for key in keys {
         let mut present = AlreadyCopied::default();
         if resuming {
-            dst_client.metric_history(dst_id, key, |page| {
+            dst_client.metric_history(dst_id, key, &mut |page| {
                 page.iter().for_each(|p| present.add(p));
                 Ok(())
             })?;
         }
         src_client
-            .metric_history(&src.info.run_id, key, |page| {
+            .metric_history(&src.info.run_id, key, &mut |page| {
                 for mut point in page {
                     points += 1;
                     if present.contains(&point) {
@@ -465,6 +472,7 @@ fn copy_metrics(
     }
     full.extend(batcher.finish());
     c.dst
+        .tracking
         .log_metric_batches(dst_id, &full, METRIC_WRITERS)
         .context("copying metrics")?;
     if links.unmatched() > 0 {
@@ -515,15 +523,17 @@ fn finish_run(c: &mut Copier, src: &Run, dst_id: &str) -> anyhow::Result<()> {
         src.info.end_time
     };
     c.dst
+        .tracking
         .update_run(dst_id, status, end_time)
         .context("setting the run's status and end time")?;
     c.dst
+        .tracking
         .delete_tag(dst_id, lineage::INCOMPLETE)
         .context("marking the copy complete")?;
     c.phase(format!(
         "run {} copied to {} as run {dst_id}",
         src.info.run_id,
-        c.dst.server()
+        c.dst.tracking.server()
     ));
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Metric points on their way to the destination: full log-batch requests, and the MLflow 3
 //! link between a run's metric points and the logged models they belong to.
 
-use crate::stores::mlflow::types::Metric;
+use crate::stores::model::Metric;
 use std::collections::{HashMap, HashSet};
 
 /// Most metric points one log-batch request may carry.

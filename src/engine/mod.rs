@@ -11,55 +11,22 @@ pub mod models;
 pub mod progress;
 pub mod version_source;
 
-use crate::credentials::{Auth, Side};
-use crate::stores::mlflow::MlflowRest;
+use crate::stores::Stores;
 use crate::transport::Transport;
-use crate::uri::ServerUri;
 use progress::{Event, Progress};
 use std::rc::Rc;
 
 /// Both ends of a copy, and where progress goes.
 pub struct Copier<'p> {
-    pub src: MlflowRest,
-    pub dst: MlflowRest,
+    pub src: Stores,
+    pub dst: Stores,
+    /// Streams artifact files between the stores' downloads and uploads.
     pub transport: Rc<Transport>,
     pub progress: &'p mut dyn Progress,
     pub concurrency: usize,
 }
 
-impl<'p> Copier<'p> {
-    /// Connects the two sides; credentials come from `env` (see `credentials`).
-    pub fn new(
-        src_uri: &str,
-        dst_uri: &str,
-        transport: Rc<Transport>,
-        env: &dyn Fn(&str) -> Option<String>,
-        progress: &'p mut dyn Progress,
-        concurrency: u32,
-    ) -> Result<Copier<'p>, crate::api::CopyError> {
-        let src_uri = ServerUri::parse(src_uri)?;
-        let dst_uri = ServerUri::parse(dst_uri)?;
-        let src = MlflowRest::new(
-            &src_uri,
-            Side::Src,
-            Auth::from_env(Side::Src, env),
-            transport.clone(),
-        )?;
-        let dst = MlflowRest::new(
-            &dst_uri,
-            Side::Dst,
-            Auth::from_env(Side::Dst, env),
-            transport.clone(),
-        )?;
-        Ok(Copier {
-            src,
-            dst,
-            transport,
-            progress,
-            concurrency: concurrency as usize,
-        })
-    }
-
+impl Copier<'_> {
     pub fn phase(&mut self, phase: impl Into<String>) {
         self.progress.event(Event::Phase {
             phase: phase.into(),

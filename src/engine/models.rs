@@ -3,9 +3,10 @@
 
 use super::lineage;
 use super::Copier;
-use crate::stores::mlflow::tracking::filter_literal;
-use crate::stores::mlflow::types::{KeyValue, LoggedModel, Metric, ModelOutput, Run};
-use crate::stores::mlflow::{ArtifactRoot, MlflowRest, Owner};
+use crate::stores::model::{
+    ArtifactRoot, KeyValue, LoggedModel, Metric, ModelOutput, NewLoggedModel, Owner, Run,
+};
+use crate::stores::Tracking;
 use anyhow::Context;
 
 /// One source model and its destination copy.
@@ -33,16 +34,15 @@ impl ModelCopy {
 
 /// The logged models a run produced: its outputs, and models naming it as their source run
 /// (a model logged without being attached as an output).
-pub fn discover(src: &MlflowRest, run: &Run) -> anyhow::Result<Vec<LoggedModel>> {
+pub fn discover(src: &dyn Tracking, run: &Run) -> anyhow::Result<Vec<LoggedModel>> {
     let mut ids: Vec<String> = run
         .outputs
         .model_outputs
         .iter()
         .map(|o| o.model_id.clone())
         .collect();
-    let filter = format!("source_run_id = {}", filter_literal(&run.info.run_id));
     let searched = src
-        .search_logged_models(&run.info.experiment_id, &filter)
+        .logged_models_of_run(&run.info.experiment_id, &run.info.run_id)
         .with_context(|| format!("finding the logged models of run {}", run.info.run_id))?;
     ids.extend(searched.into_iter().map(|m| m.info.model_id));
     let mut seen = std::collections::HashSet::new();
@@ -66,7 +66,7 @@ pub fn create_copies(
     resuming: bool,
 ) -> anyhow::Result<Vec<ModelCopy>> {
     let mut existing = if resuming && !models.is_empty() {
-        copied_models(&c.dst, dst_experiment_id, dst_run_id)?
+        copied_models(c.dst.tracking.as_ref(), dst_experiment_id, dst_run_id)?
     } else {
         Default::default()
     };
@@ -88,14 +88,16 @@ pub fn create_copies(
                 // no source run rather than a dangling id.
                 let source_run =
                     (model.info.source_run_id.as_deref() == Some(src_run_id)).then_some(dst_run_id);
+                let new = NewLoggedModel {
+                    name: model.info.name.clone(),
+                    model_type: model.info.model_type.clone(),
+                    params: model.data.params.clone(),
+                    tags,
+                    source_run_id: source_run.map(str::to_string),
+                };
                 c.dst
-                    .create_logged_model(
-                        dst_experiment_id,
-                        &model.info,
-                        &model.data.params,
-                        &tags,
-                        source_run,
-                    )
+                    .tracking
+                    .create_logged_model(dst_experiment_id, &new)
                     .map(|m| (m.info.model_id, m.info.artifact_uri))
                     .with_context(|| format!("creating the copy of logged model {src_id}"))?
             }
@@ -156,6 +158,7 @@ pub fn link_outputs(
         .collect();
     if !outputs.is_empty() {
         c.dst
+            .tracking
             .log_outputs(&dst_run.info.run_id, &outputs)
             .context("linking logged models to the copied run")?;
     }
@@ -179,12 +182,11 @@ pub fn link_inputs(
         .collect();
     let mut linked = Vec::new();
     for input in &src_run.inputs.model_inputs {
-        let filter = format!(
-            "tags.`{}` = {}",
+        let copies = c.dst.tracking.logged_models_with_tag(
+            dst_experiment_id,
             lineage::SRC_MODEL_ID,
-            filter_literal(&input.model_id)
-        );
-        let copies = c.dst.search_logged_models(dst_experiment_id, &filter)?;
+            &input.model_id,
+        )?;
         match copies.first() {
             Some(copy) if already.contains(&copy.info.model_id.as_str()) => {}
             Some(copy) => linked.push(copy.info.model_id.clone()),
@@ -197,6 +199,7 @@ pub fn link_inputs(
     }
     if !linked.is_empty() {
         c.dst
+            .tracking
             .log_model_inputs(&dst_run.info.run_id, &linked)
             .context("linking input models")?;
     }
@@ -213,6 +216,7 @@ pub fn finalize(c: &mut Copier, copies: &[ModelCopy]) -> anyhow::Result<()> {
             .as_deref()
             .unwrap_or("LOGGED_MODEL_READY");
         c.dst
+            .tracking
             .finalize_logged_model(&copy.dst_id, status)
             .with_context(|| format!("finalizing logged model {}", copy.dst_id))?;
     }
@@ -222,12 +226,11 @@ pub fn finalize(c: &mut Copier, copies: &[ModelCopy]) -> anyhow::Result<()> {
 /// The logged models an earlier copy made for a copied run: source model id → (copied model
 /// id, its artifact URI), found by their lineage tag.
 pub fn copied_models(
-    dst: &MlflowRest,
+    dst: &dyn Tracking,
     dst_experiment_id: &str,
     dst_run_id: &str,
 ) -> anyhow::Result<std::collections::HashMap<String, (String, String)>> {
-    let filter = format!("source_run_id = {}", filter_literal(dst_run_id));
-    let found = dst.search_logged_models(dst_experiment_id, &filter)?;
+    let found = dst.logged_models_of_run(dst_experiment_id, dst_run_id)?;
     Ok(found
         .into_iter()
         .filter_map(|m| {

@@ -11,8 +11,10 @@ mod http_handler;
 use crate::api::{
     CopyError, CopyModelVersionReport, CopyModelVersionRequest, CopyRunReport, CopyRunRequest,
 };
+use crate::credentials::Side;
 use crate::engine::progress::Progress;
 use crate::engine::{copy_model_version, copy_run, Copier};
+use crate::stores;
 use crate::transport::retry::RetryPolicy;
 use crate::transport::{Http, Transport};
 use std::rc::Rc;
@@ -89,14 +91,13 @@ pub fn execute<R: CopyRequest>(
         request.validate()?;
         let transport = Rc::new(Transport::new(host.http, RetryPolicy::default()));
         let (src, dst) = request.ends();
-        let mut copier = Copier::new(
-            src,
-            dst,
+        let mut copier = Copier {
+            src: stores::connect(src, Side::Src, host.env, transport.clone())?,
+            dst: stores::connect(dst, Side::Dst, host.env, transport.clone())?,
             transport,
-            host.env,
             progress,
-            request.concurrency(),
-        )?;
+            concurrency: request.concurrency() as usize,
+        };
         request
             .copy(&mut copier)
             .map_err(|e| CopyError::from_chain(&e))

@@ -1,3 +1,173 @@
-//! Store clients: one per kind of server the copier reads from or writes to.
+//! Store clients, one per kind of server, behind three interfaces the copy engine uses:
+//!
+//! - [`Tracking`]: experiments, runs (params, tags, metric histories, datasets, outputs) and
+//!   MLflow 3 logged models;
+//! - [`Registry`]: registered models, versions, stages, aliases and permissions;
+//! - [`Artifacts`]: artifact trees: list a tree, and say how each file is read (a download) and
+//!   written (an upload). The store decides how bytes travel (through an MLflow server's
+//!   artifact proxy today; signed cloud-storage URLs or the Files API for Databricks); the
+//!   transport streams them.
+//!
+//! Questions the engine asks ("which runs in this experiment carry these tags") are methods here,
+//! so that query syntax stays in the store. [`connect`] builds one side's stores from its URI.
 
 pub mod mlflow;
+pub mod model;
+
+use crate::api::CopyError;
+use crate::credentials::{Auth, Side};
+use crate::transport::{Download, Transport, Upload};
+use crate::uri::ServerUri;
+use model::*;
+use std::rc::Rc;
+
+pub trait Tracking {
+    /// The server as shown in messages and lineage tags (never with credentials).
+    fn server(&self) -> String;
+
+    fn get_run(&self, run_id: &str) -> Result<Run, CopyError>;
+    /// Active runs of the experiment that carry every one of these tags.
+    fn runs_with_tags(
+        &self,
+        experiment_id: &str,
+        tags: &[(&str, &str)],
+    ) -> Result<Vec<Run>, CopyError>;
+    fn create_run(&self, experiment_id: &str, run: &NewRun) -> Result<RunInfo, CopyError>;
+    fn update_run(
+        &self,
+        run_id: &str,
+        status: &str,
+        end_time: Option<i64>,
+    ) -> Result<(), CopyError>;
+    fn delete_tag(&self, run_id: &str, key: &str) -> Result<(), CopyError>;
+    fn log_batch(
+        &self,
+        run_id: &str,
+        metrics: &[Metric],
+        params: &[KeyValue],
+        tags: &[KeyValue],
+    ) -> Result<(), CopyError>;
+    /// Writes metric batches (each at most one log-batch request's worth), up to `concurrency`
+    /// at once.
+    fn log_metric_batches(
+        &self,
+        run_id: &str,
+        batches: &[Vec<Metric>],
+        concurrency: usize,
+    ) -> Result<(), CopyError>;
+    /// Calls `page` with each page of a metric's full history, in order.
+    fn metric_history(
+        &self,
+        run_id: &str,
+        key: &str,
+        page: &mut dyn FnMut(Vec<Metric>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()>;
+    fn log_inputs(&self, run_id: &str, datasets: &[DatasetInput]) -> Result<(), CopyError>;
+    /// Records logged models the run used as inputs.
+    fn log_model_inputs(&self, run_id: &str, model_ids: &[String]) -> Result<(), CopyError>;
+    fn log_outputs(&self, run_id: &str, models: &[ModelOutput]) -> Result<(), CopyError>;
+
+    fn experiment_by_name(&self, name: &str) -> Result<Option<Experiment>, CopyError>;
+    fn create_experiment(&self, name: &str) -> Result<String, CopyError>;
+
+    fn get_logged_model(&self, model_id: &str) -> Result<LoggedModel, CopyError>;
+    /// Logged models of the experiment whose source run is `run_id`.
+    fn logged_models_of_run(
+        &self,
+        experiment_id: &str,
+        run_id: &str,
+    ) -> Result<Vec<LoggedModel>, CopyError>;
+    /// Logged models of the experiment that carry this tag.
+    fn logged_models_with_tag(
+        &self,
+        experiment_id: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<LoggedModel>, CopyError>;
+    fn create_logged_model(
+        &self,
+        experiment_id: &str,
+        model: &NewLoggedModel,
+    ) -> Result<LoggedModel, CopyError>;
+    fn finalize_logged_model(&self, model_id: &str, status: &str) -> Result<(), CopyError>;
+}
+
+pub trait Registry {
+    /// The registry as shown in messages and lineage tags (never with credentials).
+    fn server(&self) -> String;
+
+    fn registered_model(&self, name: &str) -> Result<Option<RegisteredModel>, CopyError>;
+    fn create_registered_model(
+        &self,
+        name: &str,
+        description: Option<&str>,
+        tags: &[KeyValue],
+    ) -> Result<(), CopyError>;
+    fn model_version(&self, name: &str, version: &str) -> Result<ModelVersion, CopyError>;
+    /// Every version of the registered model.
+    fn versions(&self, name: &str) -> Result<Vec<ModelVersion>, CopyError>;
+    fn create_model_version(&self, name: &str, new: &NewVersion)
+        -> Result<ModelVersion, CopyError>;
+    fn transition_stage(&self, name: &str, version: &str, stage: &str) -> Result<(), CopyError>;
+    fn set_alias(&self, name: &str, alias: &str, version: &str) -> Result<(), CopyError>;
+    /// The direct grants on a registered model, or `None` when the registry has no
+    /// permissions API.
+    fn model_grants(&self, name: &str) -> Result<Option<Vec<Grant>>, CopyError>;
+    fn grant_model_permission(&self, name: &str, grant: &Grant) -> Result<(), CopyError>;
+}
+
+pub trait Artifacts {
+    /// Every file under the root, recursively, sorted by path.
+    fn list(&self, root: &ArtifactRoot) -> Result<Vec<FileEntry>, CopyError>;
+    /// How to read each of these files, in order. Called shortly before the files are
+    /// transferred (and again for a retried file), so a store may sign them in one batch.
+    fn downloads(&self, root: &ArtifactRoot, paths: &[&str]) -> Result<Vec<Download>, CopyError>;
+    /// How to write each of these files, in order (see `downloads`).
+    fn uploads(&self, root: &ArtifactRoot, files: &[&FileEntry]) -> Result<Vec<Upload>, CopyError>;
+    /// Reads a small file whole (an `MLmodel`, to rewrite its ids).
+    fn read_small(&self, root: &ArtifactRoot, path: &str) -> Result<Vec<u8>, CopyError>;
+    /// Writes a small file whole.
+    fn write_small(&self, root: &ArtifactRoot, path: &str, body: Vec<u8>) -> Result<(), CopyError>;
+}
+
+/// One side of a copy: the stores its URI names.
+#[derive(Clone)]
+pub struct Stores {
+    pub tracking: Rc<dyn Tracking>,
+    pub registry: Rc<dyn Registry>,
+    pub artifacts: Rc<dyn Artifacts>,
+}
+
+impl Stores {
+    /// One client serving all three interfaces (an MLflow server is all three).
+    pub fn all_in_one<S: Tracking + Registry + Artifacts + 'static>(store: S) -> Stores {
+        let store = Rc::new(store);
+        Stores {
+            tracking: store.clone(),
+            registry: store.clone(),
+            artifacts: store,
+        }
+    }
+}
+
+/// Builds one side's stores from its URI, with credentials from `env`: the only place that
+/// knows which kind of server a URI names.
+pub fn connect(
+    uri: &str,
+    side: Side,
+    env: &dyn Fn(&str) -> Option<String>,
+    transport: Rc<Transport>,
+) -> Result<Stores, CopyError> {
+    match ServerUri::parse(uri)? {
+        ServerUri::Http(base) => {
+            let auth = Auth::from_env(side, env);
+            let client = mlflow::MlflowRest::new(base, side, auth, transport);
+            Ok(Stores::all_in_one(client))
+        }
+        other => Err(CopyError::bad_input(format!(
+            "{} URI {:?}: Databricks servers are not supported yet; use an http(s):// MLflow server",
+            side.label(),
+            other.display()
+        ))),
+    }
+}

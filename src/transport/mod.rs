@@ -10,6 +10,7 @@ pub mod wasi_http;
 
 use crate::api::CopyError;
 use retry::RetryPolicy;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 use url::Url;
 
@@ -106,13 +107,73 @@ pub struct SendError {
     pub not_sent: bool,
 }
 
-/// One file to stream: the body of `get` becomes the body of `put`.
+/// Why a request or a file transfer failed after its retries. Stores turn it into a classified
+/// `CopyError` that names their server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Error {
+    pub message: String,
+    /// The HTTP status of the failing answer, if a server answered.
+    pub status: Option<u16>,
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<Error> for CopyError {
+    fn from(error: Error) -> CopyError {
+        let kind = match error.status {
+            Some(401 | 403) => crate::api::ErrorKind::Unauthorized,
+            _ => crate::api::ErrorKind::Upstream,
+        };
+        CopyError::new(kind, error.message)
+    }
+}
+
+/// How to read one file: a GET that its store has authorised (or signed).
 #[derive(Debug, Clone)]
-pub struct StreamJob {
+pub struct Download {
+    request: Request,
+}
+
+impl Download {
+    pub fn get(request: Request) -> Download {
+        Download { request }
+    }
+
+    pub fn request(&self) -> &Request {
+        &self.request
+    }
+}
+
+/// How to write one file: a PUT that its store has authorised (or signed), whose body is the
+/// file, streamed, with the source's length.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    request: Request,
+}
+
+impl Upload {
+    pub fn put(request: Request) -> Upload {
+        Upload { request }
+    }
+
+    pub fn request(&self) -> &Request {
+        &self.request
+    }
+}
+
+/// One file to stream from its source store to its destination store.
+#[derive(Debug, Clone)]
+pub struct FileJob {
     /// What the file is, for messages (e.g. `run abc artifact model/MLmodel`).
     pub label: String,
-    pub get: Request,
-    pub put: Request,
+    pub download: Download,
+    pub upload: Upload,
 }
 
 /// Why one streamed file failed.
@@ -130,20 +191,23 @@ pub struct StreamFailure {
 pub enum StreamEvent {
     /// `bytes` more bytes reached the destination.
     Bytes(u64),
-    /// Job `index` finished: its byte count, or why it failed.
+    /// The job with this id finished: its byte count, or why it failed.
     Finished {
-        index: usize,
+        id: usize,
         result: Result<u64, StreamFailure>,
     },
 }
 
-/// Progress of `Transport::stream_all`.
-pub enum Transferred<'a> {
+/// Progress of `Transport::stream_files`.
+pub enum Transferred {
     /// More bytes reached a destination (possibly of a file that will be retried).
     Bytes(u64),
-    /// A file is complete.
-    File { job: &'a StreamJob, bytes: u64 },
+    /// File number `index` is complete.
+    File { index: usize, bytes: u64 },
 }
+
+/// The next job to stream and its id, or `None` when there is none (left).
+pub type NextJob<'a> = &'a mut dyn FnMut() -> Option<(usize, FileJob)>;
 
 /// The host's HTTP client: one attempt per call, no retries.
 pub trait Http {
@@ -159,9 +223,10 @@ pub trait Http {
         requests.iter().map(|r| self.send(r)).collect()
     }
 
-    /// Streams every job's GET body into its PUT chunk by chunk, with at most `concurrency`
-    /// jobs in flight, forwarding the source `content-length`. One attempt per job.
-    fn stream(&self, jobs: &[StreamJob], concurrency: usize, events: &mut dyn FnMut(StreamEvent));
+    /// Streams each job's download into its upload chunk by chunk, with at most `concurrency`
+    /// jobs in flight, forwarding the source `content-length`. Jobs are taken from `next` only
+    /// when a slot is free. One attempt per job.
+    fn stream(&self, next: NextJob, concurrency: usize, events: &mut dyn FnMut(StreamEvent));
 }
 
 /// `Http` plus the retry policy: what store clients use.
@@ -169,6 +234,10 @@ pub struct Transport {
     http: Box<dyn Http>,
     policy: RetryPolicy,
 }
+
+/// How many files are opened (their requests authorised or signed) at a time, per slot in
+/// flight: enough to keep every slot busy, few enough that signed URLs are fresh when used.
+const OPEN_AHEAD_PER_SLOT: usize = 4;
 
 impl Transport {
     pub fn new(http: Box<dyn Http>, policy: RetryPolicy) -> Transport {
@@ -179,7 +248,7 @@ impl Transport {
     /// A non-idempotent request (a create) is only repeated when the server certainly did not
     /// act on it, so that a lost response cannot create a duplicate. Returns the final response,
     /// whatever its status.
-    pub fn send(&self, request: &Request, idempotent: bool) -> Result<Response, CopyError> {
+    pub fn send(&self, request: &Request, idempotent: bool) -> Result<Response, Error> {
         let mut results = self.send_many(std::slice::from_ref(request), 1, idempotent);
         results.pop().expect("one answer per request")
     }
@@ -191,9 +260,9 @@ impl Transport {
         requests: &[Request],
         concurrency: usize,
         idempotent: bool,
-    ) -> Vec<Result<Response, CopyError>> {
+    ) -> Vec<Result<Response, Error>> {
         let start = Instant::now();
-        let mut results: Vec<Option<Result<Response, CopyError>>> =
+        let mut results: Vec<Option<Result<Response, Error>>> =
             requests.iter().map(|_| None).collect();
         let mut pending: Vec<usize> = (0..requests.len()).collect();
         let mut attempts = 0;
@@ -233,55 +302,105 @@ impl Transport {
             .collect()
     }
 
-    /// Streams all jobs, retrying the files that failed transiently (PUT overwrites, so a
-    /// repeated file is harmless). Returns the bytes written, or the first permanent failure.
-    pub fn stream_all(
+    /// Streams files `0..count`. `open` turns file indices into jobs; it is called a few files
+    /// ahead of the transfer, and again for a file that is retried, so that a store can sign
+    /// URLs in batches and hand out fresh ones. Files that fail transiently are retried, each
+    /// with its own budget of attempts and time (a long transfer never uses up another file's).
+    /// Returns the bytes written, or the first permanent failure.
+    pub fn stream_files<E: From<Error>>(
         &self,
-        jobs: &[StreamJob],
+        count: usize,
         concurrency: usize,
+        open: &mut dyn FnMut(&[usize]) -> Result<Vec<FileJob>, E>,
         on_progress: &mut dyn FnMut(Transferred),
-    ) -> Result<u64, CopyError> {
-        let start = Instant::now();
-        let mut pending: Vec<usize> = (0..jobs.len()).collect();
+    ) -> Result<u64, E> {
+        let concurrency = concurrency.max(1);
+        let mut budgets: Vec<FileBudget> = (0..count).map(|_| FileBudget::default()).collect();
+        let mut pending: Vec<usize> = (0..count).collect();
         let mut total = 0u64;
-        let mut round = 0u32;
         while !pending.is_empty() {
-            round += 1;
-            let batch: Vec<StreamJob> = pending.iter().map(|&i| jobs[i].clone()).collect();
+            let mut feed = Feed {
+                waiting: pending.iter().copied().collect(),
+                opened: VecDeque::new(),
+                batch: concurrency * OPEN_AHEAD_PER_SLOT,
+                open: &mut *open,
+                failed_to_open: None,
+            };
+            let mut labels: HashMap<usize, String> = HashMap::new();
             let mut failures: Vec<(usize, StreamFailure)> = Vec::new();
+            let mut next = || {
+                let (id, job) = feed.next()?;
+                labels.insert(id, job.label.clone());
+                Some((id, job))
+            };
             self.http
-                .stream(&batch, concurrency, &mut |event| match event {
+                .stream(&mut next, concurrency, &mut |event| match event {
                     StreamEvent::Bytes(n) => on_progress(Transferred::Bytes(n)),
                     StreamEvent::Finished {
-                        index,
+                        id,
                         result: Ok(bytes),
                     } => {
                         total += bytes;
-                        on_progress(Transferred::File {
-                            job: &batch[index],
-                            bytes,
-                        });
+                        on_progress(Transferred::File { index: id, bytes });
                     }
-                    StreamEvent::Finished {
-                        index,
-                        result: Err(f),
-                    } => failures.push((index, f)),
+                    StreamEvent::Finished { id, result: Err(f) } => failures.push((id, f)),
                 });
-            if let Some((index, fatal)) = failures.iter().find(|(_, f)| !f.retryable) {
-                return Err(stream_error(&batch[*index], fatal, round));
+            if let Some(error) = feed.failed_to_open {
+                return Err(error);
             }
-            let Some((first_index, first)) = failures.first() else {
-                break;
-            };
-            let retry_after = failures.iter().filter_map(|(_, f)| f.retry_after).max();
-            let wait = self.policy.delay(round - 1, retry_after, retry::jitter());
-            if !self.policy.may_retry(round, start.elapsed(), wait) {
-                return Err(stream_error(&batch[*first_index], first, round));
+            let now = Instant::now();
+            let mut wait = Duration::ZERO;
+            for (id, failure) in &failures {
+                let budget = &mut budgets[*id];
+                budget.attempts += 1;
+                let first = *budget.first_failure.get_or_insert(now);
+                let delay =
+                    self.policy
+                        .delay(budget.attempts - 1, failure.retry_after, retry::jitter());
+                let retry =
+                    failure.retryable && self.policy.may_retry(budget.attempts, now - first, delay);
+                if !retry {
+                    return Err(stream_error(&labels[id], failure, budget.attempts).into());
+                }
+                wait = wait.max(delay);
             }
-            pending = failures.iter().map(|(i, _)| pending[*i]).collect();
-            sleep(wait);
+            pending = failures.into_iter().map(|(id, _)| id).collect();
+            if !pending.is_empty() {
+                sleep(wait);
+            }
         }
         Ok(total)
+    }
+}
+
+/// One file's retry budget.
+#[derive(Default)]
+struct FileBudget {
+    attempts: u32,
+    first_failure: Option<Instant>,
+}
+
+/// Opens files a batch at a time as the transfer asks for them.
+struct Feed<'a, E> {
+    waiting: VecDeque<usize>,
+    opened: VecDeque<(usize, FileJob)>,
+    batch: usize,
+    open: &'a mut dyn FnMut(&[usize]) -> Result<Vec<FileJob>, E>,
+    /// Set when opening failed: nothing more is handed out, the error ends the transfer.
+    failed_to_open: Option<E>,
+}
+
+impl<E> Feed<'_, E> {
+    fn next(&mut self) -> Option<(usize, FileJob)> {
+        if self.opened.is_empty() && self.failed_to_open.is_none() && !self.waiting.is_empty() {
+            let n = self.batch.min(self.waiting.len());
+            let ids: Vec<usize> = self.waiting.drain(..n).collect();
+            match (self.open)(&ids) {
+                Ok(jobs) => self.opened.extend(ids.into_iter().zip(jobs)),
+                Err(e) => self.failed_to_open = Some(e),
+            }
+        }
+        self.opened.pop_front()
     }
 }
 
@@ -290,9 +409,15 @@ enum Assessment {
     Final(Response),
     Retry {
         after: Option<Duration>,
-        failure: String,
+        failure: Failure,
     },
-    GiveUp(String),
+    GiveUp(Failure),
+}
+
+/// Why an attempt failed.
+struct Failure {
+    message: String,
+    status: Option<u16>,
 }
 
 fn assess(answer: Result<Response, SendError>, idempotent: bool) -> Assessment {
@@ -311,23 +436,36 @@ fn assess(answer: Result<Response, SendError>, idempotent: bool) -> Assessment {
                 .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
             Assessment::Retry {
                 after,
-                failure: format!("HTTP {}: {}", response.status, response.body_snippet()),
+                failure: Failure {
+                    message: format!("HTTP {}: {}", response.status, response.body_snippet()),
+                    status: Some(response.status),
+                },
             }
         }
         Err(e) if idempotent || e.not_sent => Assessment::Retry {
             after: None,
-            failure: e.message,
+            failure: Failure {
+                message: e.message,
+                status: None,
+            },
         },
-        Err(e) => Assessment::GiveUp(e.message),
+        Err(e) => Assessment::GiveUp(Failure {
+            message: e.message,
+            status: None,
+        }),
     }
 }
 
-fn give_up(request: &Request, failure: &str, attempts: u32) -> CopyError {
-    CopyError::upstream(format!(
-        "{}: {failure} (after {attempts} attempt{})",
-        request.describe(),
-        plural(attempts)
-    ))
+fn give_up(request: &Request, failure: &Failure, attempts: u32) -> Error {
+    Error {
+        message: format!(
+            "{}: {} (after {attempts} attempt{})",
+            request.describe(),
+            failure.message,
+            plural(attempts)
+        ),
+        status: failure.status,
+    }
 }
 
 fn plural(n: u32) -> &'static str {
@@ -338,16 +476,14 @@ fn plural(n: u32) -> &'static str {
     }
 }
 
-fn stream_error(job: &StreamJob, failure: &StreamFailure, attempts: u32) -> CopyError {
-    let message = format!(
-        "copying {}: {} (after {attempts} attempt{})",
-        job.label,
-        failure.message,
-        plural(attempts)
-    );
-    match failure.status {
-        Some(401 | 403) => CopyError::new(crate::api::ErrorKind::Unauthorized, message),
-        _ => CopyError::upstream(message),
+fn stream_error(label: &str, failure: &StreamFailure, attempts: u32) -> Error {
+    Error {
+        message: format!(
+            "copying {label}: {} (after {attempts} attempt{})",
+            failure.message,
+            plural(attempts)
+        ),
+        status: failure.status,
     }
 }
 
@@ -378,19 +514,23 @@ mod tests {
                 .pop_front()
                 .expect("script exhausted")
         }
-        fn stream(&self, jobs: &[StreamJob], _: usize, events: &mut dyn FnMut(StreamEvent)) {
+        fn stream(&self, next: NextJob, _: usize, events: &mut dyn FnMut(StreamEvent)) {
             let round = self
                 .stream_rounds
                 .borrow_mut()
                 .pop_front()
                 .expect("no round scripted");
+            let mut jobs = Vec::new();
+            while let Some((id, _)) = next() {
+                jobs.push(id);
+            }
             assert_eq!(
                 round.len(),
                 jobs.len(),
                 "retry round has the failed jobs only"
             );
-            for (index, result) in round.into_iter().enumerate() {
-                events(StreamEvent::Finished { index, result });
+            for (id, result) in jobs.into_iter().zip(round) {
+                events(StreamEvent::Finished { id, result });
             }
         }
     }
@@ -438,6 +578,14 @@ mod tests {
         )
     }
 
+    fn job(label: &str) -> FileJob {
+        FileJob {
+            label: label.into(),
+            download: Download::get(get()),
+            upload: Upload::put(get()),
+        }
+    }
+
     #[test]
     fn transient_failures_are_retried_until_success() {
         let (t, sent) = transport(vec![refused(), status(503), status(502), status(200)]);
@@ -463,7 +611,8 @@ mod tests {
             msg.contains("after 5 attempts") && !msg.contains("secret"),
             "{msg}"
         );
-        assert_eq!(err.kind, crate::api::ErrorKind::Upstream);
+        assert_eq!(err.status, Some(500));
+        assert_eq!(CopyError::from(err).kind, crate::api::ErrorKind::Upstream);
     }
 
     #[test]
@@ -511,25 +660,27 @@ mod tests {
             sent: Default::default(),
             stream_rounds: RefCell::new(rounds.into()),
         });
-        let job = |n: &str| StreamJob {
-            label: n.into(),
-            get: get(),
-            put: get(),
-        };
-        let jobs = vec![job("a"), job("b"), job("c")];
+        let mut opened = Vec::new();
         let mut done = Vec::new();
         let total = t
-            .stream_all(&jobs, 2, &mut |p| {
-                if let Transferred::File { job, bytes } = p {
-                    done.push((job.label.clone(), bytes))
-                }
-            })
+            .stream_files::<Error>(
+                3,
+                2,
+                &mut |ids| {
+                    opened.push(ids.to_vec());
+                    Ok(ids.iter().map(|i| job(&format!("f{i}"))).collect())
+                },
+                &mut |p| {
+                    if let Transferred::File { index, bytes } = p {
+                        done.push((index, bytes))
+                    }
+                },
+            )
             .unwrap();
         assert_eq!(total, 22);
-        assert_eq!(
-            done,
-            vec![("a".into(), 10), ("c".into(), 5), ("b".into(), 7)]
-        );
+        assert_eq!(done, vec![(0, 10), (2, 5), (1, 7)]);
+        // A retried file is opened again (fresh signed URLs), alone.
+        assert_eq!(opened, vec![vec![0, 1, 2], vec![1], vec![1]]);
     }
 
     #[test]
@@ -546,20 +697,19 @@ mod tests {
             sent: Default::default(),
             stream_rounds: RefCell::new(vec![vec![Ok(1), Err(denied)]].into()),
         });
-        let job = |n: &str| StreamJob {
-            label: n.into(),
-            get: get(),
-            put: get(),
-        };
-        let err = t
-            .stream_all(&[job("a"), job("b")], 2, &mut |_| {})
+        let err: CopyError = t
+            .stream_files(
+                2,
+                2,
+                &mut |ids| Ok::<_, CopyError>(ids.iter().map(|&i| job(["a", "b"][i])).collect()),
+                &mut |_| {},
+            )
             .unwrap_err();
-        let flat = err;
-        assert_eq!(flat.kind, crate::api::ErrorKind::Unauthorized);
+        assert_eq!(err.kind, crate::api::ErrorKind::Unauthorized);
         assert!(
-            flat.message.starts_with("copying b: HTTP 403"),
+            err.message.starts_with("copying b: HTTP 403"),
             "{}",
-            flat.message
+            err.message
         );
     }
 }

@@ -10,7 +10,7 @@
 //! future it watches, an input/output stream before its body. Struct fields are declared in
 //! that order, because Rust drops fields in declaration order.
 
-use super::{Http, Request, Response, SendError, StreamEvent, StreamFailure, StreamJob};
+use super::{FileJob, Http, NextJob, Request, Response, SendError, StreamEvent, StreamFailure};
 use crate::transport::retry::{is_transient_status, parse_retry_after};
 use std::time::{Duration, SystemTime};
 use waki::bindings::wasi::http::outgoing_handler;
@@ -78,19 +78,22 @@ impl Http for WasiHttp {
             .collect()
     }
 
-    fn stream(&self, jobs: &[StreamJob], concurrency: usize, events: &mut dyn FnMut(StreamEvent)) {
-        let mut next = 0;
+    fn stream(&self, next: NextJob, concurrency: usize, events: &mut dyn FnMut(StreamEvent)) {
+        let concurrency = concurrency.max(1);
         let mut active: Vec<Transfer> = Vec::new();
+        let mut exhausted = false;
         loop {
-            while active.len() < concurrency.max(1) && next < jobs.len() {
-                match Transfer::start(next, &jobs[next]) {
-                    Ok(transfer) => active.push(transfer),
-                    Err(failure) => events(StreamEvent::Finished {
-                        index: next,
-                        result: Err(failure),
-                    }),
+            while active.len() < concurrency && !exhausted {
+                match next() {
+                    None => exhausted = true,
+                    Some((id, job)) => match Transfer::start(id, job) {
+                        Ok(transfer) => active.push(transfer),
+                        Err(failure) => events(StreamEvent::Finished {
+                            id,
+                            result: Err(failure),
+                        }),
+                    },
                 }
-                next += 1;
             }
             if active.is_empty() {
                 return;
@@ -102,18 +105,18 @@ impl Http for WasiHttp {
                     i += 1;
                     continue;
                 }
-                match active[i].advance(jobs, events) {
+                match active[i].advance(events) {
                     Some(result) => {
                         let done = active.swap_remove(i);
                         events(StreamEvent::Finished {
-                            index: done.index,
+                            id: done.id,
                             result,
                         });
                     }
                     None => i += 1,
                 }
             }
-            if active.is_empty() || (active.len() < concurrency && next < jobs.len()) {
+            if active.is_empty() || (active.len() < concurrency && !exhausted) {
                 continue;
             }
             // A transfer may wait on two things (e.g. its stream and an early answer).
@@ -135,7 +138,8 @@ impl Http for WasiHttp {
 struct Transfer {
     wait: Vec<Pollable>,
     stage: Option<Stage>,
-    index: usize,
+    id: usize,
+    job: FileJob,
 }
 
 enum Stage {
@@ -172,20 +176,20 @@ enum PumpStep {
 }
 
 impl Transfer {
-    fn start(index: usize, job: &StreamJob) -> Result<Transfer, StreamFailure> {
-        let request = outgoing_request(&job.get, None)?;
+    fn start(id: usize, job: FileJob) -> Result<Transfer, StreamFailure> {
+        let request = outgoing_request(job.download.request(), None)?;
         let future = handle(request, "source")?;
         Ok(Transfer {
             wait: Vec::new(),
             stage: Some(Stage::AwaitSource(future)),
-            index,
+            id,
+            job,
         })
     }
 
     /// Moves the transfer on until it has to wait (sets `wait`, returns `None`) or ends.
     fn advance(
         &mut self,
-        jobs: &[StreamJob],
         events: &mut dyn FnMut(StreamEvent),
     ) -> Option<Result<u64, StreamFailure>> {
         loop {
@@ -198,7 +202,7 @@ impl Transfer {
                         return None;
                     }
                     Some(Err(failure)) => return Some(Err(failure)),
-                    Some(Ok(response)) => match Pump::begin(response, &jobs[self.index]) {
+                    Some(Ok(response)) => match Pump::begin(response, &self.job) {
                         Ok(pump) => self.stage = Some(Stage::Pump(pump)),
                         Err(failure) => return Some(Err(failure)),
                     },
@@ -237,7 +241,7 @@ impl Transfer {
 
 impl Pump {
     /// Takes the source response and sends the PUT head, forwarding the source's length.
-    fn begin(source: IncomingResponse, job: &StreamJob) -> Result<Pump, StreamFailure> {
+    fn begin(source: IncomingResponse, job: &FileJob) -> Result<Pump, StreamFailure> {
         check_status(&source, "source")?;
         let length = source
             .headers()
@@ -250,7 +254,7 @@ impl Pump {
         let stream = body
             .stream()
             .map_err(|()| internal("source stream already taken"))?;
-        let request = outgoing_request(&job.put, length)?;
+        let request = outgoing_request(job.upload.request(), length)?;
         let sink_body = request
             .body()
             .map_err(|()| internal("destination body already taken"))?;

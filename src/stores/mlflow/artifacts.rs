@@ -1,42 +1,13 @@
-//! Artifact access on an MLflow server: listing a run's or a logged model's files, and the
-//! requests that read or write one file. Files are never fetched here; the transport streams
-//! them from a read request into a write request.
+//! Artifacts on an MLflow server: listing a run's or a logged model's files, and the requests
+//! that read or write one file through the server's artifact proxy. Files are never fetched
+//! here; the transport streams them from a download into an upload.
 
 use super::rest::{all_pages, MlflowRest, Page};
-use super::types::FileInfo;
 use crate::api::CopyError;
-use crate::transport::{Method, Request};
+use crate::stores::model::{ArtifactRoot, FileEntry, FileInfo, Owner};
+use crate::stores::Artifacts;
+use crate::transport::{Download, Method, Request, Upload};
 use url::Url;
-
-/// Whose artifacts: a run's, or an MLflow 3 logged model's.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Owner {
-    Run(String),
-    Model(String),
-}
-
-/// An artifact tree: its owner and its root URI (`artifact_uri` of the run or model).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArtifactRoot {
-    pub owner: Owner,
-    pub uri: String,
-}
-
-impl ArtifactRoot {
-    pub fn describe(&self) -> String {
-        match &self.owner {
-            Owner::Run(id) => format!("run {id}"),
-            Owner::Model(id) => format!("logged model {id}"),
-        }
-    }
-}
-
-/// A file in a tree, by its path relative to the root (`/`-separated).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileEntry {
-    pub path: String,
-    pub size: u64,
-}
 
 /// Where the server proxies an artifact root: `mlflow-artifacts:/<path>` (optionally with its
 /// own authority) or an `http(s)://…/api/2.0/mlflow-artifacts/artifacts/<path>` URL.
@@ -75,10 +46,10 @@ pub fn push_path(url: &mut Url, path: &str) {
     }
 }
 
-impl MlflowRest {
+impl Artifacts for MlflowRest {
     /// Every file under the root, recursively, with sizes (0 for files the server lists without
     /// one, which it does for empty files).
-    pub fn list_files(&self, root: &ArtifactRoot) -> Result<Vec<FileEntry>, CopyError> {
+    fn list(&self, root: &ArtifactRoot) -> Result<Vec<FileEntry>, CopyError> {
         let mut files = Vec::new();
         let mut dirs = vec![String::new()];
         while let Some(dir) = dirs.pop() {
@@ -103,6 +74,34 @@ impl MlflowRest {
         Ok(files)
     }
 
+    fn downloads(&self, root: &ArtifactRoot, paths: &[&str]) -> Result<Vec<Download>, CopyError> {
+        Ok(paths
+            .iter()
+            .map(|path| Download::get(self.read_request(root, path)))
+            .collect())
+    }
+
+    fn uploads(&self, root: &ArtifactRoot, files: &[&FileEntry]) -> Result<Vec<Upload>, CopyError> {
+        files
+            .iter()
+            .map(|file| self.write_request(root, &file.path).map(Upload::put))
+            .collect()
+    }
+
+    /// Reads a small file whole (an `MLmodel`, to rewrite its ids).
+    fn read_small(&self, root: &ArtifactRoot, path: &str) -> Result<Vec<u8>, CopyError> {
+        Ok(self.send(self.read_request(root, path), true)?.body)
+    }
+
+    /// Writes a small file whole.
+    fn write_small(&self, root: &ArtifactRoot, path: &str, body: Vec<u8>) -> Result<(), CopyError> {
+        let mut request = self.write_request(root, path)?;
+        request.body = body;
+        self.send(request, true).map(drop)
+    }
+}
+
+impl MlflowRest {
     fn list_dir(&self, root: &ArtifactRoot, dir: &str) -> Result<Vec<FileInfo>, CopyError> {
         // Runs and logged models list their files at different endpoints, with different
         // names for the directory argument.
@@ -129,7 +128,7 @@ impl MlflowRest {
     }
 
     /// The request that reads one file, with this server's credentials.
-    pub fn read_request(&self, root: &ArtifactRoot, path: &str) -> Request {
+    fn read_request(&self, root: &ArtifactRoot, path: &str) -> Request {
         let url = match proxied_location(&root.uri) {
             Some((authority, root_path)) => {
                 self.proxied_url(authority.as_deref(), &root_path, path)
@@ -158,13 +157,13 @@ impl MlflowRest {
 
     /// The request that writes one file (body to be streamed in), with this server's
     /// credentials. Only proxied roots can be written through the server.
-    pub fn write_request(&self, root: &ArtifactRoot, path: &str) -> Result<Request, CopyError> {
+    fn write_request(&self, root: &ArtifactRoot, path: &str) -> Result<Request, CopyError> {
         let Some((authority, root_path)) = proxied_location(&root.uri) else {
             return Err(CopyError::bad_input(format!(
                 "{} server {}: {} stores artifacts at {:?}, which the server does not proxy; \
                  mlflow-copy uploads through the server (mlflow server --serve-artifacts, the default)",
                 self.side().label(),
-                self.server(),
+                self.base_display(),
                 root.describe(),
                 root.uri
             )));
@@ -187,23 +186,6 @@ impl MlflowRest {
         push_path(&mut url, root_path);
         push_path(&mut url, path);
         url
-    }
-
-    /// Reads a small file whole (an `MLmodel`, to rewrite its ids).
-    pub fn read_small(&self, root: &ArtifactRoot, path: &str) -> Result<Vec<u8>, CopyError> {
-        Ok(self.send(self.read_request(root, path), true)?.body)
-    }
-
-    /// Writes a small file whole.
-    pub fn write_small(
-        &self,
-        root: &ArtifactRoot,
-        path: &str,
-        body: Vec<u8>,
-    ) -> Result<(), CopyError> {
-        let mut request = self.write_request(root, path)?;
-        request.body = body;
-        self.send(request, true).map(drop)
     }
 }
 

@@ -1,12 +1,10 @@
-//! Client of an MLflow tracking server's REST API (open-source `mlflow server`; Databricks
-//! speaks the same tracking API with other authentication and artifact storage).
+//! The store of an open-source MLflow server: its REST API serves all three interfaces
+//! (tracking, registry with basic-auth permissions, artifacts through its proxy).
 
-pub mod artifacts;
-pub mod permissions;
-pub mod registry;
-pub mod rest;
-pub mod tracking;
-pub mod types;
+mod artifacts;
+mod permissions;
+mod registry;
+mod rest;
+mod tracking;
 
-pub use artifacts::{ArtifactRoot, FileEntry, Owner};
 pub use rest::MlflowRest;

@@ -3,17 +3,11 @@
 
 use super::rest::MlflowRest;
 use crate::api::CopyError;
+use crate::stores::model::Grant;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 const RESOURCE_TYPE: &str = "registered_model";
-
-/// One user's permission on one registered model.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
-    pub username: String,
-    pub permission: String,
-}
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -45,7 +39,10 @@ struct PermissionRow {
 impl MlflowRest {
     /// The direct grants on a registered model, or `None` when the server has no permissions
     /// API (not a basic-auth server). Admins are left out: they need no grant.
-    pub fn model_grants(&self, model: &str) -> Result<Option<Vec<Grant>>, CopyError> {
+    pub(super) fn basic_auth_model_grants(
+        &self,
+        model: &str,
+    ) -> Result<Option<Vec<Grant>>, CopyError> {
         let users: Users = match self.get("/api/2.0/mlflow/users/list", &[]) {
             Ok(users) => users,
             Err(e) if e.code.is_none() && e.kind == crate::api::ErrorKind::Upstream => {
@@ -73,7 +70,7 @@ impl MlflowRest {
         Ok(Some(grants))
     }
 
-    pub fn grant_model_permission(&self, model: &str, grant: &Grant) -> Result<(), CopyError> {
+    pub(super) fn basic_auth_grant(&self, model: &str, grant: &Grant) -> Result<(), CopyError> {
         let body = json!({
             "username": grant.username, "resource_type": RESOURCE_TYPE,
             "resource_id": model, "permission": grant.permission,

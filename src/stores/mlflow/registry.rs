@@ -1,59 +1,11 @@
 //! Model registry API calls (OSS registry; the Databricks workspace registry speaks the same).
 
-use super::rest::{all_pages, MlflowRest};
-use super::types::KeyValue;
+use super::rest::{all_pages, filter_literal, MlflowRest};
 use crate::api::CopyError;
+use crate::stores::model::{Grant, KeyValue, ModelVersion, NewVersion, RegisteredModel};
+use crate::stores::Registry;
 use serde::Deserialize;
 use serde_json::{json, Value};
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct RegisteredModel {
-    pub name: String,
-    pub description: Option<String>,
-    pub tags: Vec<KeyValue>,
-    pub aliases: Vec<RegisteredModelAlias>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct RegisteredModelAlias {
-    pub alias: String,
-    pub version: String,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct ModelVersion {
-    pub name: String,
-    pub version: String,
-    pub source: String,
-    pub run_id: Option<String>,
-    pub run_link: Option<String>,
-    pub model_id: Option<String>,
-    pub status: Option<String>,
-    pub status_message: Option<String>,
-    pub description: Option<String>,
-    pub current_stage: Option<String>,
-    pub tags: Vec<KeyValue>,
-    pub aliases: Vec<String>,
-}
-
-impl ModelVersion {
-    pub fn is_ready(&self) -> bool {
-        self.status.as_deref().is_none_or(|s| s == "READY")
-    }
-}
-
-/// What a new model version is created from.
-#[derive(Debug, Clone, Default)]
-pub struct NewVersion {
-    pub source: String,
-    pub run_id: Option<String>,
-    pub model_id: Option<String>,
-    pub description: Option<String>,
-    pub tags: Vec<KeyValue>,
-}
 
 #[derive(Deserialize)]
 struct RegisteredModelEnvelope {
@@ -65,8 +17,12 @@ struct VersionEnvelope {
     model_version: ModelVersion,
 }
 
-impl MlflowRest {
-    pub fn registered_model(&self, name: &str) -> Result<Option<RegisteredModel>, CopyError> {
+impl Registry for MlflowRest {
+    fn server(&self) -> String {
+        self.base_display()
+    }
+
+    fn registered_model(&self, name: &str) -> Result<Option<RegisteredModel>, CopyError> {
         match self.get::<RegisteredModelEnvelope>(
             "/api/2.0/mlflow/registered-models/get",
             &[("name", name)],
@@ -77,7 +33,7 @@ impl MlflowRest {
         }
     }
 
-    pub fn create_registered_model(
+    fn create_registered_model(
         &self,
         name: &str,
         description: Option<&str>,
@@ -91,13 +47,13 @@ impl MlflowRest {
             .map(drop)
     }
 
-    pub fn model_version(&self, name: &str, version: &str) -> Result<ModelVersion, CopyError> {
+    fn model_version(&self, name: &str, version: &str) -> Result<ModelVersion, CopyError> {
         let query = [("name", name), ("version", version)];
         self.get::<VersionEnvelope>("/api/2.0/mlflow/model-versions/get", &query)
             .map(|e| e.model_version)
     }
 
-    pub fn create_model_version(
+    fn create_model_version(
         &self,
         name: &str,
         new: &NewVersion,
@@ -116,41 +72,32 @@ impl MlflowRest {
             .map(|e| e.model_version)
     }
 
-    /// All versions matching a registry search filter.
-    pub fn search_model_versions(&self, filter: &str) -> Result<Vec<ModelVersion>, CopyError> {
+    fn versions(&self, name: &str) -> Result<Vec<ModelVersion>, CopyError> {
+        let filter = format!("name = {}", filter_literal(name));
         all_pages(|token| {
-            let mut query = vec![("filter", filter), ("max_results", "1000")];
+            let mut query = vec![("filter", filter.as_str()), ("max_results", "1000")];
             query.extend(token.map(|t| ("page_token", t)));
             self.get("/api/2.0/mlflow/model-versions/search", &query)
         })
     }
 
-    pub fn set_model_version_tag(
-        &self,
-        name: &str,
-        version: &str,
-        key: &str,
-        value: &str,
-    ) -> Result<(), CopyError> {
-        let body = json!({ "name": name, "version": version, "key": key, "value": value });
-        self.post::<Value>("/api/2.0/mlflow/model-versions/set-tag", &body)
-            .map(drop)
-    }
-
-    pub fn transition_stage(
-        &self,
-        name: &str,
-        version: &str,
-        stage: &str,
-    ) -> Result<(), CopyError> {
+    fn transition_stage(&self, name: &str, version: &str, stage: &str) -> Result<(), CopyError> {
         let body = json!({ "name": name, "version": version, "stage": stage, "archive_existing_versions": false });
         self.post::<Value>("/api/2.0/mlflow/model-versions/transition-stage", &body)
             .map(drop)
     }
 
-    pub fn set_alias(&self, name: &str, alias: &str, version: &str) -> Result<(), CopyError> {
+    fn set_alias(&self, name: &str, alias: &str, version: &str) -> Result<(), CopyError> {
         let body = json!({ "name": name, "alias": alias, "version": version });
         self.post::<Value>("/api/2.0/mlflow/registered-models/alias", &body)
             .map(drop)
+    }
+
+    fn model_grants(&self, name: &str) -> Result<Option<Vec<Grant>>, CopyError> {
+        self.basic_auth_model_grants(name)
+    }
+
+    fn grant_model_permission(&self, name: &str, grant: &Grant) -> Result<(), CopyError> {
+        self.basic_auth_grant(name, grant)
     }
 }

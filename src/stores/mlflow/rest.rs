@@ -3,9 +3,9 @@
 //! classified errors that name the server and the call.
 
 use crate::api::{CopyError, ErrorKind};
-use crate::credentials::{Auth, Side};
-use crate::transport::{Method, Request, Response, Transport};
-use crate::uri::{HttpBase, ServerUri};
+use crate::credentials::{self, Auth, Side};
+use crate::transport::{self, Method, Request, Response, Transport};
+use crate::uri::HttpBase;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::rc::Rc;
@@ -65,24 +65,17 @@ pub struct MlflowRest {
 }
 
 impl MlflowRest {
-    pub fn new(
-        uri: &ServerUri,
-        side: Side,
-        auth: Auth,
-        transport: Rc<Transport>,
-    ) -> Result<MlflowRest, CopyError> {
-        match uri {
-            ServerUri::Http(base) => Ok(MlflowRest { base: base.clone(), auth, side, transport }),
-            other => Err(CopyError::bad_input(format!(
-                "{} URI {:?}: Databricks servers are not supported yet; use an http(s):// MLflow server",
-                side.label(),
-                other.display()
-            ))),
+    pub fn new(base: HttpBase, side: Side, auth: Auth, transport: Rc<Transport>) -> MlflowRest {
+        MlflowRest {
+            base,
+            auth,
+            side,
+            transport,
         }
     }
 
     /// The server as shown in messages and lineage tags (never with credentials).
-    pub fn server(&self) -> String {
+    pub fn base_display(&self) -> String {
         self.base.to_string()
     }
 
@@ -92,10 +85,6 @@ impl MlflowRest {
 
     pub fn url(&self, path: &str) -> Url {
         self.base.join(path)
-    }
-
-    pub fn base(&self) -> &HttpBase {
-        &self.base
     }
 
     /// Adds this server's credentials to a request for one of its URLs.
@@ -196,8 +185,9 @@ impl MlflowRest {
         Err(self.error_for(&request, &response))
     }
 
-    /// A transport failure, prefixed with which server it concerns.
-    fn named(&self, error: CopyError) -> CopyError {
+    /// A transport failure, classified, and prefixed with which server it concerns.
+    fn named(&self, error: transport::Error) -> CopyError {
+        let error = CopyError::from(error);
         CopyError {
             message: format!("{}: {}", self.who(), error.message),
             ..error
@@ -205,7 +195,7 @@ impl MlflowRest {
     }
 
     fn who(&self) -> String {
-        format!("{} server {}", self.side.label(), self.server())
+        format!("{} server {}", self.side.label(), self.base_display())
     }
 
     fn error_for(&self, request: &Request, response: &Response) -> CopyError {
@@ -224,12 +214,10 @@ impl MlflowRest {
             _ => format!("HTTP {}: {}", response.status, response.body_snippet()),
         };
         let hint = match response.status {
-            401 | 403 => format!(
-                " (credentials refused; set MLFLOW_{}_TRACKING_USERNAME/PASSWORD or MLFLOW_{}_TRACKING_TOKEN)",
-                self.env_side(),
-                self.env_side()
-            ),
-            404 if code.is_none() => " (endpoint not found: is this an MLflow 3 tracking server?)".into(),
+            401 | 403 => format!(" (credentials refused; {})", credentials::hint(self.side)),
+            404 if code.is_none() => {
+                " (endpoint not found: is this an MLflow 3 tracking server?)".into()
+            }
             _ => String::new(),
         };
         let kind = match (response.status, code.as_deref()) {
@@ -243,13 +231,11 @@ impl MlflowRest {
             code,
         }
     }
+}
 
-    fn env_side(&self) -> &'static str {
-        match self.side {
-            Side::Src => "SRC",
-            Side::Dst => "DST",
-        }
-    }
+/// A single-quoted string literal for MLflow search filters.
+pub(super) fn filter_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 fn json_request(method: Method, url: Url, body: &Value) -> Request {
@@ -272,6 +258,12 @@ mod tests {
             items: items.to_vec(),
             next_page_token: next.map(str::to_string),
         }
+    }
+
+    #[test]
+    fn filter_literals_escape_quotes() {
+        assert_eq!(filter_literal("a'b"), r"'a\'b'");
+        assert_eq!(filter_literal("http://h:1"), "'http://h:1'");
     }
 
     #[test]

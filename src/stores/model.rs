@@ -1,4 +1,5 @@
-//! MLflow REST entities, as the tracking server sends and accepts them. Every field is optional
+//! The entities every store speaks: MLflow's tracking and registry objects as its REST API sends
+//! and accepts them (Databricks and Unity Catalog use the same shapes). Every field is optional
 //! on the wire (servers omit defaults), so everything has a default.
 
 use serde::de::{self, Deserializer};
@@ -205,6 +206,111 @@ pub struct FileInfo {
     pub is_dir: bool,
     #[serde(deserialize_with = "opt_i64")]
     pub file_size: Option<i64>,
+}
+
+/// What a new run is created with.
+#[derive(Debug, Clone, Default)]
+pub struct NewRun {
+    pub run_name: Option<String>,
+    pub start_time: Option<i64>,
+    pub user_id: Option<String>,
+    pub tags: Vec<KeyValue>,
+}
+
+/// What a new logged model is created with.
+#[derive(Debug, Clone, Default)]
+pub struct NewLoggedModel {
+    pub name: String,
+    pub model_type: Option<String>,
+    pub params: Vec<KeyValue>,
+    pub tags: Vec<KeyValue>,
+    pub source_run_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct RegisteredModel {
+    pub name: String,
+    pub description: Option<String>,
+    pub tags: Vec<KeyValue>,
+    pub aliases: Vec<RegisteredModelAlias>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct RegisteredModelAlias {
+    pub alias: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ModelVersion {
+    pub name: String,
+    pub version: String,
+    pub source: String,
+    pub run_id: Option<String>,
+    pub run_link: Option<String>,
+    pub model_id: Option<String>,
+    pub status: Option<String>,
+    pub status_message: Option<String>,
+    pub description: Option<String>,
+    pub current_stage: Option<String>,
+    pub tags: Vec<KeyValue>,
+    pub aliases: Vec<String>,
+}
+
+impl ModelVersion {
+    pub fn is_ready(&self) -> bool {
+        self.status.as_deref().is_none_or(|s| s == "READY")
+    }
+}
+
+/// What a new model version is created from.
+#[derive(Debug, Clone, Default)]
+pub struct NewVersion {
+    pub source: String,
+    pub run_id: Option<String>,
+    pub model_id: Option<String>,
+    pub description: Option<String>,
+    pub tags: Vec<KeyValue>,
+}
+
+/// One principal's permission on one registered model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub username: String,
+    pub permission: String,
+}
+
+/// Whose artifacts: a run's, or an MLflow 3 logged model's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    Run(String),
+    Model(String),
+}
+
+/// An artifact tree: its owner and its root URI (`artifact_uri` of the run or model).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactRoot {
+    pub owner: Owner,
+    pub uri: String,
+}
+
+impl ArtifactRoot {
+    pub fn describe(&self) -> String {
+        match &self.owner {
+            Owner::Run(id) => format!("run {id}"),
+            Owner::Model(id) => format!("logged model {id}"),
+        }
+    }
+}
+
+/// A file in a tree, by its path relative to the root (`/`-separated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    pub path: String,
+    pub size: u64,
 }
 
 fn ser_f64<S: Serializer>(value: &f64, s: S) -> Result<S::Ok, S::Error> {
