@@ -11,6 +11,9 @@ pub mod models;
 pub mod progress;
 pub mod version_source;
 
+#[cfg(test)]
+mod tests;
+
 use crate::stores::Stores;
 use crate::transport::Transport;
 use progress::{Event, Progress};

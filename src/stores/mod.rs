@@ -14,6 +14,9 @@
 pub mod mlflow;
 pub mod model;
 
+#[cfg(test)]
+pub mod fake;
+
 use crate::api::CopyError;
 use crate::credentials::{Auth, Side};
 use crate::transport::{Download, Transport, Upload};

@@ -1,0 +1,674 @@
+//! The engine's steps on in-memory stores (`stores::fake`): a faithful run copy, resume from
+//! every half-done state, model-version copies, and the failure paths.
+
+use super::progress::{Event, Progress};
+use super::{copy_model_version::copy_model_version, copy_run::copy_run, lineage, Copier};
+use crate::api::{CopyError, CopyModelVersionRequest, CopyRunRequest, ErrorKind, Outcome};
+use crate::stores::fake::{FakeHttp, FakeServer};
+use crate::stores::model::*;
+use crate::stores::{Registry, Tracking};
+use crate::transport::retry::RetryPolicy;
+use crate::transport::Transport;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Events a copy reported.
+#[derive(Default)]
+struct Recorded(Vec<Event>);
+
+impl Progress for Recorded {
+    fn event(&mut self, event: Event) {
+        self.0.push(event);
+    }
+}
+
+impl Recorded {
+    fn warnings(&self) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter_map(|e| match e {
+                Event::Warning { message } => Some(message.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+struct World {
+    src: Rc<FakeServer>,
+    dst: Rc<FakeServer>,
+    transport: Rc<Transport>,
+}
+
+fn world() -> World {
+    let (src, dst) = (FakeServer::new("src"), FakeServer::new("dst"));
+    let http = FakeHttp {
+        servers: vec![src.clone(), dst.clone()],
+    };
+    let policy = RetryPolicy {
+        base_delay: Duration::ZERO,
+        ..RetryPolicy::default()
+    };
+    let transport = Rc::new(Transport::new(Box::new(http), policy));
+    World {
+        src,
+        dst,
+        transport,
+    }
+}
+
+impl World {
+    fn copier<'p>(&self, dst: &Rc<FakeServer>, progress: &'p mut Recorded) -> Copier<'p> {
+        Copier {
+            src: self.src.stores(),
+            dst: dst.stores(),
+            transport: self.transport.clone(),
+            progress,
+            concurrency: 4,
+        }
+    }
+
+    fn copy_run(&self, run_id: &str) -> Result<crate::api::CopyRunReport, CopyError> {
+        self.copy_run_with(run_id, false, &mut Recorded::default())
+    }
+
+    fn copy_run_with(
+        &self,
+        run_id: &str,
+        copy_children: bool,
+        progress: &mut Recorded,
+    ) -> Result<crate::api::CopyRunReport, CopyError> {
+        let request = CopyRunRequest {
+            run_id: run_id.into(),
+            experiment_name: "copies".into(),
+            src_mlflow_uri: "http://src".into(),
+            dst_mlflow_uri: "http://dst".into(),
+            copy_children,
+            concurrency: 4,
+        };
+        copy_run(&mut self.copier(&self.dst, progress), &request)
+            .map_err(|e| CopyError::from_chain(&e))
+    }
+}
+
+fn point(key: &str, value: f64, step: i64) -> Metric {
+    Metric {
+        key: key.into(),
+        value,
+        timestamp: 1_700_000_000_000 + step,
+        step,
+        ..Metric::default()
+    }
+}
+
+const MLMODEL: &str = "artifact_path: model\nrun_id: RUN\nflavors: {}\n";
+
+/// A finished source run with 150 params, 2,600 metric points (one NaN), a dataset, a logged
+/// model it produced (with a linked metric) and artifacts of both.
+fn seed_run(src: &FakeServer) -> String {
+    let exp = src.create_experiment("source").unwrap();
+    let mut run = Run::default();
+    run.info.run_name = Some("training".into());
+    run.info.user_id = Some("alice".into());
+    run.info.status = Some("FINISHED".into());
+    run.info.start_time = Some(1_700_000_000_000);
+    run.info.end_time = Some(1_700_000_999_000);
+    run.data.params = (0..150)
+        .map(|i| KeyValue::new(format!("p{i}"), format!("v{i}")))
+        .collect();
+    run.data.tags = vec![
+        KeyValue::new("mlflow.user", "alice"),
+        KeyValue::new("team", "ml"),
+    ];
+    run.inputs.dataset_inputs = vec![DatasetInput {
+        tags: vec![KeyValue::new("mlflow.data.context", "train")],
+        dataset: Dataset {
+            name: "wine".into(),
+            digest: "d1".into(),
+            source_type: "code".into(),
+            source: "{}".into(),
+            ..Dataset::default()
+        },
+    }];
+    let mut history: Vec<Metric> = (0..2500)
+        .map(|i| point("loss", 1.0 / (i + 1) as f64, i))
+        .collect();
+    history.extend((0..99).map(|i| point("acc", i as f64 / 100.0, i)));
+    history.push(point("acc", f64::NAN, 99));
+    let run_id = src.add_run(&exp, run, history);
+    let run = src.run(&run_id);
+    src.put_file(&run.info.artifact_uri, "a.txt", b"hello");
+    src.put_file(&run.info.artifact_uri, "dir/empty", b"");
+    src.put_file(
+        &run.info.artifact_uri,
+        "model/MLmodel",
+        MLMODEL.replace("RUN", &run_id).as_bytes(),
+    );
+
+    let model = src
+        .create_logged_model(
+            &exp,
+            &NewLoggedModel {
+                name: "clf".into(),
+                model_type: Some("sklearn".into()),
+                params: vec![KeyValue::new("C", "1.0")],
+                tags: vec![KeyValue::new("stage", "dev")],
+                source_run_id: Some(run_id.clone()),
+            },
+        )
+        .unwrap();
+    let model_id = model.info.model_id.clone();
+    src.finalize_logged_model(&model_id, "LOGGED_MODEL_READY")
+        .unwrap();
+    {
+        let mut state = src.state.borrow_mut();
+        let m = state
+            .models
+            .iter_mut()
+            .find(|m| m.info.model_id == model_id)
+            .unwrap();
+        let mut linked = point("acc", 0.98, 98);
+        linked.model_id = Some(model_id.clone());
+        linked.run_id = Some(run_id.clone());
+        m.data.metrics.push(linked);
+        let run = state
+            .runs
+            .iter_mut()
+            .find(|r| r.info.run_id == run_id)
+            .unwrap();
+        run.outputs.model_outputs.push(ModelOutput {
+            model_id: model_id.clone(),
+            step: 7,
+        });
+    }
+    let mlmodel = format!(
+        "artifact_path: {}\nmodel_id: {model_id}\nrun_id: {run_id}\n",
+        model.info.artifact_uri
+    );
+    src.put_file(&model.info.artifact_uri, "MLmodel", mlmodel.as_bytes());
+    src.put_file(&model.info.artifact_uri, "model.pkl", &[7u8; 3000]);
+    src.state.borrow_mut().writes.clear();
+    run_id
+}
+
+/// The destination's copy of a source run (the one active run carrying its lineage).
+fn the_copy(dst: &FakeServer, src_run_id: &str) -> Run {
+    let state = dst.state.borrow();
+    let copies: Vec<&Run> = state
+        .runs
+        .iter()
+        .filter(|r| r.data.tag(lineage::SRC_RUN_ID) == Some(src_run_id))
+        .collect();
+    assert_eq!(copies.len(), 1, "exactly one copy of {src_run_id}");
+    copies[0].clone()
+}
+
+fn assert_faithful(w: &World, src_run_id: &str) -> Run {
+    let src = w.src.run(src_run_id);
+    let dst = w.dst.run(&the_copy(&w.dst, src_run_id).info.run_id);
+    let dst_id = dst.info.run_id.as_str();
+    assert_eq!(dst.info.run_name, src.info.run_name);
+    assert_eq!(dst.info.user_id, src.info.user_id);
+    assert_eq!(dst.info.status, src.info.status);
+    assert_eq!(dst.info.start_time, src.info.start_time);
+    assert_eq!(dst.info.end_time, src.info.end_time);
+    assert_eq!(dst.data.params, src.data.params);
+    for tag in &src.data.tags {
+        assert_eq!(
+            dst.data.tag(&tag.key),
+            Some(tag.value.as_str()),
+            "{}",
+            tag.key
+        );
+    }
+    assert_eq!(dst.data.tag(lineage::SRC_TRACKING_URI), Some("http://src"));
+    assert_eq!(
+        dst.data.tag(lineage::INCOMPLETE),
+        None,
+        "the copy is marked complete"
+    );
+    assert_eq!(dst.inputs.dataset_inputs, src.inputs.dataset_inputs);
+    for key in ["loss", "acc"] {
+        let identity = |h: Vec<Metric>| h.iter().map(Metric::identity).collect::<Vec<_>>();
+        assert_eq!(
+            identity(w.dst.history(dst_id, key)),
+            identity(w.src.history(src_run_id, key)),
+            "history of {key}"
+        );
+    }
+    // Artifacts: bytes equal, MLmodel ids re-pointed at the copy.
+    assert_eq!(
+        w.dst.file(&dst.info.artifact_uri, "a.txt").unwrap(),
+        b"hello"
+    );
+    assert_eq!(
+        w.dst.file(&dst.info.artifact_uri, "dir/empty").unwrap(),
+        b""
+    );
+    let mlmodel = w.dst.file(&dst.info.artifact_uri, "model/MLmodel").unwrap();
+    assert_eq!(
+        String::from_utf8(mlmodel).unwrap(),
+        MLMODEL.replace("RUN", dst_id)
+    );
+    // The logged model: recreated, finalized, linked, its files copied.
+    let models = w.dst.state.borrow().models.clone();
+    assert_eq!(models.len(), 1, "one logged model copy");
+    let model = &models[0].info;
+    assert_eq!(
+        (model.name.as_str(), model.model_type.as_deref()),
+        ("clf", Some("sklearn"))
+    );
+    assert_eq!(model.status.as_deref(), Some("LOGGED_MODEL_READY"));
+    assert_eq!(model.source_run_id.as_deref(), Some(dst_id));
+    assert_eq!(model.tag("stage"), Some("dev"));
+    assert!(model.tag(lineage::SRC_MODEL_ID).is_some());
+    assert_eq!(models[0].data.params, vec![KeyValue::new("C", "1.0")]);
+    assert_eq!(
+        dst.outputs.model_outputs,
+        vec![ModelOutput {
+            model_id: model.model_id.clone(),
+            step: 7
+        }]
+    );
+    let pkl = w.dst.file(&model.artifact_uri, "model.pkl").unwrap();
+    assert_eq!(pkl, vec![7u8; 3000]);
+    let mlmodel = String::from_utf8(w.dst.file(&model.artifact_uri, "MLmodel").unwrap()).unwrap();
+    assert_eq!(
+        mlmodel,
+        format!(
+            "artifact_path: {}\nmodel_id: {}\nrun_id: {dst_id}\n",
+            model.artifact_uri, model.model_id
+        )
+    );
+    let linked: Vec<Metric> = w.dst.state.borrow().history[dst_id]
+        .iter()
+        .filter(|m| m.model_id.is_some())
+        .cloned()
+        .collect();
+    assert_eq!(linked.len(), 1, "the model's metric point is linked");
+    assert_eq!(
+        (linked[0].step, linked[0].model_id.as_deref()),
+        (98, Some(model.model_id.as_str()))
+    );
+    dst
+}
+
+#[test]
+fn a_run_is_copied_faithfully_in_full_batches() {
+    let w = world();
+    let run_id = seed_run(&w.src);
+    let report = w.copy_run(&run_id).unwrap();
+    assert_eq!(report.outcome, Outcome::Created);
+    assert_eq!(
+        (report.params, report.metric_points, report.dataset_inputs),
+        (150, 2600, 1)
+    );
+    assert_eq!(
+        (
+            report.logged_models,
+            report.artifact_files,
+            report.artifact_files_skipped
+        ),
+        (1, 5, 0)
+    );
+    let source_bytes: usize = w.src.state.borrow().files.values().map(Vec::len).sum();
+    assert_eq!(report.artifact_bytes, source_bytes as u64);
+    let dst = assert_faithful(&w, &run_id);
+    assert_eq!(report.dst_run_id, dst.info.run_id);
+    // Full log-batch requests, across keys: 2,600 points in 1000 + 1000 + 600.
+    assert_eq!(w.dst.state.borrow().metric_batches, vec![1000, 1000, 600]);
+    assert!(w.src.writes() == 0, "the source is never written");
+}
+
+#[test]
+fn a_second_copy_finds_the_first_and_writes_nothing() {
+    let w = world();
+    let run_id = seed_run(&w.src);
+    let first = w.copy_run(&run_id).unwrap();
+    let writes = w.dst.writes();
+    let again = w.copy_run(&run_id).unwrap();
+    assert_eq!(again.outcome, Outcome::Existing);
+    assert_eq!(again.dst_run_id, first.dst_run_id);
+    assert_eq!(w.dst.writes(), writes);
+}
+
+#[test]
+fn a_copy_interrupted_at_any_step_is_marked_failed_and_resumed_by_the_same_command() {
+    for (op, succeed_first) in [
+        ("log_batch", 1),
+        ("log_inputs", 0),
+        ("create_logged_model", 0),
+        ("log_metric_batch", 1),
+        ("log_outputs", 0),
+        ("upload", 2),
+        ("write_small", 1),
+        ("finalize_logged_model", 0),
+        ("update_run", 0),
+        ("delete_tag", 0),
+    ] {
+        let w = world();
+        let run_id = seed_run(&w.src);
+        w.dst.fail(op, succeed_first);
+        let err = w.copy_run(&run_id).unwrap_err();
+        assert!(
+            err.message.contains(&format!("injected failure of {op}")),
+            "{op}: {}",
+            err.message
+        );
+        assert!(
+            err.message.contains("re-run the same command"),
+            "{op}: {}",
+            err.message
+        );
+        let broken = the_copy(&w.dst, &run_id);
+        assert_eq!(broken.info.status.as_deref(), Some("FAILED"), "{op}");
+        assert_eq!(broken.data.tag(lineage::INCOMPLETE), Some("true"), "{op}");
+
+        let resumed = w.copy_run(&run_id).unwrap();
+        assert_eq!(resumed.outcome, Outcome::Resumed, "{op}");
+        assert_eq!(resumed.dst_run_id, broken.info.run_id, "{op}");
+        assert_faithful(&w, &run_id);
+    }
+}
+
+#[test]
+fn a_resumed_copy_skips_files_already_in_place() {
+    let w = world();
+    let run_id = seed_run(&w.src);
+    w.dst.fail("update_run", 0);
+    w.copy_run(&run_id).unwrap_err();
+    let uploads_before = w
+        .dst
+        .state
+        .borrow()
+        .writes
+        .iter()
+        .filter(|w| **w == "upload")
+        .count();
+    let resumed = w.copy_run(&run_id).unwrap();
+    let uploads_after = w
+        .dst
+        .state
+        .borrow()
+        .writes
+        .iter()
+        .filter(|w| **w == "upload")
+        .count();
+    assert_eq!(
+        resumed.artifact_files_skipped, 3,
+        "a.txt, dir/empty, model.pkl"
+    );
+    assert_eq!(uploads_after, uploads_before, "nothing streamed again");
+}
+
+#[test]
+fn source_failures_leave_nothing_at_the_destination() {
+    let w = world();
+    let run_id = seed_run(&w.src);
+    let err = w.copy_run("run-unknown").unwrap_err();
+    assert_eq!(err.kind, ErrorKind::NotFound);
+    assert!(
+        err.message
+            .contains("source run run-unknown not found on http://src"),
+        "{}",
+        err.message
+    );
+
+    w.src.state.borrow_mut().runs[0].info.lifecycle_stage = "deleted".into();
+    let err = w.copy_run(&run_id).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::NotFound);
+    assert!(err.message.contains("is deleted"), "{}", err.message);
+
+    // A source file that cannot be read fails the copy; nothing was created before listing.
+    assert_eq!(w.dst.writes(), 0);
+}
+
+#[test]
+fn a_deleted_destination_experiment_is_a_conflict() {
+    let w = world();
+    let run_id = seed_run(&w.src);
+    w.dst.create_experiment("copies").unwrap();
+    w.dst.state.borrow_mut().experiments[0].lifecycle_stage = "deleted".into();
+    let err = w.copy_run(&run_id).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Conflict);
+    assert!(w.dst.state.borrow().runs.is_empty());
+}
+
+#[test]
+fn child_runs_are_nested_under_the_copy_of_their_parent() {
+    let w = world();
+    let parent = seed_run(&w.src);
+    let exp = w.src.run(&parent).info.experiment_id;
+    let mut child = Run::default();
+    child.info.status = Some("FINISHED".into());
+    child.data.tags = vec![KeyValue::new(lineage::PARENT_RUN_ID, &parent)];
+    let child = w.src.add_run(&exp, child, vec![point("x", 1.0, 0)]);
+    let report = w
+        .copy_run_with(&parent, true, &mut Recorded::default())
+        .unwrap();
+    assert_eq!(report.child_run_ids.len(), 1);
+    let copy = the_copy(&w.dst, &child);
+    assert_eq!(copy.info.run_id, report.child_run_ids[0]);
+    assert_eq!(
+        copy.data.tag(lineage::PARENT_RUN_ID),
+        Some(report.dst_run_id.as_str())
+    );
+
+    // A child copied alone is not nested, and says why.
+    let w2 = world();
+    let parent = seed_run(&w2.src);
+    let exp = w2.src.run(&parent).info.experiment_id;
+    let mut orphan = Run::default();
+    orphan.data.tags = vec![KeyValue::new(lineage::PARENT_RUN_ID, &parent)];
+    let orphan = w2.src.add_run(&exp, orphan, Vec::new());
+    let mut progress = Recorded::default();
+    w2.copy_run_with(&orphan, false, &mut progress).unwrap();
+    assert_eq!(
+        the_copy(&w2.dst, &orphan).data.tag(lineage::PARENT_RUN_ID),
+        None
+    );
+    assert!(progress.warnings().iter().any(|m| m.contains("not nested")));
+}
+
+/// A registered model `wine` whose version 1 comes from the seeded run's logged model, with
+/// a stage, an alias, tags and a grant.
+fn seed_version(src: &FakeServer) -> String {
+    let run_id = seed_run(src);
+    let model_id = src.state.borrow().models[0].info.model_id.clone();
+    src.create_registered_model("wine", Some("wine model"), &[KeyValue::new("owner", "ml")])
+        .unwrap();
+    let new = NewVersion {
+        source: format!("models:/{model_id}"),
+        run_id: Some(run_id.clone()),
+        model_id: Some(model_id),
+        description: Some("first".into()),
+        tags: vec![
+            KeyValue::new("validated", "yes"),
+            KeyValue::new("mlflow_exim.src_version.name", "older"),
+        ],
+    };
+    let version = src.create_model_version("wine", &new).unwrap();
+    src.transition_stage("wine", &version.version, "Production")
+        .unwrap();
+    src.set_alias("wine", "champion", &version.version).unwrap();
+    let mut state = src.state.borrow_mut();
+    state.users = vec!["bob".into()];
+    state.grants = Some(vec![
+        (
+            "wine".into(),
+            Grant {
+                username: "bob".into(),
+                permission: "EDIT".into(),
+            },
+        ),
+        (
+            "wine".into(),
+            Grant {
+                username: "ghost".into(),
+                permission: "READ".into(),
+            },
+        ),
+    ]);
+    state.writes.clear();
+    run_id
+}
+
+fn version_request(deep: bool) -> CopyModelVersionRequest {
+    CopyModelVersionRequest {
+        src_model: "wine".into(),
+        src_version: "1".into(),
+        dst_model: "wine-prod".into(),
+        src_registry_uri: "http://src".into(),
+        dst_registry_uri: "http://dst".into(),
+        dst_experiment_name: deep.then(|| "copies".to_string()),
+        copy_permissions: true,
+        copy_stages_and_aliases: true,
+        copy_lineage_tags: true,
+        concurrency: 4,
+    }
+}
+
+#[test]
+fn a_deep_version_copy_points_at_the_copied_model_with_stage_alias_tags_and_grants() {
+    let w = world();
+    let run_id = seed_version(&w.src);
+    w.dst.state.borrow_mut().users = vec!["bob".into()];
+    w.dst.state.borrow_mut().grants = Some(Vec::new());
+    let mut progress = Recorded::default();
+    let report = copy_model_version(&mut w.copier(&w.dst, &mut progress), &version_request(true))
+        .map_err(|e| CopyError::from_chain(&e))
+        .unwrap();
+    assert_eq!(
+        (report.outcome, report.registered_model_created),
+        (Outcome::Created, true)
+    );
+    let copy = assert_faithful(&w, &run_id);
+    let model_copy = w.dst.state.borrow().models[0].info.model_id.clone();
+    let version = w
+        .dst
+        .model_version("wine-prod", &report.dst_version)
+        .unwrap();
+    assert_eq!(version.source, format!("models:/{model_copy}"));
+    assert_eq!(version.model_id.as_deref(), Some(model_copy.as_str()));
+    assert_eq!(
+        report.dst_run_id.as_deref(),
+        Some(copy.info.run_id.as_str())
+    );
+    assert_eq!(version.description.as_deref(), Some("first"));
+    assert_eq!(version.current_stage.as_deref(), Some("Production"));
+    let tag = |k: &str| {
+        version
+            .tags
+            .iter()
+            .find(|t| t.key == k)
+            .map(|t| t.value.clone())
+    };
+    assert_eq!(tag("validated").as_deref(), Some("yes"));
+    assert_eq!(
+        tag("mlflow_exim.src_version.name").as_deref(),
+        Some("wine"),
+        "lineage replaced"
+    );
+    assert_eq!(tag("mlflow_exim.src_version.run_id"), Some(run_id.clone()));
+    assert_eq!(
+        tag("mlflow_exim.src_run.mlflow.user").as_deref(),
+        Some("alice")
+    );
+    let registered = w.dst.registered_model("wine-prod").unwrap().unwrap();
+    assert_eq!(registered.description.as_deref(), Some("wine model"));
+    assert_eq!(registered.tags, vec![KeyValue::new("owner", "ml")]);
+    assert_eq!(
+        registered.aliases,
+        vec![RegisteredModelAlias {
+            alias: "champion".into(),
+            version: "1".into()
+        }]
+    );
+    assert_eq!(report.permissions, 1);
+    assert_eq!(
+        w.dst.model_grants("wine-prod").unwrap().unwrap(),
+        vec![Grant {
+            username: "bob".into(),
+            permission: "EDIT".into()
+        }]
+    );
+    assert!(
+        progress.warnings().iter().any(|m| m.contains("ghost")),
+        "a missing user is a warning"
+    );
+
+    // The same command again finds the copy and writes nothing.
+    let writes = w.dst.writes();
+    let again = copy_model_version(
+        &mut w.copier(&w.dst, &mut Recorded::default()),
+        &version_request(true),
+    )
+    .unwrap();
+    assert_eq!(
+        (again.outcome, again.dst_version),
+        (Outcome::Existing, report.dst_version)
+    );
+    assert_eq!(w.dst.writes(), writes);
+}
+
+#[test]
+fn a_shallow_copy_stays_on_its_server_and_is_refused_across_servers() {
+    let w = world();
+    seed_version(&w.src);
+    let err = copy_model_version(
+        &mut w.copier(&w.dst, &mut Recorded::default()),
+        &version_request(false),
+    )
+    .map_err(|e| CopyError::from_chain(&e))
+    .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::BadInput);
+    assert!(
+        err.message.contains("--dst-experiment-name"),
+        "{}",
+        err.message
+    );
+    assert_eq!(w.dst.writes(), 0, "nothing created");
+
+    let mut request = version_request(false);
+    request.dst_registry_uri = "http://src".into();
+    let report =
+        copy_model_version(&mut w.copier(&w.src, &mut Recorded::default()), &request).unwrap();
+    let version = w
+        .src
+        .model_version("wine-prod", &report.dst_version)
+        .unwrap();
+    assert_eq!(
+        version.source,
+        w.src.model_version("wine", "1").unwrap().source
+    );
+    assert_eq!(version.current_stage.as_deref(), Some("Production"));
+}
+
+#[test]
+fn version_errors_name_what_was_wrong() {
+    let w = world();
+    seed_version(&w.src);
+    let mut request = version_request(true);
+    request.src_version = "9".into();
+    let err = copy_model_version(&mut w.copier(&w.dst, &mut Recorded::default()), &request)
+        .map_err(|e| CopyError::from_chain(&e))
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::NotFound);
+    assert!(
+        err.message
+            .contains("model version wine/9 not found on http://src"),
+        "{}",
+        err.message
+    );
+
+    w.src.state.borrow_mut().versions[0].status = Some("PENDING_REGISTRATION".into());
+    let err = copy_model_version(
+        &mut w.copier(&w.dst, &mut Recorded::default()),
+        &version_request(true),
+    )
+    .map_err(|e| CopyError::from_chain(&e))
+    .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::BadInput);
+    assert!(err.message.contains("not READY"), "{}", err.message);
+    assert_eq!(w.dst.writes(), 0);
+}
