@@ -530,6 +530,10 @@ mod tests {
                 "retry round has the failed jobs only"
             );
             for (id, result) in jobs.into_iter().zip(round) {
+                // `Ok(n)` with n >= 1000 stands for a long transfer: it takes n/1000 * 100 ms.
+                if let Ok(n) = result {
+                    sleep(Duration::from_millis(n / 1000 * 100));
+                }
                 events(StreamEvent::Finished { id, result });
             }
         }
@@ -681,6 +685,43 @@ mod tests {
         assert_eq!(done, vec![(0, 10), (2, 5), (1, 7)]);
         // A retried file is opened again (fresh signed URLs), alone.
         assert_eq!(opened, vec![vec![0, 1, 2], vec![1], vec![1]]);
+    }
+
+    #[test]
+    fn each_file_has_its_own_retry_clock() {
+        // The whole transfer may take longer than one file's retry budget: a long file
+        // (300 ms) must not use up the time of the file that fails after it.
+        let (mut t, _) = transport(vec![]);
+        t.policy.max_elapsed = Duration::from_millis(200);
+        t.http = Box::new(Scripted {
+            answers: RefCell::new(VecDeque::new()),
+            sent: Default::default(),
+            stream_rounds: RefCell::new(vec![vec![Ok(3000), transient()], vec![Ok(1)]].into()),
+        });
+        let total = t
+            .stream_files::<Error>(
+                2,
+                1,
+                &mut |ids| Ok(ids.iter().map(|i| job(&format!("f{i}"))).collect()),
+                &mut |_| {},
+            )
+            .unwrap();
+        assert_eq!(total, 3001);
+    }
+
+    #[test]
+    fn a_file_that_keeps_failing_gives_up_after_its_attempts() {
+        let (mut t, _) = transport(vec![]);
+        let rounds: Vec<_> = (0..5).map(|_| vec![transient()]).collect();
+        t.http = Box::new(Scripted {
+            answers: RefCell::new(VecDeque::new()),
+            sent: Default::default(),
+            stream_rounds: RefCell::new(rounds.into()),
+        });
+        let err = t
+            .stream_files::<Error>(1, 1, &mut |_| Ok(vec![job("f")]), &mut |_| {})
+            .unwrap_err();
+        assert!(err.message.contains("after 5 attempts"), "{}", err.message);
     }
 
     #[test]
