@@ -311,7 +311,7 @@ fn version_tags(
     let mut tags: Vec<KeyValue> = version
         .tags
         .iter()
-        .filter(|t| !t.key.starts_with("mlflow_exim."))
+        .filter(|t| !lineage::is_lineage(&t.key))
         .cloned()
         .collect();
     let run_id = version.run_id.clone().unwrap_or_default();

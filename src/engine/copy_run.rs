@@ -405,7 +405,7 @@ fn run_tags(src: &Run, dst_run_id: &str, dst_parent: Option<&str>) -> Vec<KeyVal
         .data
         .tags
         .iter()
-        .filter(|t| t.key != lineage::PARENT_RUN_ID && t.key != lineage::INCOMPLETE)
+        .filter(|t| t.key != lineage::PARENT_RUN_ID && !lineage::is_lineage(&t.key))
         .map(|t| {
             if t.key == lineage::LOG_MODEL_HISTORY {
                 KeyValue::new(&t.key, t.value.replace(&src.info.run_id, dst_run_id))

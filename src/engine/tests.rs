@@ -372,6 +372,55 @@ fn a_copy_interrupted_at_any_step_is_marked_failed_and_resumed_by_the_same_comma
 }
 
 #[test]
+fn a_copy_of_a_copy_carries_the_lineage_of_its_immediate_source() {
+    let w = world();
+    let run_id = seed_run(&w.src);
+    let first = w.copy_run(&run_id).unwrap();
+    let first_model = w.dst.state.borrow().models[0].info.model_id.clone();
+    // The copy goes back to the first server, into another experiment.
+    let request = CopyRunRequest {
+        run_id: first.dst_run_id.clone(),
+        experiment_name: "second hop".into(),
+        src_mlflow_uri: "http://dst".into(),
+        dst_mlflow_uri: "http://src".into(),
+        copy_children: false,
+        concurrency: 2,
+    };
+    let hop = |progress: &mut Recorded| {
+        let mut c = Copier {
+            src: w.dst.stores(),
+            dst: w.src.stores(),
+            transport: w.transport.clone(),
+            progress,
+            concurrency: 2,
+        };
+        copy_run(&mut c, &request).map_err(|e| CopyError::from_chain(&e))
+    };
+    let second = hop(&mut Recorded::default()).unwrap();
+    assert_eq!(second.outcome, Outcome::Created);
+    let copy = w.src.run(&second.dst_run_id);
+    assert_eq!(
+        copy.data.tag(lineage::SRC_RUN_ID),
+        Some(first.dst_run_id.as_str())
+    );
+    assert_eq!(copy.data.tag(lineage::SRC_TRACKING_URI), Some("http://dst"));
+    assert_eq!(copy.data.tag(lineage::INCOMPLETE), None);
+    let models = w
+        .src
+        .logged_models_of_run(&copy.info.experiment_id, &copy.info.run_id)
+        .unwrap();
+    assert_eq!(models.len(), 1);
+    assert_eq!(
+        models[0].info.tag(lineage::SRC_MODEL_ID),
+        Some(first_model.as_str())
+    );
+    assert_eq!(
+        hop(&mut Recorded::default()).unwrap().outcome,
+        Outcome::Existing
+    );
+}
+
+#[test]
 fn a_resumed_copy_skips_files_already_in_place() {
     let w = world();
     let run_id = seed_run(&w.src);

@@ -404,6 +404,14 @@ impl Tracking for FakeServer {
         new: &NewLoggedModel,
     ) -> Result<LoggedModel, CopyError> {
         self.write("create_logged_model")?;
+        let mut keys: Vec<&str> = new.tags.iter().map(|t| t.key.as_str()).collect();
+        keys.sort_unstable();
+        if keys.windows(2).any(|w| w[0] == w[1]) {
+            // As OSS's SQL store answers a repeated tag key.
+            return Err(CopyError::upstream(
+                "UNIQUE constraint failed: logged model tag key",
+            ));
+        }
         let id = self.id("m-");
         let model = LoggedModel {
             info: LoggedModelInfo {
