@@ -468,7 +468,17 @@ fn source_failures_leave_nothing_at_the_destination() {
     assert_eq!(err.kind, ErrorKind::NotFound);
     assert!(err.message.contains("is deleted"), "{}", err.message);
 
-    // A source file that cannot be read fails the copy; nothing was created before listing.
+    // An unsafe artifact path is refused, not renamed, before anything is written.
+    w.src.state.borrow_mut().runs[0].info.lifecycle_stage = "active".into();
+    let root = w.src.run(&run_id).info.artifact_uri;
+    w.src.put_file(&root, "../escape", b"x");
+    let err = w.copy_run(&run_id).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Upstream);
+    assert!(
+        err.message.contains("unsafe artifact path \"../escape\""),
+        "{}",
+        err.message
+    );
     assert_eq!(w.dst.writes(), 0);
 }
 

@@ -15,13 +15,13 @@ use crate::credentials::Side;
 use crate::engine::progress::Progress;
 use crate::engine::{copy_model_version, copy_run, Copier};
 use crate::stores;
-use crate::transport::retry::RetryPolicy;
-use crate::transport::{Http, Transport};
+use crate::transport::{Http, Settings, Transport};
 use std::rc::Rc;
 
-/// How an entry point reaches the outside world: the host's HTTP and environment.
+/// How an entry point reaches the outside world: the host's HTTP (bounded by the settings)
+/// and environment.
 pub struct Host<'a> {
-    pub http: Box<dyn Http>,
+    pub http: fn(&Settings) -> Box<dyn Http>,
     pub env: &'a dyn Fn(&str) -> Option<String>,
 }
 
@@ -30,10 +30,13 @@ pub fn wasi_host() -> Host<'static> {
     fn env(name: &str) -> Option<String> {
         std::env::var(name).ok()
     }
-    Host {
-        http: Box::new(crate::transport::wasi_http::WasiHttp),
-        env: &env,
+    fn http(settings: &Settings) -> Box<dyn Http> {
+        Box::new(crate::transport::wasi_http::WasiHttp {
+            timeout: settings.timeout,
+            allowed: settings.allowed.clone(),
+        })
     }
+    Host { http, env: &env }
 }
 
 /// What the entry points need to know of a request: which servers it names, how to check it,
@@ -87,9 +90,10 @@ pub fn execute<R: CopyRequest>(
     progress: &mut dyn Progress,
 ) -> Result<R::Report, CopyError> {
     let secrets = secrets(host.env);
-    let run = || -> Result<R::Report, CopyError> {
+    let mut run = || -> Result<R::Report, CopyError> {
         request.validate()?;
-        let transport = Rc::new(Transport::new(host.http, RetryPolicy::default()));
+        let settings = Settings::from_env(host.env)?;
+        let transport = Rc::new(Transport::new((host.http)(&settings), settings.policy));
         let (src, dst) = request.ends();
         let mut copier = Copier {
             src: stores::connect(src, Side::Src, host.env, transport.clone())?,
