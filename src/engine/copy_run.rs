@@ -186,9 +186,7 @@ fn copy_one(
 ) -> anyhow::Result<CopyRunReport> {
     let src_run_id = source.run.info.run_id.as_str();
     let earlier = earlier_copies(c, dst_experiment_id, src_run_id)?;
-    let complete = earlier
-        .iter()
-        .find(|r| r.data.tag(lineage::INCOMPLETE).is_none());
+    let complete = earlier.iter().find(|r| is_complete_copy(r, &source.run));
     let mut report = empty_report(src_run_id, dst_experiment_id);
     if let Some(done) = complete {
         c.phase(format!(
@@ -243,6 +241,26 @@ fn copy_one(
             )))
         }
     }
+}
+
+/// A complete copy has no incomplete mark and the source's status and end time (the last things
+/// a copy sets). Anything less is resumed, never reported as done.
+fn is_complete_copy(copy: &Run, src: &Run) -> bool {
+    let (status, end_time) = final_state(src);
+    copy.data.tag(lineage::INCOMPLETE).is_none()
+        && copy.info.status.as_deref() == Some(status)
+        && (end_time.is_none() || copy.info.end_time == end_time)
+}
+
+/// The status and end time a copy of `src` ends with: a running run stays running.
+fn final_state(src: &Run) -> (&str, Option<i64>) {
+    let status = src.info.status.as_deref().unwrap_or("FINISHED");
+    let end_time = if status == "RUNNING" {
+        None
+    } else {
+        src.info.end_time
+    };
+    (status, end_time)
 }
 
 fn empty_report(src_run_id: &str, dst_experiment_id: &str) -> CopyRunReport {
@@ -516,12 +534,7 @@ fn copy_artifacts(
 
 /// Gives the copy the source's status and end time, then removes the incomplete mark.
 fn finish_run(c: &mut Copier, src: &Run, dst_id: &str) -> anyhow::Result<()> {
-    let status = src.info.status.as_deref().unwrap_or("FINISHED");
-    let end_time = if status == "RUNNING" {
-        None
-    } else {
-        src.info.end_time
-    };
+    let (status, end_time) = final_state(src);
     c.dst
         .tracking
         .update_run(dst_id, status, end_time)

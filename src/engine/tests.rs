@@ -421,6 +421,20 @@ fn a_copy_of_a_copy_carries_the_lineage_of_its_immediate_source() {
 }
 
 #[test]
+fn a_copy_left_without_its_final_status_is_resumed_not_reported_existing() {
+    // The state a lost answer to the last write leaves: the mark is gone, but the run was then
+    // marked FAILED by the attempt that saw the failure.
+    let w = world();
+    let run_id = seed_run(&w.src);
+    let first = w.copy_run(&run_id).unwrap();
+    w.dst.update_run(&first.dst_run_id, "FAILED", None).unwrap();
+    let again = w.copy_run(&run_id).unwrap();
+    assert_eq!(again.outcome, Outcome::Resumed);
+    assert_eq!(again.dst_run_id, first.dst_run_id);
+    assert_faithful(&w, &run_id);
+}
+
+#[test]
 fn a_resumed_copy_skips_files_already_in_place() {
     let w = world();
     let run_id = seed_run(&w.src);
@@ -668,6 +682,61 @@ fn a_deep_version_copy_points_at_the_copied_model_with_stage_alias_tags_and_gran
         (Outcome::Existing, report.dst_version)
     );
     assert_eq!(w.dst.writes(), writes);
+}
+
+#[test]
+fn a_version_found_from_an_interrupted_copy_gets_what_it_lacks() {
+    let w = world();
+    seed_version(&w.src);
+    w.dst.state.borrow_mut().users = vec!["bob".into()];
+    let copy = || {
+        copy_model_version(
+            &mut w.copier(&w.dst, &mut Recorded::default()),
+            &version_request(true),
+        )
+        .map_err(|e| CopyError::from_chain(&e))
+    };
+    let first = copy().unwrap();
+    // As if the answer to model-versions/create had been lost: no tags, stage or alias yet.
+    {
+        let mut state = w.dst.state.borrow_mut();
+        let v = state
+            .versions
+            .iter_mut()
+            .find(|v| v.name == "wine-prod")
+            .unwrap();
+        v.tags.clear();
+        v.current_stage = Some("None".into());
+        state.registered.iter_mut().for_each(|m| m.aliases.clear());
+    }
+    let again = copy().unwrap();
+    assert_eq!(
+        (again.outcome, &again.dst_version),
+        (Outcome::Resumed, &first.dst_version)
+    );
+    let version = w
+        .dst
+        .model_version("wine-prod", &first.dst_version)
+        .unwrap();
+    assert_eq!(version.current_stage.as_deref(), Some("Production"));
+    assert!(version.tags.iter().any(|t| t.key == "validated"));
+    assert!(version
+        .tags
+        .iter()
+        .any(|t| t.key == "mlflow_exim.src_version.version" && t.value == "1"));
+    let aliases = w
+        .dst
+        .registered_model("wine-prod")
+        .unwrap()
+        .unwrap()
+        .aliases;
+    assert_eq!(aliases.len(), 1);
+    assert_eq!(
+        w.dst.versions("wine-prod").unwrap().len(),
+        1,
+        "no second version"
+    );
+    assert_eq!(copy().unwrap().outcome, Outcome::Existing);
 }
 
 #[test]

@@ -530,6 +530,25 @@ impl Registry for FakeServer {
         Ok(created)
     }
 
+    fn set_version_tag(
+        &self,
+        name: &str,
+        version: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), CopyError> {
+        self.write("set_version_tag")?;
+        let mut state = self.state.borrow_mut();
+        let found = state
+            .versions
+            .iter_mut()
+            .find(|v| v.name == name && v.version == version);
+        let tags = &mut found.expect("version exists").tags;
+        tags.retain(|t| t.key != key);
+        tags.push(KeyValue::new(key, value));
+        Ok(())
+    }
+
     fn transition_stage(&self, name: &str, version: &str, stage: &str) -> Result<(), CopyError> {
         self.write("transition_stage")?;
         let mut state = self.state.borrow_mut();

@@ -42,6 +42,8 @@ pub trait Tracking {
         status: &str,
         end_time: Option<i64>,
     ) -> Result<(), CopyError>;
+    /// Removes a run tag; removing one that is not there succeeds (the answer to an earlier
+    /// attempt may have been lost).
     fn delete_tag(&self, run_id: &str, key: &str) -> Result<(), CopyError>;
     fn log_batch(
         &self,
@@ -111,6 +113,13 @@ pub trait Registry {
     fn versions(&self, name: &str) -> Result<Vec<ModelVersion>, CopyError>;
     fn create_model_version(&self, name: &str, new: &NewVersion)
         -> Result<ModelVersion, CopyError>;
+    fn set_version_tag(
+        &self,
+        name: &str,
+        version: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), CopyError>;
     fn transition_stage(&self, name: &str, version: &str, stage: &str) -> Result<(), CopyError>;
     fn set_alias(&self, name: &str, alias: &str, version: &str) -> Result<(), CopyError>;
     /// The direct grants on a registered model, or `None` when the registry has no

@@ -81,6 +81,18 @@ impl Registry for MlflowRest {
         })
     }
 
+    fn set_version_tag(
+        &self,
+        name: &str,
+        version: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), CopyError> {
+        let body = json!({ "name": name, "version": version, "key": key, "value": value });
+        self.post::<Value>("/api/2.0/mlflow/model-versions/set-tag", &body)
+            .map(drop)
+    }
+
     fn transition_stage(&self, name: &str, version: &str, stage: &str) -> Result<(), CopyError> {
         let body = json!({ "name": name, "version": version, "stage": stage, "archive_existing_versions": false });
         self.post::<Value>("/api/2.0/mlflow/model-versions/transition-stage", &body)
