@@ -80,12 +80,17 @@ impl Auth {
         }
     }
 
-    /// The secrets this auth carries, so that output can be scrubbed of them defensively.
+    /// The secrets this auth carries, in every form they travel in (a Basic header's base64
+    /// too), so that output can be scrubbed of them defensively.
     pub fn secrets(&self) -> Vec<String> {
         match self {
             Auth::None => vec![],
             Auth::Bearer(token) => vec![token.clone()],
-            Auth::Basic { password, .. } => vec![password.clone()],
+            Auth::Basic { password, .. } => {
+                let header = self.header_value().unwrap_or_default();
+                let encoded = header.trim_start_matches("Basic ").to_string();
+                vec![password.clone(), encoded]
+            }
         }
     }
 
