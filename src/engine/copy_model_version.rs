@@ -37,6 +37,8 @@ pub fn copy_model_version(
 ) -> anyhow::Result<CopyModelVersionReport> {
     let started = Instant::now();
     let (src_model, src_version) = (request.src_model.as_str(), request.src_version.as_str());
+    // Inputs first: nothing is written for a name the destination would refuse at the end.
+    c.dst.registry.check_model_name(&request.dst_model)?;
     c.phase(format!(
         "reading model version {src_model}/{src_version} from {}",
         c.src.registry.server()

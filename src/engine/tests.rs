@@ -789,6 +789,15 @@ fn version_errors_name_what_was_wrong() {
         err.message
     );
 
+    // A destination name the registry refuses is refused before the deep copy writes anything.
+    let mut request = version_request(true);
+    request.dst_model = "a/b".into();
+    let err = copy_model_version(&mut w.copier(&w.dst, &mut Recorded::default()), &request)
+        .map_err(|e| CopyError::from_chain(&e))
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::BadInput);
+    assert_eq!(w.dst.writes(), 0);
+
     w.src.state.borrow_mut().versions[0].status = Some("PENDING_REGISTRATION".into());
     let err = copy_model_version(
         &mut w.copier(&w.dst, &mut Recorded::default()),

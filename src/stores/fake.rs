@@ -451,6 +451,15 @@ impl Registry for FakeServer {
         format!("http://{}", self.name)
     }
 
+    fn check_model_name(&self, name: &str) -> Result<(), CopyError> {
+        if name.contains('/') {
+            return Err(CopyError::bad_input(format!(
+                "{name:?} is not a valid name"
+            )));
+        }
+        Ok(())
+    }
+
     fn registered_model(&self, name: &str) -> Result<Option<RegisteredModel>, CopyError> {
         Ok(self
             .state

@@ -101,6 +101,9 @@ pub trait Registry {
     /// The registry as shown in messages and lineage tags (never with credentials).
     fn server(&self) -> String;
 
+    /// Whether the registry would accept this registered-model name: checked before a copy
+    /// writes anything (a `bad_input` error says what is wrong).
+    fn check_model_name(&self, name: &str) -> Result<(), CopyError>;
     fn registered_model(&self, name: &str) -> Result<Option<RegisteredModel>, CopyError>;
     fn create_registered_model(
         &self,

@@ -45,10 +45,9 @@ impl MlflowRest {
     ) -> Result<Option<Vec<Grant>>, CopyError> {
         let users: Users = match self.get("/api/2.0/mlflow/users/list", &[]) {
             Ok(users) => users,
-            Err(e) if e.code.is_none() && e.kind == crate::api::ErrorKind::Upstream => {
-                return Ok(None)
-            }
-            Err(e) if e.kind == crate::api::ErrorKind::NotFound => return Ok(None),
+            // Only a server without the route has no permissions API; a failing or unreachable
+            // one is an error, never "nothing to copy".
+            Err(e) if e.has_code("ENDPOINT_NOT_FOUND") => return Ok(None),
             Err(e) => return Err(e),
         };
         let mut grants = Vec::new();

@@ -22,6 +22,22 @@ impl Registry for MlflowRest {
         self.base_display()
     }
 
+    /// MLflow's own rule: no `/` or `:`, and nothing a path normalisation would change.
+    fn check_model_name(&self, name: &str) -> Result<(), CopyError> {
+        let bad = name.trim().is_empty()
+            || name.contains(['/', ':'])
+            || name == "."
+            || name.starts_with("..");
+        if bad {
+            return Err(CopyError::bad_input(format!(
+                "{name:?} is not a valid registered model name on {} (it must not be empty, \
+                 contain '/' or ':', or be '.' or start with '..')",
+                self.base_display()
+            )));
+        }
+        Ok(())
+    }
+
     fn registered_model(&self, name: &str) -> Result<Option<RegisteredModel>, CopyError> {
         match self.get::<RegisteredModelEnvelope>(
             "/api/2.0/mlflow/registered-models/get",

@@ -207,7 +207,10 @@ impl MlflowRest {
                 .and_then(Value::as_str)
                 .map(str::to_string)
         };
-        let code = field("error_code");
+        // A 404 without an MLflow error is a route the server does not have (as MLflow's own
+        // client maps it).
+        let code = field("error_code")
+            .or_else(|| (response.status == 404).then(|| "ENDPOINT_NOT_FOUND".to_string()));
         let detail = match (&code, field("message")) {
             (Some(code), Some(message)) => format!("{code}: {message}"),
             (None, Some(message)) => message,
@@ -222,7 +225,7 @@ impl MlflowRest {
         };
         let kind = match (response.status, code.as_deref()) {
             (_, Some("RESOURCE_DOES_NOT_EXIST")) => ErrorKind::NotFound,
-            (404, None) => ErrorKind::Upstream,
+            (_, Some("ENDPOINT_NOT_FOUND")) => ErrorKind::Upstream,
             (status, _) => CopyError::kind_for_status(status),
         };
         CopyError {
