@@ -19,7 +19,7 @@ pub mod model;
 pub mod fake;
 
 use crate::api::CopyError;
-use crate::credentials::{Auth, Side};
+use crate::credentials::{Auth, Side, StaticAuth};
 use crate::transport::{Download, Transport, Upload};
 use crate::uri::ServerUri;
 use model::*;
@@ -176,8 +176,11 @@ pub fn connect(
 ) -> Result<Stores, CopyError> {
     match ServerUri::parse(uri)? {
         ServerUri::Http(base) => {
-            let auth = Auth::from_env(side, env);
-            let client = mlflow::MlflowRest::new(base, side, auth, transport);
+            let auth = StaticAuth {
+                auth: Auth::from_env(side, env),
+                side,
+            };
+            let client = mlflow::MlflowRest::new(base, side, Rc::new(auth), transport);
             Ok(Stores::all_in_one(client))
         }
         other => Err(CopyError::bad_input(format!(

@@ -229,11 +229,24 @@ impl From<Error> for CopyError {
 #[derive(Debug, Clone)]
 pub struct Download {
     request: Request,
+    signed: bool,
 }
 
 impl Download {
     pub fn get(request: Request) -> Download {
-        Download { request }
+        Download {
+            request,
+            signed: false,
+        }
+    }
+
+    /// A GET of a signed URL: it carries no credentials of ours, and it expires (a 401 or 403
+    /// is answered by opening the file again, with a fresh URL).
+    pub fn signed(request: Request) -> Download {
+        Download {
+            request,
+            signed: true,
+        }
     }
 
     pub fn request(&self) -> &Request {
@@ -246,11 +259,23 @@ impl Download {
 #[derive(Debug, Clone)]
 pub struct Upload {
     request: Request,
+    signed: bool,
 }
 
 impl Upload {
     pub fn put(request: Request) -> Upload {
-        Upload { request }
+        Upload {
+            request,
+            signed: false,
+        }
+    }
+
+    /// A PUT to a signed URL (see `Download::signed`).
+    pub fn signed(request: Request) -> Upload {
+        Upload {
+            request,
+            signed: true,
+        }
     }
 
     pub fn request(&self) -> &Request {
@@ -420,11 +445,12 @@ impl Transport {
                 open: &mut *open,
                 failed_to_open: None,
             };
-            let mut labels: HashMap<usize, String> = HashMap::new();
+            let mut labels: HashMap<usize, (String, bool)> = HashMap::new();
             let mut failures: Vec<(usize, StreamFailure)> = Vec::new();
             let mut next = || {
                 let (id, job) = feed.next()?;
-                labels.insert(id, job.label.clone());
+                let signed = job.download.signed || job.upload.signed;
+                labels.insert(id, (job.label.clone(), signed));
                 Some((id, job))
             };
             self.http
@@ -445,18 +471,23 @@ impl Transport {
             let now = Instant::now();
             let mut wait = Duration::ZERO;
             for (id, failure) in &failures {
+                let (label, signed) = &labels[id];
                 let budget = &mut budgets[*id];
                 budget.attempts += 1;
                 let first = *budget.first_failure.get_or_insert(now);
+                // A signed URL that is refused has expired, most likely: once, a fresh one.
+                let expired = *signed
+                    && matches!(failure.status, Some(401 | 403))
+                    && !std::mem::replace(&mut budget.refreshed, true);
                 let delay =
                     self.policy
                         .delay(budget.attempts - 1, failure.retry_after, retry::jitter());
-                let retry =
-                    failure.retryable && self.policy.may_retry(budget.attempts, now - first, delay);
+                let retry = (failure.retryable || expired)
+                    && self.policy.may_retry(budget.attempts, now - first, delay);
                 if !retry {
-                    return Err(stream_error(&labels[id], failure, budget.attempts).into());
+                    return Err(stream_error(label, failure, budget.attempts).into());
                 }
-                wait = wait.max(delay);
+                wait = wait.max(if expired { Duration::ZERO } else { delay });
             }
             pending = failures.into_iter().map(|(id, _)| id).collect();
             if !pending.is_empty() {
@@ -472,6 +503,8 @@ impl Transport {
 struct FileBudget {
     attempts: u32,
     first_failure: Option<Instant>,
+    /// Whether the file was opened again after its signed URL was refused.
+    refreshed: bool,
 }
 
 /// Opens files a batch at a time as the transfer asks for them.
@@ -890,6 +923,63 @@ mod tests {
             .stream_files::<Error>(1, 1, &mut |_| Ok(vec![job("f")]), &mut |_| {})
             .unwrap_err();
         assert!(err.message.contains("after 5 attempts"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_refused_signed_url_is_opened_again_once() {
+        let denied = || {
+            Err(StreamFailure {
+                message: "HTTP 403".into(),
+                retryable: false,
+                retry_after: None,
+                status: Some(403),
+            })
+        };
+        let (mut t, _) = transport(vec![]);
+        t.http = Box::new(Scripted {
+            answers: RefCell::new(VecDeque::new()),
+            sent: Default::default(),
+            stream_rounds: RefCell::new(vec![vec![denied()], vec![Ok(4)]].into()),
+        });
+        let signed = |ids: &[usize]| {
+            let mut j = job("f");
+            j.download = Download::signed(get());
+            Ok::<_, Error>(ids.iter().map(|_| j.clone()).collect())
+        };
+        let mut opened = 0;
+        let total = t
+            .stream_files(
+                1,
+                1,
+                &mut |ids| {
+                    opened += 1;
+                    signed(ids)
+                },
+                &mut |_| {},
+            )
+            .unwrap();
+        assert_eq!((total, opened), (4, 2));
+
+        // Refused again with a fresh URL: that is a real refusal.
+        t.http = Box::new(Scripted {
+            answers: RefCell::new(VecDeque::new()),
+            sent: Default::default(),
+            stream_rounds: RefCell::new(vec![vec![denied()], vec![denied()]].into()),
+        });
+        let err = t
+            .stream_files(1, 1, &mut |ids| signed(ids), &mut |_| {})
+            .unwrap_err();
+        assert_eq!(err.status, Some(403));
+        // An unsigned request refused is not retried at all.
+        t.http = Box::new(Scripted {
+            answers: RefCell::new(VecDeque::new()),
+            sent: Default::default(),
+            stream_rounds: RefCell::new(vec![vec![denied()]].into()),
+        });
+        let plain = |ids: &[usize]| Ok::<_, Error>(ids.iter().map(|_| job("f")).collect());
+        assert!(t
+            .stream_files(1, 1, &mut |ids| plain(ids), &mut |_| {})
+            .is_err());
     }
 
     #[test]

@@ -106,7 +106,7 @@ impl Artifacts for MlflowRest {
             .iter()
             .map(|path| {
                 Ok(Download::get(
-                    self.authorize(self.read_request(root, path)?),
+                    self.authorize(self.read_request(root, path)?)?,
                 ))
             })
             .collect()
@@ -117,7 +117,7 @@ impl Artifacts for MlflowRest {
             .iter()
             .map(|file| {
                 Ok(Upload::put(
-                    self.authorize(self.write_request(root, &file.path)?),
+                    self.authorize(self.write_request(root, &file.path)?)?,
                 ))
             })
             .collect()
