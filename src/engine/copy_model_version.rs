@@ -39,6 +39,9 @@ pub fn copy_model_version(
     let (src_model, src_version) = (request.src_model.as_str(), request.src_version.as_str());
     // Inputs first: nothing is written for a name the destination would refuse at the end.
     c.dst.registry.check_model_name(&request.dst_model)?;
+    if let Some(experiment) = &request.dst_experiment_name {
+        c.dst.tracking.check_experiment_name(experiment)?;
+    }
     c.phase(format!(
         "reading model version {src_model}/{src_version} from {}",
         c.src.registry.server()
@@ -268,6 +271,7 @@ fn deep_target(
         run_id: &run_report.dst_run_id,
         run_artifact_uri: &dst_run.info.artifact_uri,
         model: &lookup,
+        models_uri: c.dst.registry.accepts_models_uri(),
     };
     let target = version_source::repoint(&source, &copies).ok_or_else(|| {
         CopyError::bad_input(format!(
@@ -477,6 +481,17 @@ fn copy_permissions(
         ));
         return Ok(0);
     }
+    let (from, to) = (
+        c.src.registry.permission_scheme(),
+        c.dst.registry.permission_scheme(),
+    );
+    if from != to {
+        c.warn(format!(
+            "not copying permissions: the source registry's ({from}) principals and levels mean \
+             nothing to the destination's ({to})"
+        ));
+        return Ok(0);
+    }
     let Some(grants) = c.src.registry.model_grants(src_model)? else {
         c.warn(format!(
             "not copying permissions: {} has no permissions API (not a basic-auth server)",
@@ -491,8 +506,8 @@ fn copy_permissions(
             // One missing user must not stop the others (as the Python tool does).
             Err(e) if matches!(e.kind, ErrorKind::NotFound | ErrorKind::BadInput) => {
                 c.warn(format!(
-                    "permission {} for user {:?} not copied: {}",
-                    grant.permission, grant.username, e.message
+                    "permission {} for {:?} not copied: {}",
+                    grant.permission, grant.principal, e.message
                 ))
             }
             Err(e) => return Err(anyhow::Error::new(e).context("copying permissions")),

@@ -29,6 +29,9 @@ const METRIC_WRITERS: usize = 2;
 
 pub fn copy_run(c: &mut Copier, request: &CopyRunRequest) -> anyhow::Result<CopyRunReport> {
     let started = Instant::now();
+    c.dst
+        .tracking
+        .check_experiment_name(&request.experiment_name)?;
     // The source is read in full before the destination is touched: a bad run id, a deleted
     // run or a refused credential must leave nothing behind.
     let source = read_source(c, &request.run_id)?;
@@ -309,12 +312,16 @@ fn parent_copy(
 }
 
 fn create_run(c: &mut Copier, src: &Run, dst_experiment_id: &str) -> anyhow::Result<Run> {
-    let tags = vec![
+    let mut tags = vec![
         KeyValue::new(lineage::SRC_RUN_ID, &src.info.run_id),
         KeyValue::new(lineage::SRC_EXPERIMENT_ID, &src.info.experiment_id),
         KeyValue::new(lineage::SRC_TRACKING_URI, c.src.tracking.server()),
         KeyValue::new(lineage::INCOMPLETE, "true"),
     ];
+    // Kept where a destination sets the user itself (a Databricks workspace).
+    if let Some(user) = src.info.user_id.as_deref().filter(|u| !u.is_empty()) {
+        tags.push(KeyValue::new(lineage::SRC_USER_ID, user));
+    }
     let new = NewRun {
         run_name: src.info.run_name.clone().filter(|n| !n.is_empty()),
         start_time: src.info.start_time,

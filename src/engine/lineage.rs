@@ -14,6 +14,8 @@ pub fn is_lineage(key: &str) -> bool {
 pub const SRC_RUN_ID: &str = "mlflow_exim.run_info.run_id";
 /// On a copied run: the source run's experiment id.
 pub const SRC_EXPERIMENT_ID: &str = "mlflow_exim.run_info.experiment_id";
+/// On a copied run: the source run's user (a Databricks workspace sets `user_id` itself).
+pub const SRC_USER_ID: &str = "mlflow_exim.run_info.user_id";
 /// On a copied run: the source tracking URI, without credentials.
 pub const SRC_TRACKING_URI: &str = "mlflow_exim.src_client.tracking_uri";
 /// On a copied run while the copy is incomplete (removed as the last step of a copy). A run

@@ -570,14 +570,14 @@ fn seed_version(src: &FakeServer) -> String {
         (
             "wine".into(),
             Grant {
-                username: "bob".into(),
+                principal: "bob".into(),
                 permission: "EDIT".into(),
             },
         ),
         (
             "wine".into(),
             Grant {
-                username: "ghost".into(),
+                principal: "ghost".into(),
                 permission: "READ".into(),
             },
         ),
@@ -661,7 +661,7 @@ fn a_deep_version_copy_points_at_the_copied_model_with_stage_alias_tags_and_gran
     assert_eq!(
         w.dst.model_grants("wine-prod").unwrap().unwrap(),
         vec![Grant {
-            username: "bob".into(),
+            principal: "bob".into(),
             permission: "EDIT".into()
         }]
     );

@@ -596,10 +596,10 @@ impl Registry for FakeServer {
     fn grant_model_permission(&self, name: &str, grant: &Grant) -> Result<(), CopyError> {
         self.write("grant_model_permission")?;
         let mut state = self.state.borrow_mut();
-        if !state.users.contains(&grant.username) {
+        if !state.users.contains(&grant.principal) {
             return Err(CopyError::not_found(format!(
                 "user {} not found",
-                grant.username
+                grant.principal
             )));
         }
         let grants = state.grants.get_or_insert_with(Vec::new);

@@ -29,6 +29,12 @@ pub trait Tracking {
     /// The server as shown in messages and lineage tags (never with credentials).
     fn server(&self) -> String;
 
+    /// Whether the server would accept this experiment name: checked before a copy writes
+    /// anything.
+    fn check_experiment_name(&self, _name: &str) -> Result<(), CopyError> {
+        Ok(())
+    }
+
     fn get_run(&self, run_id: &str) -> Result<Run, CopyError>;
     /// Active runs of the experiment that carry every one of these tags.
     fn runs_with_tags(
@@ -101,6 +107,18 @@ pub trait Tracking {
 pub trait Registry {
     /// The registry as shown in messages and lineage tags (never with credentials).
     fn server(&self) -> String;
+
+    /// The kind of permissions the registry has: grants are copied between registries of one
+    /// kind only (their principals and levels mean nothing elsewhere).
+    fn permission_scheme(&self) -> &'static str {
+        "mlflow-basic-auth"
+    }
+
+    /// Whether a version's source may be `models:/<logged model id>`; otherwise it is the
+    /// logged model's artifact location.
+    fn accepts_models_uri(&self) -> bool {
+        true
+    }
 
     /// Whether the registry would accept this registered-model name: checked before a copy
     /// writes anything (a `bad_input` error says what is wrong).
@@ -183,8 +201,12 @@ pub fn connect(
             let client = mlflow::MlflowRest::new(base, side, Rc::new(auth), transport);
             Ok(Stores::all_in_one(client))
         }
+        ServerUri::Databricks { profile } => {
+            databricks::connect(profile.as_deref(), side, env, transport)
+        }
         other => Err(CopyError::bad_input(format!(
-            "{} URI {:?}: Databricks servers are not supported yet; use an http(s):// MLflow server",
+            "{} URI {:?}: Unity Catalog registries are not supported yet; use an http(s):// \
+             MLflow server or a databricks[://PROFILE] workspace",
             side.label(),
             other.display()
         ))),

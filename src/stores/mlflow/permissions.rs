@@ -61,7 +61,7 @@ impl MlflowRest {
                     .into_iter()
                     .filter(|r| r.resource_type == RESOURCE_TYPE && r.resource_pattern == model)
                     .map(|r| Grant {
-                        username: user.username.clone(),
+                        principal: user.username.clone(),
                         permission: r.permission,
                     }),
             );
@@ -71,7 +71,7 @@ impl MlflowRest {
 
     pub(super) fn basic_auth_grant(&self, model: &str, grant: &Grant) -> Result<(), CopyError> {
         let body = json!({
-            "username": grant.username, "resource_type": RESOURCE_TYPE,
+            "username": grant.principal, "resource_type": RESOURCE_TYPE,
             "resource_id": model, "permission": grant.permission,
         });
         self.post::<Value>("/api/3.0/mlflow/users/permissions/grant", &body)
