@@ -202,14 +202,9 @@ impl ArtifactAccess {
 /// Whether the Files API serves the internal artifact tree: a workspace without it answers
 /// `FEATURE_DISABLED`, 403 or 501, or has no such route; one with it lists the folder or says
 /// it does not exist (yet).
-fn probe(rest: &MlflowRest, internal: &str) -> bool {
-    let experiment_dir = internal
-        .splitn(6, '/')
-        .take(5)
-        .collect::<Vec<_>>()
-        .join("/");
+fn probe(rest: &MlflowRest, internal_root: &str) -> bool {
     let mut url = rest.url("/api/2.0/fs/directories");
-    push_path(&mut url, &experiment_dir);
+    push_path(&mut url, internal_root);
     match rest.send(Request::new(Method::Get, url), true) {
         Ok(_) => true,
         Err(e) => e.has_code("RESOURCE_DOES_NOT_EXIST") || e.has_code("NOT_FOUND"),
