@@ -252,7 +252,11 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             resp = conn.getresponse()
             data = resp.read()
             entry["status"] = resp.status
-            self._reply(resp.status, data, resp.getheaders())
+            headers = resp.getheaders()
+            if raw_path.strip("/").count("/") == 0 and not any(k.lower() == "x-amz-bucket-region"
+                                                                for k, _ in headers):
+                headers.append(("x-amz-bucket-region", st.region))  # S3 names a bucket's region, even on 403
+            self._reply(resp.status, data, headers)
         finally:
             conn.close()
 
@@ -413,13 +417,14 @@ class S3Storage:
         self.iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps({
             "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": self.user_arn},
                                                     "Action": "sts:AssumeRole"}]}))
-        actions = ["s3:GetObject"] + (["s3:PutObject", "s3:AbortMultipartUpload", "s3:DeleteObject"]
-                                      if write else [])
+        # moto names the object actions it checks after the S3 API (PutObject, GetObject,
+        # CreateMultipartUpload, UploadPart, ...), so a writer gets every object action on the prefix.
+        actions = ["s3:*"] if write else ["s3:GetObject"]
         prefix = prefix.rstrip("/")
         self.iam.put_role_policy(RoleName=role, PolicyName="scoped", PolicyDocument=json.dumps({
             "Version": "2012-10-17", "Statement": [
                 {"Effect": "Allow", "Action": actions, "Resource": f"arn:aws:s3:::{bucket}/{prefix}/*"},
-                {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation",
+                {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:HeadBucket", "s3:GetBucketLocation",
                                                "s3:ListBucketMultipartUploads"],
                  "Resource": f"arn:aws:s3:::{bucket}"}]}))
         c = self.sts.assume_role(RoleArn=f"arn:aws:iam::{ACCOUNT_ID}:role/{role}", RoleSessionName="uc",
