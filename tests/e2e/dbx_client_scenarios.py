@@ -118,7 +118,25 @@ def artifacts(args):
         local = mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/data", dst_path=d)
         same = open(os.path.join(local, "big.bin"), "rb").read() == big
         smalls = sorted(open(os.path.join(local, f"small{i}.txt")).read() for i in range(5))
-    return {"run_id": run.info.run_id, "listed": listed, "big_roundtrip": same, "smalls": smalls}
+    out = {"run_id": run.info.run_id, "listed": listed, "big_roundtrip": same, "smalls": smalls}
+    if args.get("uc_model"):
+        out.update(_uc_roundtrip(args["uc_model"]))
+    return out
+
+
+def _uc_roundtrip(uc_name):
+    """Log a model, register it in Unity Catalog, load it back by version and predict."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    clf, X = _model()
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(clf, name="model", signature=infer_signature(X, clf.predict(X)))
+    mlflow.set_registry_uri("databricks-uc")
+    mv = mlflow.register_model(info.model_uri, uc_name)
+    loaded = mlflow.pyfunc.load_model(f"models:/{uc_name}/{mv.version}")
+    return {"uc_status": mv.status, "uc_version": mv.version,
+            "uc_predict": loaded.predict(X).tolist() == clf.predict(X).tolist()}
 
 
 def oauth(args):
@@ -135,7 +153,10 @@ def oauth(args):
         client.log_param(run.info.run_id, "i", str(i))
         names.append(client.get_run(run.info.run_id).data.params["i"])
         time.sleep(args["sleep"])
-    return {"params": names}
+    out = {"params": names}
+    if args.get("uc_model"):
+        out.update(_uc_roundtrip(args["uc_model"]))
+    return out
 
 
 if __name__ == "__main__":

@@ -122,14 +122,22 @@ def test_mlflow_client_logs_registers_and_loads(emu):
 
 
 def test_signed_urls_multipart_and_paging_without_files_api(emu):
+    """Files API off: MLflow falls back to credentials-for-read/write signed URLs, multipart for the
+    big file, paged credentials and listings. UC in Databricks default-storage mode (presigned URLs
+    from /api/2.0/fs/create-upload-url and create-download-url)."""
     emu.files_api = False
+    emu.uc_storage_mode = "DEFAULT_STORAGE"
+    uc_name = f"main.default.dflt_{uid()}"
     start, sstart = len(emu.requests), len(emu.storage_requests())
     try:
-        r = scenario(emu, "artifacts", {"experiment": f"/Shared/signed-{uid()}", "big_bytes": 11 * MiB},
+        r = scenario(emu, "artifacts", {"experiment": f"/Shared/signed-{uid()}", "big_bytes": 11 * MiB,
+                                        "uc_model": uc_name},
                      env={**emu.pat_env(), "MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE": str(6 * MiB),
                           "MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE": str(5 * MiB)})
     finally:
         emu.files_api = True
+        emu.uc_storage_mode = "CUSTOMER_HOSTED"
+    assert r["uc_status"] == "READY" and r["uc_predict"] is True
     assert r["big_roundtrip"] is True
     assert r["smalls"] == [f"file {i}" for i in range(5)]
     assert r["listed"] == [["data/big.bin", 11 * MiB]] + [[f"data/small{i}.txt", 6] for i in range(5)]
@@ -137,7 +145,7 @@ def test_signed_urls_multipart_and_paging_without_files_api(emu):
     paths = [q["path"] for q in reqs]
     assert "/api/2.0/mlflow/artifacts/create-multipart-upload" in paths
     assert "/api/2.0/mlflow/artifacts/complete-multipart-upload" in paths
-    fs = [q for q in reqs if q["path"].startswith("/api/2.0/fs/")]
+    fs = [q for q in reqs if "/WorkspaceInternal/" in q["path"]]
     assert fs and all(q["status"] == 403 for q in fs), "Files API refused, MLflow fell back to signed URLs"
     writes = [q for q in reqs if q["path"] == "/api/2.0/mlflow/artifacts/credentials-for-write"]
     assert len(writes) >= 2, "6 paths at 3 per page: paged"
@@ -146,18 +154,30 @@ def test_signed_urls_multipart_and_paging_without_files_api(emu):
     parts = [s for s in sreqs if s["method"] == "PUT" and "partNumber" in s["query"]]
     assert len(parts) == 3 and all(s["status"] == 200 and s["auth"] == "presigned" for s in parts)
     assert not any(s["has_bearer"] for s in sreqs)
+    assert "/api/2.0/fs/create-upload-url" in paths and "/api/2.0/fs/create-download-url" in paths
+    assert any(s["method"] == "PUT" and s["path"].startswith(f"/{emu.uc_bucket}/models/") and s["path"].endswith(
+        "/MLmodel") and s["auth"] == "presigned" and s["status"] == 200 for s in sreqs)
+    assert "/api/2.0/mlflow/unity-catalog/model-versions/finalize" in paths
 
 
 def test_oauth_m2m_tokens_expire_and_refresh(emu):
+    """OAuth M2M with 2-second tokens; UC files through the Files API at /Models/... (the
+    is-databricks-sdk-models-artifact-repository-enabled switch on)."""
     emu.oauth_token_ttl = 2
+    emu.uc_sdk_models_repo = True
+    uc_name = f"main.default.sdk_{uid()}"
     issued = emu.auth.tokens_issued
     start = len(emu.requests)
     try:
-        r = scenario(emu, "oauth", {"experiment": f"/Shared/oauth-{uid()}", "rounds": 3, "sleep": 1.6},
-                     env=emu.oauth_env())
+        r = scenario(emu, "oauth", {"experiment": f"/Shared/oauth-{uid()}", "rounds": 3, "sleep": 1.6,
+                                    "uc_model": uc_name}, env=emu.oauth_env())
     finally:
         emu.oauth_token_ttl = 3600
+        emu.uc_sdk_models_repo = False
     assert r["params"] == ["0", "1", "2"]
+    assert r["uc_status"] == "READY" and r["uc_predict"] is True
+    assert any(q["method"] == "PUT" and q["path"] == f"/api/2.0/fs/files/Models/main/default/{uc_name.split('.')[-1]}/1/MLmodel"
+               and q["status"] == 204 for q in emu.requests[start:])
     assert emu.auth.tokens_issued - issued >= 2, "the client fetched a new token after the first expired"
     reqs = [q for q in emu.requests[start:] if q["path"].startswith("/api/")]
     assert reqs and all(q["auth"] == "oauth" and q["user"] == emu.client_id for q in reqs if q["status"] == 200)
