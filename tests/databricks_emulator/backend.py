@@ -22,6 +22,21 @@ from .storage import free_port
 ARTIFACT_ROOT = "dbfs:/databricks/mlflow-tracking"
 
 
+def _template_db(mlflow):
+    """A migrated, empty sqlite store, made once per machine and MLflow version and copied for each
+    backing server (running the migrations is about half of a server's start-up time)."""
+    from importlib.metadata import version
+
+    path = os.path.join(tempfile.gettempdir(), f"dbx-emulator-mlflow-{version('mlflow')}-template.db")
+    if not os.path.exists(path):
+        tmp = f"{path}.{os.getpid()}.{time.time_ns()}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DATABRICKS_"))}
+        subprocess.run([mlflow, "db", "upgrade", f"sqlite:///{tmp}"], env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.replace(tmp, path)
+    return path
+
+
 class Backend:
     def __init__(self, workdir=None):
         self.dir = workdir or tempfile.mkdtemp(prefix="dbx-emulator-mlflow-")
@@ -29,10 +44,12 @@ class Backend:
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         mlflow = os.path.join(os.path.dirname(sys.executable), "mlflow")
+        shutil.copyfile(_template_db(mlflow), os.path.join(self.dir, "mlflow.db"))
         cmd = [mlflow, "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
                "--backend-store-uri", f"sqlite:///{self.dir}/mlflow.db",
                "--default-artifact-root", ARTIFACT_ROOT, "--no-serve-artifacts"]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DATABRICKS_"))}
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no job-runner process: nothing here uses jobs
         self.log = open(os.path.join(self.dir, "server.log"), "wb")
         self.proc = subprocess.Popen(cmd, cwd=self.dir, env=env, stdout=self.log, stderr=subprocess.STDOUT)
 

@@ -140,6 +140,15 @@ class HttpApp:
         self.requests = []
         self._lock = threading.Lock()
         self.server = None
+        self.faults = []  # [{"method", "rx", "status", "body", "headers", "times"}]
+
+    def take_fault(self, method, path):
+        with self._lock:
+            for f in self.faults:
+                if f["times"] > 0 and (f["method"] in (None, method)) and f["rx"].search(path):
+                    f["times"] -= 1
+                    return f
+        return None
 
     def dispatch(self, h):
         req = Request(h)
@@ -153,6 +162,11 @@ class HttpApp:
             if fn is None:
                 raise no_endpoint(req.method, req.path)
             req.match = m
+            fault = self.take_fault(req.method, req.path)
+            if fault is not None:
+                entry["injected"] = True
+                raise ApiError(fault["body"]["error_code"], fault["body"]["message"], status=fault["status"],
+                               headers=fault["headers"])
             if auth:
                 authz = req.headers.get("Authorization") or ""
                 entry["auth"] = authz.split(" ", 1)[0].lower() if authz else "none"

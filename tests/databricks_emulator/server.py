@@ -158,6 +158,23 @@ class Emulator:
         """Every request that reached storage: {time, method, path, query, auth, has_bearer, status}."""
         return self.storage.storage_requests()
 
+    # ---- fault injection ----------------------------------------------------------------------------
+    def inject_api_error(self, path_regex, status=503, error_code="TEMPORARILY_UNAVAILABLE",
+                         message="injected by the emulator", method=None, times=1, headers=None):
+        """The next `times` API requests whose path matches answer this error (checked after routing,
+        before authentication), e.g. inject_api_error("/runs/log-batch", 429, "REQUEST_LIMIT_EXCEEDED",
+        headers={"Retry-After": "1"})."""
+        import re
+        self.app.faults.append({"method": method, "rx": re.compile(path_regex), "status": status, "times": times,
+                                "body": {"error_code": error_code, "message": message}, "headers": headers or {}})
+
+    def inject_storage_error(self, path_regex, status=503, code="SlowDown", message="Please reduce your request rate.",
+                             method=None, times=1):
+        """The next `times` storage requests whose path (/<bucket>/<key>) matches answer this S3 error."""
+        import re
+        self.storage.faults.append({"method": method, "rx": re.compile(path_regex), "status": status,
+                                    "code": code, "message": message, "times": times})
+
     def pat_env(self):
         return {"DATABRICKS_HOST": self.host, "DATABRICKS_TOKEN": self.token}
 
@@ -167,11 +184,18 @@ class Emulator:
 
     # ---- lifecycle --------------------------------------------------------------------------------
     def start(self):
+        """Start the backing mlflow server, storage and the API server; returns self (emu.host is set)."""
+        self._launch()
+        return self._finish()
+
+    def _launch(self):
         self.backend = Backend()
+
+    def _finish(self):
         try:
-            self.storage = S3Storage(region=self.region, presign_ttl=self.presign_ttl,
-                                     temp_credentials_ttl=self.temp_credentials_ttl, name=self.name)
-            self.auth = Auth(self.users, self.oauth_clients, self.oauth_token_ttl)
+            self.storage = S3Storage(region=self.region, presign_ttl=self._presign_ttl,
+                                     temp_credentials_ttl=self._temp_credentials_ttl, name=self.name)
+            self.auth = Auth(self.users, self.oauth_clients, self._oauth_token_ttl)
             self.backend.wait()
             self.ws = Workspace(self)
             from .unity_catalog import UnityCatalog
@@ -183,6 +207,18 @@ class Emulator:
             self.stop()
             raise
         return self
+
+    @staticmethod
+    def start_all(*emulators):
+        """Start several emulators, their backing mlflow servers booting in parallel."""
+        for e in emulators:
+            e._launch()
+        try:
+            return [e._finish() for e in emulators]
+        except Exception:
+            for e in emulators:
+                e.stop()
+            raise
 
     def stop(self):
         if self.app:
@@ -241,6 +277,7 @@ class Emulator:
         r.add("GET", M + r"/experiments/get-by-name", ws.get_experiment_by_name)
         r.add("POST", M + r"/experiments/update", ws.update_experiment)
         r.add("POST", M + r"/experiments/set-experiment-tag", ws.set_experiment_tag)
+        r.add("GET|POST", M + r"/experiments/search", ws.search_experiments)
         r.add("POST", M + r"/runs/create", ws.create_run)
         r.add("POST", M + r"/runs/set-tag", ws.set_run_tag)
         r.add("POST", M + r"/runs/log-batch", ws.log_batch)

@@ -198,6 +198,14 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             entry["status"] = status_body[0]
             self._reply(status_body[0], status_body[1], close=close)
 
+        fault = st._take_fault(self.command, raw_path)
+        if fault is not None:
+            entry["injected"] = True
+            length = self.headers.get("Content-Length")
+            if length:
+                self.rfile.read(int(length))
+            return fail(s3_error(fault["code"], fault["message"], fault["status"]), close=not length)
+
         if kind == "bearer":
             return fail(s3_error("InvalidArgument", "Unsupported Authorization Type", 400,
                                  ArgumentName="Authorization", ArgumentValue="Bearer ***"), close=True)
@@ -282,6 +290,7 @@ class S3Storage:
         self.bucket = f"databricks-{name}-root-{suffix}"
         self.uc_bucket = f"databricks-{name}-metastore-{suffix}"
         self.temp_expiry = {}
+        self.faults = []
         self.requests = []
         self._rec_lock = threading.Lock()
         self._port = free_port()
@@ -349,6 +358,14 @@ class S3Storage:
                 "X-Amz-Expires": expires,
                 "Expires": time.strftime(fmt, time.gmtime(signed_at + expires)),
                 "ServerTime": time.strftime(fmt, time.gmtime(now))})
+        return None
+
+    def _take_fault(self, method, path):
+        with self._rec_lock:
+            for f in self.faults:
+                if f["times"] > 0 and f["method"] in (None, method) and f["rx"].search(path):
+                    f["times"] -= 1
+                    return f
         return None
 
     def storage_requests(self):

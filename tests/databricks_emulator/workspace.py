@@ -50,7 +50,8 @@ def check_rel_path(path):
 def translate(obj):
     """Databricks shapes for what the backing OSS server answers."""
     if isinstance(obj, dict):
-        return {k: translate(v) for k, v in obj.items()}
+        # MLflow 3's own "workspace" field (OSS multi-workspace support) is not part of Databricks' answers
+        return {k: translate(v) for k, v in obj.items() if not (k == "workspace" and v == "default")}
     if isinstance(obj, list):
         return [translate(v) for v in obj]
     if isinstance(obj, str) and "/models/m-" in obj:
@@ -273,6 +274,12 @@ class Workspace:
         return Response(200, self.forward(req))
 
     def passthrough(self, req):
+        return Response(200, self.forward(req))
+
+    def search_experiments(self, req):
+        if req.method == "GET" and "max_results" not in req.query:
+            # Databricks applies a default page size; the OSS server insists on max_results in a GET
+            req.query_string = (req.query_string + "&" if req.query_string else "") + "max_results=1000"
         return Response(200, self.forward(req))
 
     # ---- run artifacts: signed URLs ----------------------------------------------------------------

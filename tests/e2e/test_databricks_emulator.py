@@ -102,6 +102,9 @@ def test_mlflow_client_logs_registers_and_loads(emu):
     # Unity Catalog
     assert r["uc_status"] == "READY" and r["uc_predict_version"] is True and r["uc_predict_alias"] is True
     assert r["uc_alias_version"] == r["uc_version"] == "1"
+    uc_state = emu.uc.versions[uc_name.lower()][1]
+    assert uc_state["run_id"] == run_id and uc_state["run_tracking_server_id"] == emu.workspace_id, \
+        "MLflow read x-databricks-org-id from GetRun and sent it as run_tracking_server_id"
     # what travelled where
     reqs = emu.requests[start:]
     paths = [q["path"] for q in reqs]
@@ -431,3 +434,19 @@ def test_uc_grants(emu):
     r = api(emu, "PATCH", G, json={"changes": [{"principal": "bob@example.com", "add": ["SELECT"]}]})
     assert r.status_code == 400
     assert api(emu, "GET", G, params={"max_results": 10}).status_code == 400
+
+
+def test_fault_injection(emu):
+    emu.inject_api_error(r"/experiments/search$", 429, "REQUEST_LIMIT_EXCEEDED", "Too many requests",
+                         headers={"Retry-After": "1"})
+    r = api(emu, "GET", "/api/2.0/mlflow/experiments/search")
+    assert r.status_code == 429 and r.headers["Retry-After"] == "1"
+    assert r.json() == {"error_code": "REQUEST_LIMIT_EXCEEDED", "message": "Too many requests"}
+    assert api(emu, "GET", "/api/2.0/mlflow/experiments/search").status_code == 200
+    _, run = new_run(emu)
+    url = ok(api(emu, "POST", "/api/2.0/mlflow/artifacts/credentials-for-write",
+                 json={"run_id": run["info"]["run_id"], "path": ["f.txt"]}))["credential_infos"][0]["signed_uri"]
+    emu.inject_storage_error(r"/f\.txt$", 403, "AccessDenied", "Access Denied", method="PUT")
+    r = requests.put(url, data=b"x", timeout=10)
+    assert r.status_code == 403 and "<Code>AccessDenied</Code>" in r.text
+    assert requests.put(url, data=b"x", timeout=10).status_code == 200
