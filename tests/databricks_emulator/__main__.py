@@ -44,9 +44,14 @@ def main():
                    uc_storage_mode="DEFAULT_STORAGE" if a.uc_default_storage else "CUSTOMER_HOSTED",
                    ws_aliases=a.ws_aliases, port=a.port)
     emu.start()
-    print(json.dumps({"host": emu.host, "users": emu.users, "oauth_clients": emu.oauth_clients,
-                      "s3_endpoint": emu.s3_endpoint, "bucket": emu.bucket, "uc_bucket": emu.uc_bucket,
-                      "catalogs": emu.catalogs}, indent=2), flush=True)
+    info = {"host": emu.host, "s3_endpoint": emu.s3_endpoint, "bucket": emu.bucket, "uc_bucket": emu.uc_bucket,
+            "catalogs": emu.catalogs, "users": sorted(emu.workspace_users)}
+    # Credentials given on the command line are not echoed; generated ones are printed so they can be used.
+    if not a.token:
+        info["generated_token"] = {"token": emu.token, "user": emu.user}
+    if not a.client_id:
+        info["generated_oauth_client"] = {"client_id": emu.client_id, "client_secret": emu.client_secret}
+    print(json.dumps(info, indent=2), flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

@@ -8,7 +8,9 @@ touching artifacts itself: the emulator serves them from S3.
 import http.client
 import json
 import os
+import atexit
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -51,7 +53,10 @@ class Backend:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DATABRICKS_"))}
         env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no job-runner process: nothing here uses jobs
         self.log = open(os.path.join(self.dir, "server.log"), "wb")
-        self.proc = subprocess.Popen(cmd, cwd=self.dir, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        # Its own process group: `mlflow server` runs uvicorn as a child, and stop() must end both.
+        self.proc = subprocess.Popen(cmd, cwd=self.dir, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        atexit.register(self.stop)
 
     def wait(self, timeout=180):
         deadline = time.time() + timeout
@@ -67,12 +72,37 @@ class Backend:
         raise RuntimeError(f"backing mlflow server did not start; see {self.log.name}")
 
     def stop(self):
-        self.proc.terminate()
+        if self.proc is None:
+            return
+        pgid = self.proc.pid
+
+        def group_alive():
+            try:
+                os.killpg(pgid, 0)
+                return True
+            except ProcessLookupError:
+                return False
+
         try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+            os.killpg(pgid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            self.proc.poll()
+            if not group_alive():
+                break
+            time.sleep(0.2)
+        else:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
             self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        self.proc = None
         self.log.close()
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
