@@ -161,6 +161,9 @@ def test_signed_urls_multipart_and_paging_without_files_api(emu):
     assert any(s["method"] == "PUT" and s["path"].startswith(f"/{emu.uc_bucket}/models/") and s["path"].endswith(
         "/MLmodel") and s["auth"] == "presigned" and s["status"] == 200 for s in sreqs)
     assert "/api/2.0/mlflow/unity-catalog/model-versions/finalize" in paths
+    assert any(p.endswith("/artifacts/credentials-for-upload") for p in paths), "logged model written via signed URLs"
+    assert any(p.endswith("/artifacts/credentials-for-download") for p in paths)
+    assert any(p.endswith("/artifacts/directories") for p in paths), "logged model listed via the tracking API"
 
 
 def test_oauth_m2m_tokens_expire_and_refresh(emu):
