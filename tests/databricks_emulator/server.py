@@ -43,10 +43,13 @@ class Emulator:
       uc_storage_mode     "CUSTOMER_HOSTED" (S3 temporary credentials, default) or "DEFAULT_STORAGE"
                           (presigned URLs from /api/2.0/fs/create-upload-url)
       ws_aliases          let the workspace registry accept alias calls (default False: WS has none)
+      host_metadata       serve GET /.well-known/databricks-config (default True; the Databricks SDK
+                          reads it first, then falls back to /oidc/.well-known/oauth-authorization-server)
       ws_registration_delay  seconds before a WS model version leaves PENDING_REGISTRATION (default 0)
       signed_url_headers  headers returned with each signed URL, [{"name":..., "value":...}]
       workspace_id        the x-databricks-org-id answered (default random 16 digits)
       name                a label used in bucket names
+      region              the S3 region of the buckets (default us-west-2)
       port                port to listen on (default: a free one)
     """
 
@@ -55,7 +58,7 @@ class Emulator:
                  extra_users=(), groups=("admins", "users"), extra_service_principals=(), catalogs=None,
                  uc_sdk_models_repo=False, uc_storage_mode="CUSTOMER_HOSTED", ws_aliases=False,
                  ws_registration_delay=0.0, signed_url_headers=(), workspace_id=None, name="ws", port=0,
-                 region="us-west-2"):
+                 region="us-west-2", host_metadata=True):
         if users is None:
             users = {"dapi" + secrets.token_hex(16): "alice@example.com"}
         if oauth_clients is None:
@@ -76,6 +79,7 @@ class Emulator:
         self.uc_sdk_models_repo = uc_sdk_models_repo
         self.uc_storage_mode = uc_storage_mode
         self.ws_aliases = ws_aliases
+        self.host_metadata = host_metadata
         self.ws_registration_delay = float(ws_registration_delay)
         self.signed_url_headers = list(signed_url_headers)
         self.workspace_id = str(workspace_id or (10**15 + secrets.randbelow(9 * 10**15)))
@@ -248,6 +252,9 @@ class Emulator:
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"]})
 
     def _databricks_config(self, req):
+        if not self.host_metadata:
+            from .errors import no_endpoint
+            raise no_endpoint(req.method, req.path)
         return Response(200, {"oidc_endpoint": f"http://{req.host}/oidc", "workspace_id": self.workspace_id,
                               "cloud": "aws"})
 
@@ -305,6 +312,8 @@ class Emulator:
         # workspace registry
         r.add("POST", M + r"/registered-models/create", ws.create_registered_model)
         r.add("POST", M + r"/registered-models/rename", ws.rename_registered_model)
+        r.add("DELETE", M + r"/registered-models/delete", ws.delete_registered_model)
+        r.add("DELETE", M + r"/model-versions/delete", ws.delete_model_version)
         r.add("POST|DELETE|GET", M + r"/registered-models/alias", ws.ws_alias)
         r.add("POST", M + r"/model-versions/create", ws.create_model_version)
         r.add("GET", M + r"/model-versions/get-download-uri", ws.get_download_uri)

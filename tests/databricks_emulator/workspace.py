@@ -542,6 +542,22 @@ class Workspace:
         self.owners[("registered-models", rid)] = req.principal.name
         return Response(200, out)
 
+    def delete_registered_model(self, req):
+        out = self.forward(req)
+        name = req.arg("name")
+        with self._lock:
+            rid = self.rm_ids.pop(name, None)
+            self.acls.pop(("registered-models", rid), None)
+            self.owners.pop(("registered-models", rid), None)
+            for key in [k for k in self.mv_state if k[0] == name]:
+                del self.mv_state[key]
+        return Response(200, out)
+
+    def delete_model_version(self, req):
+        out = self.forward(req)
+        self.mv_state.pop((req.arg("name"), str(req.arg("version"))), None)
+        return Response(200, out)
+
     def rename_registered_model(self, req):
         out = self.forward(req)
         old, new = req.arg("name"), req.arg("new_name")

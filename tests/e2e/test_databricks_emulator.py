@@ -197,7 +197,9 @@ def test_auth_errors_and_discovery(emu):
     assert api(emu, "GET", "/api/2.0/mlflow/experiments/search", token=False).status_code == 401
     bad = api(emu, "GET", "/api/2.0/mlflow/experiments/search", token="dapi-not-a-token")
     assert bad.status_code == 403 and bad.json()["message"] == "Invalid access token."
-    meta = requests.get(emu.host + "/oidc/.well-known/oauth-authorization-server", timeout=10).json()
+    cfg = requests.get(emu.host + "/.well-known/databricks-config", timeout=10).json()
+    assert cfg["oidc_endpoint"] == emu.host + "/oidc" and cfg["workspace_id"] == emu.workspace_id
+    meta = requests.get(cfg["oidc_endpoint"] + "/.well-known/oauth-authorization-server", timeout=10).json()
     assert meta["token_endpoint"] == emu.host + "/oidc/v1/token"
     basic = base64.b64encode(f"{emu.client_id}:wrong".encode()).decode()
     r = requests.post(meta["token_endpoint"], data={"grant_type": "client_credentials", "scope": "all-apis"},
@@ -294,6 +296,38 @@ def test_storage_rejects_bearer_expired_tampered_and_chunked(emu):
     assert r.status_code == 403 and "Request has expired" in r.text
     listed = ok(api(emu, "GET", "/api/2.0/mlflow/artifacts/list", params={"run_id": rid}))
     assert listed["files"] == [{"path": "a.txt", "is_dir": False, "file_size": 5}]
+
+
+def test_multipart_part_url_refresh_after_expiry(emu):
+    _, run = new_run(emu)
+    rid = run["info"]["run_id"]
+    emu.presign_ttl = 1
+    try:
+        mpu = ok(api(emu, "POST", "/api/2.0/mlflow/artifacts/create-multipart-upload",
+                     json={"run_id": rid, "path": "big/part.bin", "num_parts": 2}))
+    finally:
+        emu.presign_ttl = 120
+    assert len(mpu["upload_credential_infos"]) == 2
+    part1 = os.urandom(5 * MiB)
+    r = requests.put(mpu["upload_credential_infos"][0]["signed_uri"], data=part1, timeout=30)
+    assert r.status_code == 200
+    etags = [{"part_number": 1, "etag": r.headers["ETag"]}]
+    time.sleep(2.1)
+    r = requests.put(mpu["upload_credential_infos"][1]["signed_uri"], data=b"tail", timeout=30)
+    assert r.status_code == 403 and "Request has expired" in r.text
+    fresh = ok(api(emu, "GET", "/api/2.0/mlflow/artifacts/get-presigned-upload-part-url",
+                   params={"run_id": rid, "path": "big/part.bin", "upload_id": mpu["upload_id"], "part_number": 2}))
+    r = requests.put(fresh["upload_credential_info"]["signed_uri"], data=b"tail", timeout=30)
+    assert r.status_code == 200
+    etags.append({"part_number": 2, "etag": r.headers["ETag"]})
+    bad = api(emu, "POST", "/api/2.0/mlflow/artifacts/complete-multipart-upload",
+              json={"run_id": rid, "path": "big/part.bin", "upload_id": mpu["upload_id"],
+                    "part_etags": [{"part_number": 1, "etag": '"0"'}, etags[1]]})
+    assert bad.status_code == 400
+    ok(api(emu, "POST", "/api/2.0/mlflow/artifacts/complete-multipart-upload",
+           json={"run_id": rid, "path": "big/part.bin", "upload_id": mpu["upload_id"], "part_etags": etags}))
+    listed = ok(api(emu, "GET", "/api/2.0/mlflow/artifacts/list", params={"run_id": rid, "path": "big"}))
+    assert listed["files"] == [{"path": "big/part.bin", "is_dir": False, "file_size": 5 * MiB + 4}]
 
 
 # ------------------------------------------------------------------------------------------------
