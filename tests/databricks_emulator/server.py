@@ -1,0 +1,334 @@
+"""The Databricks workspace emulator: one HTTP server on 127.0.0.1 in front of a real `mlflow
+server` (tracking and workspace registry) and moto S3 (artifacts, UC model storage).
+
+    emu = Emulator().start()        # emu.host == "http://127.0.0.1:PORT"
+    env = {"DATABRICKS_HOST": emu.host, "DATABRICKS_TOKEN": emu.token}
+    ...
+    emu.stop()
+"""
+import logging
+import secrets
+import time
+import uuid
+
+from .auth import Auth, OAuthError
+from .backend import Backend
+from .errors import ApiError
+from .httpcore import HttpApp, Response, Router
+from .storage import S3Storage, free_port
+from .workspace import Workspace
+
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+
+class Emulator:
+    """One emulated Databricks workspace (and its Unity Catalog metastore).
+
+    Arguments (all optional):
+      users               {token: user_name} personal access tokens; default one token for
+                          alice@example.com
+      oauth_clients       {client_id: client_secret} service principals for OAuth M2M; default one
+      oauth_token_ttl     seconds an OAuth access token lives (default 3600)
+      presign_ttl         seconds a presigned URL lives (default 300)
+      temp_credentials_ttl seconds UC temporary credentials live (default 900)
+      files_api           serve the Files API for MLflow artifact paths (default True); False answers
+                          403 FEATURE_DISABLED so MLflow falls back to signed URLs
+      credentials_page_size  credential_infos per credentials-for-read/write answer (default 1000)
+      list_page_size      entries per artifacts/list, logged-model directories, fs/directories page
+      extra_users, groups, extra_service_principals   principals the workspace knows (for ACLs)
+      catalogs            {catalog: [schema, ...]} that exist in the UC metastore
+                          (default {"main": ["default"]})
+      uc_sdk_models_repo  answer true to is-databricks-sdk-models-artifact-repository-enabled (UC model
+                          files through the Files API at /Models/...) (default False)
+      uc_storage_mode     "CUSTOMER_HOSTED" (S3 temporary credentials, default) or "DEFAULT_STORAGE"
+                          (presigned URLs from /api/2.0/fs/create-upload-url)
+      ws_aliases          let the workspace registry accept alias calls (default False: WS has none)
+      host_metadata       serve GET /.well-known/databricks-config (default True; the Databricks SDK
+                          reads it first, then falls back to /oidc/.well-known/oauth-authorization-server)
+      ws_registration_delay  seconds before a WS model version leaves PENDING_REGISTRATION (default 0)
+      signed_url_headers  headers returned with each signed URL, [{"name":..., "value":...}]
+      workspace_id        the x-databricks-org-id answered (default random 16 digits)
+      name                a label used in bucket names
+      region              the S3 region of the buckets (default us-west-2)
+      port                port to listen on (default: a free one)
+    """
+
+    def __init__(self, users=None, oauth_clients=None, oauth_token_ttl=3600.0, presign_ttl=300.0,
+                 temp_credentials_ttl=900.0, files_api=True, credentials_page_size=1000, list_page_size=1000,
+                 extra_users=(), groups=("admins", "users"), extra_service_principals=(), catalogs=None,
+                 uc_sdk_models_repo=False, uc_storage_mode="CUSTOMER_HOSTED", ws_aliases=False,
+                 ws_registration_delay=0.0, signed_url_headers=(), workspace_id=None, name="ws", port=0,
+                 region="us-west-2", host_metadata=True):
+        if users is None:
+            users = {"dapi" + secrets.token_hex(16): "alice@example.com"}
+        if oauth_clients is None:
+            oauth_clients = {str(uuid.uuid4()): "dose" + secrets.token_hex(16)}
+        self.users = dict(users)
+        self.oauth_clients = dict(oauth_clients)
+        self._oauth_token_ttl = float(oauth_token_ttl)
+        self._presign_ttl = float(presign_ttl)
+        self._temp_credentials_ttl = float(temp_credentials_ttl)
+        self.auth = None
+        self.files_api = files_api
+        self.credentials_page_size = int(credentials_page_size)
+        self.list_page_size = int(list_page_size)
+        self.workspace_users = set(self.users.values()) | set(extra_users)
+        self.groups = set(groups) | {"admins", "users"}
+        self.service_principals = set(self.oauth_clients) | set(extra_service_principals)
+        self.catalogs = {c: list(s) for c, s in (catalogs or {"main": ["default"]}).items()}
+        self.uc_sdk_models_repo = uc_sdk_models_repo
+        self.uc_storage_mode = uc_storage_mode
+        self.ws_aliases = ws_aliases
+        self.host_metadata = host_metadata
+        self.ws_registration_delay = float(ws_registration_delay)
+        self.signed_url_headers = list(signed_url_headers)
+        self.workspace_id = str(workspace_id or (10**15 + secrets.randbelow(9 * 10**15)))
+        self.name = name
+        self.region = region
+        self._port = port or free_port()
+        self.host = f"http://127.0.0.1:{self._port}"
+        self.backend = None
+        self.storage = None
+        self.uc = None
+        self.app = None
+
+    # ---- switches that tests may flip while the emulator runs ------------------------------------
+    @property
+    def oauth_token_ttl(self):
+        return self._oauth_token_ttl
+
+    @oauth_token_ttl.setter
+    def oauth_token_ttl(self, v):
+        self._oauth_token_ttl = float(v)
+        if self.auth:
+            self.auth.oauth_token_ttl = float(v)
+
+    @property
+    def presign_ttl(self):
+        return self._presign_ttl
+
+    @presign_ttl.setter
+    def presign_ttl(self, v):
+        self._presign_ttl = float(v)
+        if self.storage:
+            self.storage.presign_ttl = float(v)
+
+    @property
+    def temp_credentials_ttl(self):
+        return self._temp_credentials_ttl
+
+    @temp_credentials_ttl.setter
+    def temp_credentials_ttl(self, v):
+        self._temp_credentials_ttl = float(v)
+        if self.storage:
+            self.storage.temp_credentials_ttl = float(v)
+
+    # ---- convenience ------------------------------------------------------------------------------
+    @property
+    def token(self):
+        return next(iter(self.users))
+
+    @property
+    def user(self):
+        return self.users[self.token]
+
+    @property
+    def client_id(self):
+        return next(iter(self.oauth_clients))
+
+    @property
+    def client_secret(self):
+        return self.oauth_clients[self.client_id]
+
+    @property
+    def bucket(self):
+        return self.storage.bucket
+
+    @property
+    def uc_bucket(self):
+        return self.storage.uc_bucket
+
+    @property
+    def s3_endpoint(self):
+        """The storage endpoint clients reach (the strict proxy in front of moto)."""
+        return self.storage.endpoint
+
+    @property
+    def requests(self):
+        """Every API request: {time, method, path, auth ("pat"/"oauth"/"none"/...), user, status}."""
+        return list(self.app.requests)
+
+    def storage_requests(self):
+        """Every request that reached storage: {time, method, path, query, auth, has_bearer, status}."""
+        return self.storage.storage_requests()
+
+    # ---- fault injection ----------------------------------------------------------------------------
+    def inject_api_error(self, path_regex, status=503, error_code="TEMPORARILY_UNAVAILABLE",
+                         message="injected by the emulator", method=None, times=1, headers=None):
+        """The next `times` API requests whose path matches answer this error (checked after routing,
+        before authentication), e.g. inject_api_error("/runs/log-batch", 429, "REQUEST_LIMIT_EXCEEDED",
+        headers={"Retry-After": "1"})."""
+        import re
+        self.app.faults.append({"method": method, "rx": re.compile(path_regex), "status": status, "times": times,
+                                "body": {"error_code": error_code, "message": message}, "headers": headers or {}})
+
+    def inject_storage_error(self, path_regex, status=503, code="SlowDown", message="Please reduce your request rate.",
+                             method=None, times=1):
+        """The next `times` storage requests whose path (/<bucket>/<key>) matches answer this S3 error."""
+        import re
+        self.storage.faults.append({"method": method, "rx": re.compile(path_regex), "status": status,
+                                    "code": code, "message": message, "times": times})
+
+    def pat_env(self):
+        return {"DATABRICKS_HOST": self.host, "DATABRICKS_TOKEN": self.token}
+
+    def oauth_env(self):
+        return {"DATABRICKS_HOST": self.host, "DATABRICKS_CLIENT_ID": self.client_id,
+                "DATABRICKS_CLIENT_SECRET": self.client_secret}
+
+    # ---- lifecycle --------------------------------------------------------------------------------
+    def start(self):
+        """Start the backing mlflow server, storage and the API server; returns self (emu.host is set)."""
+        self._launch()
+        return self._finish()
+
+    def _launch(self):
+        self.backend = Backend()
+
+    def _finish(self):
+        try:
+            self.storage = S3Storage(region=self.region, presign_ttl=self._presign_ttl,
+                                     temp_credentials_ttl=self._temp_credentials_ttl, name=self.name)
+            self.auth = Auth(self.users, self.oauth_clients, self._oauth_token_ttl)
+            self.backend.wait()
+            self.ws = Workspace(self)
+            from .unity_catalog import UnityCatalog
+            self.uc = UnityCatalog(self)
+            self.app = HttpApp(self._routes(), self.auth.authenticate,
+                               extra_headers={"x-databricks-org-id": self.workspace_id})
+            self.app.serve(self._port)
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    @staticmethod
+    def start_all(*emulators):
+        """Start several emulators, their backing mlflow servers booting in parallel."""
+        for e in emulators:
+            e._launch()
+        try:
+            return [e._finish() for e in emulators]
+        except Exception:
+            for e in emulators:
+                e.stop()
+            raise
+
+    def stop(self):
+        if self.app:
+            self.app.shutdown()
+            self.app = None
+        if self.storage:
+            self.storage.close()
+            self.storage = None
+        if self.backend:
+            self.backend.stop()
+            self.backend = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # ---- discovery and tokens -----------------------------------------------------------------------
+    def _oidc_metadata(self, req):
+        base = f"http://{req.host}"
+        return Response(200, {
+            "issuer": f"{base}/oidc", "authorization_endpoint": f"{base}/oidc/v1/authorize",
+            "token_endpoint": f"{base}/oidc/v1/token", "jwks_uri": f"{base}/oidc/jwks.json",
+            "grant_types_supported": ["client_credentials", "authorization_code", "refresh_token"],
+            "response_types_supported": ["code"], "scopes_supported": ["all-apis", "offline_access"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"]})
+
+    def _databricks_config(self, req):
+        if not self.host_metadata:
+            from .errors import no_endpoint
+            raise no_endpoint(req.method, req.path)
+        return Response(200, {"oidc_endpoint": f"http://{req.host}/oidc", "workspace_id": self.workspace_id,
+                              "cloud": "aws"})
+
+    def _token(self, req):
+        from urllib.parse import parse_qs
+        form = {k: v[0] for k, v in parse_qs(req.body.decode(errors="replace")).items()}
+        try:
+            return Response(200, self.auth.issue(req.headers, form))
+        except OAuthError as e:
+            return Response(e.status, e.body)
+
+    # ---- routes -----------------------------------------------------------------------------------
+    def _routes(self):
+        r = Router()
+        ws, uc = self.ws, self.uc
+        M = "/api/2.0/mlflow"
+        r.add("GET", r"/\.well-known/databricks-config", self._databricks_config, auth=False)
+        r.add("GET", r"/oidc/\.well-known/oauth-authorization-server", self._oidc_metadata, auth=False)
+        r.add("POST", r"/oidc/v1/token", self._token, auth=False)
+        # workspace
+        r.add("POST", r"/api/2.0/workspace/mkdirs", ws.mkdirs)
+        r.add("GET", r"/api/2.0/workspace/get-status", ws.get_status)
+        r.add("GET", r"/api/2.0/workspace/list", ws.list_dir)
+        r.add("GET", r"/api/2.0/preview/scim/v2/Me", ws.me)
+        # tracking with Databricks rules
+        r.add("POST", M + r"/experiments/create", ws.create_experiment)
+        r.add("GET", M + r"/experiments/get-by-name", ws.get_experiment_by_name)
+        r.add("POST", M + r"/experiments/update", ws.update_experiment)
+        r.add("POST", M + r"/experiments/set-experiment-tag", ws.set_experiment_tag)
+        r.add("GET|POST", M + r"/experiments/search", ws.search_experiments)
+        r.add("POST", M + r"/runs/create", ws.create_run)
+        r.add("POST", M + r"/runs/set-tag", ws.set_run_tag)
+        r.add("POST", M + r"/runs/log-batch", ws.log_batch)
+        # run and logged-model artifacts
+        r.add("POST|GET", M + r"/artifacts/credentials-for-read", lambda q: ws.run_credentials(q, False))
+        r.add("POST|GET", M + r"/artifacts/credentials-for-write", lambda q: ws.run_credentials(q, True))
+        r.add("GET", M + r"/artifacts/list", ws.list_run_artifacts)
+        r.add("POST", M + r"/artifacts/create-multipart-upload", ws.create_multipart)
+        r.add("GET|POST", M + r"/artifacts/get-presigned-upload-part-url", ws.presigned_part_url)
+        r.add("POST", M + r"/artifacts/complete-multipart-upload", ws.complete_multipart)
+        r.add("POST|GET", M + r"/logged-models/(?P<model_id>[^/]+)/artifacts/credentials-for-upload",
+              lambda q: ws.model_credentials(q, True))
+        r.add("POST|GET", M + r"/logged-models/(?P<model_id>[^/]+)/artifacts/credentials-for-download",
+              lambda q: ws.model_credentials(q, False))
+        r.add("GET", M + r"/logged-models/(?P<model_id>[^/]+)/artifacts/directories", ws.list_model_artifacts)
+        # Files API
+        r.add("PUT", r"/api/2.0/fs/files(?P<path>/.+)", ws.fs_put)
+        r.add("GET|HEAD", r"/api/2.0/fs/files(?P<path>/.+)", ws.fs_get)
+        r.add("DELETE", r"/api/2.0/fs/files(?P<path>/.+)", ws.fs_delete)
+        r.add("GET|HEAD", r"/api/2.0/fs/directories(?P<path>/.+)", ws.fs_dir)
+        r.add("POST", r"/api/2.0/fs/create-upload-url", lambda q: ws.fs_presigned(q, True))
+        r.add("POST", r"/api/2.0/fs/create-download-url", lambda q: ws.fs_presigned(q, False))
+        # Unity Catalog registry (before the generic registry routes)
+        uc.add_routes(r)
+        # workspace registry
+        r.add("POST", M + r"/registered-models/create", ws.create_registered_model)
+        r.add("POST", M + r"/registered-models/rename", ws.rename_registered_model)
+        r.add("DELETE", M + r"/registered-models/delete", ws.delete_registered_model)
+        r.add("DELETE", M + r"/model-versions/delete", ws.delete_model_version)
+        r.add("POST|DELETE|GET", M + r"/registered-models/alias", ws.ws_alias)
+        r.add("POST", M + r"/model-versions/create", ws.create_model_version)
+        r.add("GET", M + r"/model-versions/get-download-uri", ws.get_download_uri)
+        r.add("GET", M + r"/model-versions/list-artifacts", ws.mv_list_artifacts)
+        r.add("GET", M + r"/model-versions/get-signed-download-uri", ws.mv_signed_download_uri)
+        r.add("GET", M + r"/databricks/registered-models/get", ws.databricks_get_registered_model)
+        r.add("POST", M + r"/databricks/model-versions/transition-stage", ws.databricks_transition_stage)
+        r.add("GET|POST|PATCH|DELETE", M + r"/(registered-models|model-versions)/.+", ws.registry_passthrough)
+        # permissions
+        P = r"/api/2.0/permissions/(?P<otype>registered-models|experiments)/(?P<oid>[^/]+)"
+        r.add("GET", P, ws.get_permissions)
+        r.add("GET", P + "/permissionLevels", ws.permission_levels)
+        r.add("PATCH", P, lambda q: ws.set_permissions(q, replace=False))
+        r.add("PUT", P, lambda q: ws.set_permissions(q, replace=True))
+        # everything else MLflow tracking: forwarded
+        r.add("GET|POST|PATCH|DELETE", M + r"/.+", ws.passthrough)
+        r.add("GET", r"/api/3\.0/mlflow/.+", ws.passthrough)
+        return r

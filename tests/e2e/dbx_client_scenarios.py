@@ -1,0 +1,165 @@
+"""MLflow's own Python client against the Databricks emulator, one scenario per process (so each
+runs with a clean environment: DATABRICKS_* variables, MLflow's cached credentials and clients).
+
+    python dbx_client_scenarios.py SCENARIO '{"json": "args"}'
+
+prints one JSON object with what the scenario observed; the test asserts on it and on the
+emulator's request logs."""
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+
+
+def _model():
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    return LogisticRegression().fit(X, y), X
+
+
+def full(args):
+    """Log a run with params, metrics, artifacts and an MLflow 3 sklearn model; read it back;
+    register it in the workspace registry and in Unity Catalog; load it back and predict."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.models import infer_signature
+
+    out = {}
+    mlflow.set_tracking_uri("databricks")
+    mlflow.set_registry_uri("databricks")
+    exp = mlflow.set_experiment(args["experiment"])
+    out["experiment_id"] = exp.experiment_id
+    out["experiment_artifact_location"] = exp.artifact_location
+    clf, X = _model()
+    expected = clf.predict(X).tolist()
+    with tempfile.TemporaryDirectory() as d:
+        os.makedirs(os.path.join(d, "sub"))
+        with open(os.path.join(d, "sub", "data.bin"), "wb") as f:
+            f.write(os.urandom(3000))
+        with open(os.path.join(d, "empty.txt"), "wb"):
+            pass
+        with mlflow.start_run(run_name="emulated") as run:
+            mlflow.log_params({"alpha": "0.5", "solver": "lbfgs"})
+            for step in range(3):
+                mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
+            mlflow.log_text("hello databricks", "notes/hello.txt")
+            mlflow.log_artifacts(d, "files")
+            info = mlflow.sklearn.log_model(clf, name="model", signature=infer_signature(X, clf.predict(X)))
+        run_id = run.info.run_id
+    client = MlflowClient()
+    r = client.get_run(run_id)
+    out["run_id"] = run_id
+    out["artifact_uri"] = r.info.artifact_uri
+    out["user_id"] = r.info.user_id
+    out["params"] = r.data.params
+    out["metrics"] = r.data.metrics
+    out["tags"] = r.data.tags
+    out["loss_history"] = [m.value for m in client.get_metric_history(run_id, "loss")]
+    out["artifacts"] = sorted(a.path for a in client.list_artifacts(run_id))
+    out["sub_artifacts"] = sorted((a.path, a.file_size) for a in client.list_artifacts(run_id, "files/sub"))
+    out["hello"] = mlflow.artifacts.load_text(f"runs:/{run_id}/notes/hello.txt")
+    lm = mlflow.get_logged_model(info.model_id)
+    out["model_id"] = info.model_id
+    out["model_artifact_location"] = lm.artifact_location
+    out["logged_model_predict"] = mlflow.pyfunc.load_model(info.model_uri).predict(X).tolist() == expected
+
+    # workspace registry
+    ws_name = args["ws_model"]
+    mv = mlflow.register_model(info.model_uri, ws_name)
+    out["ws_version"] = mv.version
+    out["ws_status"] = client.get_model_version(ws_name, mv.version).status
+    out["ws_source"] = client.get_model_version(ws_name, mv.version).source
+    out["ws_download_uri"] = client.get_model_version_download_uri(ws_name, mv.version)
+    loaded = mlflow.pyfunc.load_model(f"models:/{ws_name}/{mv.version}")
+    out["ws_predict"] = loaded.predict(X).tolist() == expected
+
+    # Unity Catalog
+    mlflow.set_registry_uri("databricks-uc")
+    uc_name = args["uc_model"]
+    uc_mv = mlflow.register_model(info.model_uri, uc_name)
+    uc_client = MlflowClient(registry_uri="databricks-uc")
+    uc_client.set_registered_model_alias(uc_name, "champion", uc_mv.version)
+    got = uc_client.get_model_version(uc_name, uc_mv.version)
+    out["uc_version"] = uc_mv.version
+    out["uc_status"] = got.status
+    out["uc_source"] = got.source
+    out["uc_predict_version"] = mlflow.pyfunc.load_model(f"models:/{uc_name}/{uc_mv.version}").predict(X).tolist() == expected
+    out["uc_predict_alias"] = mlflow.pyfunc.load_model(f"models:/{uc_name}@champion").predict(X).tolist() == expected
+    out["uc_alias_version"] = uc_client.get_model_version_by_alias(uc_name, "champion").version
+    return out
+
+
+def artifacts(args):
+    """Run artifacts through signed URLs (Files API off): a multipart upload, paging, read back."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri("databricks")
+    mlflow.set_experiment(args["experiment"])
+    big = os.urandom(args["big_bytes"])
+    with tempfile.TemporaryDirectory() as d:
+        p = os.path.join(d, "big.bin")
+        with open(p, "wb") as f:
+            f.write(big)
+        for i in range(5):
+            with open(os.path.join(d, f"small{i}.txt"), "w") as f:
+                f.write(f"file {i}")
+        with mlflow.start_run() as run:
+            mlflow.log_artifacts(d, "data")
+    client = MlflowClient()
+    listed = sorted((a.path, a.file_size) for a in client.list_artifacts(run.info.run_id, "data"))
+    with tempfile.TemporaryDirectory() as d:
+        local = mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/data", dst_path=d)
+        same = open(os.path.join(local, "big.bin"), "rb").read() == big
+        smalls = sorted(open(os.path.join(local, f"small{i}.txt")).read() for i in range(5))
+    out = {"run_id": run.info.run_id, "listed": listed, "big_roundtrip": same, "smalls": smalls}
+    if args.get("uc_model"):
+        out.update(_uc_roundtrip(args["uc_model"]))
+    return out
+
+
+def _uc_roundtrip(uc_name):
+    """Log a model, register it in Unity Catalog, load it back by version and predict."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    clf, X = _model()
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(clf, name="model", signature=infer_signature(X, clf.predict(X)))
+    mlflow.set_registry_uri("databricks-uc")
+    mv = mlflow.register_model(info.model_uri, uc_name)
+    loaded = mlflow.pyfunc.load_model(f"models:/{uc_name}/{mv.version}")
+    return {"uc_status": mv.status, "uc_version": mv.version,
+            "uc_predict": loaded.predict(X).tolist() == clf.predict(X).tolist()}
+
+
+def oauth(args):
+    """OAuth M2M: several calls spread over more than one token lifetime."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri("databricks")
+    exp = mlflow.set_experiment(args["experiment"])
+    client = MlflowClient()
+    names = []
+    for i in range(args["rounds"]):
+        run = client.create_run(exp.experiment_id, run_name=f"oauth-{i}")
+        client.log_param(run.info.run_id, "i", str(i))
+        names.append(client.get_run(run.info.run_id).data.params["i"])
+        time.sleep(args["sleep"])
+    out = {"params": names}
+    if args.get("uc_model"):
+        out.update(_uc_roundtrip(args["uc_model"]))
+    return out
+
+
+if __name__ == "__main__":
+    scenario, raw = sys.argv[1], sys.argv[2]
+    result = globals()[scenario](json.loads(raw))
+    print("RESULT " + json.dumps(result))
