@@ -426,11 +426,21 @@ fn copy_stage_and_aliases(
     report: &mut CopyModelVersionReport,
 ) -> anyhow::Result<bool> {
     let mut changed = false;
-    if let Some(stage) = version
+    let stage = version
         .current_stage
         .as_deref()
-        .filter(|s| !s.is_empty() && *s != "None")
-    {
+        .filter(|s| !s.is_empty() && *s != "None");
+    let stage = match stage {
+        Some(stage) if !c.dst.registry.supports_stages() => {
+            c.warn(format!(
+                "stage {stage} not copied: {} has no stages (use aliases)",
+                c.dst.registry.server()
+            ));
+            None
+        }
+        other => other,
+    };
+    if let Some(stage) = stage {
         if dst.current_stage.as_deref() != Some(stage) {
             c.dst
                 .registry
@@ -440,6 +450,19 @@ fn copy_stage_and_aliases(
         }
         report.stage = Some(stage.to_string());
     }
+    let aliases: Vec<_> = registered
+        .aliases
+        .iter()
+        .filter(|a| a.version == version.version)
+        .collect();
+    if !aliases.is_empty() && !c.dst.registry.supports_aliases() {
+        let names: Vec<&str> = aliases.iter().map(|a| a.alias.as_str()).collect();
+        c.warn(format!(
+            "aliases {names:?} not copied: {} has no aliases",
+            c.dst.registry.server()
+        ));
+        return Ok(changed);
+    }
     let current = c
         .dst
         .registry
@@ -447,11 +470,7 @@ fn copy_stage_and_aliases(
         .map(|m| m.aliases)
         .unwrap_or_default();
     // Aliases move: setting one on the new version takes it off any other version.
-    for alias in registered
-        .aliases
-        .iter()
-        .filter(|a| a.version == version.version)
-    {
+    for alias in aliases {
         let in_place = current
             .iter()
             .any(|a| a.alias == alias.alias && a.version == dst.version);

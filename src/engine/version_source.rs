@@ -60,9 +60,13 @@ pub fn parse(source: &str, run_id: Option<&str>, run_artifact_uri: Option<&str>)
             return SourceRef::RunArtifact { path };
         }
     }
-    // A logged model's location: …/models/m-<id>/artifacts[/path]
-    if let Some(at) = source.find("/models/m-") {
-        let rest = &source[at + "/models/".len()..];
+    // A logged model's location: …/models/m-<id>/artifacts[/path] (on a Databricks workspace
+    // …/logged_models/m-<id>/artifacts[/path]).
+    for marker in ["/models/m-", "/logged_models/m-"] {
+        let Some(at) = source.find(marker) else {
+            continue;
+        };
+        let rest = &source[at + marker.len() - 2..];
         if let Some((id, after)) = rest.split_once('/') {
             if let Some(path) = after
                 .strip_prefix("artifacts")
@@ -198,6 +202,13 @@ mod tests {
             }
         );
         assert_eq!(p("s3://bucket/mlflow/artifacts/x/model"), SourceRef::Other);
+        assert_eq!(
+            p("dbfs:/databricks/mlflow-tracking/4/logged_models/m-9/artifacts"),
+            SourceRef::LoggedModel {
+                model_id: "m-9".into(),
+                path: "".into()
+            }
+        );
     }
 
     #[test]

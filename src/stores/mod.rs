@@ -120,6 +120,15 @@ pub trait Registry {
         true
     }
 
+    /// Whether versions have stages (Unity Catalog has none) and models aliases (a Databricks
+    /// workspace registry has none): what the registry lacks is skipped with a warning.
+    fn supports_stages(&self) -> bool {
+        true
+    }
+    fn supports_aliases(&self) -> bool {
+        true
+    }
+
     /// Whether the registry would accept this registered-model name: checked before a copy
     /// writes anything (a `bad_input` error says what is wrong).
     fn check_model_name(&self, name: &str) -> Result<(), CopyError>;

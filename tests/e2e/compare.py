@@ -1,4 +1,5 @@
 """Field-by-field comparison of a source run and its copy, through the MLflow Python client."""
+import contextlib
 import hashlib
 import math
 import os
@@ -10,6 +11,9 @@ from mlflow import MlflowClient
 LINEAGE_RUN_TAGS = {"mlflow_exim.run_info.run_id", "mlflow_exim.run_info.experiment_id",
                     "mlflow_exim.run_info.user_id", "mlflow_exim.src_client.tracking_uri"}
 LINEAGE_MODEL_TAGS = {"mlflow_exim.src_model.model_id"}
+# Tags a Databricks workspace sets itself or refuses (src/stores/databricks/workspace.rs).
+WORKSPACE_TAGS = {"mlflow.user", "mlflow.log-model.history", "mlflow.rootRunId",
+                  "mlflow.experiment.sourceType", "mlflow.experiment.sourceId"}
 
 
 def _same_value(a, b):
@@ -22,8 +26,29 @@ def history(client, run_id, key):
                   key=lambda t: (t[0], t[1], str(t[2])))
 
 
+# `databricks://PROFILE` -> the DATABRICKS_* variables of that workspace. MLflow's artifact
+# client for workspace artifacts reads credentials from the environment only.
+WORKSPACE_ENV = {}
+
+
+@contextlib.contextmanager
+def workspace_env(tracking_uri):
+    saved = dict(os.environ)
+    os.environ.update(WORKSPACE_ENV.get(tracking_uri, {}))
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def tree_digests(tracking_uri, artifact_uri):
     """{relative path: sha256} of every file under an artifact URI."""
+    with workspace_env(tracking_uri):
+        return _tree_digests(tracking_uri, artifact_uri)
+
+
+def _tree_digests(tracking_uri, artifact_uri):
     if not mlflow.artifacts.list_artifacts(artifact_uri=artifact_uri, tracking_uri=tracking_uri):
         return {}
     with tempfile.TemporaryDirectory() as d:
@@ -54,21 +79,27 @@ def assert_trees_equal(src_uri, src_root, dst_uri, dst_root, id_pairs):
     return len(src)
 
 
-def assert_run_copied(src_uri, src_run_id, dst_uri, dst_run_id, experiment_name, *, parent=None):
-    """Every field the destination can store equals the source's, ids aside."""
+def assert_run_copied(src_uri, src_run_id, dst_uri, dst_run_id, experiment_name, *, parent=None,
+                      databricks_dst=False, src_server=None):
+    """Every field the destination can store equals the source's, ids aside. A Databricks
+    destination sets the user and some tags itself (`databricks_dst`); `src_server` is what the
+    lineage tag names for a `databricks://` source (its host)."""
     s, d = MlflowClient(src_uri, registry_uri=src_uri), MlflowClient(dst_uri, registry_uri=dst_uri)
     sr, dr = s.get_run(src_run_id), d.get_run(dst_run_id)
     assert d.get_experiment(dr.info.experiment_id).name == experiment_name
-    for field in ("run_name", "status", "start_time", "end_time", "user_id", "lifecycle_stage"):
+    fields = ("run_name", "status", "start_time", "end_time", "lifecycle_stage")
+    for field in fields + (() if databricks_dst else ("user_id",)):
         assert getattr(dr.info, field) == getattr(sr.info, field), field
     assert dr.data.params == sr.data.params
-    src_tags = dict(sr.data.tags)
-    dst_tags = dict(dr.data.tags)
+    skipped = WORKSPACE_TAGS if databricks_dst else set()
+    # A source that is itself a copy has lineage of its own, which the copy replaces.
+    src_tags = {k: v for k, v in sr.data.tags.items() if k not in skipped | LINEAGE_RUN_TAGS}
+    dst_tags = {k: v for k, v in dr.data.tags.items() if k not in skipped}
     src_parent = src_tags.pop("mlflow.parentRunId", None)
     assert dst_tags.pop("mlflow.parentRunId", None) == parent, "parent link"
     assert {k: v for k, v in dst_tags.items() if k not in LINEAGE_RUN_TAGS} == src_tags
     assert dst_tags["mlflow_exim.run_info.run_id"] == src_run_id
-    assert dst_tags["mlflow_exim.src_client.tracking_uri"] == src_uri
+    assert dst_tags["mlflow_exim.src_client.tracking_uri"] == (src_server or src_uri)
     assert dst_tags.get("mlflow_exim.run_info.user_id") == (sr.info.user_id or None)
     assert "mlflow_exim.copy_incomplete" not in dst_tags
     assert set(dr.data.metrics) == set(sr.data.metrics)
@@ -94,8 +125,8 @@ def assert_run_copied(src_uri, src_run_id, dst_uri, dst_run_id, experiment_name,
             assert getattr(dm, field) == getattr(sm, field), field
         assert dm.source_run_id == dst_run_id
         # mlflow.modelVersions is maintained by each registry for its own registrations.
-        assert {k: v for k, v in dm.tags.items() if k not in LINEAGE_MODEL_TAGS | {"mlflow.modelVersions"}} == \
-            {k: v for k, v in sm.tags.items() if k != "mlflow.modelVersions"}
+        assert {k: v for k, v in dm.tags.items() if k not in LINEAGE_MODEL_TAGS | {"mlflow.modelVersions"} | skipped} == \
+            {k: v for k, v in sm.tags.items() if k not in LINEAGE_MODEL_TAGS | {"mlflow.modelVersions"} | skipped}
         assert dm.tags["mlflow_exim.src_model.model_id"] == sm.model_id
         def model_metrics(m):
             return sorted((x.key, x.timestamp, x.step, x.dataset_name, x.dataset_digest,

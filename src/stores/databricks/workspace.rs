@@ -254,6 +254,10 @@ impl Registry for DatabricksWorkspace {
         false
     }
 
+    fn supports_aliases(&self) -> bool {
+        false
+    }
+
     fn check_model_name(&self, name: &str) -> Result<(), CopyError> {
         self.rest.check_model_name(name)
     }
