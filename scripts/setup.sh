@@ -4,7 +4,7 @@
 #   - the wasmtime CLI (cargo install --locked) if absent
 #   - MLflow (with the basic-auth extra), scikit-learn and pytest in a project-local venv (.venv)
 #   - target/wasm32-wasip2/release/mlflow_copy.wasm
-# With --with-host it also builds the example embedding host (host/), which the tests use.
+# With --with-host it also builds the example embedding host (hosts/rust/), which the tests use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +36,6 @@ cargo build --quiet --target wasm32-wasip2 --release
 ls -l target/wasm32-wasip2/release/mlflow_copy.wasm >&2
 
 if [ "${1:-}" = "--with-host" ]; then
-    say "Building the example embedding host (host/)"
-    (cd host && cargo build --quiet --release)
+    say "Building the example embedding host (hosts/rust/)"
+    (cd hosts/rust && cargo build --quiet --release)
 fi
