@@ -64,6 +64,19 @@ function numbers(value) {
   return value;
 }
 
+// Workers inherit the process's Node.js flags, but a worker given --input-type (as by
+// `node --input-type=module -e …`) refuses to load worker.js from its file; -e/-p code is not
+// the worker's either.
+function workerFlags() {
+  const flags = [];
+  const args = process.execArgv;
+  for (let i = 0; i < args.length; i++) {
+    if (['--input-type', '-e', '--eval', '-p', '--print'].includes(args[i])) i++;
+    else if (!args[i].startsWith('--input-type=')) flags.push(args[i]);
+  }
+  return flags;
+}
+
 async function call(fn, request, { wasm, env = process.env } = {}) {
   const module = await transpiled(wasm);
   const guestEnv = Object.fromEntries(
@@ -71,7 +84,7 @@ async function call(fn, request, { wasm, env = process.env } = {}) {
   return new Promise((resolve, reject) => {
     // The worker's own process.env is the guest's environment too, nothing more.
     const worker = new Worker(new URL('./worker.js', import.meta.url), {
-      workerData: { module, fn, request, env: guestEnv }, env: guestEnv,
+      workerData: { module, fn, request, env: guestEnv }, env: guestEnv, execArgv: workerFlags(),
     });
     let settled = false;
     const settle = (action) => {
