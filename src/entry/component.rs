@@ -53,7 +53,7 @@ impl wit::Guest for Component {
             dst_run_id: r.dst_run_id,
             dst_source: r.dst_source,
             deep: r.deep,
-            outcome: r.outcome.as_str().to_string(),
+            outcome: outcome(r.outcome),
             registered_model_created: r.registered_model_created,
             tags: r.tags,
             stage: r.stage,
@@ -70,7 +70,7 @@ fn run_report(report: CopyRunReport) -> wit::CopyRunReport {
         src_run_id: report.src_run_id,
         dst_run_id: report.dst_run_id,
         dst_experiment_id: report.dst_experiment_id,
-        outcome: report.outcome.as_str().to_string(),
+        outcome: outcome(report.outcome),
         params: report.params,
         tags: report.tags,
         metric_points: report.metric_points,
@@ -81,6 +81,14 @@ fn run_report(report: CopyRunReport) -> wit::CopyRunReport {
         artifact_files_skipped: report.artifact_files_skipped,
         child_run_ids: report.child_run_ids,
         elapsed_seconds: report.elapsed_seconds,
+    }
+}
+
+fn outcome(outcome: api::Outcome) -> wit::Outcome {
+    match outcome {
+        api::Outcome::Created => wit::Outcome::Created,
+        api::Outcome::Resumed => wit::Outcome::Resumed,
+        api::Outcome::Existing => wit::Outcome::Existing,
     }
 }
 

@@ -3,7 +3,7 @@ component run by the `wasmtime` CLI and by the example embedding host, and a fau
 
 Environment (set by scripts/test.sh):
   MLFLOW_COPY_WASM   path of the built mlflow_copy.wasm
-  MLFLOW_COPY_HOST   path of the built embedding host (host/target/release/mlflow-copy-host)
+  MLFLOW_COPY_HOST   path of the built embedding host (hosts/rust/target/release/mlflow-copy-host)
 """
 import json
 import os
@@ -25,7 +25,7 @@ from servers import ADMIN_PASSWORD, MlflowServer, free_port  # noqa: E402,F401
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 WASM = os.environ.get("MLFLOW_COPY_WASM", os.path.join(ROOT, "target/wasm32-wasip2/release/mlflow_copy.wasm"))
-HOST = os.environ.get("MLFLOW_COPY_HOST", os.path.join(ROOT, "host/target/release/mlflow-copy-host"))
+HOST = os.environ.get("MLFLOW_COPY_HOST", os.path.join(ROOT, "hosts/rust/target/release/mlflow-copy-host"))
 
 
 @pytest.fixture(scope="session")

@@ -222,4 +222,4 @@ def test_spin_manifest_points_at_the_built_component():
 def test_component_exports_exactly_one_http_handler():
     exports = json.loads(subprocess.run([HOST, "exports", WASM], capture_output=True, text=True, check=True).stdout)
     assert [e for e in exports if e.startswith("wasi:http/incoming-handler@0.2")] == ["wasi:http/incoming-handler@0.2.2"]
-    assert "mlflow:copy/copier@0.1.0" in exports and "wasi:cli/run@0.2.2" in exports
+    assert "mlflow:copy/copier@0.2.0" in exports and "wasi:cli/run@0.2.2" in exports

@@ -7,7 +7,8 @@
 //! The request's fields are those of the WIT record, in snake_case (`run_id`, `experiment_name`,
 //! `src_mlflow_uri`, …). Prints `{"ok": <report>}` and exits 0, or `{"err": {"kind", "message"}}`
 //! (the `copy-error` variant, returned as a value) and exits 1. Exit 2: the host itself failed.
-//! The guest sees only the host's `MLFLOW_*` environment variables (its credentials).
+//! The guest sees only the host's credential variables (`GUEST_ENV`), never the whole
+//! environment.
 //!
 //! `mlflow-copy-host exports <mlflow_copy.wasm>` prints the component's export names as JSON.
 
@@ -19,7 +20,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "../../wit",
     world: "plugin",
     exports: { default: async },
     additional_derives: [serde::Serialize, serde::Deserialize],
@@ -82,7 +83,7 @@ async fn run() -> Result<i32> {
 
     let mut wasi = WasiCtxBuilder::new();
     wasi.inherit_stderr();
-    for (key, value) in std::env::vars().filter(|(k, _)| k.starts_with("MLFLOW_")) {
+    for (key, value) in std::env::vars().filter(|(k, _)| passed_to_guest(k)) {
         wasi.env(key, value);
     }
     let state = HostState {
@@ -101,7 +102,7 @@ async fn run() -> Result<i32> {
             copier
                 .call_copy_run(&mut store, &request)
                 .await?
-                .map(|r| json!(r))
+                .map(report_json)
         }
         "copy-model-version" => {
             let request: CopyModelVersionRequest =
@@ -109,7 +110,7 @@ async fn run() -> Result<i32> {
             copier
                 .call_copy_model_version(&mut store, &request)
                 .await?
-                .map(|r| json!(r))
+                .map(report_json)
         }
         other => bail!("unknown function {other:?}; expected copy-run or copy-model-version"),
     };
@@ -130,6 +131,45 @@ async fn run() -> Result<i32> {
             Ok(1)
         }
     }
+}
+
+/// Whether a host environment variable is passed to the guest: `MLFLOW_*TRACKING_*` (the
+/// credentials, e.g. `MLFLOW_TRACKING_TOKEN`, `MLFLOW_DST_TRACKING_PASSWORD`),
+/// `MLFLOW_HTTP_REQUEST_TIMEOUT`, `MLFLOW_HTTP_REQUEST_MAX_RETRIES` and `DATABRICKS_*`.
+/// The same rule as the Python and Node.js hosts.
+fn passed_to_guest(name: &str) -> bool {
+    const EXACT: [&str; 2] = [
+        "MLFLOW_HTTP_REQUEST_TIMEOUT",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    ];
+    if EXACT.contains(&name) || name.starts_with("DATABRICKS_") {
+        return true;
+    }
+    name.strip_prefix("MLFLOW_")
+        .is_some_and(|rest| rest.contains("TRACKING_"))
+}
+
+/// A report as JSON with snake_case keys (the serde derive of the WIT records) and the
+/// `outcome` enum as its WIT case name (`created`, `resumed`, `existing`), as the command
+/// line prints it. The derive would spell the enum's Rust variant (`Created`).
+fn report_json<T: serde::Serialize>(report: T) -> Value {
+    fn fix(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                for (key, v) in map.iter_mut() {
+                    match v {
+                        Value::String(s) if key == "outcome" => *s = s.to_lowercase(),
+                        _ => fix(v),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(fix),
+            _ => {}
+        }
+    }
+    let mut value = json!(report);
+    fix(&mut value);
+    value
 }
 
 /// The names the component exports, as a JSON list (what a host such as Spin matches on).

@@ -1,0 +1,81 @@
+export type Outcome = 'created' | 'resumed' | 'existing';
+
+export interface CopyRunRequest {
+  runId: string;
+  experimentName: string;
+  srcMlflowUri: string;
+  dstMlflowUri: string;
+  copyChildren?: boolean;
+  concurrency?: number;
+}
+
+export interface CopyRunReport {
+  srcRunId: string;
+  dstRunId: string;
+  dstExperimentId: string;
+  outcome: Outcome;
+  params: number;
+  tags: number;
+  metricPoints: number;
+  datasetInputs: number;
+  loggedModels: number;
+  artifactFiles: number;
+  artifactBytes: number;
+  artifactFilesSkipped: number;
+  childRunIds: string[];
+  elapsedSeconds: number;
+}
+
+export interface CopyModelVersionRequest {
+  srcModel: string;
+  srcVersion: string;
+  dstModel: string;
+  srcRegistryUri: string;
+  dstRegistryUri: string;
+  dstExperimentName?: string;
+  copyPermissions?: boolean;
+  copyStagesAndAliases?: boolean;
+  copyLineageTags?: boolean;
+  concurrency?: number;
+}
+
+export interface CopyModelVersionReport {
+  srcModel: string;
+  srcVersion: string;
+  dstModel: string;
+  dstVersion: string;
+  dstRunId?: string;
+  dstSource: string;
+  deep: boolean;
+  outcome: Outcome;
+  registeredModelCreated: boolean;
+  tags: number;
+  stage?: string;
+  aliases: string[];
+  permissions: number;
+  run?: CopyRunReport;
+  elapsedSeconds: number;
+}
+
+export interface Options {
+  /** Path of mlflow_copy.wasm (used when MLFLOW_COPY_WASM is not set). */
+  wasm?: string;
+  /** Environment to take the guest's credentials from (default process.env), filtered by passedToGuest. */
+  env?: Record<string, string | undefined>;
+}
+
+export function copyRun(request: CopyRunRequest, options?: Options): Promise<CopyRunReport>;
+export function copyModelVersion(request: CopyModelVersionRequest, options?: Options): Promise<CopyModelVersionReport>;
+export function passedToGuest(name: string): boolean;
+export function findWasm(wasm?: string): string | undefined;
+export const GUEST_ENV_EXACT: string[];
+export const GUEST_ENV_PREFIXES: string[];
+
+export class CopyError extends Error {
+  readonly kind: 'bad_input' | 'not_found' | 'unauthorized' | 'conflict' | 'upstream' | 'copy_error';
+}
+export class BadInput extends CopyError {}
+export class NotFound extends CopyError {}
+export class Unauthorized extends CopyError {}
+export class Conflict extends CopyError {}
+export class Upstream extends CopyError {}

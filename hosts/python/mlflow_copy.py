@@ -1,0 +1,235 @@
+"""Copy MLflow runs and model versions between servers from Python, by calling the
+`mlflow:copy/copier` interface of `mlflow_copy.wasm` in-process with the `wasmtime` package.
+
+    import mlflow_copy
+    report = mlflow_copy.copy_run(run_id="c62c…", experiment_name="My_Experiment",
+                                  src_mlflow_uri="http://localhost:5000",
+                                  dst_mlflow_uri="http://localhost:5001")
+    print(report["dst_run_id"], report["outcome"])
+
+The component is found at `$MLFLOW_COPY_WASM` when set, else at the `wasm=` path given to a
+call (or to `load`), else at the repository's release build
+(`target/wasm32-wasip2/release/mlflow_copy.wasm`). It is compiled once per process, and the
+compiled code is cached on disk (keyed by the wasm's sha256 and the wasmtime version), so later
+processes start in milliseconds.
+
+The guest sees only the environment variables named by `passed_to_guest` (its credentials),
+never the rest of the host's environment. Failures raise a subclass of `CopyError`, one per
+`copy-error` case of the WIT interface.
+"""
+import hashlib
+import os
+import tempfile
+import threading
+from typing import Any, Dict, Mapping, Optional
+
+import wasmtime
+from wasmtime import component as wc
+
+__all__ = ["copy_run", "copy_model_version", "load", "Copier", "passed_to_guest", "CopyError",
+           "BadInput", "NotFound", "Unauthorized", "Conflict", "Upstream"]
+
+INTERFACE = "mlflow:copy/copier@0.2.0"
+RELEASE_BUILD = os.path.join("target", "wasm32-wasip2", "release", "mlflow_copy.wasm")
+
+# The host variables the guest may see: the credentials and HTTP settings MLflow clients read.
+# One list for the whole module; the Rust and Node.js hosts apply the same rule.
+GUEST_ENV_EXACT = ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+GUEST_ENV_PREFIXES = ("DATABRICKS_",)
+
+
+def passed_to_guest(name: str) -> bool:
+    """`MLFLOW_*TRACKING_*` (e.g. `MLFLOW_TRACKING_TOKEN`, `MLFLOW_DST_TRACKING_PASSWORD`),
+    `MLFLOW_HTTP_REQUEST_TIMEOUT`, `MLFLOW_HTTP_REQUEST_MAX_RETRIES` and `DATABRICKS_*`."""
+    if name in GUEST_ENV_EXACT or name.startswith(GUEST_ENV_PREFIXES):
+        return True
+    return name.startswith("MLFLOW_") and "TRACKING_" in name[len("MLFLOW_"):]
+
+
+class CopyError(Exception):
+    """A copy failed. `kind` is the WIT case in snake_case (`not_found`, …); `message` names
+    the server and object and never contains credentials."""
+
+    kind = "copy_error"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class BadInput(CopyError):
+    """The request is wrong: a malformed or unsupported URI, a bad field, a shallow copy the
+    destination cannot reach."""
+    kind = "bad_input"
+
+
+class NotFound(CopyError):
+    """The source run, model or version does not exist or is deleted."""
+    kind = "not_found"
+
+
+class Unauthorized(CopyError):
+    """A server refused the credentials (HTTP 401/403)."""
+    kind = "unauthorized"
+
+
+class Conflict(CopyError):
+    """The destination holds something that conflicts, e.g. a deleted experiment of that name."""
+    kind = "conflict"
+
+
+class Upstream(CopyError):
+    """A server was unreachable or failed (after retries), or answered something unexpected."""
+    kind = "upstream"
+
+
+_ERRORS = {"bad-input": BadInput, "not-found": NotFound, "unauthorized": Unauthorized,
+           "conflict": Conflict, "upstream": Upstream}
+
+
+def find_wasm(wasm: Optional[str] = None) -> str:
+    """`$MLFLOW_COPY_WASM`, else `wasm`, else the repository's release build: next to this
+    module's checkout (an editable install or the source tree), or in the current directory or
+    one of its parents."""
+    if os.environ.get("MLFLOW_COPY_WASM"):
+        return os.path.abspath(os.environ["MLFLOW_COPY_WASM"])
+    if wasm:
+        return os.path.abspath(wasm)
+    here = os.path.dirname(os.path.abspath(__file__))
+    candidates = [os.path.join(here, "..", "..", RELEASE_BUILD)]
+    d = os.getcwd()
+    while True:
+        candidates.append(os.path.join(d, RELEASE_BUILD))
+        parent = os.path.dirname(d)
+        if parent == d:
+            break
+        d = parent
+    for c in candidates:
+        if os.path.isfile(c):
+            return os.path.abspath(c)
+    raise FileNotFoundError(
+        "mlflow_copy.wasm not found: set MLFLOW_COPY_WASM, pass wasm=PATH, or build it in the "
+        "repository with `cargo build --target wasm32-wasip2 --release`")
+
+
+def _cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.environ.get("MLFLOW_COPY_CACHE_DIR") or os.path.join(base, "mlflow-copy")
+
+
+def _wasmtime_version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("wasmtime")
+    except Exception:  # pragma: no cover - metadata missing in odd installs
+        return "unknown"
+
+
+class Copier:
+    """One loaded component: the compiled code and the linker, shared by every call. Each call
+    runs in a fresh instance (own store, own environment), so calls are independent and may run
+    in several threads at once (the copy itself runs outside the GIL)."""
+
+    def __init__(self, wasm: Optional[str] = None):
+        self.path = find_wasm(wasm)
+        with open(self.path, "rb") as f:
+            data = f.read()
+        self.engine = wasmtime.Engine()
+        self.component = self._compile(data)
+        self.linker = wc.Linker(self.engine)
+        self.linker.add_wasip2()
+        self.linker.add_wasi_http()
+
+    def _compile(self, data: bytes) -> "wc.Component":
+        key = hashlib.sha256(data + b"\0wasmtime " + _wasmtime_version().encode()).hexdigest()
+        cached = os.path.join(_cache_dir(), f"{key}.cwasm")
+        if os.path.isfile(cached):
+            try:
+                return wc.Component.deserialize_file(self.engine, cached)
+            except wasmtime.WasmtimeError:
+                pass  # stale or corrupt: compile again and overwrite
+        component = wc.Component(self.engine, data)
+        try:
+            os.makedirs(os.path.dirname(cached), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(cached), suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                f.write(component.serialize())
+            os.replace(tmp, cached)
+        except OSError:
+            pass  # a read-only home only costs the compile next time
+        return component
+
+    def call(self, function: str, request: Dict[str, Any], env: Optional[Mapping[str, str]] = None) -> dict:
+        """Calls `function` of the interface with a request whose keys are the WIT field names
+        in snake_case; returns the report as a dict, or raises a `CopyError` subclass."""
+        source = os.environ if env is None else env
+        wasi = wasmtime.WasiConfig()
+        wasi.env = [(k, v) for k, v in source.items() if passed_to_guest(k)]
+        wasi.inherit_stderr()
+        store = wasmtime.Store(self.engine)
+        store.set_wasi(wasi)
+        store.set_wasi_http()
+        instance = self.linker.instantiate(store, self.component)
+        iface = instance.get_export_index(store, INTERFACE)
+        index = instance.get_export_index(store, function, iface) if iface else None
+        func = instance.get_func(store, index) if index else None
+        if func is None:
+            raise RuntimeError(f"{self.path} does not export {INTERFACE}#{function}")
+        record = wc.Record()
+        for key, value in request.items():
+            setattr(record, key.replace("_", "-"), value)
+        result = func(store, record)
+        if isinstance(result, wc.Variant):
+            raise _ERRORS[result.tag](result.payload)
+        return _to_python(result)
+
+
+def _to_python(value: Any) -> Any:
+    if isinstance(value, wc.Record):
+        return {k.replace("-", "_"): _to_python(v) for k, v in vars(value).items()}
+    if isinstance(value, list):
+        return [_to_python(v) for v in value]
+    return value
+
+
+_loaded: Dict[str, Copier] = {}
+_lock = threading.Lock()
+
+
+def load(wasm: Optional[str] = None) -> Copier:
+    """The `Copier` for the component found by `find_wasm(wasm)`, loaded once per process."""
+    path = find_wasm(wasm)
+    with _lock:
+        if path not in _loaded:
+            _loaded[path] = Copier(path)
+        return _loaded[path]
+
+
+def copy_run(*, run_id: str, experiment_name: str, src_mlflow_uri: str, dst_mlflow_uri: str,
+             copy_children: Optional[bool] = None, concurrency: Optional[int] = None,
+             wasm: Optional[str] = None) -> dict:
+    """Copies a run (with `copy_children`, its child runs too) into the destination experiment
+    `experiment_name`. Returns the report: `src_run_id`, `dst_run_id`, `dst_experiment_id`,
+    `outcome` (`created`, `resumed` or `existing`), counts, `child_run_ids`, `elapsed_seconds`."""
+    return load(wasm).call("copy-run", {
+        "run_id": run_id, "experiment_name": experiment_name,
+        "src_mlflow_uri": src_mlflow_uri, "dst_mlflow_uri": dst_mlflow_uri,
+        "copy_children": copy_children, "concurrency": concurrency})
+
+
+def copy_model_version(*, src_model: str, src_version: str, dst_model: str, src_registry_uri: str,
+                       dst_registry_uri: str, dst_experiment_name: Optional[str] = None,
+                       copy_permissions: Optional[bool] = None,
+                       copy_stages_and_aliases: Optional[bool] = None,
+                       copy_lineage_tags: Optional[bool] = None, concurrency: Optional[int] = None,
+                       wasm: Optional[str] = None) -> dict:
+    """Copies a registered model version (deep when `dst_experiment_name` is given: its run is
+    copied there too). Returns the report: `dst_model`, `dst_version`, `dst_run_id`,
+    `dst_source`, `deep`, `outcome`, `registered_model_created`, `tags`, `stage`, `aliases`,
+    `permissions`, `run` (the copy-run report of a deep copy), `elapsed_seconds`."""
+    return load(wasm).call("copy-model-version", {
+        "src_model": src_model, "src_version": str(src_version), "dst_model": dst_model,
+        "src_registry_uri": src_registry_uri, "dst_registry_uri": dst_registry_uri,
+        "dst_experiment_name": dst_experiment_name, "copy_permissions": copy_permissions,
+        "copy_stages_and_aliases": copy_stages_and_aliases,
+        "copy_lineage_tags": copy_lineage_tags, "concurrency": concurrency})
