@@ -440,23 +440,9 @@ fn a_resumed_copy_skips_files_already_in_place() {
     let run_id = seed_run(&w.src);
     w.dst.fail("update_run", 0);
     w.copy_run(&run_id).unwrap_err();
-    let uploads_before = w
-        .dst
-        .state
-        .borrow()
-        .writes
-        .iter()
-        .filter(|w| **w == "upload")
-        .count();
+    let uploads_before = w.dst.writes_of("upload");
     let resumed = w.copy_run(&run_id).unwrap();
-    let uploads_after = w
-        .dst
-        .state
-        .borrow()
-        .writes
-        .iter()
-        .filter(|w| **w == "upload")
-        .count();
+    let uploads_after = w.dst.writes_of("upload");
     assert_eq!(
         resumed.artifact_files_skipped, 3,
         "a.txt, dir/empty, model.pkl"

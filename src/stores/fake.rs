@@ -157,6 +157,12 @@ impl FakeServer {
         self.state.borrow().writes.len()
     }
 
+    /// How many writes of this operation were made.
+    pub fn writes_of(&self, op: &str) -> usize {
+        let state = self.state.borrow();
+        state.writes.iter().filter(|w| **w == op).count()
+    }
+
     fn file_url(&self, root: &ArtifactRoot, path: &str) -> Url {
         let mut url = Url::parse(&format!("http://{}/file", self.name)).expect("fake url");
         url.query_pairs_mut()
