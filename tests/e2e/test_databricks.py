@@ -235,3 +235,37 @@ def test_errors_name_what_is_wrong_and_write_nothing(src, oss_run, workspaces):
         result = copy(cfg_dir, copy_run_args(oss_run, exp, src.uri, "databricks://ws2"))
     assert result.code == 1 and "[unauthorized]" in result.stderr and ".txt" in result.stderr, result
     assert "re-run the same command" in result.stderr
+
+
+def test_every_entry_point_copies_into_a_workspace(src, workspaces):
+    """--invoke, the embedding host and the HTTP function, each with the workspace's variables."""
+    from conftest import run_host
+    from test_http_function import Served
+    ws1 = workspaces[0]
+    run_id = seed.seed_rich_run(src.uri, unique("entry-points"), metric_points=10, with_model=True)
+    exps = [f"{EXPERIMENT_ROOT}/{unique(kind)}" for kind in ("invoke", "host", "http")]
+
+    call = (f'copy-run({{run-id: "{run_id}", experiment-name: "{exps[0]}", '
+            f'src-mlflow-uri: "{src.uri}", dst-mlflow-uri: "databricks"}})')
+    invoked = run_cli([], env=ws1.pat_env(), wasmtime_args=["--invoke", call])
+    assert invoked.code == 0 and invoked.stdout.startswith("ok(") and "outcome: created" in invoked.stdout, invoked
+
+    hosted = run_host("copy-run", {"run_id": run_id, "experiment_name": exps[1], "src_mlflow_uri": src.uri,
+                                   "dst_mlflow_uri": "databricks"}, env=ws1.pat_env())
+    assert hosted.code == 0 and '"ok"' in hosted.stdout, hosted
+
+    served = Served({"MLFLOW_COPY_ALLOW_UNAUTHENTICATED": "true", **ws1.pat_env()})
+    try:
+        import requests
+        answer = requests.post(f"{served.url}/copy-run", timeout=600, json={
+            "run_id": run_id, "experiment_name": exps[2], "src_mlflow_uri": src.uri, "dst_mlflow_uri": "databricks"})
+        assert answer.status_code == 200, answer.text
+        assert ws1.token not in served.logs()
+    finally:
+        served.stop()
+
+    client = MlflowClient("databricks://ws1")
+    for exp in exps:
+        runs = client.search_runs([client.get_experiment_by_name(exp).experiment_id])
+        assert len(runs) == 1
+        assert_run_copied(src.uri, run_id, "databricks://ws1", runs[0].info.run_id, exp, databricks_dst=True)
