@@ -2,8 +2,9 @@
 # Installs what mlflow-copy needs on a fresh machine and builds the component (idempotent):
 #   - the wasm32-wasip2 Rust target
 #   - the wasmtime CLI (cargo install --locked) if absent
-#   - MLflow (with the basic-auth extra), scikit-learn, pytest and moto[server] (the S3 server behind
-#     the Databricks emulator, tests/databricks_emulator) in a project-local venv (.venv)
+#   - MLflow (with the basic-auth extra), scikit-learn, pytest, moto[server] and azure-storage-blob (S3
+#     and Azure Blob behind the Databricks emulator, tests/databricks_emulator) in a project-local venv (.venv)
+#   - azurite (npm, the Azure Blob server of the emulator's cloud="azure" mode) under .work/azurite
 #   - target/wasm32-wasip2/release/mlflow_copy.wasm
 # With --with-host it also builds the example embedding host (host/), which the tests use.
 set -euo pipefail
@@ -27,9 +28,16 @@ if [ ! -x .venv/bin/python ]; then
     say "Creating .venv"
     python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import mlflow, sklearn, pytest, pytest_timeout, flask_wtf, moto, boto3, werkzeug; assert mlflow.__version__ == '$MLFLOW_VERSION'" 2>/dev/null; then
+if ! .venv/bin/python -c "import mlflow, sklearn, pytest, pytest_timeout, flask_wtf, moto, boto3, werkzeug, azure.storage.blob; assert mlflow.__version__ == '$MLFLOW_VERSION'" 2>/dev/null; then
     say "Installing MLflow $MLFLOW_VERSION into .venv"
-    .venv/bin/pip install --quiet --disable-pip-version-check "mlflow[auth]==$MLFLOW_VERSION" scikit-learn pytest pytest-timeout "moto[server]"
+    .venv/bin/pip install --quiet --disable-pip-version-check "mlflow[auth]==$MLFLOW_VERSION" scikit-learn pytest pytest-timeout "moto[server]" azure-storage-blob
+fi
+
+AZURITE_VERSION=3.37.0
+if [ ! -x .work/azurite/node_modules/.bin/azurite-blob ]; then
+    say "Installing azurite $AZURITE_VERSION (npm) into .work/azurite"
+    mkdir -p .work/azurite
+    (cd .work/azurite && npm install --no-audit --no-fund --silent "azurite@$AZURITE_VERSION")
 fi
 
 say "Building mlflow_copy.wasm"

@@ -27,15 +27,28 @@ MiB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def emu():
-    e = Emulator(oauth_token_ttl=3600, presign_ttl=120, credentials_page_size=3, list_page_size=4,
-                 extra_users=["bob@example.com"], groups=["data-scientists"],
-                 catalogs={"main": ["default", "staging"]})
-    e.start()
+def emulators():
+    """The main emulator (AWS) and an Azure one, their backing mlflow servers booting in parallel."""
+    main = Emulator(oauth_token_ttl=3600, presign_ttl=120, credentials_page_size=3, list_page_size=4,
+                    extra_users=["bob@example.com"], groups=["data-scientists"],
+                    catalogs={"main": ["default", "staging"]})
+    azure = Emulator(cloud="azure", files_api=False, name="az", presign_ttl=120)
+    Emulator.start_all(main, azure)
     try:
-        yield e
+        yield main, azure
     finally:
-        e.stop()
+        main.stop()
+        azure.stop()
+
+
+@pytest.fixture(scope="module")
+def emu(emulators):
+    return emulators[0]
+
+
+@pytest.fixture(scope="module")
+def azure_emu(emulators):
+    return emulators[1]
 
 
 def uid():
@@ -487,3 +500,44 @@ def test_fault_injection(emu):
     r = requests.put(url, data=b"x", timeout=10)
     assert r.status_code == 403 and "<Code>AccessDenied</Code>" in r.text
     assert requests.put(url, data=b"x", timeout=10).status_code == 200
+
+
+# ------------------------------------------------------------------------------------------------
+# Azure Blob (cloud="azure": azurite behind the strict proxy, SAS URLs)
+# ------------------------------------------------------------------------------------------------
+def test_azure_blob_sas_urls(azure_emu):
+    emu = azure_emu
+    sstart = len(emu.storage_requests())
+    r = scenario(emu, "artifacts", {"experiment": f"/Shared/azure-{uid()}", "big_bytes": 3 * MiB},
+                 env={**emu.pat_env(), "MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE": str(MiB)})
+    assert r["big_roundtrip"] is True and r["smalls"] == [f"file {i}" for i in range(5)]
+    assert r["listed"] == [["data/big.bin", 3 * MiB]] + [[f"data/small{i}.txt", 6] for i in range(5)]
+    sreqs = emu.storage_requests()[sstart:]
+    blocks = [s for s in sreqs if s["method"] == "PUT" and "blockid" in s["query"]]
+    assert len(blocks) >= 3 + 5 and all(s["status"] == 201 and s["auth"] == "sas" for s in blocks)
+    assert sum(s["method"] == "PUT" and s["query"] == ["comp"] for s in sreqs) == 6, "one block list per file"
+    assert not any(s["has_bearer"] for s in sreqs)
+    assert all(s["status"] in (200, 201, 206) for s in sreqs)
+    # strictness, on a fresh run
+    _, run = new_run(emu)
+    rid = run["info"]["run_id"]
+    w = ok(api(emu, "POST", "/api/2.0/mlflow/artifacts/credentials-for-write", json={"run_id": rid, "path": ["a.txt"]}))
+    info = w["credential_infos"][0]
+    assert info["type"] == "AZURE_SAS_URI" and info["signed_uri"].startswith(emu.ws_storage_endpoint)
+    url, blob = info["signed_uri"], {"x-ms-blob-type": "BlockBlob"}
+    assert requests.put(url, data=b"x", headers={**blob, "Authorization": f"Bearer {emu.token}"}, timeout=10).status_code == 403
+    assert requests.put(url, data=iter([b"x"]), headers=blob, timeout=10).status_code == 411
+    assert requests.put(url.replace("sig=", "sig=A"), data=b"x", headers=blob, timeout=10).status_code == 403
+    assert requests.put(url, data=b"hello", headers=blob, timeout=10).status_code == 201
+    emu.presign_ttl = 1
+    try:
+        rd = ok(api(emu, "POST", "/api/2.0/mlflow/artifacts/credentials-for-read", json={"run_id": rid, "path": ["a.txt"]}))
+    finally:
+        emu.presign_ttl = 120
+    get_url = rd["credential_infos"][0]["signed_uri"]
+    assert requests.get(get_url, timeout=10).content == b"hello"
+    assert requests.put(get_url, data=b"x", headers=blob, timeout=10).status_code == 403, "a read SAS cannot write"
+    time.sleep(2.1)
+    assert requests.get(get_url, timeout=10).status_code == 403, "expired SAS"
+    r = api(emu, "POST", "/api/2.0/mlflow/artifacts/create-multipart-upload", json={"run_id": rid, "path": "b", "num_parts": 2})
+    assert r.status_code == 501 and r.json()["error_code"] == "NOT_IMPLEMENTED"
