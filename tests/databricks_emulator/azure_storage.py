@@ -3,10 +3,10 @@
 account and key, behind a small strict proxy.
 
 Signed URLs are blob service SAS URLs (`type: AZURE_SAS_URI`); azurite itself checks the SAS
-signature, permissions and expiry. The proxy records every request and refuses what Azure refuses
-and azurite would not: a bearer token next to a SAS (403 AuthenticationFailed), a chunked body
-(400 MissingContentLengthHeader... Azure answers chunked uploads without Content-Length so), no
-credentials at all (403 AuthenticationFailed / public access not permitted).
+signature, permissions and expiry. The proxy records every request and refuses what the emulator
+must refuse whatever azurite does: a bearer token (403 AuthenticationFailed), a chunked body or an
+upload without Content-Length (411 MissingContentLengthHeader), a request without a SAS (401
+NoAuthenticationInformation).
 
 ADLS Gen2 (the DFS endpoint behind `AZURE_ADLS_GEN2_SAS_URI` and UC's abfss storage) is not
 emulated: azurite does not serve it."""
