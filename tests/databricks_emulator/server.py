@@ -8,12 +8,10 @@ server` (tracking and workspace registry) and moto S3 (artifacts, UC model stora
 """
 import logging
 import secrets
-import time
 import uuid
 
 from .auth import Auth, OAuthError
 from .backend import Backend
-from .errors import ApiError
 from .httpcore import HttpApp, Response, Router
 from .storage import S3Storage, free_port
 from .workspace import Workspace

@@ -7,7 +7,6 @@ import re
 import threading
 import time
 import uuid
-from urllib.parse import urlencode
 
 from botocore.exceptions import ClientError
 
@@ -69,7 +68,7 @@ class Workspace:
         self.nodes = {}  # path -> {"object_type", "object_id", ...}
         for p in ["/", "/Users", "/Shared", "/Repos"]:
             self._add_node(p, "DIRECTORY")
-        for user in emu.workspace_users:
+        for user in sorted(emu.workspace_users | emu.service_principals):  # service principals have homes too
             self._add_node(f"/Users/{user}", "DIRECTORY")
         self.mv_state = {}  # (name, version) -> {"status", "status_message", "storage_prefix", "download_uri"}
         self.rm_ids = {}  # registered model name -> databricks id
@@ -199,9 +198,8 @@ class Workspace:
                      {"key": "mlflow.experimentType", "value": "MLFLOW_EXPERIMENT"}]
             body["tags"] = tags
             out = self.forward(req, body_override=body)
-            node = self._add_node(name, "MLFLOW_EXPERIMENT", experiment_id=out["experiment_id"])
+            self._add_node(name, "MLFLOW_EXPERIMENT", experiment_id=out["experiment_id"])
             self.owners[("experiments", out["experiment_id"])] = user
-            del node
         return Response(200, out)
 
     def get_experiment_by_name(self, req):

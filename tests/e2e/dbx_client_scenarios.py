@@ -10,7 +10,6 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 
 
 def _model():
