@@ -180,15 +180,15 @@ def test_signed_urls_multipart_and_paging_without_files_api(emu):
 
 
 def test_oauth_m2m_tokens_expire_and_refresh(emu):
-    """OAuth M2M with 2-second tokens; UC files through the Files API at /Models/... (the
+    """OAuth M2M with 1-second tokens; UC files through the Files API at /Models/... (the
     is-databricks-sdk-models-artifact-repository-enabled switch on)."""
-    emu.oauth_token_ttl = 2
+    emu.oauth_token_ttl = 1
     emu.uc_sdk_models_repo = True
     uc_name = f"main.default.sdk_{uid()}"
     issued = emu.auth.tokens_issued
     start = len(emu.requests)
     try:
-        r = scenario(emu, "oauth", {"experiment": f"/Shared/oauth-{uid()}", "rounds": 3, "sleep": 1.6,
+        r = scenario(emu, "oauth", {"experiment": f"/Shared/oauth-{uid()}", "rounds": 3, "sleep": 1.1,
                                     "uc_model": uc_name}, env=emu.oauth_env())
     finally:
         emu.oauth_token_ttl = 3600
