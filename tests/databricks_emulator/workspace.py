@@ -85,7 +85,7 @@ class Workspace:
 
     def forward(self, req, body_override=None, path=None):
         """Forward to the backing server, translating the answer; errors keep Databricks' shape."""
-        path = path or req.path
+        path = path or req.raw_path  # as the client encoded it (tag keys, ids)
         body = req.body
         if body_override is not None:
             body = json.dumps(body_override).encode()
