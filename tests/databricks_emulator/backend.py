@@ -87,7 +87,7 @@ class Backend:
             os.killpg(pgid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-        deadline = time.time() + 15
+        deadline = time.time() + 3  # a test server: a short grace, then SIGKILL
         while time.time() < deadline:
             self.proc.poll()
             if not group_alive():

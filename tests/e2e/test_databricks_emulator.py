@@ -28,17 +28,22 @@ MiB = 1024 * 1024
 
 @pytest.fixture(scope="module")
 def emulators():
-    """The main emulator (AWS) and an Azure one, their backing mlflow servers booting in parallel."""
+    """The main emulator (AWS) and an Azure one, their backing mlflow servers booting in parallel,
+    and an MLflow-client worker with the main emulator's PAT, importing MLflow meanwhile."""
     main = Emulator(oauth_token_ttl=3600, presign_ttl=120, credentials_page_size=3, list_page_size=4,
                     extra_users=["bob@example.com"], groups=["data-scientists"],
                     catalogs={"main": ["default", "staging"]})
     azure = Emulator(cloud="azure", files_api=False, name="az", presign_ttl=120)
-    Emulator.start_all(main, azure)
+    worker = Worker(main, main.pat_env())  # host and token are known before start
     try:
-        yield main, azure
+        Emulator.start_all(main, azure)
+        try:
+            yield main, azure, worker
+        finally:
+            main.stop()
+            azure.stop()
     finally:
-        main.stop()
-        azure.stop()
+        worker.close()
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +54,12 @@ def emu(emulators):
 @pytest.fixture(scope="module")
 def azure_emu(emulators):
     return emulators[1]
+
+
+@pytest.fixture(scope="module")
+def pat_client(emulators):
+    """MLflow's client with the PAT, shared by the PAT scenarios of the main emulator."""
+    return emulators[2]
 
 
 def uid():
@@ -78,6 +89,36 @@ def scenario(emu, name, args, env=None):
     return json.loads(line[len("RESULT "):])
 
 
+class Worker:
+    """One MLflow-client process (dbx_client_scenarios.py --serve) with fixed credentials, running
+    several scenarios one after the other."""
+
+    def __init__(self, emu, env):
+        self.emu = emu
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DATABRICKS_", "AWS_"))}
+        clean.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0", **env})
+        self.proc = subprocess.Popen([sys.executable, SCENARIOS, "--serve"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, env=clean)
+
+    def run(self, name, args, env=None):
+        env = {"MLFLOW_S3_ENDPOINT_URL": self.emu.s3_endpoint, **(env or {})}  # known once the emulator runs
+        self.proc.stdin.write(json.dumps({"scenario": name, "args": args, "env": env}) + "\n")
+        self.proc.stdin.flush()
+        for line in self.proc.stdout:
+            if line.startswith("RESULT "):
+                return json.loads(line[len("RESULT "):])
+            if line.startswith("ERROR "):
+                pytest.fail("scenario failed:\n" + json.loads(line[len("ERROR "):]))
+        pytest.fail(f"the MLflow-client worker exited ({self.proc.wait()})")
+
+    def close(self):
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
 def new_run(emu):
     exp = ok(api(emu, "POST", "/api/2.0/mlflow/experiments/create",
                  json={"name": f"/Shared/strict-{uid()}"}))["experiment_id"]
@@ -88,13 +129,12 @@ def new_run(emu):
 # ------------------------------------------------------------------------------------------------
 # MLflow's Python client
 # ------------------------------------------------------------------------------------------------
-def test_mlflow_client_logs_registers_and_loads(emu):
+def test_mlflow_client_logs_registers_and_loads(emu, pat_client):
     start = len(emu.requests)
     sstart = len(emu.storage_requests())
     exp_name = f"/Users/{emu.user}/emulator-{uid()}"
     uc_name = f"main.default.emu_{uid()}"
-    r = scenario(emu, "full", {"experiment": exp_name, "ws_model": f"emu-ws-{uid()}", "uc_model": uc_name},
-                 env=emu.pat_env())
+    r = pat_client.run("full", {"experiment": exp_name, "ws_model": f"emu-ws-{uid()}", "uc_model": uc_name})
     exp, run_id, model_id = r["experiment_id"], r["run_id"], r["model_id"]
     # tracking, Databricks-shaped
     assert r["experiment_artifact_location"] == f"dbfs:/databricks/mlflow-tracking/{exp}"
@@ -137,7 +177,7 @@ def test_mlflow_client_logs_registers_and_loads(emu):
     assert all(s["status"] in (200, 206, 204) for s in sreqs), [s for s in sreqs if s["status"] not in (200, 206, 204)]
 
 
-def test_signed_urls_multipart_and_paging_without_files_api(emu):
+def test_signed_urls_multipart_and_paging_without_files_api(emu, pat_client):
     """Files API off: MLflow falls back to credentials-for-read/write signed URLs, multipart for the
     big file, paged credentials and listings. UC in Databricks default-storage mode (presigned URLs
     from /api/2.0/fs/create-upload-url and create-download-url)."""
@@ -146,10 +186,10 @@ def test_signed_urls_multipart_and_paging_without_files_api(emu):
     uc_name = f"main.default.dflt_{uid()}"
     start, sstart = len(emu.requests), len(emu.storage_requests())
     try:
-        r = scenario(emu, "artifacts", {"experiment": f"/Shared/signed-{uid()}", "big_bytes": 11 * MiB,
-                                        "uc_model": uc_name},
-                     env={**emu.pat_env(), "MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE": str(6 * MiB),
-                          "MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE": str(5 * MiB)})
+        r = pat_client.run("artifacts", {"experiment": f"/Shared/signed-{uid()}", "big_bytes": 11 * MiB,
+                                         "uc_model": uc_name},
+                           env={"MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE": str(6 * MiB),
+                                "MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE": str(5 * MiB)})
     finally:
         emu.files_api = True
         emu.uc_storage_mode = "CUSTOMER_HOSTED"
