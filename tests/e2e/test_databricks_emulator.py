@@ -34,16 +34,19 @@ def emulators():
                     extra_users=["bob@example.com"], groups=["data-scientists"],
                     catalogs={"main": ["default", "staging"]})
     azure = Emulator(cloud="azure", files_api=False, name="az", presign_ttl=120)
-    worker = Worker(main, main.pat_env())  # host and token are known before start
+    # MLflow-client workers, one per set of credentials (host and credentials are known before start)
+    workers = {"pat": Worker(main, main.pat_env()), "oauth": Worker(main, main.oauth_env()),
+               "azure": Worker(azure, azure.pat_env())}
     try:
         Emulator.start_all(main, azure)
         try:
-            yield main, azure, worker
+            yield main, azure, workers
         finally:
             main.stop()
             azure.stop()
     finally:
-        worker.close()
+        for w in workers.values():
+            w.close()
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +62,19 @@ def azure_emu(emulators):
 @pytest.fixture(scope="module")
 def pat_client(emulators):
     """MLflow's client with the PAT, shared by the PAT scenarios of the main emulator."""
-    return emulators[2]
+    return emulators[2]["pat"]
+
+
+@pytest.fixture(scope="module")
+def oauth_client(emulators):
+    """MLflow's client with the main emulator's OAuth service principal."""
+    return emulators[2]["oauth"]
+
+
+@pytest.fixture(scope="module")
+def azure_client(emulators):
+    """MLflow's client with the Azure emulator's PAT."""
+    return emulators[2]["azure"]
 
 
 def uid():
@@ -78,17 +93,6 @@ def ok(resp):
     return resp.json()
 
 
-def scenario(emu, name, args, env=None):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DATABRICKS_", "AWS_"))}
-    clean.update({"MLFLOW_S3_ENDPOINT_URL": emu.s3_endpoint, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-                  "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0", **(env or {})})
-    p = subprocess.run([sys.executable, SCENARIOS, name, json.dumps(args)], capture_output=True, text=True,
-                       env=clean, timeout=300)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-6000:]
-    line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
-
-
 class Worker:
     """One MLflow-client process (dbx_client_scenarios.py --serve) with fixed credentials, running
     several scenarios one after the other."""
@@ -96,7 +100,8 @@ class Worker:
     def __init__(self, emu, env):
         self.emu = emu
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DATABRICKS_", "AWS_"))}
-        clean.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0", **env})
+        clean.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
+                      "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", **env})
         self.proc = subprocess.Popen([sys.executable, SCENARIOS, "--serve"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, env=clean)
 
@@ -219,7 +224,7 @@ def test_signed_urls_multipart_and_paging_without_files_api(emu, pat_client):
     assert any(p.endswith("/artifacts/directories") for p in paths), "logged model listed via the tracking API"
 
 
-def test_oauth_m2m_tokens_expire_and_refresh(emu):
+def test_oauth_m2m_tokens_expire_and_refresh(emu, oauth_client):
     """OAuth M2M with 1-second tokens; UC files through the Files API at /Models/... (the
     is-databricks-sdk-models-artifact-repository-enabled switch on)."""
     emu.oauth_token_ttl = 1
@@ -228,8 +233,8 @@ def test_oauth_m2m_tokens_expire_and_refresh(emu):
     issued = emu.auth.tokens_issued
     start = len(emu.requests)
     try:
-        r = scenario(emu, "oauth", {"experiment": f"/Shared/oauth-{uid()}", "rounds": 3, "sleep": 1.1,
-                                    "uc_model": uc_name}, env=emu.oauth_env())
+        r = oauth_client.run("oauth", {"experiment": f"/Shared/oauth-{uid()}", "rounds": 3, "sleep": 1.1,
+                                       "uc_model": uc_name})
     finally:
         emu.oauth_token_ttl = 3600
         emu.uc_sdk_models_repo = False
@@ -545,11 +550,11 @@ def test_fault_injection(emu):
 # ------------------------------------------------------------------------------------------------
 # Azure Blob (cloud="azure": azurite behind the strict proxy, SAS URLs)
 # ------------------------------------------------------------------------------------------------
-def test_azure_blob_sas_urls(azure_emu):
+def test_azure_blob_sas_urls(azure_emu, azure_client):
     emu = azure_emu
     sstart = len(emu.storage_requests())
-    r = scenario(emu, "artifacts", {"experiment": f"/Shared/azure-{uid()}", "big_bytes": 3 * MiB},
-                 env={**emu.pat_env(), "MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE": str(MiB)})
+    r = azure_client.run("artifacts", {"experiment": f"/Shared/azure-{uid()}", "big_bytes": 3 * MiB},
+                         env={"MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE": str(MiB)})
     assert r["big_roundtrip"] is True and r["smalls"] == [f"file {i}" for i in range(5)]
     assert r["listed"] == [["data/big.bin", 3 * MiB]] + [[f"data/small{i}.txt", 6] for i in range(5)]
     sreqs = emu.storage_requests()[sstart:]
