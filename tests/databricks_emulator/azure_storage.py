@@ -154,7 +154,7 @@ class AzureBlobStorage:
         if self.proc:
             try:
                 os.killpg(self.proc.pid, 15)
-                self.proc.wait(10)
+                self.proc.wait(2)  # a test server: a short grace, then SIGKILL
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 try:
                     os.killpg(self.proc.pid, 9)
