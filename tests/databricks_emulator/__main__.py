@@ -26,6 +26,8 @@ def main():
     p.add_argument("--uc-sdk-models-repo", action="store_true")
     p.add_argument("--uc-default-storage", action="store_true")
     p.add_argument("--ws-aliases", action="store_true")
+    p.add_argument("--cloud", choices=["aws", "azure"], default="aws",
+                   help="where workspace artifacts live (azure: azurite, SAS URLs)")
     a = p.parse_args()
     users = None
     if a.token:
@@ -42,9 +44,9 @@ def main():
                    presign_ttl=a.presign_ttl, temp_credentials_ttl=a.temp_credentials_ttl,
                    files_api=not a.no_files_api, catalogs=catalogs, uc_sdk_models_repo=a.uc_sdk_models_repo,
                    uc_storage_mode="DEFAULT_STORAGE" if a.uc_default_storage else "CUSTOMER_HOSTED",
-                   ws_aliases=a.ws_aliases, port=a.port)
+                   ws_aliases=a.ws_aliases, port=a.port, cloud=a.cloud)
     emu.start()
-    info = {"host": emu.host, "s3_endpoint": emu.s3_endpoint, "bucket": emu.bucket, "uc_bucket": emu.uc_bucket,
+    info = {"host": emu.host, "s3_endpoint": emu.s3_endpoint, "ws_storage_endpoint": emu.ws_storage_endpoint, "bucket": emu.bucket, "uc_bucket": emu.uc_bucket,
             "catalogs": emu.catalogs, "users": sorted(emu.workspace_users)}
     # Credentials given on the command line are not echoed; generated ones are printed so they can be used.
     if not a.token:

@@ -52,6 +52,7 @@ class Backend:
                "--default-artifact-root", ARTIFACT_ROOT, "--no-serve-artifacts"]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DATABRICKS_"))}
         env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no job-runner process: nothing here uses jobs
+        env["MLFLOW_DISABLE_TELEMETRY"] = "true"  # nothing leaves the machine
         self.log = open(os.path.join(self.dir, "server.log"), "wb")
         # Its own process group: `mlflow server` runs uvicorn as a child, and stop() must end both.
         self.proc = subprocess.Popen(cmd, cwd=self.dir, env=env, stdout=self.log, stderr=subprocess.STDOUT,
@@ -87,7 +88,7 @@ class Backend:
             os.killpg(pgid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-        deadline = time.time() + 15
+        deadline = time.time() + 3  # a test server: a short grace, then SIGKILL
         while time.time() < deadline:
             self.proc.poll()
             if not group_alive():

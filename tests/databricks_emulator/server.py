@@ -8,12 +8,10 @@ server` (tracking and workspace registry) and moto S3 (artifacts, UC model stora
 """
 import logging
 import secrets
-import time
 import uuid
 
 from .auth import Auth, OAuthError
 from .backend import Backend
-from .errors import ApiError
 from .httpcore import HttpApp, Response, Router
 from .storage import S3Storage, free_port
 from .workspace import Workspace
@@ -51,6 +49,9 @@ class Emulator:
       name                a label used in bucket names
       region              the S3 region of the buckets (default us-west-2)
       port                port to listen on (default: a free one)
+      cloud               "aws" (default): run/logged-model/WS-registry artifacts in S3 with presigned
+                          URLs; "azure": in Azure Blob (azurite) with SAS URLs (AZURE_SAS_URI). UC model
+                          storage is S3 either way (azurite has no ADLS Gen2 endpoint).
     """
 
     def __init__(self, users=None, oauth_clients=None, oauth_token_ttl=3600.0, presign_ttl=300.0,
@@ -58,7 +59,7 @@ class Emulator:
                  extra_users=(), groups=("admins", "users"), extra_service_principals=(), catalogs=None,
                  uc_sdk_models_repo=False, uc_storage_mode="CUSTOMER_HOSTED", ws_aliases=False,
                  ws_registration_delay=0.0, signed_url_headers=(), workspace_id=None, name="ws", port=0,
-                 region="us-west-2", host_metadata=True):
+                 region="us-west-2", host_metadata=True, cloud="aws"):
         if users is None:
             users = {"dapi" + secrets.token_hex(16): "alice@example.com"}
         if oauth_clients is None:
@@ -80,6 +81,10 @@ class Emulator:
         self.uc_storage_mode = uc_storage_mode
         self.ws_aliases = ws_aliases
         self.host_metadata = host_metadata
+        if cloud not in ("aws", "azure"):
+            raise ValueError("cloud must be 'aws' or 'azure'")
+        self.cloud = cloud
+        self.ws_storage = None
         self.ws_registration_delay = float(ws_registration_delay)
         self.signed_url_headers = list(signed_url_headers)
         self.workspace_id = str(workspace_id or (10**15 + secrets.randbelow(9 * 10**15)))
@@ -110,8 +115,9 @@ class Emulator:
     @presign_ttl.setter
     def presign_ttl(self, v):
         self._presign_ttl = float(v)
-        if self.storage:
-            self.storage.presign_ttl = float(v)
+        for st in (self.storage, self.ws_storage):
+            if st:
+                st.presign_ttl = float(v)
 
     @property
     def temp_credentials_ttl(self):
@@ -142,7 +148,13 @@ class Emulator:
 
     @property
     def bucket(self):
-        return self.storage.bucket
+        """The workspace root bucket (S3) or container (Azure) of run and logged-model artifacts."""
+        return self.ws_storage.bucket
+
+    @property
+    def ws_storage_endpoint(self):
+        """Where workspace artifact signed URLs point (== s3_endpoint unless cloud="azure")."""
+        return self.ws_storage.endpoint
 
     @property
     def uc_bucket(self):
@@ -160,7 +172,10 @@ class Emulator:
 
     def storage_requests(self):
         """Every request that reached storage: {time, method, path, query, auth, has_bearer, status}."""
-        return self.storage.storage_requests()
+        reqs = self.storage.storage_requests()
+        if self.ws_storage is not None and self.ws_storage is not self.storage:
+            reqs = sorted(reqs + self.ws_storage.storage_requests(), key=lambda r: r["time"])
+        return reqs
 
     # ---- fault injection ----------------------------------------------------------------------------
     def inject_api_error(self, path_regex, status=503, error_code="TEMPORARILY_UNAVAILABLE",
@@ -174,10 +189,12 @@ class Emulator:
 
     def inject_storage_error(self, path_regex, status=503, code="SlowDown", message="Please reduce your request rate.",
                              method=None, times=1):
-        """The next `times` storage requests whose path (/<bucket>/<key>) matches answer this S3 error."""
+        """The next `times` storage requests whose path (/<bucket>/<key>, or /<account>/<container>/<blob>
+        on Azure) matches answer this S3 (or Azure) error."""
         import re
-        self.storage.faults.append({"method": method, "rx": re.compile(path_regex), "status": status,
-                                    "code": code, "message": message, "times": times})
+        for st in {id(self.storage): self.storage, id(self.ws_storage): self.ws_storage}.values():
+            st.faults.append({"method": method, "rx": re.compile(path_regex), "status": status,
+                              "code": code, "message": message, "times": times})
 
     def pat_env(self):
         return {"DATABRICKS_HOST": self.host, "DATABRICKS_TOKEN": self.token}
@@ -199,6 +216,11 @@ class Emulator:
         try:
             self.storage = S3Storage(region=self.region, presign_ttl=self._presign_ttl,
                                      temp_credentials_ttl=self._temp_credentials_ttl, name=self.name)
+            if self.cloud == "azure":
+                from .azure_storage import AzureBlobStorage
+                self.ws_storage = AzureBlobStorage(presign_ttl=self._presign_ttl, name=self.name)
+            else:
+                self.ws_storage = self.storage
             self.auth = Auth(self.users, self.oauth_clients, self._oauth_token_ttl)
             self.backend.wait()
             self.ws = Workspace(self)
@@ -228,6 +250,9 @@ class Emulator:
         if self.app:
             self.app.shutdown()
             self.app = None
+        if self.ws_storage is not None and self.ws_storage is not self.storage:
+            self.ws_storage.close()
+        self.ws_storage = None
         if self.storage:
             self.storage.close()
             self.storage = None

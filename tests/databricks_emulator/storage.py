@@ -275,6 +275,8 @@ class _ProxyServer(ThreadingHTTPServer):
 
 
 class S3Storage:
+    credential_type = "AWS_PRESIGNED_URL"
+
     """The emulator's buckets, presigned URLs, temporary credentials, and the strict proxy.
 
     `endpoint` is the proxy URL that clients use (presigned URLs point at it; UC temporary
@@ -403,6 +405,9 @@ class S3Storage:
 
     def put(self, bucket, key, data):
         self.s3.put_object(Bucket=bucket, Key=key, Body=data)
+
+    def delete(self, bucket, key):
+        self.s3.delete_object(Bucket=bucket, Key=key)
 
     def get(self, bucket, key, range_header=None):
         kwargs = {"Bucket": bucket, "Key": key}

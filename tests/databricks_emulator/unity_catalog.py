@@ -360,7 +360,7 @@ class UnityCatalog:
             raise ApiError("FEATURE_DISABLED", "The Files API is not enabled for Unity Catalog models in this "
                            "workspace.", status=403)
         mv, rel = self._models_path(path, write=method in ("PUT", "DELETE"))
-        return self.storage.uc_bucket, (f"{mv['prefix']}/{rel}" if rel else mv["prefix"])
+        return self.storage, self.storage.uc_bucket, (f"{mv['prefix']}/{rel}" if rel else mv["prefix"])
 
     def presigned(self, path, write):
         """A presigned URL for a /Models/<c>/<s>/<m>/<v>/<file> path (Databricks default storage)."""

@@ -7,7 +7,6 @@ import re
 import threading
 import time
 import uuid
-from urllib.parse import urlencode
 
 from botocore.exceptions import ClientError
 
@@ -63,13 +62,13 @@ class Workspace:
     def __init__(self, emu):
         self.emu = emu
         self.backend = emu.backend
-        self.storage = emu.storage
+        self.storage = emu.ws_storage  # S3 (moto) or Azure Blob (azurite); UC model storage is emu.storage
         self._lock = threading.RLock()
         self._next_id = 1000000000000000 + int(uuid.uuid4().int % 10**9)
         self.nodes = {}  # path -> {"object_type", "object_id", ...}
         for p in ["/", "/Users", "/Shared", "/Repos"]:
             self._add_node(p, "DIRECTORY")
-        for user in emu.workspace_users:
+        for user in sorted(emu.workspace_users | emu.service_principals):  # service principals have homes too
             self._add_node(f"/Users/{user}", "DIRECTORY")
         self.mv_state = {}  # (name, version) -> {"status", "status_message", "storage_prefix", "download_uri"}
         self.rm_ids = {}  # registered model name -> databricks id
@@ -86,7 +85,7 @@ class Workspace:
 
     def forward(self, req, body_override=None, path=None):
         """Forward to the backing server, translating the answer; errors keep Databricks' shape."""
-        path = path or req.path
+        path = path or req.raw_path  # as the client encoded it (tag keys, ids)
         body = req.body
         if body_override is not None:
             body = json.dumps(body_override).encode()
@@ -199,9 +198,8 @@ class Workspace:
                      {"key": "mlflow.experimentType", "value": "MLFLOW_EXPERIMENT"}]
             body["tags"] = tags
             out = self.forward(req, body_override=body)
-            node = self._add_node(name, "MLFLOW_EXPERIMENT", experiment_id=out["experiment_id"])
+            self._add_node(name, "MLFLOW_EXPERIMENT", experiment_id=out["experiment_id"])
             self.owners[("experiments", out["experiment_id"])] = user
-            del node
         return Response(200, out)
 
     def get_experiment_by_name(self, req):
@@ -286,7 +284,7 @@ class Workspace:
     def _cred_info(self, key, write, extra):
         op = "put_object" if write else "get_object"
         return {**extra, "signed_uri": self.storage.presign(op, self.storage.bucket, key),
-                "type": "AWS_PRESIGNED_URL", "headers": list(self.emu.signed_url_headers)}
+                "type": self.storage.credential_type, "headers": list(self.emu.signed_url_headers)}
 
     def _page(self, items, token, size):
         start = int(token) if token else 0
@@ -363,7 +361,12 @@ class Workspace:
             raise invalid("Missing value for required parameter 'path'.")
         return run["info"]["run_id"], path, f"{dbfs_key(run['info']['artifact_uri'])}/{path}"
 
+    def _aws_only(self):
+        if self.storage.credential_type != "AWS_PRESIGNED_URL":
+            raise ApiError("NOT_IMPLEMENTED", "Multipart uploads are only supported for AWS storage.", status=501)
+
     def create_multipart(self, req):
+        self._aws_only()
         run_id, path, key = self._run_key(req)
         n = int(req.arg("num_parts") or 0)
         if n < 1 or n > 10000:
@@ -380,6 +383,7 @@ class Workspace:
                               "abort_credential_info": abort})
 
     def presigned_part_url(self, req):
+        self._aws_only()
         run_id, path, key = self._run_key(req)
         upload_id = req.arg("upload_id")
         part = int(req.arg("part_number") or 0)
@@ -391,6 +395,7 @@ class Workspace:
                                                PartNumber=part)}})
 
     def complete_multipart(self, req):
+        self._aws_only()
         _, _, key = self._run_key(req)
         etags = [(p.get("part_number"), p.get("etag")) for p in req.json.get("part_etags", [])]
         try:
@@ -426,7 +431,7 @@ class Workspace:
                 if model is None or model["info"]["experiment_id"] != exp:
                     raise ApiError("NOT_FOUND", f"The path {path} does not exist.", status=404)
                 base = f"databricks/mlflow-tracking/{exp}/logged_models/{rid}"
-            return self.storage.bucket, (f"{base}/{rest}" if rest else base)
+            return self.storage, self.storage.bucket, (f"{base}/{rest}" if rest else base)
         if path.startswith("/Models/") and self.emu.uc is not None:
             return self.emu.uc.fs_key(path, method)
         raise ApiError("NOT_FOUND", f"The path {path} does not exist (the emulator serves only MLflow "
@@ -445,23 +450,23 @@ class Workspace:
             raise invalid("Missing or relative value for required parameter 'path'.")
         if path.startswith("/Models/"):
             return self.emu.uc.presigned(path, write)
-        bucket, key = self.fs_key(path, "PUT" if write else "GET")
-        if not write and self.storage.head(bucket, key) is None:
+        store, bucket, key = self.fs_key(path, "PUT" if write else "GET")
+        if not write and store.head(bucket, key) is None:
             raise ApiError("NOT_FOUND", "The file being accessed is not found.", status=404)
-        url = self.storage.presign("put_object" if write else "get_object", bucket, key)
+        url = store.presign("put_object" if write else "get_object", bucket, key)
         return Response(200, {"url": url, "headers": list(self.emu.signed_url_headers)})
 
     def fs_put(self, req):
-        bucket, key = self.fs_key(req.match.group("path"), "PUT")
+        store, bucket, key = self.fs_key(req.match.group("path"), "PUT")
         overwrite = (req.arg("overwrite") or "false").lower() == "true"
-        if not overwrite and self.storage.head(bucket, key) is not None:
-            raise ApiError("ALREADY_EXISTS", f"The file being created already exists.", status=409)
-        self.storage.put(bucket, key, req.body)
+        if not overwrite and store.head(bucket, key) is not None:
+            raise ApiError("ALREADY_EXISTS", "The file being created already exists.", status=409)
+        store.put(bucket, key, req.body)
         return Response(204, raw=b"")
 
     def fs_get(self, req):
-        bucket, key = self.fs_key(req.match.group("path"), "GET")
-        head = self.storage.head(bucket, key)
+        store, bucket, key = self.fs_key(req.match.group("path"), "GET")
+        head = store.head(bucket, key)
         if head is None:
             raise ApiError("NOT_FOUND", "The file being accessed is not found.", status=404)
         hdrs = {"Last-Modified": head["LastModified"].strftime("%a, %d %b %Y %H:%M:%S GMT"),
@@ -472,7 +477,7 @@ class Workspace:
             r.head_length = head["ContentLength"]
             return r
         rng = req.headers.get("Range")
-        obj = self.storage.get(bucket, key, rng)
+        obj = store.get(bucket, key, rng)
         data = obj["Body"].read()
         status = 206 if rng else 200
         if rng:
@@ -480,16 +485,16 @@ class Workspace:
         return Response(status, raw=data, headers=hdrs, content_type="application/octet-stream")
 
     def fs_delete(self, req):
-        bucket, key = self.fs_key(req.match.group("path"), "DELETE")
-        if self.storage.head(bucket, key) is None:
+        store, bucket, key = self.fs_key(req.match.group("path"), "DELETE")
+        if store.head(bucket, key) is None:
             raise ApiError("NOT_FOUND", "The file being accessed is not found.", status=404)
-        self.storage.s3.delete_object(Bucket=bucket, Key=key)
+        store.delete(bucket, key)
         return Response(204, raw=b"")
 
     def fs_dir(self, req):
         path = req.match.group("path").rstrip("/")
-        bucket, key = self.fs_key(path, "GET")
-        objs, dirs = self.storage.list(bucket, key + "/", delimiter="/")
+        store, bucket, key = self.fs_key(path, "GET")
+        objs, dirs = store.list(bucket, key + "/", delimiter="/")
         if not objs and not dirs:
             raise ApiError("NOT_FOUND", f"The directory being accessed is not found.", status=404)
         if req.method == "HEAD":

@@ -1,16 +1,19 @@
-"""MLflow's own Python client against the Databricks emulator, one scenario per process (so each
-runs with a clean environment: DATABRICKS_* variables, MLflow's cached credentials and clients).
+"""MLflow's own Python client against the Databricks emulator, in a process of its own (so it runs
+with a clean environment: DATABRICKS_* variables, and MLflow's cached credentials and SDK clients,
+which are keyed by host and would keep the first auth method).
 
-    python dbx_client_scenarios.py SCENARIO '{"json": "args"}'
+    python dbx_client_scenarios.py SCENARIO '{"json": "args"}'    one scenario
+    python dbx_client_scenarios.py --serve                         scenarios read from stdin, one JSON
+                                                                  line {"scenario", "args", "env"} each
 
-prints one JSON object with what the scenario observed; the test asserts on it and on the
-emulator's request logs."""
+print one `RESULT {json}` line per scenario with what it observed (or `ERROR {traceback}`); the test
+asserts on it and on the emulator's request logs. --serve lets several scenarios with the same
+credentials share one process (importing MLflow and scikit-learn is most of a scenario's time)."""
 import json
 import os
 import sys
 import tempfile
 import time
-import uuid
 
 
 def _model():
@@ -159,7 +162,28 @@ def oauth(args):
     return out
 
 
+def serve():
+    import traceback
+
+    import mlflow  # noqa: F401  (import once, up front)
+    import sklearn  # noqa: F401
+
+    print("READY", flush=True)
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        os.environ.update(cmd.get("env") or {})
+        try:
+            print("RESULT " + json.dumps(globals()[cmd["scenario"]](cmd["args"])), flush=True)
+        except Exception:
+            print("ERROR " + json.dumps(traceback.format_exc()), flush=True)
+        for k in cmd.get("env") or {}:
+            os.environ.pop(k, None)
+
+
 if __name__ == "__main__":
-    scenario, raw = sys.argv[1], sys.argv[2]
-    result = globals()[scenario](json.loads(raw))
-    print("RESULT " + json.dumps(result))
+    if sys.argv[1] == "--serve":
+        serve()
+    else:
+        scenario, raw = sys.argv[1], sys.argv[2]
+        result = globals()[scenario](json.loads(raw))
+        print("RESULT " + json.dumps(result))

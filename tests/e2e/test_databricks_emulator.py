@@ -27,15 +27,54 @@ MiB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def emu():
-    e = Emulator(oauth_token_ttl=3600, presign_ttl=120, credentials_page_size=3, list_page_size=4,
-                 extra_users=["bob@example.com"], groups=["data-scientists"],
-                 catalogs={"main": ["default", "staging"]})
-    e.start()
+def emulators():
+    """The main emulator (AWS) and an Azure one, their backing mlflow servers booting in parallel,
+    and an MLflow-client worker with the main emulator's PAT, importing MLflow meanwhile."""
+    main = Emulator(oauth_token_ttl=3600, presign_ttl=120, credentials_page_size=3, list_page_size=4,
+                    extra_users=["bob@example.com"], groups=["data-scientists"],
+                    catalogs={"main": ["default", "staging"]})
+    azure = Emulator(cloud="azure", files_api=False, name="az", presign_ttl=120)
+    # MLflow-client workers, one per set of credentials (host and credentials are known before start)
+    workers = {"pat": Worker(main, main.pat_env()), "oauth": Worker(main, main.oauth_env()),
+               "azure": Worker(azure, azure.pat_env())}
     try:
-        yield e
+        Emulator.start_all(main, azure)
+        try:
+            yield main, azure, workers
+        finally:
+            main.stop()
+            azure.stop()
     finally:
-        e.stop()
+        for w in workers.values():
+            w.close()
+
+
+@pytest.fixture(scope="module")
+def emu(emulators):
+    return emulators[0]
+
+
+@pytest.fixture(scope="module")
+def azure_emu(emulators):
+    return emulators[1]
+
+
+@pytest.fixture(scope="module")
+def pat_client(emulators):
+    """MLflow's client with the PAT, shared by the PAT scenarios of the main emulator."""
+    return emulators[2]["pat"]
+
+
+@pytest.fixture(scope="module")
+def oauth_client(emulators):
+    """MLflow's client with the main emulator's OAuth service principal."""
+    return emulators[2]["oauth"]
+
+
+@pytest.fixture(scope="module")
+def azure_client(emulators):
+    """MLflow's client with the Azure emulator's PAT."""
+    return emulators[2]["azure"]
 
 
 def uid():
@@ -54,15 +93,35 @@ def ok(resp):
     return resp.json()
 
 
-def scenario(emu, name, args, env=None):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DATABRICKS_", "AWS_"))}
-    clean.update({"MLFLOW_S3_ENDPOINT_URL": emu.s3_endpoint, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-                  "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0", **(env or {})})
-    p = subprocess.run([sys.executable, SCENARIOS, name, json.dumps(args)], capture_output=True, text=True,
-                       env=clean, timeout=300)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-6000:]
-    line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+class Worker:
+    """One MLflow-client process (dbx_client_scenarios.py --serve) with fixed credentials, running
+    several scenarios one after the other."""
+
+    def __init__(self, emu, env):
+        self.emu = emu
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DATABRICKS_", "AWS_"))}
+        clean.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
+                      "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", **env})
+        self.proc = subprocess.Popen([sys.executable, SCENARIOS, "--serve"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, env=clean)
+
+    def run(self, name, args, env=None):
+        env = {"MLFLOW_S3_ENDPOINT_URL": self.emu.s3_endpoint, **(env or {})}  # known once the emulator runs
+        self.proc.stdin.write(json.dumps({"scenario": name, "args": args, "env": env}) + "\n")
+        self.proc.stdin.flush()
+        for line in self.proc.stdout:
+            if line.startswith("RESULT "):
+                return json.loads(line[len("RESULT "):])
+            if line.startswith("ERROR "):
+                pytest.fail("scenario failed:\n" + json.loads(line[len("ERROR "):]))
+        pytest.fail(f"the MLflow-client worker exited ({self.proc.wait()})")
+
+    def close(self):
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
 
 
 def new_run(emu):
@@ -75,13 +134,12 @@ def new_run(emu):
 # ------------------------------------------------------------------------------------------------
 # MLflow's Python client
 # ------------------------------------------------------------------------------------------------
-def test_mlflow_client_logs_registers_and_loads(emu):
+def test_mlflow_client_logs_registers_and_loads(emu, pat_client):
     start = len(emu.requests)
     sstart = len(emu.storage_requests())
     exp_name = f"/Users/{emu.user}/emulator-{uid()}"
     uc_name = f"main.default.emu_{uid()}"
-    r = scenario(emu, "full", {"experiment": exp_name, "ws_model": f"emu-ws-{uid()}", "uc_model": uc_name},
-                 env=emu.pat_env())
+    r = pat_client.run("full", {"experiment": exp_name, "ws_model": f"emu-ws-{uid()}", "uc_model": uc_name})
     exp, run_id, model_id = r["experiment_id"], r["run_id"], r["model_id"]
     # tracking, Databricks-shaped
     assert r["experiment_artifact_location"] == f"dbfs:/databricks/mlflow-tracking/{exp}"
@@ -124,7 +182,7 @@ def test_mlflow_client_logs_registers_and_loads(emu):
     assert all(s["status"] in (200, 206, 204) for s in sreqs), [s for s in sreqs if s["status"] not in (200, 206, 204)]
 
 
-def test_signed_urls_multipart_and_paging_without_files_api(emu):
+def test_signed_urls_multipart_and_paging_without_files_api(emu, pat_client):
     """Files API off: MLflow falls back to credentials-for-read/write signed URLs, multipart for the
     big file, paged credentials and listings. UC in Databricks default-storage mode (presigned URLs
     from /api/2.0/fs/create-upload-url and create-download-url)."""
@@ -133,10 +191,10 @@ def test_signed_urls_multipart_and_paging_without_files_api(emu):
     uc_name = f"main.default.dflt_{uid()}"
     start, sstart = len(emu.requests), len(emu.storage_requests())
     try:
-        r = scenario(emu, "artifacts", {"experiment": f"/Shared/signed-{uid()}", "big_bytes": 11 * MiB,
-                                        "uc_model": uc_name},
-                     env={**emu.pat_env(), "MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE": str(6 * MiB),
-                          "MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE": str(5 * MiB)})
+        r = pat_client.run("artifacts", {"experiment": f"/Shared/signed-{uid()}", "big_bytes": 11 * MiB,
+                                         "uc_model": uc_name},
+                           env={"MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE": str(6 * MiB),
+                                "MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE": str(5 * MiB)})
     finally:
         emu.files_api = True
         emu.uc_storage_mode = "CUSTOMER_HOSTED"
@@ -166,17 +224,17 @@ def test_signed_urls_multipart_and_paging_without_files_api(emu):
     assert any(p.endswith("/artifacts/directories") for p in paths), "logged model listed via the tracking API"
 
 
-def test_oauth_m2m_tokens_expire_and_refresh(emu):
-    """OAuth M2M with 2-second tokens; UC files through the Files API at /Models/... (the
+def test_oauth_m2m_tokens_expire_and_refresh(emu, oauth_client):
+    """OAuth M2M with 1-second tokens; UC files through the Files API at /Models/... (the
     is-databricks-sdk-models-artifact-repository-enabled switch on)."""
-    emu.oauth_token_ttl = 2
+    emu.oauth_token_ttl = 1
     emu.uc_sdk_models_repo = True
     uc_name = f"main.default.sdk_{uid()}"
     issued = emu.auth.tokens_issued
     start = len(emu.requests)
     try:
-        r = scenario(emu, "oauth", {"experiment": f"/Shared/oauth-{uid()}", "rounds": 3, "sleep": 1.6,
-                                    "uc_model": uc_name}, env=emu.oauth_env())
+        r = oauth_client.run("oauth", {"experiment": f"/Shared/oauth-{uid()}", "rounds": 3, "sleep": 1.1,
+                                       "uc_model": uc_name})
     finally:
         emu.oauth_token_ttl = 3600
         emu.uc_sdk_models_repo = False
@@ -487,3 +545,44 @@ def test_fault_injection(emu):
     r = requests.put(url, data=b"x", timeout=10)
     assert r.status_code == 403 and "<Code>AccessDenied</Code>" in r.text
     assert requests.put(url, data=b"x", timeout=10).status_code == 200
+
+
+# ------------------------------------------------------------------------------------------------
+# Azure Blob (cloud="azure": azurite behind the strict proxy, SAS URLs)
+# ------------------------------------------------------------------------------------------------
+def test_azure_blob_sas_urls(azure_emu, azure_client):
+    emu = azure_emu
+    sstart = len(emu.storage_requests())
+    r = azure_client.run("artifacts", {"experiment": f"/Shared/azure-{uid()}", "big_bytes": 3 * MiB},
+                         env={"MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE": str(MiB)})
+    assert r["big_roundtrip"] is True and r["smalls"] == [f"file {i}" for i in range(5)]
+    assert r["listed"] == [["data/big.bin", 3 * MiB]] + [[f"data/small{i}.txt", 6] for i in range(5)]
+    sreqs = emu.storage_requests()[sstart:]
+    blocks = [s for s in sreqs if s["method"] == "PUT" and "blockid" in s["query"]]
+    assert len(blocks) >= 3 + 5 and all(s["status"] == 201 and s["auth"] == "sas" for s in blocks)
+    assert sum(s["method"] == "PUT" and s["query"] == ["comp"] for s in sreqs) == 6, "one block list per file"
+    assert not any(s["has_bearer"] for s in sreqs)
+    assert all(s["status"] in (200, 201, 206) for s in sreqs)
+    # strictness, on a fresh run
+    _, run = new_run(emu)
+    rid = run["info"]["run_id"]
+    w = ok(api(emu, "POST", "/api/2.0/mlflow/artifacts/credentials-for-write", json={"run_id": rid, "path": ["a.txt"]}))
+    info = w["credential_infos"][0]
+    assert info["type"] == "AZURE_SAS_URI" and info["signed_uri"].startswith(emu.ws_storage_endpoint)
+    url, blob = info["signed_uri"], {"x-ms-blob-type": "BlockBlob"}
+    assert requests.put(url, data=b"x", headers={**blob, "Authorization": f"Bearer {emu.token}"}, timeout=10).status_code == 403
+    assert requests.put(url, data=iter([b"x"]), headers=blob, timeout=10).status_code == 411
+    assert requests.put(url.replace("sig=", "sig=A"), data=b"x", headers=blob, timeout=10).status_code == 403
+    assert requests.put(url, data=b"hello", headers=blob, timeout=10).status_code == 201
+    emu.presign_ttl = 1
+    try:
+        rd = ok(api(emu, "POST", "/api/2.0/mlflow/artifacts/credentials-for-read", json={"run_id": rid, "path": ["a.txt"]}))
+    finally:
+        emu.presign_ttl = 120
+    get_url = rd["credential_infos"][0]["signed_uri"]
+    assert requests.get(get_url, timeout=10).content == b"hello"
+    assert requests.put(get_url, data=b"x", headers=blob, timeout=10).status_code == 403, "a read SAS cannot write"
+    time.sleep(2.1)
+    assert requests.get(get_url, timeout=10).status_code == 403, "expired SAS"
+    r = api(emu, "POST", "/api/2.0/mlflow/artifacts/create-multipart-upload", json={"run_id": rid, "path": "b", "num_parts": 2})
+    assert r.status_code == 501 and r.json()["error_code"] == "NOT_IMPLEMENTED"
