@@ -194,6 +194,7 @@ fn stream(
         transport,
         progress,
         concurrency,
+        ..
     } = c;
     let (mut files_done, mut bytes_done, mut reported) = (0u64, 0u64, 0u64);
     let written = transport.stream_files(

@@ -24,6 +24,9 @@ use anyhow::Context;
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+/// How long a copy that lost a race waits for the winner.
+const RACE_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Metric log-batch requests in flight at once.
 const METRIC_WRITERS: usize = 2;
 
@@ -213,7 +216,21 @@ fn copy_one(
             ));
             (incomplete, true)
         }
-        None => (create_run(c, &source.run, dst_experiment_id)?, false),
+        None => {
+            let created = create_run(c, &source.run, dst_experiment_id)?;
+            match settle_race(c, &source.run, dst_experiment_id, created)? {
+                Race::Won(mine) => (mine, false),
+                Race::Lost(Some(winner)) => {
+                    report.dst_run_id = winner.info.run_id;
+                    report.outcome = Outcome::Existing;
+                    return Ok(report);
+                }
+                Race::Lost(None) => {
+                    // The winner failed: its copy is resumed here, by the same command.
+                    return copy_one(c, source, dst_experiment_id, dst_parent.as_deref());
+                }
+            }
+        }
     };
     report.dst_run_id = dst_run.info.run_id.clone();
     report.outcome = if resuming {
@@ -243,6 +260,67 @@ fn copy_one(
                 c.dst.tracking.server()
             )))
         }
+    }
+}
+
+/// How a fresh copy fared against identical copies started at the same moment.
+enum Race {
+    /// This copy goes on.
+    Won(Run),
+    /// Another copy goes on; this one was deleted. `Some`: the winner completed (its run);
+    /// `None`: the winner failed and is left to be resumed.
+    Lost(Option<Run>),
+}
+
+/// Identical commands started together each create a copy before they can see the others'.
+/// After a moment for the others' creates to land, every one of them picks the same winner
+/// (the lowest run id); the others delete their own run and wait for the winner to finish.
+fn settle_race(
+    c: &mut Copier,
+    src: &Run,
+    dst_experiment_id: &str,
+    mine: Run,
+) -> anyhow::Result<Race> {
+    std::thread::sleep(c.race_settle);
+    let copies = earlier_copies(c, dst_experiment_id, &src.info.run_id)?;
+    let winner = copies
+        .iter()
+        .map(|r| r.info.run_id.as_str())
+        .chain([mine.info.run_id.as_str()])
+        .min()
+        .expect("at least this copy")
+        .to_string();
+    if winner == mine.info.run_id {
+        return Ok(Race::Won(mine));
+    }
+    c.phase(format!(
+        "another identical copy of run {} is under way as run {winner}; waiting for it",
+        src.info.run_id
+    ));
+    c.dst
+        .tracking
+        .delete_run(&mine.info.run_id)
+        .context("removing this copy in favour of the identical one under way")?;
+    let started = std::time::Instant::now();
+    loop {
+        let run = c.dst.tracking.get_run(&winner)?;
+        if is_complete_copy(&run, src) {
+            return Ok(Race::Lost(Some(run)));
+        }
+        if run.info.status.as_deref() == Some("FAILED") || run.info.is_deleted() {
+            return Ok(Race::Lost(None));
+        }
+        if started.elapsed() > RACE_WAIT {
+            return Err(CopyError::conflict(format!(
+                "an identical copy of run {} is still under way as run {winner} on {} after {} s; \
+                 re-run the command when it is done",
+                src.info.run_id,
+                c.dst.tracking.server(),
+                RACE_WAIT.as_secs()
+            ))
+            .into());
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
     }
 }
 

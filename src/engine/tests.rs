@@ -65,6 +65,7 @@ impl World {
             transport: self.transport.clone(),
             progress,
             concurrency: 4,
+            race_settle: Duration::ZERO,
         }
     }
 
@@ -197,7 +198,7 @@ fn the_copy(dst: &FakeServer, src_run_id: &str) -> Run {
     let copies: Vec<&Run> = state
         .runs
         .iter()
-        .filter(|r| r.data.tag(lineage::SRC_RUN_ID) == Some(src_run_id))
+        .filter(|r| r.data.tag(lineage::SRC_RUN_ID) == Some(src_run_id) && !r.info.is_deleted())
         .collect();
     assert_eq!(copies.len(), 1, "exactly one copy of {src_run_id}");
     copies[0].clone()
@@ -393,6 +394,7 @@ fn a_copy_of_a_copy_carries_the_lineage_of_its_immediate_source() {
             transport: w.transport.clone(),
             progress,
             concurrency: 2,
+            race_settle: Duration::ZERO,
         };
         copy_run(&mut c, &request).map_err(|e| CopyError::from_chain(&e))
     };
@@ -432,6 +434,61 @@ fn a_copy_left_without_its_final_status_is_resumed_not_reported_existing() {
     assert_eq!(again.outcome, Outcome::Resumed);
     assert_eq!(again.dst_run_id, first.dst_run_id);
     assert_faithful(&w, &run_id);
+}
+
+/// A copy of `src_run_id` as an identical command started at the same moment makes it.
+fn sibling_copy(w: &World, src_run_id: &str, status: &str, complete: bool) -> Run {
+    let src = w.src.run(src_run_id);
+    // As the identical command's create_run made it.
+    let mut run = Run::default();
+    run.info.run_name = src.info.run_name.clone();
+    run.info.start_time = src.info.start_time;
+    run.info.user_id = src.info.user_id.clone();
+    run.info.status = Some(status.into());
+    run.info.end_time = src.info.end_time;
+    run.data.tags = vec![
+        KeyValue::new(lineage::SRC_RUN_ID, src_run_id),
+        KeyValue::new(lineage::SRC_TRACKING_URI, "http://src"),
+    ];
+    if !complete {
+        run.data
+            .tags
+            .push(KeyValue::new(lineage::INCOMPLETE, "true"));
+    }
+    run
+}
+
+#[test]
+fn identical_copies_started_together_converge_on_one() {
+    // The sibling created its run first (a lower id) and finished: this copy steps aside.
+    let w = world();
+    let run_id = seed_run(&w.src);
+    let exp = w.dst.create_experiment("copies").unwrap();
+    w.dst
+        .race_next_create(&exp, sibling_copy(&w, &run_id, "FINISHED", true));
+    let report = w.copy_run(&run_id).unwrap();
+    assert_eq!(report.outcome, Outcome::Existing);
+    let active = w
+        .dst
+        .runs_with_tags(&exp, &[(lineage::SRC_RUN_ID, &run_id)])
+        .unwrap();
+    assert_eq!(active.len(), 1, "the loser deleted its own run");
+    assert_eq!(active[0].info.run_id, report.dst_run_id);
+
+    // The sibling failed: this copy resumes it, and there is one faithful copy.
+    let w = world();
+    let run_id = seed_run(&w.src);
+    let exp = w.dst.create_experiment("copies").unwrap();
+    w.dst
+        .race_next_create(&exp, sibling_copy(&w, &run_id, "FAILED", false));
+    let report = w.copy_run(&run_id).unwrap();
+    assert_eq!(report.outcome, Outcome::Resumed);
+    assert_faithful(&w, &run_id);
+    let active = w
+        .dst
+        .runs_with_tags(&exp, &[(lineage::SRC_RUN_ID, &run_id)])
+        .unwrap();
+    assert_eq!(active.len(), 1);
 }
 
 #[test]

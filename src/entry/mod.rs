@@ -106,6 +106,7 @@ pub fn execute<R: CopyRequest>(
             transport,
             progress: &mut progress,
             concurrency: request.concurrency() as usize,
+            race_settle: crate::engine::RACE_SETTLE,
         };
         request
             .copy(&mut copier)

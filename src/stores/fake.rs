@@ -48,6 +48,8 @@ pub struct FakeServer {
     pub state: RefCell<State>,
     /// Injected faults: operation name and how many calls of it succeed first.
     faults: RefCell<Vec<(&'static str, u32)>>,
+    /// A run another process creates just before the next `create_run` (a race).
+    racing: RefCell<Option<(String, Run)>>,
 }
 
 impl FakeServer {
@@ -56,6 +58,7 @@ impl FakeServer {
             name: name.to_string(),
             state: RefCell::new(State::default()),
             faults: RefCell::new(Vec::new()),
+            racing: RefCell::new(None),
         })
     }
 
@@ -65,6 +68,12 @@ impl FakeServer {
             registry: self.clone(),
             artifacts: self.clone(),
         }
+    }
+
+    /// Has `run` appear in the experiment just before the next run is created, as an identical
+    /// copy started at the same moment would.
+    pub fn race_next_create(&self, experiment_id: &str, run: Run) {
+        *self.racing.borrow_mut() = Some((experiment_id.to_string(), run));
     }
 
     /// Makes the call of `op` after `succeed_first` successful ones fail (once).
@@ -206,6 +215,10 @@ impl Tracking for FakeServer {
 
     fn create_run(&self, experiment_id: &str, new: &NewRun) -> Result<RunInfo, CopyError> {
         self.write("create_run")?;
+        let racing = self.racing.borrow_mut().take();
+        if let Some((experiment, run)) = racing {
+            self.add_run(&experiment, run, Vec::new());
+        }
         let run = Run {
             info: RunInfo {
                 run_name: new.run_name.clone(),
@@ -235,6 +248,11 @@ impl Tracking for FakeServer {
             r.info.status = Some(status.to_string());
             r.info.end_time = end_time.or(r.info.end_time);
         })
+    }
+
+    fn delete_run(&self, run_id: &str) -> Result<(), CopyError> {
+        self.write("delete_run")?;
+        self.with_run(run_id, |r| r.info.lifecycle_stage = "deleted".into())
     }
 
     fn delete_tag(&self, run_id: &str, key: &str) -> Result<(), CopyError> {

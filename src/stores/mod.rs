@@ -49,6 +49,8 @@ pub trait Tracking {
         status: &str,
         end_time: Option<i64>,
     ) -> Result<(), CopyError>;
+    /// Deletes a run (MLflow's soft delete: it leaves the active runs).
+    fn delete_run(&self, run_id: &str) -> Result<(), CopyError>;
     /// Removes a run tag; removing one that is not there succeeds (the answer to an earlier
     /// attempt may have been lost).
     fn delete_tag(&self, run_id: &str, key: &str) -> Result<(), CopyError>;

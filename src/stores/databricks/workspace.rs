@@ -88,6 +88,10 @@ impl Tracking for DatabricksWorkspace {
         self.rest.delete_tag(run_id, key)
     }
 
+    fn delete_run(&self, run_id: &str) -> Result<(), CopyError> {
+        self.rest.delete_run(run_id)
+    }
+
     fn log_batch(
         &self,
         run_id: &str,

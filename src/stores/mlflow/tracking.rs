@@ -121,6 +121,11 @@ impl Tracking for MlflowRest {
             .map(drop)
     }
 
+    fn delete_run(&self, run_id: &str) -> Result<(), CopyError> {
+        self.post::<Value>("/api/2.0/mlflow/runs/delete", &json!({ "run_id": run_id }))
+            .map(drop)
+    }
+
     fn delete_tag(&self, run_id: &str, key: &str) -> Result<(), CopyError> {
         let body = json!({ "run_id": run_id, "key": key });
         match self.post::<Value>("/api/2.0/mlflow/runs/delete-tag", &body) {
