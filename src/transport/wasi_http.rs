@@ -28,7 +28,7 @@ use waki::bindings::wasi::io::streams::{InputStream, OutputStream, StreamError};
 const CHUNK: u64 = 1 << 20;
 /// Largest answer read whole (API answers and error bodies, never artifacts): whatever a server
 /// sends, memory stays bounded.
-pub const MAX_ANSWER: usize = 64 << 20;
+pub const MAX_ANSWER: usize = 32 << 20;
 
 /// WASI HTTP with the bounds every request keeps.
 pub struct WasiHttp {
@@ -125,13 +125,16 @@ impl Http for WasiHttp {
             while active.len() < concurrency && !exhausted {
                 match next() {
                     None => exhausted = true,
-                    Some((id, job)) => match Transfer::start(id, job, self) {
-                        Ok(transfer) => active.push(transfer),
-                        Err(failure) => events(StreamEvent::Finished {
-                            id,
-                            result: Err(failure),
-                        }),
-                    },
+                    Some((id, job)) => {
+                        let servers = servers_of(&job);
+                        match Transfer::start(id, job, self) {
+                            Ok(transfer) => active.push(transfer),
+                            Err(failure) => events(StreamEvent::Finished {
+                                id,
+                                result: Err(with_servers(failure, &servers)),
+                            }),
+                        }
+                    }
                 }
             }
             if active.is_empty() {
@@ -147,9 +150,10 @@ impl Http for WasiHttp {
                 match active[i].advance(self, events) {
                     Some(result) => {
                         let done = active.swap_remove(i);
+                        let servers = servers_of(&done.job);
                         events(StreamEvent::Finished {
                             id: done.id,
-                            result,
+                            result: result.map_err(|f| with_servers(f, &servers)),
                         });
                     }
                     None => i += 1,
@@ -183,16 +187,40 @@ impl Http for WasiHttp {
                     continue;
                 }
                 let stalled = active.swap_remove(i);
+                let servers = servers_of(&stalled.job);
+                let failure = transient(format!(
+                    "timed out: no progress for {} s",
+                    self.timeout.as_secs_f64()
+                ));
                 events(StreamEvent::Finished {
                     id: stalled.id,
-                    result: Err(transient(format!(
-                        "timed out: no progress for {} s",
-                        self.timeout.as_secs_f64()
-                    ))),
+                    result: Err(with_servers(failure, &servers)),
                 });
             }
         }
     }
+}
+
+/// The two servers of a transfer, for its messages (`source h:1, destination h:2`).
+fn servers_of(job: &FileJob) -> String {
+    let authority = |r: &Request| {
+        let url = &r.url;
+        format!(
+            "{}:{}",
+            url.host_str().unwrap_or_default(),
+            url.port_or_known_default().unwrap_or(0)
+        )
+    };
+    format!(
+        "source {}, destination {}",
+        authority(job.download.request()),
+        authority(job.upload.request())
+    )
+}
+
+fn with_servers(mut failure: StreamFailure, servers: &str) -> StreamFailure {
+    failure.message = format!("{} ({servers})", failure.message);
+    failure
 }
 
 /// One file in flight. `wait` comes first so that it is dropped before the resources it watches.
@@ -501,12 +529,28 @@ impl WasiHttp {
             message: f.message,
         })?;
         let status = response.status();
-        let headers = response
+        let headers: Vec<(String, String)> = response
             .headers()
             .entries()
             .into_iter()
             .filter_map(|(k, v)| Some((k, String::from_utf8(v).ok()?)))
             .collect();
+        let too_large = || {
+            self.failed(
+                &format!(
+                    "the answer (HTTP {status}) is larger than {} MiB",
+                    MAX_ANSWER >> 20
+                ),
+                false,
+            )
+        };
+        let announced = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.trim().parse::<usize>().ok());
+        if announced.is_some_and(|n| n > MAX_ANSWER) {
+            return Err(too_large());
+        }
         let body = response
             .consume()
             .map_err(|()| self.failed("response body already taken", false))?;
@@ -708,18 +752,27 @@ fn outgoing_request(
     Ok(out)
 }
 
+/// How long the host may wait for the answer's first byte after sending a request whose body
+/// streams for as long as the file takes: the guest watches such uploads for stalls itself.
+const STREAMED_UPLOAD_ANSWER: Duration = Duration::from_secs(7 * 24 * 3600);
+
 fn handle(
     request: OutgoingRequest,
     side: &str,
     timeout: Duration,
 ) -> Result<FutureIncomingResponse, StreamFailure> {
+    let first_byte = if side == "destination" {
+        STREAMED_UPLOAD_ANSWER
+    } else {
+        timeout
+    };
     let options = RequestOptions::new();
     // Not every host supports every option; a refusal only means the host's default applies
     // (the guest enforces the timeout itself as well).
-    let nanos = Some(timeout.as_nanos().min(u64::MAX as u128) as u64);
-    let _ = options.set_connect_timeout(nanos);
-    let _ = options.set_first_byte_timeout(nanos);
-    let _ = options.set_between_bytes_timeout(nanos);
+    let nanos = |d: Duration| Some(d.as_nanos().min(u64::MAX as u128) as u64);
+    let _ = options.set_connect_timeout(nanos(timeout));
+    let _ = options.set_first_byte_timeout(nanos(first_byte));
+    let _ = options.set_between_bytes_timeout(nanos(timeout));
     outgoing_handler::handle(request, Some(options)).map_err(|code| code_failure(&code, side))
 }
 
@@ -794,6 +847,7 @@ fn code_failure(code: &ErrorCode, side: &str) -> StreamFailure {
             | ErrorCode::HttpRequestUriInvalid
             | ErrorCode::HttpRequestMethodInvalid
             | ErrorCode::TlsCertificateError
+            | ErrorCode::TlsProtocolError
             | ErrorCode::TlsAlertReceived(_)
             | ErrorCode::HttpRequestDenied
     );
@@ -809,7 +863,10 @@ fn describe_code(code: &ErrorCode) -> String {
     match code {
         ErrorCode::ConnectionRefused => "connection refused".into(),
         ErrorCode::ConnectionTerminated => "connection terminated".into(),
-        ErrorCode::ConnectionTimeout => "connection timed out".into(),
+        ErrorCode::ConnectionTimeout => "timed out connecting".into(),
+        ErrorCode::ConnectionReadTimeout => "timed out waiting for bytes from the server".into(),
+        ErrorCode::ConnectionWriteTimeout => "timed out sending bytes to the server".into(),
+        ErrorCode::TlsProtocolError => "TLS handshake failed (is this an https server?)".into(),
         ErrorCode::DnsError(_) => "host name not found".into(),
         ErrorCode::HttpRequestDenied => {
             "request denied by the host (outbound host not allowed?)".into()

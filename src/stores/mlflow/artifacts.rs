@@ -29,7 +29,16 @@ pub fn proxied_location(root_uri: &str) -> Option<(Option<String>, String)> {
     }
     if root_uri.starts_with("http://") || root_uri.starts_with("https://") {
         let at = root_uri.find(ANCHOR)?;
-        return Some((None, collapse_slashes(&root_uri[at + ANCHOR.len()..])));
+        // The URL names its server: it must be the configured one (checked by the caller).
+        let url = Url::parse(root_uri).ok()?;
+        let authority = match url.port() {
+            Some(port) => format!("{}:{port}", url.host_str()?),
+            None => url.host_str()?.to_string(),
+        };
+        return Some((
+            Some(authority),
+            collapse_slashes(&root_uri[at + ANCHOR.len()..]),
+        ));
     }
     None
 }
@@ -248,7 +257,7 @@ mod tests {
         );
         assert_eq!(
             proxied_location("http://h:5000/api/2.0/mlflow-artifacts/artifacts/3/r/artifacts"),
-            Some((None, "3/r/artifacts".into()))
+            Some((Some("h:5000".into()), "3/r/artifacts".into()))
         );
         assert_eq!(proxied_location("s3://bucket/1/abc/artifacts"), None);
         assert_eq!(proxied_location("http://h/other"), None);
