@@ -246,7 +246,13 @@ fn copy_one(
         resuming,
         &mut report,
     ) {
-        Ok(()) => Ok(report),
+        Ok(Race::Won(_)) => Ok(report),
+        Ok(Race::Lost(Some(winner))) => {
+            report.dst_run_id = winner.info.run_id;
+            report.outcome = Outcome::Existing;
+            Ok(report)
+        }
+        Ok(Race::Lost(None)) => copy_one(c, source, dst_experiment_id, dst_parent.as_deref()),
         Err(err) => {
             // Leave an unmistakably unfinished run: FAILED and still tagged incomplete.
             let _ = c
@@ -293,17 +299,23 @@ fn settle_race(
     if winner == mine.info.run_id {
         return Ok(Race::Won(mine));
     }
+    defer_to(c, src, &mine.info.run_id, &winner)
+}
+
+/// Leaves the copy to the identical one `winner`: deletes this one (`mine`) and waits until the
+/// winner is complete (`Lost(Some)`) or has failed (`Lost(None)`, to be resumed).
+fn defer_to(c: &mut Copier, src: &Run, mine: &str, winner: &str) -> anyhow::Result<Race> {
     c.phase(format!(
-        "another identical copy of run {} is under way as run {winner}; waiting for it",
+        "an identical copy of run {} is under way as run {winner}; waiting for it",
         src.info.run_id
     ));
     c.dst
         .tracking
-        .delete_run(&mine.info.run_id)
+        .delete_run(mine)
         .context("removing this copy in favour of the identical one under way")?;
     let started = std::time::Instant::now();
     loop {
-        let run = c.dst.tracking.get_run(&winner)?;
+        let run = c.dst.tracking.get_run(winner)?;
         if is_complete_copy(&run, src) {
             return Ok(Race::Lost(Some(run)));
         }
@@ -432,7 +444,7 @@ fn fill_run(
     dst_parent: Option<&str>,
     resuming: bool,
     report: &mut CopyRunReport,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Race> {
     let src_run = &src.run;
     let dst_id = dst.info.run_id.as_str();
     // A resumed run is re-read: what it already has decides what is skipped.
@@ -497,7 +509,7 @@ fn fill_run(
     report.artifact_files_skipped = stats.skipped;
 
     models::finalize(c, &copies)?;
-    finish_run(c, src_run, dst_id)
+    finish_run(c, src_run, dst)
 }
 
 /// The source's tags as the copy carries them: the parent link re-pointed at the parent's copy
@@ -618,7 +630,20 @@ fn copy_artifacts(
 }
 
 /// Gives the copy the source's status and end time, then removes the incomplete mark.
-fn finish_run(c: &mut Copier, src: &Run, dst_id: &str) -> anyhow::Result<()> {
+/// Gives the copy the source's status and end time, then removes the incomplete mark — unless
+/// an identical copy with a lower run id appeared meanwhile (a command started a moment later
+/// than this one, whose run this one could not see yet): then that one is left to finish.
+fn finish_run(c: &mut Copier, src: &Run, dst: &Run) -> anyhow::Result<Race> {
+    let dst_id = dst.info.run_id.as_str();
+    let experiment_id = dst.info.experiment_id.as_str();
+    let lower = earlier_copies(c, experiment_id, &src.info.run_id)?
+        .into_iter()
+        .map(|r| r.info.run_id)
+        .filter(|id| id.as_str() < dst_id)
+        .min();
+    if let Some(winner) = lower {
+        return defer_to(c, src, dst_id, &winner);
+    }
     let (status, end_time) = final_state(src);
     c.dst
         .tracking
@@ -633,7 +658,7 @@ fn finish_run(c: &mut Copier, src: &Run, dst_id: &str) -> anyhow::Result<()> {
         src.info.run_id,
         c.dst.tracking.server()
     ));
-    Ok(())
+    Ok(Race::Won(dst.clone()))
 }
 
 #[cfg(test)]
