@@ -401,9 +401,16 @@ impl Pump {
                 };
             }
             // An answer before the body is complete is a refusal, or a dead connection (the
-            // host may then never make the body writable again).
-            if let Some(answer) = self.response.get() {
-                return PumpStep::Failed(early_answer(answer));
+            // host may then never make the body writable again). Once every declared byte is
+            // written, though, an answer may simply beat the source's end-of-file (seen under
+            // jco): the upload is done, and the answer is read as usual.
+            if self.response.subscribe().ready() {
+                if self.sent == self.size && self.offset == self.chunk.len() {
+                    return PumpStep::Finished;
+                }
+                if let Some(answer) = self.response.get() {
+                    return PumpStep::Failed(early_answer(answer));
+                }
             }
             if self.offset == self.chunk.len() {
                 match self.source.read(CHUNK) {
