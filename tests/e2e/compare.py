@@ -12,6 +12,15 @@ LINEAGE_RUN_TAGS = {"mlflow_exim.run_info.run_id", "mlflow_exim.run_info.experim
 LINEAGE_MODEL_TAGS = {"mlflow_exim.src_model.model_id"}
 
 
+def runs_in(uri, experiment_name, view=3):
+    """The runs of an experiment (view 3: all, 1: active only); [] when it does not exist."""
+    client = MlflowClient(uri, registry_uri=uri)
+    exp = client.get_experiment_by_name(experiment_name)
+    if exp is None:
+        return []
+    return client.search_runs([exp.experiment_id], run_view_type=view)
+
+
 def _same_value(a, b):
     return (math.isnan(a) and math.isnan(b)) or a == b
 
@@ -62,12 +71,15 @@ def assert_run_copied(src_uri, src_run_id, dst_uri, dst_run_id, experiment_name,
     for field in ("run_name", "status", "start_time", "end_time", "user_id", "lifecycle_stage"):
         assert getattr(dr.info, field) == getattr(sr.info, field), field
     assert dr.data.params == sr.data.params
-    src_tags = dict(sr.data.tags)
+    # A copy's lineage tags describe its immediate source: a source that is itself a copy has its
+    # own lineage tags replaced, not carried over.
+    src_tags = {k: v for k, v in sr.data.tags.items() if k not in LINEAGE_RUN_TAGS}
     dst_tags = dict(dr.data.tags)
     src_parent = src_tags.pop("mlflow.parentRunId", None)
     assert dst_tags.pop("mlflow.parentRunId", None) == parent, "parent link"
     assert {k: v for k, v in dst_tags.items() if k not in LINEAGE_RUN_TAGS} == src_tags
     assert dst_tags["mlflow_exim.run_info.run_id"] == src_run_id
+    assert dst_tags["mlflow_exim.run_info.experiment_id"] == sr.info.experiment_id
     assert dst_tags["mlflow_exim.src_client.tracking_uri"] == src_uri
     assert "mlflow_exim.copy_incomplete" not in dst_tags
     assert set(dr.data.metrics) == set(sr.data.metrics)
@@ -94,7 +106,7 @@ def assert_run_copied(src_uri, src_run_id, dst_uri, dst_run_id, experiment_name,
         assert dm.source_run_id == dst_run_id
         # mlflow.modelVersions is maintained by each registry for its own registrations.
         assert {k: v for k, v in dm.tags.items() if k not in LINEAGE_MODEL_TAGS | {"mlflow.modelVersions"}} == \
-            {k: v for k, v in sm.tags.items() if k != "mlflow.modelVersions"}
+            {k: v for k, v in sm.tags.items() if k not in LINEAGE_MODEL_TAGS | {"mlflow.modelVersions"}}
         assert dm.tags["mlflow_exim.src_model.model_id"] == sm.model_id
         def model_metrics(m):
             return sorted((x.key, x.timestamp, x.step, x.dataset_name, x.dataset_digest,
