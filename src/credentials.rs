@@ -36,6 +36,34 @@ impl Side {
     }
 }
 
+/// Gives the `Authorization` header of one server's requests.
+pub trait Authorizer {
+    /// The header value, if the server takes one (fetched first, for a token that expires).
+    fn header(&self) -> Result<Option<String>, crate::api::CopyError>;
+    /// After the server answered 401: drops a cached token; whether a retry may help.
+    fn refresh(&self) -> bool {
+        false
+    }
+    /// What to set to give this side credentials, for the error a refusal becomes.
+    fn hint(&self) -> String;
+}
+
+/// Fixed credentials of an MLflow server, for one side.
+pub struct StaticAuth {
+    pub auth: Auth,
+    pub side: Side,
+}
+
+impl Authorizer for StaticAuth {
+    fn header(&self) -> Result<Option<String>, crate::api::CopyError> {
+        Ok(self.auth.header_value())
+    }
+
+    fn hint(&self) -> String {
+        hint(self.side)
+    }
+}
+
 /// What to set to give one side credentials, for error messages.
 pub fn hint(side: Side) -> String {
     let infix = side.env_infix();
@@ -80,12 +108,17 @@ impl Auth {
         }
     }
 
-    /// The secrets this auth carries, so that output can be scrubbed of them defensively.
+    /// The secrets this auth carries, in every form they travel in (a Basic header's base64
+    /// too), so that output can be scrubbed of them defensively.
     pub fn secrets(&self) -> Vec<String> {
         match self {
             Auth::None => vec![],
             Auth::Bearer(token) => vec![token.clone()],
-            Auth::Basic { password, .. } => vec![password.clone()],
+            Auth::Basic { password, .. } => {
+                let header = self.header_value().unwrap_or_default();
+                let encoded = header.trim_start_matches("Basic ").to_string();
+                vec![password.clone(), encoded]
+            }
         }
     }
 

@@ -44,7 +44,26 @@ pub fn list(c: &Copier, root: ArtifactRoot) -> anyhow::Result<Listed> {
         .artifacts
         .list(&root)
         .with_context(|| format!("listing the artifacts of source {}", root.describe()))?;
+    if let Some(bad) = files.iter().find(|f| !is_safe_path(&f.path)) {
+        return Err(CopyError::upstream(format!(
+            "source {} lists an unsafe artifact path {:?} (empty, `.` or `..` segments, an \
+             absolute path, backslashes or control characters); nothing was copied",
+            root.describe(),
+            bad.path
+        ))
+        .into());
+    }
     Ok(Listed { root, files })
+}
+
+/// A relative path of plain names: what a destination can store under the same name. Anything
+/// else is refused rather than renamed, so a copy never differs silently from its source.
+pub fn is_safe_path(path: &str) -> bool {
+    !path.is_empty()
+        && path
+            .split('/')
+            .all(|segment| !matches!(segment, "" | "." | ".."))
+        && !path.chars().any(|c| c == '\\' || c.is_control())
 }
 
 fn is_mlmodel(file: &FileEntry) -> bool {
@@ -149,6 +168,7 @@ fn open(
         {
             jobs[slot] = Some(FileJob {
                 label: label(tree, file),
+                size: file.size,
                 download,
                 upload,
             });
@@ -202,4 +222,34 @@ fn stream(
     stats.files += streamed.len() as u64;
     stats.bytes += written;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_plain_relative_paths_are_safe() {
+        for ok in [
+            "a.txt",
+            "model/MLmodel",
+            "odd names/ü #1%.txt",
+            ".hidden",
+            "a..b",
+        ] {
+            assert!(super::is_safe_path(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "a//b",
+            "a/",
+            "../x",
+            "a/../../x",
+            "./a",
+            "a\\b",
+            "a\u{1}b",
+            "a\nb",
+        ] {
+            assert!(!super::is_safe_path(bad), "{bad:?}");
+        }
+    }
 }

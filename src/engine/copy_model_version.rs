@@ -37,6 +37,11 @@ pub fn copy_model_version(
 ) -> anyhow::Result<CopyModelVersionReport> {
     let started = Instant::now();
     let (src_model, src_version) = (request.src_model.as_str(), request.src_version.as_str());
+    // Inputs first: nothing is written for a name the destination would refuse at the end.
+    c.dst.registry.check_model_name(&request.dst_model)?;
+    if let Some(experiment) = &request.dst_experiment_name {
+        c.dst.tracking.check_experiment_name(experiment)?;
+    }
     c.phase(format!(
         "reading model version {src_model}/{src_version} from {}",
         c.src.registry.server()
@@ -83,58 +88,69 @@ pub fn copy_model_version(
         elapsed_seconds: 0.0,
     };
 
+    let tags = version_tags(c, request, &version, src_run.as_ref());
     let existing_model = c.dst.registry.registered_model(&request.dst_model)?;
-    if existing_model.is_some() {
-        if let Some(found) = earlier_copy(c, &request.dst_model, &target)? {
+    let earlier = match existing_model {
+        Some(_) => earlier_copy(c, &request.dst_model, &target)?,
+        None => {
+            create_registered_model(c, &request.dst_model, &registered)?;
+            report.registered_model_created = true;
+            None
+        }
+    };
+    let ready = match earlier {
+        Some(found) => {
             c.phase(format!(
                 "version {src_model}/{src_version} was already copied to {} as {}/{}",
                 c.dst.registry.server(),
                 request.dst_model,
                 found.version
             ));
-            report.dst_version = found.version;
             report.outcome = Outcome::Existing;
-            report.elapsed_seconds = started.elapsed().as_secs_f64();
-            return Ok(report);
+            wait_until_ready(c, &request.dst_model, found)?
         }
-    } else {
-        create_registered_model(c, &request.dst_model, &registered)?;
-        report.registered_model_created = true;
-    }
-
-    let tags = version_tags(c, request, &version, src_run.as_ref());
-    c.phase(format!(
-        "creating version of {} from {}",
-        request.dst_model, target.source
-    ));
-    let new = NewVersion {
-        source: target.source.clone(),
-        run_id: target.run_id.clone(),
-        model_id: target.model_id.clone(),
-        description: version.description.clone(),
-        tags: tags.clone(),
+        None => {
+            c.phase(format!(
+                "creating version of {} from {}",
+                request.dst_model, target.source
+            ));
+            let new = NewVersion {
+                source: target.source.clone(),
+                run_id: target.run_id.clone(),
+                model_id: target.model_id.clone(),
+                description: version.description.clone(),
+                tags: tags.clone(),
+            };
+            let created = c
+                .dst
+                .registry
+                .create_model_version(&request.dst_model, &new)
+                .with_context(|| format!("creating a version of {:?}", request.dst_model))?;
+            wait_until_ready(c, &request.dst_model, created)?
+        }
     };
-    let created = c
-        .dst
-        .registry
-        .create_model_version(&request.dst_model, &new)
-        .with_context(|| format!("creating a version of {:?}", request.dst_model))?;
-    report.dst_version = created.version.clone();
+    report.dst_version = ready.version.clone();
     report.tags = tags.len() as u32;
-    let ready = wait_until_ready(c, &request.dst_model, created)?;
     report.dst_run_id = report.dst_run_id.or(ready.run_id.clone());
 
+    // A version found from an earlier attempt may lack what that attempt did not get to (its
+    // answer lost, or the process stopped): the same command finishes the job.
+    let mut completed = complete_tags(c, &request.dst_model, &ready, &tags)?;
     if request.copy_stages_and_aliases {
-        copy_stage_and_aliases(
+        completed |= copy_stage_and_aliases(
             c,
             &version,
             &registered,
             &request.dst_model,
-            &ready.version,
+            &ready,
             &mut report,
         )?;
     }
-    if request.copy_permissions {
+    if completed && report.outcome == Outcome::Existing {
+        report.outcome = Outcome::Resumed;
+    }
+    // Permissions go with the first copy only (on a model it created); a re-run leaves them.
+    if request.copy_permissions && report.outcome == Outcome::Created {
         report.permissions = copy_permissions(
             c,
             src_model,
@@ -255,6 +271,7 @@ fn deep_target(
         run_id: &run_report.dst_run_id,
         run_artifact_uri: &dst_run.info.artifact_uri,
         model: &lookup,
+        models_uri: c.dst.registry.accepts_models_uri(),
     };
     let target = version_source::repoint(&source, &copies).ok_or_else(|| {
         CopyError::bad_input(format!(
@@ -311,7 +328,7 @@ fn version_tags(
     let mut tags: Vec<KeyValue> = version
         .tags
         .iter()
-        .filter(|t| !t.key.starts_with("mlflow_exim."))
+        .filter(|t| !lineage::is_lineage(&t.key))
         .cloned()
         .collect();
     let run_id = version.run_id.clone().unwrap_or_default();
@@ -381,38 +398,73 @@ fn wait_until_ready(
     }
 }
 
+/// Sets the tags the version should carry and does not (yet). Returns whether it wrote any.
+fn complete_tags(
+    c: &mut Copier,
+    dst_model: &str,
+    dst: &ModelVersion,
+    tags: &[KeyValue],
+) -> anyhow::Result<bool> {
+    let missing: Vec<&KeyValue> = tags.iter().filter(|t| !dst.tags.contains(t)).collect();
+    for tag in &missing {
+        c.dst
+            .registry
+            .set_version_tag(dst_model, &dst.version, &tag.key, &tag.value)
+            .with_context(|| format!("setting tag {:?} of {dst_model}/{}", tag.key, dst.version))?;
+    }
+    Ok(!missing.is_empty())
+}
+
+/// Gives the new version the source's stage and moves the source version's aliases to it,
+/// where they are not so already. Returns whether it changed anything.
 fn copy_stage_and_aliases(
     c: &mut Copier,
     version: &ModelVersion,
     registered: &RegisteredModel,
     dst_model: &str,
-    dst_version: &str,
+    dst: &ModelVersion,
     report: &mut CopyModelVersionReport,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
+    let mut changed = false;
     if let Some(stage) = version
         .current_stage
         .as_deref()
         .filter(|s| !s.is_empty() && *s != "None")
     {
-        c.dst
-            .registry
-            .transition_stage(dst_model, dst_version, stage)
-            .with_context(|| format!("setting stage {stage}"))?;
+        if dst.current_stage.as_deref() != Some(stage) {
+            c.dst
+                .registry
+                .transition_stage(dst_model, &dst.version, stage)
+                .with_context(|| format!("setting stage {stage}"))?;
+            changed = true;
+        }
         report.stage = Some(stage.to_string());
     }
+    let current = c
+        .dst
+        .registry
+        .registered_model(dst_model)?
+        .map(|m| m.aliases)
+        .unwrap_or_default();
     // Aliases move: setting one on the new version takes it off any other version.
     for alias in registered
         .aliases
         .iter()
         .filter(|a| a.version == version.version)
     {
-        c.dst
-            .registry
-            .set_alias(dst_model, &alias.alias, dst_version)
-            .with_context(|| format!("setting alias {:?}", alias.alias))?;
+        let in_place = current
+            .iter()
+            .any(|a| a.alias == alias.alias && a.version == dst.version);
+        if !in_place {
+            c.dst
+                .registry
+                .set_alias(dst_model, &alias.alias, &dst.version)
+                .with_context(|| format!("setting alias {:?}", alias.alias))?;
+            changed = true;
+        }
         report.aliases.push(alias.alias.clone());
     }
-    Ok(())
+    Ok(changed)
 }
 
 /// Copies the users' permissions on the registered model, only onto a model this copy created
@@ -426,6 +478,17 @@ fn copy_permissions(
     if !created {
         c.warn(format!(
             "not copying permissions: registered model {dst_model:?} already existed"
+        ));
+        return Ok(0);
+    }
+    let (from, to) = (
+        c.src.registry.permission_scheme(),
+        c.dst.registry.permission_scheme(),
+    );
+    if from != to {
+        c.warn(format!(
+            "not copying permissions: the source registry's ({from}) principals and levels mean \
+             nothing to the destination's ({to})"
         ));
         return Ok(0);
     }
@@ -443,8 +506,8 @@ fn copy_permissions(
             // One missing user must not stop the others (as the Python tool does).
             Err(e) if matches!(e.kind, ErrorKind::NotFound | ErrorKind::BadInput) => {
                 c.warn(format!(
-                    "permission {} for user {:?} not copied: {}",
-                    grant.permission, grant.username, e.message
+                    "permission {} for {:?} not copied: {}",
+                    grant.permission, grant.principal, e.message
                 ))
             }
             Err(e) => return Err(anyhow::Error::new(e).context("copying permissions")),

@@ -29,6 +29,9 @@ const METRIC_WRITERS: usize = 2;
 
 pub fn copy_run(c: &mut Copier, request: &CopyRunRequest) -> anyhow::Result<CopyRunReport> {
     let started = Instant::now();
+    c.dst
+        .tracking
+        .check_experiment_name(&request.experiment_name)?;
     // The source is read in full before the destination is touched: a bad run id, a deleted
     // run or a refused credential must leave nothing behind.
     let source = read_source(c, &request.run_id)?;
@@ -186,9 +189,7 @@ fn copy_one(
 ) -> anyhow::Result<CopyRunReport> {
     let src_run_id = source.run.info.run_id.as_str();
     let earlier = earlier_copies(c, dst_experiment_id, src_run_id)?;
-    let complete = earlier
-        .iter()
-        .find(|r| r.data.tag(lineage::INCOMPLETE).is_none());
+    let complete = earlier.iter().find(|r| is_complete_copy(r, &source.run));
     let mut report = empty_report(src_run_id, dst_experiment_id);
     if let Some(done) = complete {
         c.phase(format!(
@@ -245,6 +246,26 @@ fn copy_one(
     }
 }
 
+/// A complete copy has no incomplete mark and the source's status and end time (the last things
+/// a copy sets). Anything less is resumed, never reported as done.
+fn is_complete_copy(copy: &Run, src: &Run) -> bool {
+    let (status, end_time) = final_state(src);
+    copy.data.tag(lineage::INCOMPLETE).is_none()
+        && copy.info.status.as_deref() == Some(status)
+        && (end_time.is_none() || copy.info.end_time == end_time)
+}
+
+/// The status and end time a copy of `src` ends with: a running run stays running.
+fn final_state(src: &Run) -> (&str, Option<i64>) {
+    let status = src.info.status.as_deref().unwrap_or("FINISHED");
+    let end_time = if status == "RUNNING" {
+        None
+    } else {
+        src.info.end_time
+    };
+    (status, end_time)
+}
+
 fn empty_report(src_run_id: &str, dst_experiment_id: &str) -> CopyRunReport {
     CopyRunReport {
         src_run_id: src_run_id.to_string(),
@@ -291,12 +312,16 @@ fn parent_copy(
 }
 
 fn create_run(c: &mut Copier, src: &Run, dst_experiment_id: &str) -> anyhow::Result<Run> {
-    let tags = vec![
+    let mut tags = vec![
         KeyValue::new(lineage::SRC_RUN_ID, &src.info.run_id),
         KeyValue::new(lineage::SRC_EXPERIMENT_ID, &src.info.experiment_id),
         KeyValue::new(lineage::SRC_TRACKING_URI, c.src.tracking.server()),
         KeyValue::new(lineage::INCOMPLETE, "true"),
     ];
+    // Kept where a destination sets the user itself (a Databricks workspace).
+    if let Some(user) = src.info.user_id.as_deref().filter(|u| !u.is_empty()) {
+        tags.push(KeyValue::new(lineage::SRC_USER_ID, user));
+    }
     let new = NewRun {
         run_name: src.info.run_name.clone().filter(|n| !n.is_empty()),
         start_time: src.info.start_time,
@@ -405,7 +430,7 @@ fn run_tags(src: &Run, dst_run_id: &str, dst_parent: Option<&str>) -> Vec<KeyVal
         .data
         .tags
         .iter()
-        .filter(|t| t.key != lineage::PARENT_RUN_ID && t.key != lineage::INCOMPLETE)
+        .filter(|t| t.key != lineage::PARENT_RUN_ID && !lineage::is_lineage(&t.key))
         .map(|t| {
             if t.key == lineage::LOG_MODEL_HISTORY {
                 KeyValue::new(&t.key, t.value.replace(&src.info.run_id, dst_run_id))
@@ -516,12 +541,7 @@ fn copy_artifacts(
 
 /// Gives the copy the source's status and end time, then removes the incomplete mark.
 fn finish_run(c: &mut Copier, src: &Run, dst_id: &str) -> anyhow::Result<()> {
-    let status = src.info.status.as_deref().unwrap_or("FINISHED");
-    let end_time = if status == "RUNNING" {
-        None
-    } else {
-        src.info.end_time
-    };
+    let (status, end_time) = final_state(src);
     c.dst
         .tracking
         .update_run(dst_id, status, end_time)

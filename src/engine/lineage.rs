@@ -1,10 +1,21 @@
 //! Tags that tie a copy to its source, named as mlflow-export-import names its lineage tags
 //! (prefix `mlflow_exim.`), so that tools and queries that know one know the other.
 
+/// The prefix of every lineage tag.
+pub const PREFIX: &str = "mlflow_exim.";
+
+/// Whether a tag is a lineage tag. A copy's lineage describes its immediate source only: the
+/// source's own lineage tags (when it is itself a copy) are replaced, never carried over.
+pub fn is_lineage(key: &str) -> bool {
+    key.starts_with(PREFIX)
+}
+
 /// On a copied run: the source run's id.
 pub const SRC_RUN_ID: &str = "mlflow_exim.run_info.run_id";
 /// On a copied run: the source run's experiment id.
 pub const SRC_EXPERIMENT_ID: &str = "mlflow_exim.run_info.experiment_id";
+/// On a copied run: the source run's user (a Databricks workspace sets `user_id` itself).
+pub const SRC_USER_ID: &str = "mlflow_exim.run_info.user_id";
 /// On a copied run: the source tracking URI, without credentials.
 pub const SRC_TRACKING_URI: &str = "mlflow_exim.src_client.tracking_uri";
 /// On a copied run while the copy is incomplete (removed as the last step of a copy). A run

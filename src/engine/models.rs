@@ -80,7 +80,7 @@ pub fn create_copies(
                     .info
                     .tags
                     .iter()
-                    .filter(|t| t.key != lineage::MODEL_VERSIONS)
+                    .filter(|t| t.key != lineage::MODEL_VERSIONS && !lineage::is_lineage(&t.key))
                     .cloned()
                     .collect();
                 tags.push(KeyValue::new(lineage::SRC_MODEL_ID, &src_id));

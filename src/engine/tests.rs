@@ -372,6 +372,69 @@ fn a_copy_interrupted_at_any_step_is_marked_failed_and_resumed_by_the_same_comma
 }
 
 #[test]
+fn a_copy_of_a_copy_carries_the_lineage_of_its_immediate_source() {
+    let w = world();
+    let run_id = seed_run(&w.src);
+    let first = w.copy_run(&run_id).unwrap();
+    let first_model = w.dst.state.borrow().models[0].info.model_id.clone();
+    // The copy goes back to the first server, into another experiment.
+    let request = CopyRunRequest {
+        run_id: first.dst_run_id.clone(),
+        experiment_name: "second hop".into(),
+        src_mlflow_uri: "http://dst".into(),
+        dst_mlflow_uri: "http://src".into(),
+        copy_children: false,
+        concurrency: 2,
+    };
+    let hop = |progress: &mut Recorded| {
+        let mut c = Copier {
+            src: w.dst.stores(),
+            dst: w.src.stores(),
+            transport: w.transport.clone(),
+            progress,
+            concurrency: 2,
+        };
+        copy_run(&mut c, &request).map_err(|e| CopyError::from_chain(&e))
+    };
+    let second = hop(&mut Recorded::default()).unwrap();
+    assert_eq!(second.outcome, Outcome::Created);
+    let copy = w.src.run(&second.dst_run_id);
+    assert_eq!(
+        copy.data.tag(lineage::SRC_RUN_ID),
+        Some(first.dst_run_id.as_str())
+    );
+    assert_eq!(copy.data.tag(lineage::SRC_TRACKING_URI), Some("http://dst"));
+    assert_eq!(copy.data.tag(lineage::INCOMPLETE), None);
+    let models = w
+        .src
+        .logged_models_of_run(&copy.info.experiment_id, &copy.info.run_id)
+        .unwrap();
+    assert_eq!(models.len(), 1);
+    assert_eq!(
+        models[0].info.tag(lineage::SRC_MODEL_ID),
+        Some(first_model.as_str())
+    );
+    assert_eq!(
+        hop(&mut Recorded::default()).unwrap().outcome,
+        Outcome::Existing
+    );
+}
+
+#[test]
+fn a_copy_left_without_its_final_status_is_resumed_not_reported_existing() {
+    // The state a lost answer to the last write leaves: the mark is gone, but the run was then
+    // marked FAILED by the attempt that saw the failure.
+    let w = world();
+    let run_id = seed_run(&w.src);
+    let first = w.copy_run(&run_id).unwrap();
+    w.dst.update_run(&first.dst_run_id, "FAILED", None).unwrap();
+    let again = w.copy_run(&run_id).unwrap();
+    assert_eq!(again.outcome, Outcome::Resumed);
+    assert_eq!(again.dst_run_id, first.dst_run_id);
+    assert_faithful(&w, &run_id);
+}
+
+#[test]
 fn a_resumed_copy_skips_files_already_in_place() {
     let w = world();
     let run_id = seed_run(&w.src);
@@ -419,7 +482,17 @@ fn source_failures_leave_nothing_at_the_destination() {
     assert_eq!(err.kind, ErrorKind::NotFound);
     assert!(err.message.contains("is deleted"), "{}", err.message);
 
-    // A source file that cannot be read fails the copy; nothing was created before listing.
+    // An unsafe artifact path is refused, not renamed, before anything is written.
+    w.src.state.borrow_mut().runs[0].info.lifecycle_stage = "active".into();
+    let root = w.src.run(&run_id).info.artifact_uri;
+    w.src.put_file(&root, "../escape", b"x");
+    let err = w.copy_run(&run_id).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Upstream);
+    assert!(
+        err.message.contains("unsafe artifact path \"../escape\""),
+        "{}",
+        err.message
+    );
     assert_eq!(w.dst.writes(), 0);
 }
 
@@ -497,14 +570,14 @@ fn seed_version(src: &FakeServer) -> String {
         (
             "wine".into(),
             Grant {
-                username: "bob".into(),
+                principal: "bob".into(),
                 permission: "EDIT".into(),
             },
         ),
         (
             "wine".into(),
             Grant {
-                username: "ghost".into(),
+                principal: "ghost".into(),
                 permission: "READ".into(),
             },
         ),
@@ -588,7 +661,7 @@ fn a_deep_version_copy_points_at_the_copied_model_with_stage_alias_tags_and_gran
     assert_eq!(
         w.dst.model_grants("wine-prod").unwrap().unwrap(),
         vec![Grant {
-            username: "bob".into(),
+            principal: "bob".into(),
             permission: "EDIT".into()
         }]
     );
@@ -609,6 +682,61 @@ fn a_deep_version_copy_points_at_the_copied_model_with_stage_alias_tags_and_gran
         (Outcome::Existing, report.dst_version)
     );
     assert_eq!(w.dst.writes(), writes);
+}
+
+#[test]
+fn a_version_found_from_an_interrupted_copy_gets_what_it_lacks() {
+    let w = world();
+    seed_version(&w.src);
+    w.dst.state.borrow_mut().users = vec!["bob".into()];
+    let copy = || {
+        copy_model_version(
+            &mut w.copier(&w.dst, &mut Recorded::default()),
+            &version_request(true),
+        )
+        .map_err(|e| CopyError::from_chain(&e))
+    };
+    let first = copy().unwrap();
+    // As if the answer to model-versions/create had been lost: no tags, stage or alias yet.
+    {
+        let mut state = w.dst.state.borrow_mut();
+        let v = state
+            .versions
+            .iter_mut()
+            .find(|v| v.name == "wine-prod")
+            .unwrap();
+        v.tags.clear();
+        v.current_stage = Some("None".into());
+        state.registered.iter_mut().for_each(|m| m.aliases.clear());
+    }
+    let again = copy().unwrap();
+    assert_eq!(
+        (again.outcome, &again.dst_version),
+        (Outcome::Resumed, &first.dst_version)
+    );
+    let version = w
+        .dst
+        .model_version("wine-prod", &first.dst_version)
+        .unwrap();
+    assert_eq!(version.current_stage.as_deref(), Some("Production"));
+    assert!(version.tags.iter().any(|t| t.key == "validated"));
+    assert!(version
+        .tags
+        .iter()
+        .any(|t| t.key == "mlflow_exim.src_version.version" && t.value == "1"));
+    let aliases = w
+        .dst
+        .registered_model("wine-prod")
+        .unwrap()
+        .unwrap()
+        .aliases;
+    assert_eq!(aliases.len(), 1);
+    assert_eq!(
+        w.dst.versions("wine-prod").unwrap().len(),
+        1,
+        "no second version"
+    );
+    assert_eq!(copy().unwrap().outcome, Outcome::Existing);
 }
 
 #[test]
@@ -660,6 +788,15 @@ fn version_errors_name_what_was_wrong() {
         "{}",
         err.message
     );
+
+    // A destination name the registry refuses is refused before the deep copy writes anything.
+    let mut request = version_request(true);
+    request.dst_model = "a/b".into();
+    let err = copy_model_version(&mut w.copier(&w.dst, &mut Recorded::default()), &request)
+        .map_err(|e| CopyError::from_chain(&e))
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::BadInput);
+    assert_eq!(w.dst.writes(), 0);
 
     w.src.state.borrow_mut().versions[0].status = Some("PENDING_REGISTRATION".into());
     let err = copy_model_version(

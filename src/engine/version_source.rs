@@ -22,6 +22,9 @@ pub struct Copies<'a> {
     pub run_artifact_uri: &'a str,
     /// Source logged model id → (copied model id, its artifact URI).
     pub model: &'a dyn Fn(&str) -> Option<(String, String)>,
+    /// Whether the destination registry takes `models:/<id>` sources (a Databricks workspace
+    /// wants the model's artifact location instead).
+    pub models_uri: bool,
 }
 
 /// A new version's source and the ids that must accompany it.
@@ -119,7 +122,7 @@ pub fn repoint(source: &SourceRef, copies: &Copies) -> Option<Repointed> {
     match source {
         SourceRef::LoggedModel { model_id, path } => {
             let (new_id, new_root) = (copies.model)(model_id)?;
-            let source = if path.is_empty() {
+            let source = if path.is_empty() && copies.models_uri {
                 format!("models:/{new_id}")
             } else {
                 join(&new_root, path)
@@ -223,10 +226,11 @@ mod tests {
                 )
             })
         };
-        let copies = Copies {
+        let mut copies = Copies {
             run_id: "newrun",
             run_artifact_uri: "mlflow-artifacts:/9/newrun/artifacts",
             model: &models,
+            models_uri: true,
         };
         let r = |s: &SourceRef| repoint(s, &copies);
         assert_eq!(
@@ -275,5 +279,14 @@ mod tests {
             "mlflow-artifacts:/9/newrun/artifacts/model"
         );
         assert_eq!(r(&SourceRef::Other), None);
+        copies.models_uri = false;
+        let whole_model = SourceRef::LoggedModel {
+            model_id: "m-old".into(),
+            path: "".into(),
+        };
+        assert_eq!(
+            repoint(&whole_model, &copies).unwrap().source,
+            "mlflow-artifacts:/9/models/m-new/artifacts"
+        );
     }
 }

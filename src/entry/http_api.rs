@@ -3,6 +3,7 @@
 //! failures map to statuses. `http_handler` does the I/O.
 
 use crate::api::{CopyError, ErrorKind};
+use crate::transport::AllowedHosts;
 use crate::uri::ServerUri;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -14,7 +15,7 @@ pub const TOKEN_VAR: &str = "MLFLOW_COPY_API_TOKEN";
 /// Set to `true` to accept copy requests without a token (fail-closed otherwise).
 pub const ALLOW_UNAUTHENTICATED_VAR: &str = "MLFLOW_COPY_ALLOW_UNAUTHENTICATED";
 /// Comma-separated `host` or `host:port` entries the request's URIs may name (unset: any).
-pub const ALLOWED_HOSTS_VAR: &str = "MLFLOW_COPY_ALLOWED_HOSTS";
+pub use crate::transport::ALLOWED_HOSTS_VAR;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -123,16 +124,12 @@ pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
         .map_err(|e| Refusal::new(400, "bad_input", format!("invalid request body: {e}")))
 }
 
-/// Whether every URI a request names is on the allow-list (an unset list allows all).
+/// Whether every URI a request names is on the allow-list (an unset list allows all). The
+/// transport applies the same list to every request the copy then makes.
 pub fn check_hosts(uris: &[&str], allowed: Option<&str>) -> Result<(), Refusal> {
-    let Some(list) = allowed.filter(|l| !l.trim().is_empty()) else {
+    let Some(allowed) = allowed.and_then(AllowedHosts::parse) else {
         return Ok(());
     };
-    let entries: Vec<&str> = list
-        .split(',')
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .collect();
     for uri in uris {
         let ServerUri::Http(base) =
             ServerUri::parse(uri).map_err(|e| Refusal::new(400, "bad_input", e.message))?
@@ -140,16 +137,13 @@ pub fn check_hosts(uris: &[&str], allowed: Option<&str>) -> Result<(), Refusal> 
             continue;
         };
         let url = base.url();
-        let host = url.host_str().unwrap_or_default();
-        let with_port = format!("{host}:{}", url.port_or_known_default().unwrap_or(0));
-        if !entries
-            .iter()
-            .any(|e| e.eq_ignore_ascii_case(host) || e.eq_ignore_ascii_case(&with_port))
-        {
+        if !allowed.allows(url) {
+            let host = url.host_str().unwrap_or_default();
+            let port = url.port_or_known_default().unwrap_or(0);
             return Err(Refusal::new(
                 403,
                 "forbidden",
-                format!("host {with_port} is not in {ALLOWED_HOSTS_VAR}"),
+                format!("host {host}:{port} is not in {ALLOWED_HOSTS_VAR}"),
             ));
         }
     }

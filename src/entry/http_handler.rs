@@ -176,7 +176,12 @@ fn read_request_body(request: IncomingRequest) -> Result<Vec<u8>, Refusal> {
     let body = request
         .consume()
         .map_err(|()| internal("body already taken"))?;
-    let result = read_body(&body, http_api::MAX_BODY);
+    // The caller's body is small (a JSON request); a caller that stalls is not waited for long.
+    let result = read_body(
+        &body,
+        http_api::MAX_BODY,
+        std::time::Duration::from_secs(30),
+    );
     drop(body);
     match result {
         Ok(Some(bytes)) => Ok(bytes),

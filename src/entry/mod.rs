@@ -11,17 +11,18 @@ mod http_handler;
 use crate::api::{
     CopyError, CopyModelVersionReport, CopyModelVersionRequest, CopyRunReport, CopyRunRequest,
 };
+use crate::credentials::Auth;
 use crate::credentials::Side;
-use crate::engine::progress::Progress;
+use crate::engine::progress::{Event, Progress};
 use crate::engine::{copy_model_version, copy_run, Copier};
 use crate::stores;
-use crate::transport::retry::RetryPolicy;
-use crate::transport::{Http, Transport};
+use crate::transport::{Http, Settings, Transport};
 use std::rc::Rc;
 
-/// How an entry point reaches the outside world: the host's HTTP and environment.
+/// How an entry point reaches the outside world: the host's HTTP (bounded by the settings)
+/// and environment.
 pub struct Host<'a> {
-    pub http: Box<dyn Http>,
+    pub http: fn(&Settings) -> Box<dyn Http>,
     pub env: &'a dyn Fn(&str) -> Option<String>,
 }
 
@@ -30,10 +31,13 @@ pub fn wasi_host() -> Host<'static> {
     fn env(name: &str) -> Option<String> {
         std::env::var(name).ok()
     }
-    Host {
-        http: Box::new(crate::transport::wasi_http::WasiHttp),
-        env: &env,
+    fn http(settings: &Settings) -> Box<dyn Http> {
+        Box::new(crate::transport::wasi_http::WasiHttp {
+            timeout: settings.timeout,
+            allowed: settings.allowed.clone(),
+        })
     }
+    Host { http, env: &env }
 }
 
 /// What the entry points need to know of a request: which servers it names, how to check it,
@@ -87,15 +91,20 @@ pub fn execute<R: CopyRequest>(
     progress: &mut dyn Progress,
 ) -> Result<R::Report, CopyError> {
     let secrets = secrets(host.env);
-    let run = || -> Result<R::Report, CopyError> {
+    let mut progress = Scrubbed {
+        inner: progress,
+        secrets: &secrets,
+    };
+    let mut run = || -> Result<R::Report, CopyError> {
         request.validate()?;
-        let transport = Rc::new(Transport::new(host.http, RetryPolicy::default()));
+        let settings = Settings::from_env(host.env)?;
+        let transport = Rc::new(Transport::new((host.http)(&settings), settings.policy));
         let (src, dst) = request.ends();
         let mut copier = Copier {
             src: stores::connect(src, Side::Src, host.env, transport.clone())?,
             dst: stores::connect(dst, Side::Dst, host.env, transport.clone())?,
             transport,
-            progress,
+            progress: &mut progress,
             concurrency: request.concurrency() as usize,
         };
         request
@@ -105,20 +114,49 @@ pub fn execute<R: CopyRequest>(
     run().map_err(|e| scrub(e, &secrets))
 }
 
-/// Every credential value in the environment, so that no message can ever show one, whatever
-/// path it took (a server echoing a header back, say).
-fn secrets(env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
-    let mut names = Vec::new();
+/// Every credential value in the environment, in every form it travels in (a Basic header's
+/// base64 too), so that no message can ever show one, whatever path it took (a server echoing
+/// a header back, say).
+pub(crate) fn secrets(env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+    let mut names = vec![
+        "MLFLOW_COPY_API_TOKEN".to_string(),
+        "DATABRICKS_TOKEN".to_string(),
+        "DATABRICKS_CLIENT_SECRET".to_string(),
+        "DATABRICKS_PASSWORD".to_string(),
+    ];
     for side in ["", "SRC_", "DST_"] {
         names.push(format!("MLFLOW_{side}TRACKING_TOKEN"));
         names.push(format!("MLFLOW_{side}TRACKING_PASSWORD"));
     }
-    names.push("MLFLOW_COPY_API_TOKEN".into());
-    names
-        .iter()
-        .filter_map(|n| env(n))
-        .filter(|v| v.len() >= 4)
-        .collect()
+    let mut values: Vec<String> = names.iter().filter_map(|n| env(n)).collect();
+    for side in [Side::Src, Side::Dst] {
+        values.extend(Auth::from_env(side, env).secrets());
+    }
+    values.retain(|v| v.len() >= 4);
+    values.sort();
+    values.dedup();
+    values
+}
+
+/// Progress whose text is scrubbed of every secret before anyone sees it.
+struct Scrubbed<'a> {
+    inner: &'a mut dyn Progress,
+    secrets: &'a [String],
+}
+
+impl Progress for Scrubbed<'_> {
+    fn event(&mut self, event: Event) {
+        let scrubbed = match event {
+            Event::Phase { phase } => Event::Phase {
+                phase: scrub_text(&phase, self.secrets),
+            },
+            Event::Warning { message } => Event::Warning {
+                message: scrub_text(&message, self.secrets),
+            },
+            other => other,
+        };
+        self.inner.event(scrubbed);
+    }
 }
 
 pub fn scrub(mut error: CopyError, secrets: &[String]) -> CopyError {
@@ -149,5 +187,16 @@ mod tests {
             &s,
         );
         assert_eq!(e.message, "server said: bad token *** / ***");
+        // A Basic header's base64 form is a secret too.
+        let basic = |k: &str| match k {
+            "MLFLOW_SRC_TRACKING_USERNAME" => Some("admin".to_string()),
+            "MLFLOW_SRC_TRACKING_PASSWORD" => Some("password1234".to_string()),
+            _ => None,
+        };
+        let s = secrets(&basic);
+        assert_eq!(
+            scrub_text("echo: Basic YWRtaW46cGFzc3dvcmQxMjM0 / password1234", &s),
+            "echo: Basic *** / ***"
+        );
     }
 }

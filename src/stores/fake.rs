@@ -404,6 +404,14 @@ impl Tracking for FakeServer {
         new: &NewLoggedModel,
     ) -> Result<LoggedModel, CopyError> {
         self.write("create_logged_model")?;
+        let mut keys: Vec<&str> = new.tags.iter().map(|t| t.key.as_str()).collect();
+        keys.sort_unstable();
+        if keys.windows(2).any(|w| w[0] == w[1]) {
+            // As OSS's SQL store answers a repeated tag key.
+            return Err(CopyError::upstream(
+                "UNIQUE constraint failed: logged model tag key",
+            ));
+        }
         let id = self.id("m-");
         let model = LoggedModel {
             info: LoggedModelInfo {
@@ -441,6 +449,15 @@ impl Tracking for FakeServer {
 impl Registry for FakeServer {
     fn server(&self) -> String {
         format!("http://{}", self.name)
+    }
+
+    fn check_model_name(&self, name: &str) -> Result<(), CopyError> {
+        if name.contains('/') {
+            return Err(CopyError::bad_input(format!(
+                "{name:?} is not a valid name"
+            )));
+        }
+        Ok(())
     }
 
     fn registered_model(&self, name: &str) -> Result<Option<RegisteredModel>, CopyError> {
@@ -522,6 +539,25 @@ impl Registry for FakeServer {
         Ok(created)
     }
 
+    fn set_version_tag(
+        &self,
+        name: &str,
+        version: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), CopyError> {
+        self.write("set_version_tag")?;
+        let mut state = self.state.borrow_mut();
+        let found = state
+            .versions
+            .iter_mut()
+            .find(|v| v.name == name && v.version == version);
+        let tags = &mut found.expect("version exists").tags;
+        tags.retain(|t| t.key != key);
+        tags.push(KeyValue::new(key, value));
+        Ok(())
+    }
+
     fn transition_stage(&self, name: &str, version: &str, stage: &str) -> Result<(), CopyError> {
         self.write("transition_stage")?;
         let mut state = self.state.borrow_mut();
@@ -560,10 +596,10 @@ impl Registry for FakeServer {
     fn grant_model_permission(&self, name: &str, grant: &Grant) -> Result<(), CopyError> {
         self.write("grant_model_permission")?;
         let mut state = self.state.borrow_mut();
-        if !state.users.contains(&grant.username) {
+        if !state.users.contains(&grant.principal) {
             return Err(CopyError::not_found(format!(
                 "user {} not found",
-                grant.username
+                grant.principal
             )));
         }
         let grants = state.grants.get_or_insert_with(Vec::new);

@@ -11,6 +11,7 @@
 //! Questions the engine asks ("which runs in this experiment carry these tags") are methods here,
 //! so that query syntax stays in the store. [`connect`] builds one side's stores from its URI.
 
+pub mod databricks;
 pub mod mlflow;
 pub mod model;
 
@@ -18,7 +19,7 @@ pub mod model;
 pub mod fake;
 
 use crate::api::CopyError;
-use crate::credentials::{Auth, Side};
+use crate::credentials::{Auth, Side, StaticAuth};
 use crate::transport::{Download, Transport, Upload};
 use crate::uri::ServerUri;
 use model::*;
@@ -27,6 +28,12 @@ use std::rc::Rc;
 pub trait Tracking {
     /// The server as shown in messages and lineage tags (never with credentials).
     fn server(&self) -> String;
+
+    /// Whether the server would accept this experiment name: checked before a copy writes
+    /// anything.
+    fn check_experiment_name(&self, _name: &str) -> Result<(), CopyError> {
+        Ok(())
+    }
 
     fn get_run(&self, run_id: &str) -> Result<Run, CopyError>;
     /// Active runs of the experiment that carry every one of these tags.
@@ -42,6 +49,8 @@ pub trait Tracking {
         status: &str,
         end_time: Option<i64>,
     ) -> Result<(), CopyError>;
+    /// Removes a run tag; removing one that is not there succeeds (the answer to an earlier
+    /// attempt may have been lost).
     fn delete_tag(&self, run_id: &str, key: &str) -> Result<(), CopyError>;
     fn log_batch(
         &self,
@@ -99,6 +108,21 @@ pub trait Registry {
     /// The registry as shown in messages and lineage tags (never with credentials).
     fn server(&self) -> String;
 
+    /// The kind of permissions the registry has: grants are copied between registries of one
+    /// kind only (their principals and levels mean nothing elsewhere).
+    fn permission_scheme(&self) -> &'static str {
+        "mlflow-basic-auth"
+    }
+
+    /// Whether a version's source may be `models:/<logged model id>`; otherwise it is the
+    /// logged model's artifact location.
+    fn accepts_models_uri(&self) -> bool {
+        true
+    }
+
+    /// Whether the registry would accept this registered-model name: checked before a copy
+    /// writes anything (a `bad_input` error says what is wrong).
+    fn check_model_name(&self, name: &str) -> Result<(), CopyError>;
     fn registered_model(&self, name: &str) -> Result<Option<RegisteredModel>, CopyError>;
     fn create_registered_model(
         &self,
@@ -111,6 +135,13 @@ pub trait Registry {
     fn versions(&self, name: &str) -> Result<Vec<ModelVersion>, CopyError>;
     fn create_model_version(&self, name: &str, new: &NewVersion)
         -> Result<ModelVersion, CopyError>;
+    fn set_version_tag(
+        &self,
+        name: &str,
+        version: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), CopyError>;
     fn transition_stage(&self, name: &str, version: &str, stage: &str) -> Result<(), CopyError>;
     fn set_alias(&self, name: &str, alias: &str, version: &str) -> Result<(), CopyError>;
     /// The direct grants on a registered model, or `None` when the registry has no
@@ -163,12 +194,19 @@ pub fn connect(
 ) -> Result<Stores, CopyError> {
     match ServerUri::parse(uri)? {
         ServerUri::Http(base) => {
-            let auth = Auth::from_env(side, env);
-            let client = mlflow::MlflowRest::new(base, side, auth, transport);
+            let auth = StaticAuth {
+                auth: Auth::from_env(side, env),
+                side,
+            };
+            let client = mlflow::MlflowRest::new(base, side, Rc::new(auth), transport);
             Ok(Stores::all_in_one(client))
         }
+        ServerUri::Databricks { profile } => {
+            databricks::connect(profile.as_deref(), side, env, transport)
+        }
         other => Err(CopyError::bad_input(format!(
-            "{} URI {:?}: Databricks servers are not supported yet; use an http(s):// MLflow server",
+            "{} URI {:?}: Unity Catalog registries are not supported yet; use an http(s):// \
+             MLflow server or a databricks[://PROFILE] workspace",
             side.label(),
             other.display()
         ))),

@@ -276,10 +276,12 @@ pub struct NewVersion {
     pub tags: Vec<KeyValue>,
 }
 
-/// One principal's permission on one registered model.
+/// One principal's permission on one registered model, in the registry's own terms: an OSS
+/// user and `READ`/`EDIT`/`MANAGE`, or a workspace principal (`user_name:alice@example.com`,
+/// `group_name:ml`, `service_principal_name:…`) and `CAN_READ`/`CAN_MANAGE`/….
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
-    pub username: String,
+    pub principal: String,
     pub permission: String,
 }
 

@@ -99,12 +99,103 @@ pub(crate) fn snippet(body: &[u8]) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// A request that never reached a server answer: refused connection, DNS failure, reset.
+/// A request that never reached a server answer: refused connection, DNS failure, reset,
+/// timeout.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SendError {
     pub message: String,
     /// Whether the server may not have seen the request at all (refused connection, DNS).
     pub not_sent: bool,
+    /// Whether trying again may help (not for an unknown host, a TLS failure, a host the
+    /// allow-list refuses, an answer over the size limit).
+    pub retryable: bool,
+}
+
+/// The hosts requests may go to (`MLFLOW_COPY_ALLOWED_HOSTS`: comma-separated `host` or
+/// `host:port`). Every request is checked, not only the servers a copy names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AllowedHosts(Vec<String>);
+
+/// How long one request may wait (connect, first byte, between bytes): seconds, as for MLflow.
+pub const TIMEOUT_VAR: &str = "MLFLOW_HTTP_REQUEST_TIMEOUT";
+/// How often a failed request is retried, as for MLflow.
+pub const MAX_RETRIES_VAR: &str = "MLFLOW_HTTP_REQUEST_MAX_RETRIES";
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// MLflow caps its own retries at 10 too.
+const MAX_RETRIES_LIMIT: u32 = 10;
+
+/// The bounds of every request, from the environment variables MLflow users know.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub timeout: Duration,
+    pub policy: RetryPolicy,
+    pub allowed: Option<AllowedHosts>,
+}
+
+impl Settings {
+    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, CopyError> {
+        let number = |name: &str| -> Result<Option<f64>, CopyError> {
+            let Some(raw) = env(name).filter(|v| !v.trim().is_empty()) else {
+                return Ok(None);
+            };
+            match raw.trim().parse::<f64>() {
+                Ok(n) if n.is_finite() && n >= 0.0 => Ok(Some(n)),
+                _ => Err(CopyError::bad_input(format!(
+                    "{name}={raw:?} is not a number of the right kind"
+                ))),
+            }
+        };
+        let timeout = match number(TIMEOUT_VAR)? {
+            Some(secs) if secs > 0.0 => Duration::from_secs_f64(secs),
+            Some(_) => {
+                return Err(CopyError::bad_input(format!(
+                    "{TIMEOUT_VAR} must be above 0"
+                )))
+            }
+            None => DEFAULT_TIMEOUT,
+        };
+        let mut policy = RetryPolicy::default();
+        if let Some(retries) = number(MAX_RETRIES_VAR)? {
+            if retries.fract() != 0.0 || retries > MAX_RETRIES_LIMIT as f64 {
+                return Err(CopyError::bad_input(format!(
+                    "{MAX_RETRIES_VAR} must be a whole number from 0 to {MAX_RETRIES_LIMIT}"
+                )));
+            }
+            policy.max_attempts = retries as u32 + 1;
+        }
+        // A request that timed out is retried like any transient failure: each attempt may
+        // use the whole timeout.
+        policy.max_elapsed = policy
+            .max_elapsed
+            .max((timeout + policy.max_delay) * policy.max_attempts);
+        let allowed = env(ALLOWED_HOSTS_VAR).and_then(|l| AllowedHosts::parse(&l));
+        Ok(Settings {
+            timeout,
+            policy,
+            allowed,
+        })
+    }
+}
+
+/// The environment variable that sets `AllowedHosts`.
+pub const ALLOWED_HOSTS_VAR: &str = "MLFLOW_COPY_ALLOWED_HOSTS";
+
+impl AllowedHosts {
+    /// `None` when the list is empty (every host allowed).
+    pub fn parse(list: &str) -> Option<AllowedHosts> {
+        let entries: Vec<String> = list
+            .split(',')
+            .map(|e| e.trim().to_ascii_lowercase())
+            .filter(|e| !e.is_empty())
+            .collect();
+        (!entries.is_empty()).then_some(AllowedHosts(entries))
+    }
+
+    pub fn allows(&self, url: &Url) -> bool {
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        let with_port = format!("{host}:{}", url.port_or_known_default().unwrap_or(0));
+        self.0.iter().any(|e| *e == host || *e == with_port)
+    }
 }
 
 /// Why a request or a file transfer failed after its retries. Stores turn it into a classified
@@ -138,11 +229,24 @@ impl From<Error> for CopyError {
 #[derive(Debug, Clone)]
 pub struct Download {
     request: Request,
+    signed: bool,
 }
 
 impl Download {
     pub fn get(request: Request) -> Download {
-        Download { request }
+        Download {
+            request,
+            signed: false,
+        }
+    }
+
+    /// A GET of a signed URL: it carries no credentials of ours, and it expires (a 401 or 403
+    /// is answered by opening the file again, with a fresh URL).
+    pub fn signed(request: Request) -> Download {
+        Download {
+            request,
+            signed: true,
+        }
     }
 
     pub fn request(&self) -> &Request {
@@ -155,11 +259,23 @@ impl Download {
 #[derive(Debug, Clone)]
 pub struct Upload {
     request: Request,
+    signed: bool,
 }
 
 impl Upload {
     pub fn put(request: Request) -> Upload {
-        Upload { request }
+        Upload {
+            request,
+            signed: false,
+        }
+    }
+
+    /// A PUT to a signed URL (see `Download::signed`).
+    pub fn signed(request: Request) -> Upload {
+        Upload {
+            request,
+            signed: true,
+        }
     }
 
     pub fn request(&self) -> &Request {
@@ -172,6 +288,9 @@ impl Upload {
 pub struct FileJob {
     /// What the file is, for messages (e.g. `run abc artifact model/MLmodel`).
     pub label: String,
+    /// Its size as listed: the upload declares it, and a source that sends another length
+    /// fails the file (never a silently short or empty copy).
+    pub size: u64,
     pub download: Download,
     pub upload: Upload,
 }
@@ -326,11 +445,12 @@ impl Transport {
                 open: &mut *open,
                 failed_to_open: None,
             };
-            let mut labels: HashMap<usize, String> = HashMap::new();
+            let mut labels: HashMap<usize, (String, bool)> = HashMap::new();
             let mut failures: Vec<(usize, StreamFailure)> = Vec::new();
             let mut next = || {
                 let (id, job) = feed.next()?;
-                labels.insert(id, job.label.clone());
+                let signed = job.download.signed || job.upload.signed;
+                labels.insert(id, (job.label.clone(), signed));
                 Some((id, job))
             };
             self.http
@@ -351,18 +471,23 @@ impl Transport {
             let now = Instant::now();
             let mut wait = Duration::ZERO;
             for (id, failure) in &failures {
+                let (label, signed) = &labels[id];
                 let budget = &mut budgets[*id];
                 budget.attempts += 1;
                 let first = *budget.first_failure.get_or_insert(now);
+                // A signed URL that is refused has expired, most likely: once, a fresh one.
+                let expired = *signed
+                    && matches!(failure.status, Some(401 | 403))
+                    && !std::mem::replace(&mut budget.refreshed, true);
                 let delay =
                     self.policy
                         .delay(budget.attempts - 1, failure.retry_after, retry::jitter());
-                let retry =
-                    failure.retryable && self.policy.may_retry(budget.attempts, now - first, delay);
+                let retry = (failure.retryable || expired)
+                    && self.policy.may_retry(budget.attempts, now - first, delay);
                 if !retry {
-                    return Err(stream_error(&labels[id], failure, budget.attempts).into());
+                    return Err(stream_error(label, failure, budget.attempts).into());
                 }
-                wait = wait.max(delay);
+                wait = wait.max(if expired { Duration::ZERO } else { delay });
             }
             pending = failures.into_iter().map(|(id, _)| id).collect();
             if !pending.is_empty() {
@@ -378,6 +503,8 @@ impl Transport {
 struct FileBudget {
     attempts: u32,
     first_failure: Option<Instant>,
+    /// Whether the file was opened again after its signed URL was refused.
+    refreshed: bool,
 }
 
 /// Opens files a batch at a time as the transfer asks for them.
@@ -442,6 +569,10 @@ fn assess(answer: Result<Response, SendError>, idempotent: bool) -> Assessment {
                 },
             }
         }
+        Err(e) if !e.retryable => Assessment::GiveUp(Failure {
+            message: e.message,
+            status: None,
+        }),
         Err(e) if idempotent || e.not_sent => Assessment::Retry {
             after: None,
             failure: Failure {
@@ -550,12 +681,14 @@ mod tests {
         Err(SendError {
             message: "connection refused".into(),
             not_sent: true,
+            retryable: true,
         })
     }
     fn reset() -> Result<Response, SendError> {
         Err(SendError {
             message: "connection reset".into(),
             not_sent: false,
+            retryable: true,
         })
     }
 
@@ -585,6 +718,7 @@ mod tests {
     fn job(label: &str) -> FileJob {
         FileJob {
             label: label.into(),
+            size: 0,
             download: Download::get(get()),
             upload: Upload::put(get()),
         }
@@ -617,6 +751,73 @@ mod tests {
         );
         assert_eq!(err.status, Some(500));
         assert_eq!(CopyError::from(err).kind, crate::api::ErrorKind::Upstream);
+    }
+
+    #[test]
+    fn permanent_send_failures_are_not_retried() {
+        let unknown_host = Err(SendError {
+            message: "host name not found".into(),
+            not_sent: true,
+            retryable: false,
+        });
+        let (t, sent) = transport(vec![unknown_host]);
+        let err = t.send(&get(), true).unwrap_err();
+        assert!(
+            err.message
+                .contains("host name not found (after 1 attempt)"),
+            "{}",
+            err.message
+        );
+        assert_eq!(*sent.borrow(), 1);
+    }
+
+    #[test]
+    fn settings_come_from_mlflow_variables() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let default = Settings::from_env(&env(&[])).unwrap();
+        assert_eq!(default.timeout, Duration::from_secs(120));
+        assert_eq!(default.policy.max_attempts, 5);
+        assert_eq!(default.allowed, None);
+        let set = Settings::from_env(&env(&[
+            ("MLFLOW_HTTP_REQUEST_TIMEOUT", "2.5"),
+            ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1"),
+            ("MLFLOW_COPY_ALLOWED_HOSTS", "h:1"),
+        ]))
+        .unwrap();
+        assert_eq!(set.timeout, Duration::from_millis(2500));
+        assert_eq!(set.policy.max_attempts, 2);
+        assert!(set.allowed.is_some());
+        for bad in [
+            ("MLFLOW_HTTP_REQUEST_TIMEOUT", "soon"),
+            ("MLFLOW_HTTP_REQUEST_TIMEOUT", "0"),
+        ] {
+            let err = Settings::from_env(&move |k: &str| (k == bad.0).then(|| bad.1.to_string()));
+            assert!(err
+                .unwrap_err()
+                .message
+                .contains("MLFLOW_HTTP_REQUEST_TIMEOUT"));
+        }
+        let err = Settings::from_env(&env(&[("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "11")]));
+        assert!(err.unwrap_err().message.contains("from 0 to 10"));
+    }
+
+    #[test]
+    fn allowed_hosts_match_host_or_host_and_port() {
+        let allowed = AllowedHosts::parse(" mlflow.example.com , 127.0.0.1:5000").unwrap();
+        let ok = |u: &str| allowed.allows(&Url::parse(u).unwrap());
+        assert!(ok("https://mlflow.example.com/api"));
+        assert!(ok("http://MLflow.example.com:8080/x"));
+        assert!(ok("http://127.0.0.1:5000/api"));
+        assert!(!ok("http://127.0.0.1:5001/api"));
+        assert!(!ok("http://other.example.com/"));
+        assert_eq!(AllowedHosts::parse(" , "), None);
     }
 
     #[test]
@@ -722,6 +923,63 @@ mod tests {
             .stream_files::<Error>(1, 1, &mut |_| Ok(vec![job("f")]), &mut |_| {})
             .unwrap_err();
         assert!(err.message.contains("after 5 attempts"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_refused_signed_url_is_opened_again_once() {
+        let denied = || {
+            Err(StreamFailure {
+                message: "HTTP 403".into(),
+                retryable: false,
+                retry_after: None,
+                status: Some(403),
+            })
+        };
+        let (mut t, _) = transport(vec![]);
+        t.http = Box::new(Scripted {
+            answers: RefCell::new(VecDeque::new()),
+            sent: Default::default(),
+            stream_rounds: RefCell::new(vec![vec![denied()], vec![Ok(4)]].into()),
+        });
+        let signed = |ids: &[usize]| {
+            let mut j = job("f");
+            j.download = Download::signed(get());
+            Ok::<_, Error>(ids.iter().map(|_| j.clone()).collect())
+        };
+        let mut opened = 0;
+        let total = t
+            .stream_files(
+                1,
+                1,
+                &mut |ids| {
+                    opened += 1;
+                    signed(ids)
+                },
+                &mut |_| {},
+            )
+            .unwrap();
+        assert_eq!((total, opened), (4, 2));
+
+        // Refused again with a fresh URL: that is a real refusal.
+        t.http = Box::new(Scripted {
+            answers: RefCell::new(VecDeque::new()),
+            sent: Default::default(),
+            stream_rounds: RefCell::new(vec![vec![denied()], vec![denied()]].into()),
+        });
+        let err = t
+            .stream_files(1, 1, &mut |ids| signed(ids), &mut |_| {})
+            .unwrap_err();
+        assert_eq!(err.status, Some(403));
+        // An unsigned request refused is not retried at all.
+        t.http = Box::new(Scripted {
+            answers: RefCell::new(VecDeque::new()),
+            sent: Default::default(),
+            stream_rounds: RefCell::new(vec![vec![denied()]].into()),
+        });
+        let plain = |ids: &[usize]| Ok::<_, Error>(ids.iter().map(|_| job("f")).collect());
+        assert!(t
+            .stream_files(1, 1, &mut |ids| plain(ids), &mut |_| {})
+            .is_err());
     }
 
     #[test]

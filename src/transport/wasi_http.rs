@@ -10,9 +10,12 @@
 //! future it watches, an input/output stream before its body. Struct fields are declared in
 //! that order, because Rust drops fields in declaration order.
 
-use super::{FileJob, Http, NextJob, Request, Response, SendError, StreamEvent, StreamFailure};
+use super::{
+    AllowedHosts, FileJob, Http, NextJob, Request, Response, SendError, StreamEvent, StreamFailure,
+};
 use crate::transport::retry::{is_transient_status, parse_retry_after};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+use waki::bindings::wasi::clocks::monotonic_clock;
 use waki::bindings::wasi::http::outgoing_handler;
 use waki::bindings::wasi::http::types::{
     ErrorCode, Fields, FutureIncomingResponse, IncomingBody, IncomingResponse,
@@ -23,17 +26,30 @@ use waki::bindings::wasi::io::streams::{InputStream, OutputStream, StreamError};
 
 /// Largest read from a source stream; also the most one transfer holds in memory.
 const CHUNK: u64 = 1 << 20;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest answer read whole (API answers and error bodies, never artifacts): whatever a server
+/// sends, memory stays bounded.
+pub const MAX_ANSWER: usize = 64 << 20;
 
-pub struct WasiHttp;
+/// WASI HTTP with the bounds every request keeps.
+pub struct WasiHttp {
+    /// How long a request may wait to connect, for its answer, or between two bytes in either
+    /// direction. The host is asked to enforce it too; the guest enforces it regardless.
+    pub timeout: Duration,
+    /// Hosts requests may go to (`None`: any).
+    pub allowed: Option<AllowedHosts>,
+}
 
 impl Http for WasiHttp {
     fn send(&self, request: &Request) -> Result<Response, SendError> {
-        let future = begin(request)?;
+        let future = self.begin(request)?;
+        let started = Instant::now();
         loop {
-            match take_response(&future, "server") {
-                None => future.subscribe().block(),
-                Some(result) => return complete(result),
+            if let Some(result) = take_response(&future, "server") {
+                return self.complete(result);
+            }
+            let left = self.timeout.saturating_sub(started.elapsed());
+            if left.is_zero() || !ready_within(&future.subscribe(), left) {
+                return Err(self.timed_out("waiting for the answer"));
             }
         }
     }
@@ -45,12 +61,12 @@ impl Http for WasiHttp {
     ) -> Vec<Result<Response, SendError>> {
         let mut answers: Vec<Option<Result<Response, SendError>>> =
             requests.iter().map(|_| None).collect();
-        let mut in_flight: Vec<(usize, FutureIncomingResponse)> = Vec::new();
+        let mut in_flight: Vec<(usize, FutureIncomingResponse, Instant)> = Vec::new();
         let mut next = 0;
         while next < requests.len() || !in_flight.is_empty() {
             while in_flight.len() < concurrency.max(1) && next < requests.len() {
-                match begin(&requests[next]) {
-                    Ok(future) => in_flight.push((next, future)),
+                match self.begin(&requests[next]) {
+                    Ok(future) => in_flight.push((next, future, Instant::now())),
                     Err(e) => answers[next] = Some(Err(e)),
                 }
                 next += 1;
@@ -58,19 +74,42 @@ impl Http for WasiHttp {
             if in_flight.is_empty() {
                 continue;
             }
-            let pollables: Vec<Pollable> = in_flight.iter().map(|(_, f)| f.subscribe()).collect();
-            let mut ready = poll(&pollables.iter().collect::<Vec<_>>());
+            let oldest = in_flight
+                .iter()
+                .map(|(_, _, t)| *t)
+                .min()
+                .expect("in flight");
+            let timer = timer(self.timeout.saturating_sub(oldest.elapsed()));
+            let pollables: Vec<Pollable> =
+                in_flight.iter().map(|(_, f, _)| f.subscribe()).collect();
+            let mut watched: Vec<&Pollable> = pollables.iter().collect();
+            watched.push(&timer);
+            let ready = poll(&watched);
+            drop(watched);
             drop(pollables);
+            let mut ready: Vec<usize> = ready
+                .into_iter()
+                .map(|k| k as usize)
+                .filter(|&k| k < in_flight.len())
+                .collect();
             // Highest index first, so that removing one does not move those still to come.
             ready.sort_unstable_by(|a, b| b.cmp(a));
+            let mut waiting = Vec::new();
             for k in ready {
-                let (index, future) = in_flight.swap_remove(k as usize);
-                if let Some(result) = take_response(&future, "server") {
-                    answers[index] = Some(complete(result));
-                } else {
-                    in_flight.push((index, future));
+                let (index, future, started) = in_flight.swap_remove(k);
+                match take_response(&future, "server") {
+                    Some(result) => answers[index] = Some(self.complete(result)),
+                    None => waiting.push((index, future, started)),
                 }
             }
+            in_flight.extend(waiting);
+            in_flight.retain(|(index, _, started)| {
+                let expired = started.elapsed() >= self.timeout;
+                if expired {
+                    answers[*index] = Some(Err(self.timed_out("waiting for the answer")));
+                }
+                !expired
+            });
         }
         answers
             .into_iter()
@@ -86,7 +125,7 @@ impl Http for WasiHttp {
             while active.len() < concurrency && !exhausted {
                 match next() {
                     None => exhausted = true,
-                    Some((id, job)) => match Transfer::start(id, job) {
+                    Some((id, job)) => match Transfer::start(id, job, self) {
                         Ok(transfer) => active.push(transfer),
                         Err(failure) => events(StreamEvent::Finished {
                             id,
@@ -105,7 +144,7 @@ impl Http for WasiHttp {
                     i += 1;
                     continue;
                 }
-                match active[i].advance(events) {
+                match active[i].advance(self, events) {
                     Some(result) => {
                         let done = active.swap_remove(i);
                         events(StreamEvent::Finished {
@@ -119,16 +158,38 @@ impl Http for WasiHttp {
             if active.is_empty() || (active.len() < concurrency && !exhausted) {
                 continue;
             }
-            // A transfer may wait on two things (e.g. its stream and an early answer).
-            let (owners, pollables): (Vec<usize>, Vec<&Pollable>) = active
+            // A transfer may wait on two things (e.g. its stream and an early answer); the
+            // timer wakes the loop when the longest-idle transfer runs out of time.
+            let idlest = active.iter().map(|t| t.progressed).min().expect("active");
+            let timer = timer(self.timeout.saturating_sub(idlest.elapsed()));
+            let (owners, mut pollables): (Vec<usize>, Vec<&Pollable>) = active
                 .iter()
                 .enumerate()
                 .flat_map(|(i, t)| t.wait.iter().map(move |p| (i, p)))
                 .unzip();
+            pollables.push(&timer);
             let ready = poll(&pollables);
             drop(pollables);
-            for index in ready {
-                active[owners[index as usize]].wait.clear();
+            for index in ready.into_iter().filter(|&k| (k as usize) < owners.len()) {
+                let transfer = &mut active[owners[index as usize]];
+                transfer.wait.clear();
+                transfer.progressed = Instant::now();
+            }
+            // A transfer that waited a whole timeout for its next byte or answer has stalled.
+            let mut i = 0;
+            while i < active.len() {
+                if active[i].progressed.elapsed() < self.timeout {
+                    i += 1;
+                    continue;
+                }
+                let stalled = active.swap_remove(i);
+                events(StreamEvent::Finished {
+                    id: stalled.id,
+                    result: Err(transient(format!(
+                        "timed out: no progress for {} s",
+                        self.timeout.as_secs_f64()
+                    ))),
+                });
             }
         }
     }
@@ -140,6 +201,8 @@ struct Transfer {
     stage: Option<Stage>,
     id: usize,
     job: FileJob,
+    /// When the transfer last moved (a byte, an answer): it times out when idle too long.
+    progressed: Instant,
 }
 
 enum Stage {
@@ -155,6 +218,8 @@ enum Stage {
 }
 
 struct Pump {
+    /// The declared length: the source must send exactly this much.
+    size: u64,
     source: InputStream,
     _source_body: IncomingBody,
     _source_response: IncomingResponse,
@@ -176,20 +241,22 @@ enum PumpStep {
 }
 
 impl Transfer {
-    fn start(id: usize, job: FileJob) -> Result<Transfer, StreamFailure> {
-        let request = outgoing_request(job.download.request(), None)?;
-        let future = handle(request, "source")?;
+    fn start(id: usize, job: FileJob, http: &WasiHttp) -> Result<Transfer, StreamFailure> {
+        let request = http.outgoing_request(job.download.request(), None)?;
+        let future = handle(request, "source", http.timeout)?;
         Ok(Transfer {
             wait: Vec::new(),
             stage: Some(Stage::AwaitSource(future)),
             id,
             job,
+            progressed: Instant::now(),
         })
     }
 
     /// Moves the transfer on until it has to wait (sets `wait`, returns `None`) or ends.
     fn advance(
         &mut self,
+        http: &WasiHttp,
         events: &mut dyn FnMut(StreamEvent),
     ) -> Option<Result<u64, StreamFailure>> {
         loop {
@@ -202,7 +269,7 @@ impl Transfer {
                         return None;
                     }
                     Some(Err(failure)) => return Some(Err(failure)),
-                    Some(Ok(response)) => match Pump::begin(response, &self.job) {
+                    Some(Ok(response)) => match Pump::begin(response, &self.job, http) {
                         Ok(pump) => self.stage = Some(Stage::Pump(pump)),
                         Err(failure) => return Some(Err(failure)),
                     },
@@ -240,21 +307,32 @@ impl Transfer {
 }
 
 impl Pump {
-    /// Takes the source response and sends the PUT head, forwarding the source's length.
-    fn begin(source: IncomingResponse, job: &FileJob) -> Result<Pump, StreamFailure> {
+    /// Takes the source response and sends the upload's head, declaring the listed size (a
+    /// source that announces another length fails the file).
+    fn begin(
+        source: IncomingResponse,
+        job: &FileJob,
+        http: &WasiHttp,
+    ) -> Result<Pump, StreamFailure> {
         check_status(&source, "source")?;
-        let length = source
+        let announced = source
             .headers()
             .get(&"content-length".to_string())
             .first()
             .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok());
+        if let Some(length) = announced.filter(|&l| l != job.size) {
+            return Err(permanent(format!(
+                "the source sends {length} bytes, but listed the file with {}",
+                job.size
+            )));
+        }
         let body = source
             .consume()
             .map_err(|()| internal("source body already taken"))?;
         let stream = body
             .stream()
             .map_err(|()| internal("source stream already taken"))?;
-        let request = outgoing_request(job.upload.request(), length)?;
+        let request = http.outgoing_request(job.upload.request(), Some(job.size))?;
         let sink_body = request
             .body()
             .map_err(|()| internal("destination body already taken"))?;
@@ -262,8 +340,9 @@ impl Pump {
             .write()
             .map_err(|()| internal("destination stream already taken"))?;
         // The host must have the request before the body is written (its buffer is one chunk).
-        let response = handle(request, "destination")?;
+        let response = handle(request, "destination", http.timeout)?;
         Ok(Pump {
+            size: job.size,
             source: stream,
             _source_body: body,
             _source_response: source,
@@ -306,6 +385,12 @@ impl Pump {
                     Ok(bytes) => {
                         self.chunk = bytes;
                         self.offset = 0;
+                    }
+                    Err(StreamError::Closed) if self.sent != self.size => {
+                        return PumpStep::Failed(permanent(format!(
+                            "the source ended after {} of {} bytes",
+                            self.sent, self.size
+                        )))
                     }
                     Err(StreamError::Closed) => {
                         match sink.flush() {
@@ -376,58 +461,128 @@ impl Pump {
     }
 }
 
-/// Sends a request's head and whole body; the answer is awaited on the returned future.
-fn begin(request: &Request) -> Result<FutureIncomingResponse, SendError> {
-    let unsent = |f: StreamFailure| SendError {
-        message: f.message,
-        not_sent: true,
-    };
-    let sent = |f: StreamFailure| SendError {
-        message: f.message,
-        not_sent: false,
-    };
-    // Always declare the length of a body: MLflow's JSON API (WSGI) reads a chunked body as
-    // empty. waki cannot do this safely (its write loop fails on the host closing the stream
-    // after the last declared byte), hence raw WASI here too.
-    let has_body = !matches!(request.method, super::Method::Get | super::Method::Head)
-        || !request.body.is_empty();
-    let outgoing =
-        outgoing_request(request, has_body.then_some(request.body.len() as u64)).map_err(unsent)?;
-    let body = outgoing
-        .body()
-        .map_err(|()| unsent(internal("request body already taken")))?;
-    let future = handle(outgoing, "server").map_err(unsent)?;
-    write_all(&body, &request.body).map_err(sent)?;
-    OutgoingBody::finish(body, None).map_err(|code| sent(code_failure(&code, "server")))?;
-    Ok(future)
+impl WasiHttp {
+    /// Sends a request's head and whole body; the answer is awaited on the returned future.
+    fn begin(&self, request: &Request) -> Result<FutureIncomingResponse, SendError> {
+        let unsent = |f: StreamFailure| SendError {
+            message: f.message,
+            not_sent: true,
+            retryable: f.retryable,
+        };
+        let sent = |f: StreamFailure| SendError {
+            message: f.message,
+            not_sent: false,
+            retryable: f.retryable,
+        };
+        // Always declare the length of a body: MLflow's JSON API (WSGI) reads a chunked body as
+        // empty. waki cannot do this safely (its write loop fails on the host closing the
+        // stream after the last declared byte), hence raw WASI here too.
+        let has_body = !matches!(request.method, super::Method::Get | super::Method::Head)
+            || !request.body.is_empty();
+        let length = has_body.then_some(request.body.len() as u64);
+        let outgoing = self.outgoing_request(request, length).map_err(unsent)?;
+        let body = outgoing
+            .body()
+            .map_err(|()| unsent(internal("request body already taken")))?;
+        let future = handle(outgoing, "server", self.timeout).map_err(unsent)?;
+        write_all(&body, &request.body, self.timeout).map_err(sent)?;
+        OutgoingBody::finish(body, None).map_err(|code| sent(code_failure(&code, "server")))?;
+        Ok(future)
+    }
+
+    /// Reads a whole answer, at most `MAX_ANSWER` bytes of it.
+    fn complete(
+        &self,
+        result: Result<IncomingResponse, StreamFailure>,
+    ) -> Result<Response, SendError> {
+        let response = result.map_err(|f| SendError {
+            not_sent: never_reached(&f),
+            retryable: f.retryable,
+            message: f.message,
+        })?;
+        let status = response.status();
+        let headers = response
+            .headers()
+            .entries()
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, String::from_utf8(v).ok()?)))
+            .collect();
+        let body = response
+            .consume()
+            .map_err(|()| self.failed("response body already taken", false))?;
+        let read = read_body(&body, MAX_ANSWER, self.timeout);
+        drop(body);
+        let body = match read {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                return Err(self.failed(
+                    &format!(
+                        "the answer (HTTP {status}) is larger than {} MiB",
+                        MAX_ANSWER >> 20
+                    ),
+                    false,
+                ))
+            }
+            Err(e) => return Err(self.failed(&format!("reading the answer: {e}"), true)),
+        };
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    fn failed(&self, message: &str, retryable: bool) -> SendError {
+        SendError {
+            message: message.to_string(),
+            not_sent: false,
+            retryable,
+        }
+    }
+
+    fn timed_out(&self, what: &str) -> SendError {
+        self.failed(
+            &format!("timed out after {} s {what}", self.timeout.as_secs_f64()),
+            true,
+        )
+    }
+
+    /// The WASI request for `request`, declaring `content_length` when given. A host the
+    /// allow-list does not name is refused here, whatever asked for it.
+    fn outgoing_request(
+        &self,
+        request: &Request,
+        content_length: Option<u64>,
+    ) -> Result<OutgoingRequest, StreamFailure> {
+        if let Some(allowed) = self.allowed.as_ref().filter(|a| !a.allows(&request.url)) {
+            let _ = allowed;
+            return Err(permanent(format!(
+                "{}: host not in {}",
+                request.describe(),
+                super::ALLOWED_HOSTS_VAR
+            )));
+        }
+        outgoing_request(request, content_length)
+    }
 }
 
-/// Reads a whole answer.
-fn complete(result: Result<IncomingResponse, StreamFailure>) -> Result<Response, SendError> {
-    let response = result.map_err(|f| SendError {
-        not_sent: never_reached(&f),
-        message: f.message,
-    })?;
-    let status = response.status();
-    let headers = response
-        .headers()
-        .entries()
-        .into_iter()
-        .filter_map(|(k, v)| Some((k, String::from_utf8(v).ok()?)))
-        .collect();
-    let body = read_all(&response).map_err(|f| SendError {
-        message: f.message,
-        not_sent: false,
-    })?;
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
+/// A timer pollable that is ready after `wait`.
+fn timer(wait: Duration) -> Pollable {
+    monotonic_clock::subscribe_duration(wait.as_nanos().min(u64::MAX as u128) as u64)
+}
+
+/// Waits until `pollable` is ready or `wait` has passed; whether it is ready.
+fn ready_within(pollable: &Pollable, wait: Duration) -> bool {
+    let timer = timer(wait);
+    poll(&[pollable, &timer]).contains(&0)
 }
 
 /// Writes a whole body, never more than the host permits at once.
-fn write_all(body: &OutgoingBody, mut bytes: &[u8]) -> Result<(), StreamFailure> {
+fn write_all(
+    body: &OutgoingBody,
+    mut bytes: &[u8],
+    timeout: Duration,
+) -> Result<(), StreamFailure> {
     let stream = body
         .write()
         .map_err(|()| internal("request stream already taken"))?;
@@ -444,7 +599,13 @@ fn write_all(body: &OutgoingBody, mut bytes: &[u8]) -> Result<(), StreamFailure>
             };
         }
         match stream.check_write() {
-            Ok(0) => pollable.block(),
+            Ok(0) if ready_within(&pollable, timeout) => {}
+            Ok(0) => {
+                break Err(transient(format!(
+                    "timed out after {} s sending the request body",
+                    timeout.as_secs_f64()
+                )))
+            }
             Ok(permit) => {
                 let n = bytes.len().min(permit as usize);
                 if let Err(e) = stream.write(&bytes[..n]) {
@@ -460,28 +621,24 @@ fn write_all(body: &OutgoingBody, mut bytes: &[u8]) -> Result<(), StreamFailure>
     result
 }
 
-/// Reads a whole response body.
-fn read_all(response: &IncomingResponse) -> Result<Vec<u8>, StreamFailure> {
-    let body = response
-        .consume()
-        .map_err(|()| internal("response body already taken"))?;
-    let result = read_body(&body, usize::MAX);
-    drop(body);
-    match result {
-        Ok(Some(bytes)) => Ok(bytes),
-        Ok(None) => unreachable!("no limit"),
-        Err(e) => Err(transient(format!("reading response body: {e}"))),
-    }
-}
-
-/// Reads an incoming body to its end; `None` once it exceeds `limit` bytes.
-pub(crate) fn read_body(body: &IncomingBody, limit: usize) -> Result<Option<Vec<u8>>, String> {
+/// Reads an incoming body to its end; `None` once it exceeds `limit` bytes. Fails when no byte
+/// comes for `idle`.
+pub(crate) fn read_body(
+    body: &IncomingBody,
+    limit: usize,
+    idle: Duration,
+) -> Result<Option<Vec<u8>>, String> {
     let stream = body
         .stream()
         .map_err(|()| "body stream already taken".to_string())?;
     let mut out = Vec::new();
     let result = loop {
-        match stream.blocking_read(CHUNK) {
+        match stream.read(CHUNK) {
+            Ok(bytes) if bytes.is_empty() => {
+                if !ready_within(&stream.subscribe(), idle) {
+                    break Err(format!("timed out: no byte for {} s", idle.as_secs_f64()));
+                }
+            }
             Ok(bytes) if out.len() + bytes.len() > limit => break Ok(None),
             Ok(bytes) => out.extend_from_slice(&bytes),
             Err(StreamError::Closed) => break Ok(Some(out)),
@@ -551,10 +708,18 @@ fn outgoing_request(
     Ok(out)
 }
 
-fn handle(request: OutgoingRequest, side: &str) -> Result<FutureIncomingResponse, StreamFailure> {
+fn handle(
+    request: OutgoingRequest,
+    side: &str,
+    timeout: Duration,
+) -> Result<FutureIncomingResponse, StreamFailure> {
     let options = RequestOptions::new();
-    // Not every host supports every option; a refusal only means the host's default applies.
-    let _ = options.set_connect_timeout(Some(CONNECT_TIMEOUT.as_nanos() as u64));
+    // Not every host supports every option; a refusal only means the host's default applies
+    // (the guest enforces the timeout itself as well).
+    let nanos = Some(timeout.as_nanos().min(u64::MAX as u128) as u64);
+    let _ = options.set_connect_timeout(nanos);
+    let _ = options.set_first_byte_timeout(nanos);
+    let _ = options.set_between_bytes_timeout(nanos);
     outgoing_handler::handle(request, Some(options)).map_err(|code| code_failure(&code, side))
 }
 
@@ -595,7 +760,11 @@ fn error_body(response: &IncomingResponse) -> String {
     };
     let text = match body.stream() {
         Ok(stream) => {
-            let bytes = stream.blocking_read(4096).unwrap_or_default();
+            // A snippet for the message: whatever arrives soon, never a wait on a stalled body.
+            let mut bytes = stream.read(4096).unwrap_or_default();
+            if bytes.is_empty() && ready_within(&stream.subscribe(), Duration::from_secs(2)) {
+                bytes = stream.read(4096).unwrap_or_default();
+            }
             drop(stream);
             super::snippet(&bytes)
         }

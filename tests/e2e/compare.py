@@ -8,7 +8,7 @@ import mlflow
 from mlflow import MlflowClient
 
 LINEAGE_RUN_TAGS = {"mlflow_exim.run_info.run_id", "mlflow_exim.run_info.experiment_id",
-                    "mlflow_exim.src_client.tracking_uri"}
+                    "mlflow_exim.run_info.user_id", "mlflow_exim.src_client.tracking_uri"}
 LINEAGE_MODEL_TAGS = {"mlflow_exim.src_model.model_id"}
 
 
@@ -81,6 +81,7 @@ def assert_run_copied(src_uri, src_run_id, dst_uri, dst_run_id, experiment_name,
     assert dst_tags["mlflow_exim.run_info.run_id"] == src_run_id
     assert dst_tags["mlflow_exim.run_info.experiment_id"] == sr.info.experiment_id
     assert dst_tags["mlflow_exim.src_client.tracking_uri"] == src_uri
+    assert dst_tags.get("mlflow_exim.run_info.user_id") == (sr.info.user_id or None)
     assert "mlflow_exim.copy_incomplete" not in dst_tags
     assert set(dr.data.metrics) == set(sr.data.metrics)
     points = 0

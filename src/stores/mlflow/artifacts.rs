@@ -9,6 +9,11 @@ use crate::stores::Artifacts;
 use crate::transport::{Download, Method, Request, Upload};
 use url::Url;
 
+/// Most entries one artifact listing may have, and how deep it may go: a server that lists a
+/// folder inside itself must not make the copier list forever.
+const MAX_LISTED: usize = 1_000_000;
+const MAX_DEPTH: usize = 64;
+
 /// Where the server proxies an artifact root: `mlflow-artifacts:/<path>` (optionally with its
 /// own authority) or an `http(s)://…/api/2.0/mlflow-artifacts/artifacts/<path>` URL.
 /// Returns the authority override (if any) and the path under the proxy endpoint.
@@ -27,6 +32,17 @@ pub fn proxied_location(root_uri: &str) -> Option<(Option<String>, String)> {
         return Some((None, collapse_slashes(&root_uri[at + ANCHOR.len()..])));
     }
     None
+}
+
+/// Whether `authority` (`host[:port]`) is the host and port of `url`.
+fn same_authority(url: &Url, authority: &str) -> bool {
+    match Url::parse(&format!("{}://{authority}", url.scheme())) {
+        Ok(other) => {
+            other.host_str() == url.host_str()
+                && other.port_or_known_default() == url.port_or_known_default()
+        }
+        Err(_) => false,
+    }
 }
 
 fn collapse_slashes(path: &str) -> String {
@@ -52,8 +68,19 @@ impl Artifacts for MlflowRest {
     fn list(&self, root: &ArtifactRoot) -> Result<Vec<FileEntry>, CopyError> {
         let mut files = Vec::new();
         let mut dirs = vec![String::new()];
+        let mut seen = 0usize;
         while let Some(dir) = dirs.pop() {
-            for info in self.list_dir(root, &dir)? {
+            let entries = self.list_dir(root, &dir)?;
+            seen += entries.len();
+            if seen > MAX_LISTED || dir.split('/').count() > MAX_DEPTH {
+                return Err(CopyError::upstream(format!(
+                    "{}: the artifact listing of {} has more than {MAX_LISTED} entries or is \
+                     deeper than {MAX_DEPTH} folders (does the server list a folder inside itself?)",
+                    self.base_display(),
+                    root.describe()
+                )));
+            }
+            for info in entries {
                 // Run listings give root-relative paths; some servers give names only.
                 let path = if dir.is_empty() || info.path.starts_with(&format!("{dir}/")) {
                     info.path.clone()
@@ -75,22 +102,30 @@ impl Artifacts for MlflowRest {
     }
 
     fn downloads(&self, root: &ArtifactRoot, paths: &[&str]) -> Result<Vec<Download>, CopyError> {
-        Ok(paths
+        paths
             .iter()
-            .map(|path| Download::get(self.read_request(root, path)))
-            .collect())
+            .map(|path| {
+                Ok(Download::get(
+                    self.authorize(self.read_request(root, path)?)?,
+                ))
+            })
+            .collect()
     }
 
     fn uploads(&self, root: &ArtifactRoot, files: &[&FileEntry]) -> Result<Vec<Upload>, CopyError> {
         files
             .iter()
-            .map(|file| self.write_request(root, &file.path).map(Upload::put))
+            .map(|file| {
+                Ok(Upload::put(
+                    self.authorize(self.write_request(root, &file.path)?)?,
+                ))
+            })
             .collect()
     }
 
     /// Reads a small file whole (an `MLmodel`, to rewrite its ids).
     fn read_small(&self, root: &ArtifactRoot, path: &str) -> Result<Vec<u8>, CopyError> {
-        Ok(self.send(self.read_request(root, path), true)?.body)
+        Ok(self.send(self.read_request(root, path)?, true)?.body)
     }
 
     /// Writes a small file whole.
@@ -127,11 +162,11 @@ impl MlflowRest {
         })
     }
 
-    /// The request that reads one file, with this server's credentials.
-    fn read_request(&self, root: &ArtifactRoot, path: &str) -> Request {
+    /// The request that reads one file (without credentials).
+    fn read_request(&self, root: &ArtifactRoot, path: &str) -> Result<Request, CopyError> {
         let url = match proxied_location(&root.uri) {
             Some((authority, root_path)) => {
-                self.proxied_url(authority.as_deref(), &root_path, path)
+                self.proxied_url(root, authority.as_deref(), &root_path, path)?
             }
             // Not proxied (e.g. the server writes straight to s3://): ask the server to read it.
             None => match &root.owner {
@@ -152,11 +187,11 @@ impl MlflowRest {
                 }
             },
         };
-        self.authorize(Request::new(Method::Get, url))
+        Ok(Request::new(Method::Get, url))
     }
 
-    /// The request that writes one file (body to be streamed in), with this server's
-    /// credentials. Only proxied roots can be written through the server.
+    /// The request that writes one file (body to be streamed in; without credentials). Only
+    /// proxied roots can be written through the server.
     fn write_request(&self, root: &ArtifactRoot, path: &str) -> Result<Request, CopyError> {
         let Some((authority, root_path)) = proxied_location(&root.uri) else {
             return Err(CopyError::bad_input(format!(
@@ -168,24 +203,32 @@ impl MlflowRest {
                 root.uri
             )));
         };
-        let url = self.proxied_url(authority.as_deref(), &root_path, path);
-        let request =
-            Request::new(Method::Put, url).header("content-type", "application/octet-stream");
-        Ok(self.authorize(request))
+        let url = self.proxied_url(root, authority.as_deref(), &root_path, path)?;
+        Ok(Request::new(Method::Put, url).header("content-type", "application/octet-stream"))
     }
 
-    fn proxied_url(&self, authority: Option<&str>, root_path: &str, path: &str) -> Url {
+    /// The proxy URL of a file. A root that names its own server (`mlflow-artifacts://host:port/…`)
+    /// must name this one: this server's credentials go nowhere else.
+    fn proxied_url(
+        &self,
+        root: &ArtifactRoot,
+        authority: Option<&str>,
+        root_path: &str,
+        path: &str,
+    ) -> Result<Url, CopyError> {
         let mut url = self.url("/api/2.0/mlflow-artifacts/artifacts");
-        if let Some(authority) = authority {
-            // `mlflow-artifacts://host:port/…` names another server; keep our scheme.
-            if let Ok(other) = Url::parse(&format!("{}://{authority}", url.scheme())) {
-                let _ = url.set_host(other.host_str());
-                let _ = url.set_port(other.port());
-            }
+        if let Some(authority) = authority.filter(|a| !same_authority(&url, a)) {
+            return Err(CopyError::upstream(format!(
+                "{}: {} keeps its artifacts at {:?}, on a different host ({authority}) than the \
+                 configured server; refusing to send this server's credentials there",
+                self.base_display(),
+                root.describe(),
+                root.uri
+            )));
         }
         push_path(&mut url, root_path);
         push_path(&mut url, path);
-        url
+        Ok(url)
     }
 }
 
@@ -209,6 +252,17 @@ mod tests {
         );
         assert_eq!(proxied_location("s3://bucket/1/abc/artifacts"), None);
         assert_eq!(proxied_location("http://h/other"), None);
+    }
+
+    #[test]
+    fn only_the_configured_server_is_the_same_authority() {
+        let url = Url::parse("http://127.0.0.1:5000/api").unwrap();
+        assert!(same_authority(&url, "127.0.0.1:5000"));
+        assert!(!same_authority(&url, "127.0.0.1:5001"));
+        assert!(!same_authority(&url, "evil.example:5000"));
+        let https = Url::parse("https://h.example/api").unwrap();
+        assert!(same_authority(&https, "h.example:443"));
+        assert!(same_authority(&https, "h.example"));
     }
 
     #[test]

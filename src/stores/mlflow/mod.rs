@@ -7,4 +7,5 @@ mod registry;
 mod rest;
 mod tracking;
 
+pub use artifacts::push_path;
 pub use rest::MlflowRest;

@@ -45,10 +45,9 @@ impl MlflowRest {
     ) -> Result<Option<Vec<Grant>>, CopyError> {
         let users: Users = match self.get("/api/2.0/mlflow/users/list", &[]) {
             Ok(users) => users,
-            Err(e) if e.code.is_none() && e.kind == crate::api::ErrorKind::Upstream => {
-                return Ok(None)
-            }
-            Err(e) if e.kind == crate::api::ErrorKind::NotFound => return Ok(None),
+            // Only a server without the route has no permissions API; a failing or unreachable
+            // one is an error, never "nothing to copy".
+            Err(e) if e.has_code("ENDPOINT_NOT_FOUND") => return Ok(None),
             Err(e) => return Err(e),
         };
         let mut grants = Vec::new();
@@ -62,7 +61,7 @@ impl MlflowRest {
                     .into_iter()
                     .filter(|r| r.resource_type == RESOURCE_TYPE && r.resource_pattern == model)
                     .map(|r| Grant {
-                        username: user.username.clone(),
+                        principal: user.username.clone(),
                         permission: r.permission,
                     }),
             );
@@ -72,7 +71,7 @@ impl MlflowRest {
 
     pub(super) fn basic_auth_grant(&self, model: &str, grant: &Grant) -> Result<(), CopyError> {
         let body = json!({
-            "username": grant.username, "resource_type": RESOURCE_TYPE,
+            "username": grant.principal, "resource_type": RESOURCE_TYPE,
             "resource_id": model, "permission": grant.permission,
         });
         self.post::<Value>("/api/3.0/mlflow/users/permissions/grant", &body)

@@ -22,6 +22,22 @@ impl Registry for MlflowRest {
         self.base_display()
     }
 
+    /// MLflow's own rule: no `/` or `:`, and nothing a path normalisation would change.
+    fn check_model_name(&self, name: &str) -> Result<(), CopyError> {
+        let bad = name.trim().is_empty()
+            || name.contains(['/', ':'])
+            || name == "."
+            || name.starts_with("..");
+        if bad {
+            return Err(CopyError::bad_input(format!(
+                "{name:?} is not a valid registered model name on {} (it must not be empty, \
+                 contain '/' or ':', or be '.' or start with '..')",
+                self.base_display()
+            )));
+        }
+        Ok(())
+    }
+
     fn registered_model(&self, name: &str) -> Result<Option<RegisteredModel>, CopyError> {
         match self.get::<RegisteredModelEnvelope>(
             "/api/2.0/mlflow/registered-models/get",
@@ -79,6 +95,18 @@ impl Registry for MlflowRest {
             query.extend(token.map(|t| ("page_token", t)));
             self.get("/api/2.0/mlflow/model-versions/search", &query)
         })
+    }
+
+    fn set_version_tag(
+        &self,
+        name: &str,
+        version: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), CopyError> {
+        let body = json!({ "name": name, "version": version, "key": key, "value": value });
+        self.post::<Value>("/api/2.0/mlflow/model-versions/set-tag", &body)
+            .map(drop)
     }
 
     fn transition_stage(&self, name: &str, version: &str, stage: &str) -> Result<(), CopyError> {

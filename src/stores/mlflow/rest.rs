@@ -3,7 +3,7 @@
 //! classified errors that name the server and the call.
 
 use crate::api::{CopyError, ErrorKind};
-use crate::credentials::{self, Auth, Side};
+use crate::credentials::{Authorizer, Side};
 use crate::transport::{self, Method, Request, Response, Transport};
 use crate::uri::HttpBase;
 use serde::de::DeserializeOwned;
@@ -59,13 +59,18 @@ pub fn all_pages<T>(
 
 pub struct MlflowRest {
     base: HttpBase,
-    auth: Auth,
+    auth: Rc<dyn Authorizer>,
     side: Side,
     transport: Rc<Transport>,
 }
 
 impl MlflowRest {
-    pub fn new(base: HttpBase, side: Side, auth: Auth, transport: Rc<Transport>) -> MlflowRest {
+    pub fn new(
+        base: HttpBase,
+        side: Side,
+        auth: Rc<dyn Authorizer>,
+        transport: Rc<Transport>,
+    ) -> MlflowRest {
         MlflowRest {
             base,
             auth,
@@ -88,11 +93,15 @@ impl MlflowRest {
     }
 
     /// Adds this server's credentials to a request for one of its URLs.
-    pub fn authorize(&self, mut request: Request) -> Request {
-        if let Some(value) = self.auth.header_value() {
+    pub fn authorize(&self, mut request: Request) -> Result<Request, CopyError> {
+        if let Some(value) = self.auth.header()? {
             request.headers.push(("authorization".into(), value));
         }
-        request
+        Ok(request)
+    }
+
+    pub fn transport(&self) -> &Transport {
+        &self.transport
     }
 
     pub fn get<T: DeserializeOwned>(
@@ -126,7 +135,7 @@ impl MlflowRest {
         let requests: Vec<Request> = bodies
             .iter()
             .map(|b| self.authorize(json_request(Method::Post, self.url(path), b)))
-            .collect();
+            .collect::<Result<_, _>>()?;
         for (request, answer) in
             requests
                 .iter()
@@ -174,15 +183,23 @@ impl MlflowRest {
     /// Sends a request for one of this server's URLs with its credentials; any non-2xx answer
     /// becomes an error naming the server and the call.
     pub fn send(&self, request: Request, idempotent: bool) -> Result<Response, CopyError> {
-        let request = self.authorize(request);
-        let response = self
-            .transport
-            .send(&request, idempotent)
-            .map_err(|e| self.named(e))?;
-        if response.is_success() {
-            return Ok(response);
+        let mut refreshed = false;
+        loop {
+            let authorized = self.authorize(request.clone())?;
+            let response = self
+                .transport
+                .send(&authorized, idempotent)
+                .map_err(|e| self.named(e))?;
+            if response.is_success() {
+                return Ok(response);
+            }
+            // An expired token is fetched again once; a 401 refuses nothing else.
+            if response.status == 401 && !refreshed && self.auth.refresh() {
+                refreshed = true;
+                continue;
+            }
+            return Err(self.error_for(&authorized, &response));
         }
-        Err(self.error_for(&request, &response))
     }
 
     /// A transport failure, classified, and prefixed with which server it concerns.
@@ -207,14 +224,17 @@ impl MlflowRest {
                 .and_then(Value::as_str)
                 .map(str::to_string)
         };
-        let code = field("error_code");
+        // A 404 without an MLflow error is a route the server does not have (as MLflow's own
+        // client maps it).
+        let code = field("error_code")
+            .or_else(|| (response.status == 404).then(|| "ENDPOINT_NOT_FOUND".to_string()));
         let detail = match (&code, field("message")) {
             (Some(code), Some(message)) => format!("{code}: {message}"),
             (None, Some(message)) => message,
             _ => format!("HTTP {}: {}", response.status, response.body_snippet()),
         };
         let hint = match response.status {
-            401 | 403 => format!(" (credentials refused; {})", credentials::hint(self.side)),
+            401 | 403 => format!(" (credentials refused; {})", self.auth.hint()),
             404 if code.is_none() => {
                 " (endpoint not found: is this an MLflow 3 tracking server?)".into()
             }
@@ -222,7 +242,7 @@ impl MlflowRest {
         };
         let kind = match (response.status, code.as_deref()) {
             (_, Some("RESOURCE_DOES_NOT_EXIST")) => ErrorKind::NotFound,
-            (404, None) => ErrorKind::Upstream,
+            (_, Some("ENDPOINT_NOT_FOUND")) => ErrorKind::Upstream,
             (status, _) => CopyError::kind_for_status(status),
         };
         CopyError {

@@ -26,6 +26,14 @@ struct ModelEnvelope {
 }
 
 impl MlflowRest {
+    fn run_exists(&self, run_id: &str) -> Result<bool, CopyError> {
+        match self.get_run(run_id) {
+            Ok(_) => Ok(true),
+            Err(e) if e.has_code("RESOURCE_DOES_NOT_EXIST") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// All runs of the experiments that match `filter`; `view` is `ACTIVE_ONLY` or `ALL`.
     fn search_runs(
         &self,
@@ -115,8 +123,11 @@ impl Tracking for MlflowRest {
 
     fn delete_tag(&self, run_id: &str, key: &str) -> Result<(), CopyError> {
         let body = json!({ "run_id": run_id, "key": key });
-        self.post::<Value>("/api/2.0/mlflow/runs/delete-tag", &body)
-            .map(drop)
+        match self.post::<Value>("/api/2.0/mlflow/runs/delete-tag", &body) {
+            // Already gone: an earlier attempt's answer was lost after the server acted.
+            Err(e) if e.has_code("RESOURCE_DOES_NOT_EXIST") && self.run_exists(run_id)? => Ok(()),
+            other => other.map(drop),
+        }
     }
 
     fn log_batch(

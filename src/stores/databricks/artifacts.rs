@@ -1,0 +1,372 @@
+//! How a workspace's run and logged-model artifacts travel (as MLflow 3's client does it):
+//!
+//! 1. the Files API on the workspace's internal artifact path
+//!    (`/api/2.0/fs/files/WorkspaceInternal/Mlflow/Artifacts/<exp>/Runs/<run>/…`), with the
+//!    workspace's credentials, when the workspace allows it;
+//! 2. otherwise signed cloud-storage URLs from `credentials-for-read` / `credentials-for-write`
+//!    (runs) and `credentials-for-download` / `credentials-for-upload` (logged models), asked
+//!    for in one call per batch of files. A signed URL never carries the workspace's token.
+//!
+//! Listing goes through the tracking API as on any MLflow server.
+
+use crate::api::CopyError;
+use crate::stores::mlflow::{push_path, MlflowRest};
+use crate::stores::model::{ArtifactRoot, FileEntry, Owner};
+use crate::transport::{Download, Method, Request, Upload};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::cell::Cell;
+use std::collections::HashMap;
+use url::Url;
+
+/// MLflow's own switch to skip the Files API for run artifacts.
+pub const DISABLE_FILES_API_VAR: &str = "MLFLOW_DISABLE_DATABRICKS_SDK_FOR_RUN_ARTIFACTS";
+
+pub struct ArtifactAccess {
+    /// Whether the workspace serves its internal artifact path through the Files API (probed
+    /// once; `Some(false)` when the environment turns it off).
+    files_api: Cell<Option<bool>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct CredentialInfo {
+    path: String,
+    signed_uri: String,
+    headers: Vec<Header>,
+    #[serde(rename = "type")]
+    kind: Value,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Header {
+    name: String,
+    value: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RunCredentials {
+    credential_infos: Vec<CredentialInfo>,
+    next_page_token: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ModelCredentials {
+    credentials: Vec<ModelCredential>,
+    next_page_token: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ModelCredential {
+    credential_info: CredentialInfo,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Direction {
+    Read,
+    Write,
+}
+
+/// Where a root lives in the workspace's internal artifact tree, e.g.
+/// `/WorkspaceInternal/Mlflow/Artifacts/3/Runs/abc/artifacts`.
+fn internal_path(root: &ArtifactRoot) -> Option<String> {
+    let rest = root.uri.strip_prefix("dbfs:/databricks/mlflow-tracking/")?;
+    let experiment = rest.split('/').next().filter(|e| !e.is_empty())?;
+    let base = "/WorkspaceInternal/Mlflow/Artifacts";
+    Some(match &root.owner {
+        Owner::Run(run) => format!("{base}/{experiment}/Runs/{run}/artifacts"),
+        Owner::Model(model) => format!("{base}/{experiment}/LoggedModels/{model}/artifacts"),
+    })
+}
+
+fn storage_type(kind: &Value) -> String {
+    match kind {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => match n.as_u64() {
+            Some(1) => "AZURE_SAS_URI".into(),
+            Some(2) => "AWS_PRESIGNED_URL".into(),
+            Some(3) => "GCP_SIGNED_URL".into(),
+            Some(4) => "AZURE_ADLS_GEN2_SAS_URI".into(),
+            _ => n.to_string(),
+        },
+        _ => "AWS_PRESIGNED_URL".into(),
+    }
+}
+
+impl ArtifactAccess {
+    pub fn new(env: &dyn Fn(&str) -> Option<String>) -> ArtifactAccess {
+        let disabled = env(DISABLE_FILES_API_VAR).is_some_and(|v| v == "true" || v == "1");
+        ArtifactAccess {
+            files_api: Cell::new(disabled.then_some(false)),
+        }
+    }
+
+    /// The Files API URL of a file, when the workspace serves this root through it.
+    fn files_url(&self, rest: &MlflowRest, root: &ArtifactRoot, path: &str) -> Option<Url> {
+        let internal = internal_path(root)?;
+        if self.files_api.get().is_none() {
+            self.files_api.set(Some(probe(rest, &internal)));
+        }
+        if self.files_api.get() != Some(true) {
+            return None;
+        }
+        let mut url = rest.url("/api/2.0/fs/files");
+        push_path(&mut url, &internal);
+        push_path(&mut url, path);
+        Some(url)
+    }
+
+    pub fn downloads(
+        &self,
+        rest: &MlflowRest,
+        root: &ArtifactRoot,
+        paths: &[&str],
+    ) -> Result<Vec<Download>, CopyError> {
+        if self.files_url(rest, root, "").is_some() {
+            return paths
+                .iter()
+                .map(|path| {
+                    let url = self.files_url(rest, root, path).expect("probed");
+                    Ok(Download::get(
+                        rest.authorize(Request::new(Method::Get, url))?,
+                    ))
+                })
+                .collect();
+        }
+        let signed = signed_requests(rest, root, paths, Direction::Read)?;
+        Ok(signed.into_iter().map(Download::signed).collect())
+    }
+
+    pub fn uploads(
+        &self,
+        rest: &MlflowRest,
+        root: &ArtifactRoot,
+        files: &[&FileEntry],
+    ) -> Result<Vec<Upload>, CopyError> {
+        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        if self.files_url(rest, root, "").is_some() {
+            return paths
+                .iter()
+                .map(|path| {
+                    Ok(Upload::put(
+                        rest.authorize(self.files_put(rest, root, path))?,
+                    ))
+                })
+                .collect();
+        }
+        let signed = signed_requests(rest, root, &paths, Direction::Write)?;
+        Ok(signed.into_iter().map(Upload::signed).collect())
+    }
+
+    fn files_put(&self, rest: &MlflowRest, root: &ArtifactRoot, path: &str) -> Request {
+        let mut url = self.files_url(rest, root, path).expect("probed");
+        url.query_pairs_mut().append_pair("overwrite", "true");
+        Request::new(Method::Put, url).header("content-type", "application/octet-stream")
+    }
+
+    pub fn read_small(
+        &self,
+        rest: &MlflowRest,
+        root: &ArtifactRoot,
+        path: &str,
+    ) -> Result<Vec<u8>, CopyError> {
+        if let Some(url) = self.files_url(rest, root, path) {
+            return Ok(rest.send(Request::new(Method::Get, url), true)?.body);
+        }
+        let request = signed_requests(rest, root, &[path], Direction::Read)?.remove(0);
+        send_signed(rest, &request, path)
+    }
+
+    pub fn write_small(
+        &self,
+        rest: &MlflowRest,
+        root: &ArtifactRoot,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(), CopyError> {
+        if self.files_url(rest, root, path).is_some() {
+            let mut request = self.files_put(rest, root, path);
+            request.body = body;
+            return rest.send(request, true).map(drop);
+        }
+        let mut request = signed_requests(rest, root, &[path], Direction::Write)?.remove(0);
+        request.body = body;
+        send_signed(rest, &request, path).map(drop)
+    }
+}
+
+/// Whether the Files API serves the internal artifact tree: a workspace without it answers
+/// `FEATURE_DISABLED`, 403 or 501, or has no such route; one with it lists the folder or says
+/// it does not exist (yet).
+fn probe(rest: &MlflowRest, internal: &str) -> bool {
+    let experiment_dir = internal
+        .splitn(6, '/')
+        .take(5)
+        .collect::<Vec<_>>()
+        .join("/");
+    let mut url = rest.url("/api/2.0/fs/directories");
+    push_path(&mut url, &experiment_dir);
+    match rest.send(Request::new(Method::Get, url), true) {
+        Ok(_) => true,
+        Err(e) => e.has_code("RESOURCE_DOES_NOT_EXIST") || e.has_code("NOT_FOUND"),
+    }
+}
+
+/// Signed requests for these files, from the workspace's credential API (one call per page).
+fn signed_requests(
+    rest: &MlflowRest,
+    root: &ArtifactRoot,
+    paths: &[&str],
+    direction: Direction,
+) -> Result<Vec<Request>, CopyError> {
+    let mut by_path: HashMap<String, CredentialInfo> = HashMap::new();
+    let mut token: Option<String> = None;
+    loop {
+        let (infos, next) = match &root.owner {
+            Owner::Run(run_id) => {
+                let route = match direction {
+                    Direction::Read => "credentials-for-read",
+                    Direction::Write => "credentials-for-write",
+                };
+                let mut body = json!({ "run_id": run_id, "path": paths });
+                if let Some(t) = &token {
+                    body["page_token"] = json!(t);
+                }
+                let page: RunCredentials =
+                    rest.post(&format!("/api/2.0/mlflow/artifacts/{route}"), &body)?;
+                (page.credential_infos, page.next_page_token)
+            }
+            Owner::Model(model_id) => {
+                let route = match direction {
+                    Direction::Read => "credentials-for-download",
+                    Direction::Write => "credentials-for-upload",
+                };
+                let mut body = json!({ "paths": paths });
+                if let Some(t) = &token {
+                    body["page_token"] = json!(t);
+                }
+                let page: ModelCredentials = rest.post(
+                    &format!("/api/2.0/mlflow/logged-models/{model_id}/artifacts/{route}"),
+                    &body,
+                )?;
+                let infos = page.credentials.into_iter().map(|c| c.credential_info);
+                (infos.collect(), page.next_page_token)
+            }
+        };
+        let before = by_path.len();
+        by_path.extend(infos.into_iter().map(|i| (i.path.clone(), i)));
+        match next.filter(|t| !t.is_empty() && by_path.len() > before) {
+            Some(next) if by_path.len() < paths.len() => token = Some(next),
+            _ => break,
+        }
+    }
+    paths
+        .iter()
+        .map(|path| {
+            let info = by_path.get(*path).ok_or_else(|| {
+                CopyError::upstream(format!(
+                    "{}: no signed URL for {} artifact {path:?}",
+                    rest.base_display(),
+                    root.describe()
+                ))
+            })?;
+            signed_request(rest, root, info, direction)
+        })
+        .collect()
+}
+
+fn signed_request(
+    rest: &MlflowRest,
+    root: &ArtifactRoot,
+    info: &CredentialInfo,
+    direction: Direction,
+) -> Result<Request, CopyError> {
+    let kind = storage_type(&info.kind);
+    if direction == Direction::Write && kind.starts_with("AZURE") {
+        return Err(CopyError::upstream(format!(
+            "{}: {} stores artifacts in Azure ({kind}); uploads there are not supported yet",
+            rest.base_display(),
+            root.describe()
+        )));
+    }
+    let url = Url::parse(&info.signed_uri).map_err(|e| {
+        CopyError::upstream(format!(
+            "{}: the signed URL for {} artifact {:?} is not a URL ({e})",
+            rest.base_display(),
+            root.describe(),
+            info.path
+        ))
+    })?;
+    let method = match direction {
+        Direction::Read => Method::Get,
+        Direction::Write => Method::Put,
+    };
+    let mut request = Request::new(method, url);
+    for header in &info.headers {
+        request = request.header(&header.name.to_ascii_lowercase(), header.value.clone());
+    }
+    Ok(request)
+}
+
+/// Sends a small signed request (no credentials of ours), for an `MLmodel`.
+fn send_signed(rest: &MlflowRest, request: &Request, path: &str) -> Result<Vec<u8>, CopyError> {
+    let response = rest
+        .transport()
+        .send(request, true)
+        .map_err(|e| CopyError::from(e))?;
+    if !response.is_success() {
+        return Err(CopyError::new(
+            CopyError::kind_for_status(response.status),
+            format!(
+                "{}: storage answered HTTP {} for artifact {path:?}: {}",
+                request.describe(),
+                response.status,
+                response.body_snippet()
+            ),
+        ));
+    }
+    Ok(response.body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_paths_of_runs_and_models() {
+        let run = ArtifactRoot {
+            owner: Owner::Run("abc".into()),
+            uri: "dbfs:/databricks/mlflow-tracking/3/abc/artifacts".into(),
+        };
+        assert_eq!(
+            internal_path(&run).unwrap(),
+            "/WorkspaceInternal/Mlflow/Artifacts/3/Runs/abc/artifacts"
+        );
+        let model = ArtifactRoot {
+            owner: Owner::Model("m-1".into()),
+            uri: "dbfs:/databricks/mlflow-tracking/3/logged_models/m-1/artifacts".into(),
+        };
+        assert_eq!(
+            internal_path(&model).unwrap(),
+            "/WorkspaceInternal/Mlflow/Artifacts/3/LoggedModels/m-1/artifacts"
+        );
+        let elsewhere = ArtifactRoot {
+            owner: Owner::Run("abc".into()),
+            uri: "s3://bucket/x".into(),
+        };
+        assert_eq!(internal_path(&elsewhere), None);
+    }
+
+    #[test]
+    fn storage_types_by_name_or_number() {
+        assert_eq!(
+            storage_type(&json!("AWS_PRESIGNED_URL")),
+            "AWS_PRESIGNED_URL"
+        );
+        assert_eq!(storage_type(&json!(4)), "AZURE_ADLS_GEN2_SAS_URI");
+    }
+}
