@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -335,6 +336,59 @@ def test_http_function_does_not_hold_its_caller_on_a_hung_source(src, dst, small
         assert r.json()["error"]["code"] == "upstream" and "timed out" in r.json()["error"]["message"]
     finally:
         served.stop()
+
+
+@pytest.fixture
+def never_accepting():
+    """A loopback address whose listen queue is full: connecting to it hangs (no SYN answered)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    filler = socket.create_connection(listener.getsockname())
+    yield "http://127.0.0.1:%d" % listener.getsockname()[1]
+    filler.close()
+    listener.close()
+
+
+def test_a_connect_that_hangs_times_out(dst, never_accepting):
+    exp = unique("connect-hang")
+    result = cli(copy_run_args("c" * 32, exp, never_accepting, dst.uri), FAST)
+    assert result.killed is None and result.seconds < BOUND_S, f"{result.killed}, {result.seconds:.0f} s"
+    line = error_line(result)
+    assert "[upstream]" in line and "timed out" in line and never_accepting in line, line
+    assert runs_in(dst.uri, exp) == []
+
+
+def test_a_caller_that_disconnects_leaves_no_half_copy_marked_complete(src, dst, slow_run, src_proxy):
+    slow = src_proxy.add("GET", "a_slow.bin", throttle=10 << 10)   # 16 s
+    served = Served({"MLFLOW_COPY_API_TOKEN": TOKEN, **CALM})
+    exp = unique("disconnect")
+    payload = json.dumps({"run_id": slow_run, "experiment_name": exp, "src_mlflow_uri": src_proxy.uri,
+                          "dst_mlflow_uri": dst.uri}).encode()
+    try:
+        caller = socket.create_connection(("127.0.0.1", served.port))
+        caller.sendall(b"POST /copy-run HTTP/1.1\r\nHost: fn\r\nAuthorization: Bearer %s\r\n"
+                       b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                       % (TOKEN.encode(), len(payload), payload))
+        assert slow.hit.wait(KILL_S), "the copy reached the slow file"
+        caller.close()
+        # The copy either stops with its caller or goes on to the end (the slow file takes 16 s).
+        deadline, idle_since = time.monotonic() + 45, None
+        while time.monotonic() < deadline:
+            runs = runs_in(dst.uri, exp)
+            if runs and all(INCOMPLETE not in r.data.tags for r in runs):
+                break
+            idle_since = (idle_since or time.monotonic()) if not src_proxy.connections else None
+            if idle_since and time.monotonic() - idle_since > 3:
+                break
+            time.sleep(1)
+    finally:
+        served.stop()
+    runs = runs_in(dst.uri, exp)
+    assert runs, "the copy had started"
+    for run in runs:
+        if INCOMPLETE not in run.data.tags:
+            assert_run_copied(src_proxy.uri, slow_run, dst.uri, run.info.run_id, exp)
 
 
 # 3. Retry budgets per file, never one clock for a whole transfer.
