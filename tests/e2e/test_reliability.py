@@ -359,6 +359,17 @@ def test_a_connect_that_hangs_times_out(dst, never_accepting):
     assert runs_in(dst.uri, exp) == []
 
 
+def test_a_tls_failure_is_not_retried_as_transient(src, dst):
+    # An https:// URI on a plain-HTTP port: the handshake fails, and will fail again.
+    exp = unique("tls")
+    not_tls = f"https://127.0.0.1:{src.port}"
+    result = cli(copy_run_args("b" * 32, exp, not_tls, dst.uri), CALM)
+    line = error_line(result)
+    assert "[upstream]" in line and f"127.0.0.1:{src.port}" in line, line
+    assert not re.search(r"after [2-9]\d* attempts", line), line
+    assert runs_in(dst.uri, exp) == []
+
+
 def test_a_caller_that_disconnects_leaves_no_half_copy_marked_complete(src, dst, slow_run, src_proxy):
     slow = src_proxy.add("GET", "a_slow.bin", throttle=10 << 10)   # 16 s
     served = Served({"MLFLOW_COPY_API_TOKEN": TOKEN, **CALM})
