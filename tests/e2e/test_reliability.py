@@ -25,8 +25,8 @@ from mlflow import MlflowClient
 
 import seed
 from compare import assert_run_copied, runs_in
-from conftest import Result, Served, cli_command, copy_run_args, copy_version_args, unique
-from fault_proxy import ARTIFACTS
+from conftest import ADMIN_PASSWORD, Result, Served, cli_command, copy_run_args, copy_version_args, unique
+from fault_proxy import ARTIFACTS, FaultProxy
 from hostile_server import HostileSource, RecordingServer
 
 FAST = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "2", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
@@ -280,6 +280,28 @@ def test_lost_answer_to_a_registry_write_ends_in_one_complete_version(src, dst, 
     proxy.clear()
     final = settle(first, args)
     assert_one_version_copy(src, dst, version, dst_model, exp, final)
+
+
+def test_lost_answer_to_a_permission_grant(auth_server, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
+    name, number, grants = seed.seed_guarded_version(auth_server.uri, ADMIN_PASSWORD)
+    dst_model = unique("guarded-lost")
+    env = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD, **CALM}
+    proxy = FaultProxy(auth_server.port)
+    try:
+        rule = proxy.add("POST", "/users/permissions/grant", drop_answer=True)
+        args = copy_version_args(name, number, dst_model, proxy.uri, proxy.uri, "--copy-permissions", "true")
+        first = cli(args, env)
+        assert rule.fired == 1, first
+        proxy.clear()
+        settle(first, args, env)
+    finally:
+        proxy.close()
+    assert len(MlflowClient(auth_server.uri, registry_uri=auth_server.uri).search_model_versions(
+        f"name='{dst_model}'")) == 1
+    for user, permission in grants.items():
+        assert seed.model_permission(auth_server.uri, ADMIN_PASSWORD, user, dst_model) == permission, user
 
 
 # 2. Timeouts: connect, first byte and idle time, in both directions, per request.
@@ -706,6 +728,8 @@ def test_three_identical_requests_at_once_converge(src, dst, small_run):
 
 RUN_KILLS = [
     ("after-run-created", dict(method="POST", path="/mlflow/runs/log-batch", hang=True)),
+    ("mid-metrics", dict(method="POST", path="/mlflow/runs/log-batch", body=b"acc/train", hang=True)),
+    ("before-model-finalized", dict(method="PATCH", path="/mlflow/logged-models/", hang=True)),
     ("mid-artifacts", dict(method="PUT", path=ARTIFACTS, nth=3, hang=True)),
     ("before-marked-complete", dict(method="POST", path="/mlflow/runs/delete-tag", hang=True)),
 ]
@@ -721,12 +745,21 @@ def test_killed_copy_run_resumes_into_one_complete_copy(src, dst, small_run, pro
     assert assert_one_complete_copy(src.uri, small_run, dst.uri, exp) == again.report["dst_run_id"]
 
 
-@pytest.mark.parametrize("after", ["/mlflow/registered-models/create", "/mlflow/model-versions/create"],
-                         ids=["after-registered-model-create", "after-version-create"])
-def test_killed_copy_model_version_resumes_into_one_complete_version(src, dst, version, proxy, after):
+VERSION_KILLS = {
+    "during-run-copy": None,
+    "after-registered-model-create": "/mlflow/registered-models/create",
+    "after-version-create": "/mlflow/model-versions/create",
+}
+
+
+@pytest.mark.parametrize("phase", list(VERSION_KILLS))
+def test_killed_copy_model_version_resumes_into_one_complete_version(src, dst, version, proxy, phase):
     dst_model, exp = unique("kill-version"), unique("kill-version")
-    written = proxy.add("POST", after)
-    kill_when(proxy.add(after=written, hang=True), deep_copy_args(version, dst_model, src.uri, proxy.uri, exp), CALM)
+    if VERSION_KILLS[phase] is None:
+        stop = proxy.add("PUT", ARTIFACTS, nth=2, hang=True)
+    else:
+        stop = proxy.add(after=proxy.add("POST", VERSION_KILLS[phase]), hang=True)
+    kill_when(stop, deep_copy_args(version, dst_model, src.uri, proxy.uri, exp), CALM)
     proxy.clear()
     again = cli(deep_copy_args(version, dst_model, src.uri, dst.uri, exp), CALM)
     assert again.code == 0 and again.report["outcome"] in ("created", "resumed"), again
