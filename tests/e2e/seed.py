@@ -147,6 +147,18 @@ def seed_classic_versions(tracking_uri, model_name):
     return run.info.run_id, [a.version, b.version]
 
 
+def seed_small_version(tracking_uri, model_name):
+    """A version (runs:/ source) of a finished run with one small file, quick to make. Returns it."""
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    exp = client.get_experiment_by_name("small-versions")
+    exp_id = exp.experiment_id if exp else client.create_experiment("small-versions")
+    run = client.create_run(exp_id, run_name="small")
+    client.log_text(run.info.run_id, "flavors: {}\n", "model/MLmodel")
+    client.set_terminated(run.info.run_id)
+    client.create_registered_model(model_name)
+    return client.create_model_version(model_name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id).version
+
+
 def seed_guarded_version(tracking_uri, admin_password):
     """On a basic-auth server (the caller's MLFLOW_TRACKING_USERNAME/PASSWORD are the admin's):
     a registered version whose model two new users may READ and EDIT.
@@ -156,7 +168,7 @@ def seed_guarded_version(tracking_uri, admin_password):
     import requests
     from mlflow.server import get_app_client
     name = f"guarded-{uuid.uuid4().hex[:8]}"
-    _, version = seed_registered_version(tracking_uri, name)
+    version = seed_small_version(tracking_uri, name)
     users = get_app_client("basic-auth", tracking_uri=tracking_uri)
     grants = {f"reader-{uuid.uuid4().hex[:8]}": "READ", f"editor-{uuid.uuid4().hex[:8]}": "EDIT"}
     for user, permission in grants.items():
