@@ -22,7 +22,8 @@ Actions:
   stop_reading_upload=N read N bytes of the request body, then stop reading (and never answer)
   cut_upload_after=N    read N bytes of the request body, then close
   throttle=B            forward, moving request and answer bodies at B bytes per second
-  status=S              answer S (with Retry-After: retry_after) without forwarding
+  status=S              answer S (with Retry-After: retry_after, and the body `answer` if given)
+                        without forwarding
   rewrite=(old, new)    forward, replace bytes in the answer
   delay=T               wait T seconds, then forward
 
@@ -96,13 +97,13 @@ def _matches(method, path, want_method, want_path):
 
 class Rule:
     def __init__(self, method=None, path="", *, nth=1, times=1, every=None, body=None, min_body=None,
-                 min_response=None, after=None, retry_after="0", name=None, **action):
+                 min_response=None, after=None, retry_after="0", answer=None, name=None, **action):
         unknown = set(action) - set(ACTIONS)
         if unknown or len(action) > 1:
             raise ValueError(f"one action of {ACTIONS}, got {sorted(action)}")
         self.method, self.path, self.nth, self.times, self.every = method, path, nth, times, every
         self.body, self.min_body, self.min_response, self.after = body, min_body, min_response, after
-        self.retry_after, self.name = retry_after, name
+        self.retry_after, self.answer, self.name = retry_after, answer, name
         self.action, self.arg = next(iter(action.items()), (None, None))
         self.matched = self.fired = self.done = 0
         self.hit = threading.Event()
@@ -257,7 +258,7 @@ class FaultProxy:
         if action == "status":
             for _ in self._request_body(h, body, length):
                 pass
-            message = b'{"error_code": "TEMPORARILY_UNAVAILABLE", "message": "injected by the fault proxy"}'
+            message = rule.answer or b'{"error_code": "TEMPORARILY_UNAVAILABLE", "message": "injected by the fault proxy"}'
             self._done(rule)
             return self._reply(h, arg, message, [("retry-after", str(rule.retry_after)),
                                                  ("content-type", "application/json")])

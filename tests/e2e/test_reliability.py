@@ -503,6 +503,19 @@ def test_secrets_a_hostile_server_echoes_are_scrubbed(dst, hostile_factory):
     assert all(r.auth for r in hostile.traffic.matching("GET", "/runs/get")), "the credentials were sent (and echoed)"
 
 
+def test_secrets_a_server_echoes_into_a_warning_are_scrubbed(version, src_proxy):
+    name, number, _ = version
+    basic = base64.b64encode(f"mallory:{PASSWORD}".encode()).decode()
+    echo = {"error_code": "ENDPOINT_NOT_FOUND", "message": f"no route for Authorization: Basic {basic} ({PASSWORD})"}
+    src_proxy.add("GET", "/mlflow/users/list", times=None, status=404, answer=json.dumps(echo).encode())
+    env = {"MLFLOW_TRACKING_USERNAME": "mallory", "MLFLOW_TRACKING_PASSWORD": PASSWORD, **CALM}
+    result = cli(copy_version_args(name, number, unique("scrub"), src_proxy.uri, src_proxy.uri,
+                                   "--copy-permissions", "true"), env)
+    assert src_proxy.traffic.matching("GET", "/users/list"), f"the permissions API was not asked: {result}"
+    output = result.stdout + result.stderr
+    assert PASSWORD not in output and basic not in output, output
+
+
 def test_every_request_carries_one_authorization_header(src, dst, small_run, src_proxy, proxy):
     exp = unique("one-auth")
     result = cli(copy_run_args(small_run, exp, src_proxy.uri, proxy.uri), {"MLFLOW_TRACKING_TOKEN": "tok-once", **CALM})
