@@ -697,7 +697,9 @@ def test_a_copy_of_a_copied_version_describes_its_immediate_source(src, dst, ver
 def _converged(src, dst, run_id, exp, reports):
     copied = assert_one_complete_copy(src.uri, run_id, dst.uri, exp)
     assert [r["outcome"] in OUTCOMES for r in reports] == [True] * len(reports), reports
-    assert [r["dst_run_id"] for r in reports] == [copied] * len(reports), reports
+    named = [(r["outcome"], r["dst_run_id"]) for r in reports]
+    assert [r["dst_run_id"] for r in reports] == [copied] * len(reports), \
+        f"reports name runs other than the one complete copy {copied}: {named}"
 
 
 def test_three_identical_commands_at_once_converge(src, dst, small_run):
