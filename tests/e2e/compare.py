@@ -16,6 +16,15 @@ WORKSPACE_TAGS = {"mlflow.user", "mlflow.log-model.history", "mlflow.rootRunId",
                   "mlflow.experiment.sourceType", "mlflow.experiment.sourceId"}
 
 
+def runs_in(uri, experiment_name, view=3):
+    """The runs of an experiment (view 3: all, 1: active only); [] when it does not exist."""
+    client = MlflowClient(uri, registry_uri=uri)
+    exp = client.get_experiment_by_name(experiment_name)
+    if exp is None:
+        return []
+    return client.search_runs([exp.experiment_id], run_view_type=view)
+
+
 def _same_value(a, b):
     return (math.isnan(a) and math.isnan(b)) or a == b
 
@@ -99,6 +108,7 @@ def assert_run_copied(src_uri, src_run_id, dst_uri, dst_run_id, experiment_name,
     assert dst_tags.pop("mlflow.parentRunId", None) == parent, "parent link"
     assert {k: v for k, v in dst_tags.items() if k not in LINEAGE_RUN_TAGS} == src_tags
     assert dst_tags["mlflow_exim.run_info.run_id"] == src_run_id
+    assert dst_tags["mlflow_exim.run_info.experiment_id"] == sr.info.experiment_id
     assert dst_tags["mlflow_exim.src_client.tracking_uri"] == (src_server or src_uri)
     assert dst_tags.get("mlflow_exim.run_info.user_id") == (sr.info.user_id or None)
     assert "mlflow_exim.copy_incomplete" not in dst_tags

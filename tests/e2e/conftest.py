@@ -1,5 +1,6 @@
 """Fixtures for the end-to-end tests: real `mlflow server` processes on 127.0.0.1, the built
-component run by the `wasmtime` CLI and by the example embedding host, and a faulty proxy.
+component run by the `wasmtime` CLI (as a command and under `wasmtime serve`) and by the example
+embedding host, and a fault-injecting proxy (fault_proxy.py).
 
 Environment (set by scripts/test.sh):
   MLFLOW_COPY_WASM   path of the built mlflow_copy.wasm
@@ -16,10 +17,14 @@ import urllib.request
 import uuid
 
 import pytest
+import requests
 
 sys.path.insert(0, os.path.dirname(__file__))
+# MLflow's telemetry client, racing its own set-up on a loaded machine, has failed client calls
+# here with KeyError('_MLFLOW_TELEMETRY_SESSION_ID'); these tests have no use for it.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from faulty_proxy import FaultyProxy  # noqa: E402
+from fault_proxy import FaultProxy  # noqa: E402
 import seed  # noqa: E402
 from servers import ADMIN_PASSWORD, MlflowServer, free_port  # noqa: E402,F401
 
@@ -87,15 +92,19 @@ def _env(env):
     return merged
 
 
-def run_cli(args, env=None, timeout=600, wasmtime_args=()):
-    """`wasmtime run -S http [WASMTIME_ARGS] mlflow_copy.wasm ARGS`, with `env` passed through to
-    the guest."""
+def cli_command(args, env=None, wasmtime_args=()):
+    """The command line and process environment of `wasmtime run -S http [WASMTIME_ARGS]
+    mlflow_copy.wasm ARGS`, with `env` passed through to the guest."""
     env = env or {}
     cmd = ["wasmtime", "run", "-S", "http", *wasmtime_args]
     for name in env:
         cmd += ["--env", name]
-    cmd += [WASM] + list(args)
-    return Result(subprocess.run(cmd, capture_output=True, text=True, env=_env(env), timeout=timeout))
+    return cmd + [WASM] + list(args), _env(env)
+
+
+def run_cli(args, env=None, timeout=600, wasmtime_args=()):
+    cmd, full_env = cli_command(args, env, wasmtime_args)
+    return Result(subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout))
 
 
 def copy_run_args(run_id, experiment, src_uri, dst_uri, *extra):
@@ -111,7 +120,7 @@ def run_host(function, request, env=None, timeout=600):
 
 
 def _proxy_to(server):
-    p = FaultyProxy(server.port)
+    p = FaultProxy(server.port)
     try:
         yield p
     finally:
@@ -133,3 +142,37 @@ def src_proxy(src):
 def copy_version_args(src_model, version, dst_model, src_uri, dst_uri, *extra):
     return ["copy-model-version", "--src-model", src_model, "--src-version", version,
             "--dst-model", dst_model, "--src-registry-uri", src_uri, "--dst-registry-uri", dst_uri, *extra]
+
+
+class Served:
+    """The component as an HTTP function under `wasmtime serve -S cli`, with `env` passed to it."""
+
+    def __init__(self, env):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = ["wasmtime", "serve", "-S", "cli", "--addr", f"127.0.0.1:{self.port}"]
+        for name in env:
+            cmd += ["--env", name]
+        cmd.append(WASM)
+        full_env = _env(env)
+        self.log_path = os.path.join(ROOT, ".work", f"serve-{self.port}.log")
+        os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        raise RuntimeError("wasmtime serve did not start")
+
+    def logs(self):
+        self.log.flush()
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)

@@ -145,3 +145,45 @@ def seed_classic_versions(tracking_uri, model_name):
     a = client.create_model_version(model_name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
     b = client.create_model_version(model_name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
     return run.info.run_id, [a.version, b.version]
+
+
+def seed_small_version(tracking_uri, model_name):
+    """A version (runs:/ source) of a finished run with one small file, quick to make. Returns it."""
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    exp = client.get_experiment_by_name("small-versions")
+    exp_id = exp.experiment_id if exp else client.create_experiment("small-versions")
+    run = client.create_run(exp_id, run_name="small")
+    client.log_text(run.info.run_id, "flavors: {}\n", "model/MLmodel")
+    client.set_terminated(run.info.run_id)
+    client.create_registered_model(model_name)
+    return client.create_model_version(model_name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id).version
+
+
+def seed_guarded_version(tracking_uri, admin_password):
+    """On a basic-auth server (the caller's MLFLOW_TRACKING_USERNAME/PASSWORD are the admin's):
+    a registered version whose model two new users may READ and EDIT.
+    Returns (model name, version, {user: permission})."""
+    import uuid
+
+    import requests
+    from mlflow.server import get_app_client
+    name = f"guarded-{uuid.uuid4().hex[:8]}"
+    version = seed_small_version(tracking_uri, name)
+    users = get_app_client("basic-auth", tracking_uri=tracking_uri)
+    grants = {f"reader-{uuid.uuid4().hex[:8]}": "READ", f"editor-{uuid.uuid4().hex[:8]}": "EDIT"}
+    for user, permission in grants.items():
+        users.create_user(user, "password-" + user + "-123")
+        r = requests.post(f"{tracking_uri}/api/3.0/mlflow/users/permissions/grant", auth=("admin", admin_password),
+                          json={"username": user, "resource_type": "registered_model", "resource_id": name,
+                                "permission": permission})
+        r.raise_for_status()
+    return name, version, grants
+
+
+def model_permission(tracking_uri, admin_password, user, model):
+    """A user's permission on a registered model, read as the admin."""
+    import requests
+    r = requests.get(f"{tracking_uri}/api/3.0/mlflow/users/permissions/get", auth=("admin", admin_password),
+                     params={"username": user, "resource_type": "registered_model", "resource_id": model})
+    r.raise_for_status()
+    return r.json()["permission"]

@@ -169,22 +169,7 @@ def test_existing_registered_model_metadata_is_left_alone(src, dst, mlflow3_vers
 def test_permissions_are_copied_on_a_basic_auth_server(auth_server, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
-    name = unique("guarded")
-    _, version = seed.seed_registered_version(auth_server.uri, name)
-    from mlflow.server import get_app_client
-    users = get_app_client("basic-auth", tracking_uri=auth_server.uri)
-    reader, editor = unique("reader"), unique("editor")
-    for user in (reader, editor):
-        users.create_user(user, "password-" + user + "-123")
-    import requests
-    def grant(user, model, permission):
-        r = requests.post(f"{auth_server.uri}/api/3.0/mlflow/users/permissions/grant",
-                          auth=("admin", ADMIN_PASSWORD),
-                          json={"username": user, "resource_type": "registered_model",
-                                "resource_id": model, "permission": permission})
-        r.raise_for_status()
-    grant(reader, name, "READ")
-    grant(editor, name, "EDIT")
+    name, version, grants = seed.seed_guarded_version(auth_server.uri, ADMIN_PASSWORD)
     dst_model = unique("guarded-copy")
     env = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD}
     result = run_cli(copy_version_args(name, version, dst_model, auth_server.uri, auth_server.uri,
@@ -192,13 +177,8 @@ def test_permissions_are_copied_on_a_basic_auth_server(auth_server, monkeypatch)
     assert result.code == 0, result
     assert result.report["permissions"] == 2
     assert ADMIN_PASSWORD not in result.stdout + result.stderr
-    def permission(user, model):
-        r = requests.get(f"{auth_server.uri}/api/3.0/mlflow/users/permissions/get", auth=("admin", ADMIN_PASSWORD),
-                         params={"username": user, "resource_type": "registered_model", "resource_id": model})
-        r.raise_for_status()
-        return r.json()["permission"]
-    assert permission(reader, dst_model) == "READ"
-    assert permission(editor, dst_model) == "EDIT"
+    for user, permission in grants.items():
+        assert seed.model_permission(auth_server.uri, ADMIN_PASSWORD, user, dst_model) == permission
 
 
 def test_permissions_on_a_server_without_auth_are_reported_as_nothing_to_copy(src, dst, mlflow3_version):

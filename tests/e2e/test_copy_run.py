@@ -8,16 +8,8 @@ import pytest
 from mlflow import MlflowClient
 
 import seed
-from compare import assert_run_copied
+from compare import assert_run_copied, runs_in
 from conftest import copy_run_args, run_cli, run_host, unique
-
-
-def runs_in(uri, experiment_name):
-    client = MlflowClient(uri, registry_uri=uri)
-    exp = client.get_experiment_by_name(experiment_name)
-    if exp is None:
-        return []
-    return client.search_runs([exp.experiment_id], run_view_type=3)
 
 
 def test_cli_copy_is_faithful(src, dst, rich_run):

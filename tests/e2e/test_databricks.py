@@ -240,7 +240,7 @@ def test_errors_name_what_is_wrong_and_write_nothing(src, oss_run, workspaces):
 def test_every_entry_point_copies_into_a_workspace(src, workspaces):
     """--invoke, the embedding host and the HTTP function, each with the workspace's variables."""
     from conftest import run_host
-    from test_http_function import Served
+    from conftest import Served
     ws1 = workspaces[0]
     run_id = seed.seed_rich_run(src.uri, unique("entry-points"), metric_points=10, with_model=True)
     exps = [f"{EXPERIMENT_ROOT}/{unique(kind)}" for kind in ("invoke", "host", "http")]

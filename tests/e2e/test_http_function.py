@@ -12,43 +12,10 @@ from mlflow import MlflowClient
 
 import seed
 from compare import assert_run_copied
-from conftest import HOST, ROOT, WASM, free_port, unique
+from conftest import HOST, ROOT, WASM, Served, free_port, unique
 
 TOKEN = "http-fn-token-7f3a9c"
 UPSTREAM_SECRET = "upstream-secret-b81d"
-
-
-class Served:
-    def __init__(self, env):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        cmd = ["wasmtime", "serve", "-S", "cli", "--addr", f"127.0.0.1:{self.port}"]
-        for name in env:
-            cmd += ["--env", name]
-        cmd.append(WASM)
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-        full_env.update(env)
-        self.log_path = os.path.join(ROOT, ".work", f"serve-{self.port}.log")
-        os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                time.sleep(0.2)
-        raise RuntimeError("wasmtime serve did not start")
-
-    def logs(self):
-        self.log.flush()
-        with open(self.log_path, "rb") as f:
-            return f.read().decode(errors="replace")
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(10)
 
 
 @pytest.fixture(scope="module")
