@@ -210,6 +210,11 @@ fn copy_one(
     };
     let (dst_run, resuming) = match earlier.into_iter().next() {
         Some(incomplete) => {
+            if let Some(Race::Lost(Some(done))) = wait_while_alive(c, &source.run, &incomplete)? {
+                report.dst_run_id = done.info.run_id;
+                report.outcome = Outcome::Existing;
+                return Ok(report);
+            }
             c.phase(format!(
                 "resuming the incomplete copy {} of run {src_run_id}",
                 incomplete.info.run_id
@@ -333,6 +338,48 @@ fn defer_to(c: &mut Copier, src: &Run, mine: &str, winner: &str) -> anyhow::Resu
             .into());
         }
         std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+/// An incomplete copy may be one another command is still writing (started a little earlier),
+/// or one a stopped command left. While it keeps changing, it is left to its writer; once it is
+/// complete that is the answer (`Some(Lost(Some))`); once it failed or stands still, it is
+/// resumed here (`None`).
+fn wait_while_alive(c: &mut Copier, src: &Run, copy: &Run) -> anyhow::Result<Option<Race>> {
+    if copy.info.status.as_deref() != Some("RUNNING") {
+        return Ok(None);
+    }
+    let fingerprint = |run: &Run| {
+        let mut metrics: Vec<(String, i64, i64)> = run
+            .data
+            .metrics
+            .iter()
+            .map(|m| (m.key.clone(), m.step, m.timestamp))
+            .collect();
+        metrics.sort();
+        (run.data.params.len(), run.data.tags.len(), metrics)
+    };
+    let mut seen = fingerprint(copy);
+    let started = std::time::Instant::now();
+    loop {
+        std::thread::sleep(c.race_settle * 2);
+        let now = c.dst.tracking.get_run(&copy.info.run_id)?;
+        if is_complete_copy(&now, src) {
+            return Ok(Some(Race::Lost(Some(now))));
+        }
+        let current = fingerprint(&now);
+        if now.info.status.as_deref() != Some("RUNNING") || current == seen || now.info.is_deleted()
+        {
+            return Ok(None);
+        }
+        if started.elapsed() > RACE_WAIT {
+            return Ok(None);
+        }
+        c.phase(format!(
+            "the copy {} of run {} is being written by another command; waiting for it",
+            copy.info.run_id, src.info.run_id
+        ));
+        seen = current;
     }
 }
 

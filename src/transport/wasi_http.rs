@@ -201,6 +201,15 @@ impl Http for WasiHttp {
     }
 }
 
+/// A stream error as a message: the host reports idle timeouts as errors of the stream.
+fn stream_trouble(doing: &str, detail: &str) -> String {
+    if detail.to_ascii_lowercase().contains("timeout") {
+        format!("timed out {doing} ({detail})")
+    } else {
+        format!("{doing}: {detail}")
+    }
+}
+
 /// The two servers of a transfer, for its messages (`source h:1, destination h:2`).
 fn servers_of(job: &FileJob) -> String {
     let authority = |r: &Request| {
@@ -441,9 +450,9 @@ impl Pump {
                         continue;
                     }
                     Err(StreamError::LastOperationFailed(e)) => {
-                        return PumpStep::Failed(transient(format!(
-                            "reading source: {}",
-                            e.to_debug_string()
+                        return PumpStep::Failed(transient(stream_trouble(
+                            "reading source",
+                            &e.to_debug_string(),
                         )))
                     }
                 }
