@@ -147,11 +147,13 @@ pub fn parse_bool(value: &str) -> Result<bool, String> {
 
 /// The one-line error the command prints.
 pub fn error_line(error: &CopyError) -> String {
-    format!(
-        "mlflow-copy: error [{}]: {}",
-        error.kind.as_str(),
-        error.message
-    )
+    // One line, whatever a server or the host put in the message.
+    let message = error
+        .message
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!("mlflow-copy: error [{}]: {message}", error.kind.as_str())
 }
 
 #[cfg(target_arch = "wasm32")]

@@ -203,6 +203,7 @@ impl Http for WasiHttp {
 
 /// A stream error as a message: the host reports idle timeouts as errors of the stream.
 fn stream_trouble(doing: &str, detail: &str) -> String {
+    let detail = detail.split_whitespace().collect::<Vec<_>>().join(" ");
     if detail.to_ascii_lowercase().contains("timeout") {
         format!("timed out {doing} ({detail})")
     } else {
