@@ -77,7 +77,10 @@ def copy(cfg_dir, args, env=None):
 
 @pytest.fixture(scope="module")
 def oss_run(src):
-    return seed.seed_rich_run(src.uri, unique("dbx-source"), big_bytes=2 * 1024 * 1024)
+    run_id = seed.seed_rich_run(src.uri, unique("dbx-source"), big_bytes=2 * 1024 * 1024)
+    # A tag a workspace refuses to have set (the emulator answers INVALID_PARAMETER_VALUE).
+    MlflowClient(src.uri).set_tag(run_id, "mlflow.rootRunId", run_id)
+    return run_id
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +103,7 @@ def test_oss_to_workspace_is_faithful(src, oss_run, ws1_copy, workspaces):
     # The parent folder of the experiment was created; the copy's user is the token's.
     run = MlflowClient("databricks://ws1").get_run(report["dst_run_id"])
     assert run.info.user_id == ws1.user
+    assert run.data.tags.get("mlflow.rootRunId") != oss_run, "a refused tag is left out, not a failure"
     assert run.data.tags["mlflow_exim.run_info.user_id"] == MlflowClient(src.uri).get_run(oss_run).info.user_id
     # The same command again finds the copy.
     again = copy(workspaces[2], copy_run_args(oss_run, exp, src.uri, "databricks://ws1"))
@@ -168,6 +172,25 @@ def test_version_into_a_workspace_loads_and_predicts(src, ws1_version):
     assert version.tags["mlflow_exim.src_version.name"] == name
     assert predictions("databricks://ws1", f"models:/{dst_model}/{report['dst_version']}") == \
         predictions(src.uri, f"models:/{name}/1")
+
+
+def test_shallow_version_copy_within_a_workspace(ws1_version, workspaces):
+    _, ws1_model, ws1_report = ws1_version
+    dst_model = unique("wine-shallow")
+    result = copy(workspaces[2], copy_version_args(ws1_model, ws1_report["dst_version"], dst_model,
+                                                   "databricks://ws1", "databricks://ws1",
+                                                   "--copy-stages-and-aliases", "true"))
+    assert result.code == 0, result
+    assert not result.report["deep"] and result.report["outcome"] == "created"
+    client = MlflowClient("databricks://ws1", registry_uri="databricks://ws1")
+    src = client.get_model_version(ws1_model, ws1_report["dst_version"])
+    copy_ = client.get_model_version(dst_model, result.report["dst_version"])
+    assert copy_.source == src.source and copy_.run_id == src.run_id
+    assert copy_.status == "READY" and copy_.current_stage == src.current_stage == "Staging"
+    # Across workspaces a shallow copy could not reach the source's run: refused, nothing made.
+    refused = copy(workspaces[2], copy_version_args(ws1_model, ws1_report["dst_version"], unique("x"),
+                                                    "databricks://ws1", "databricks://ws2"))
+    assert refused.code == 1 and "[bad_input]" in refused.stderr and "--dst-experiment-name" in refused.stderr
 
 
 def test_workspace_to_workspace_version_with_permissions(ws1_version, workspaces):
