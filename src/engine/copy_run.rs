@@ -223,7 +223,7 @@ fn copy_one(
         }
         None => {
             let created = create_run(c, &source.run, dst_experiment_id)?;
-            match settle_race(c, &source.run, dst_experiment_id, created)? {
+            match settle_race(c, &source.run, created)? {
                 Race::Won(mine) => (mine, false),
                 Race::Lost(Some(winner)) => {
                     report.dst_run_id = winner.info.run_id;
@@ -286,25 +286,25 @@ enum Race {
 /// Identical commands started together each create a copy before they can see the others'.
 /// After a moment for the others' creates to land, every one of them picks the same winner
 /// (the lowest run id); the others delete their own run and wait for the winner to finish.
-fn settle_race(
-    c: &mut Copier,
-    src: &Run,
-    dst_experiment_id: &str,
-    mine: Run,
-) -> anyhow::Result<Race> {
+fn settle_race(c: &mut Copier, src: &Run, mine: Run) -> anyhow::Result<Race> {
     std::thread::sleep(c.race_settle);
-    let copies = earlier_copies(c, dst_experiment_id, &src.info.run_id)?;
-    let winner = copies
-        .iter()
-        .map(|r| r.info.run_id.as_str())
-        .chain([mine.info.run_id.as_str()])
-        .min()
-        .expect("at least this copy")
-        .to_string();
-    if winner == mine.info.run_id {
+    let Some(winner) = lower_copy(c, src, &mine)? else {
         return Ok(Race::Won(mine));
-    }
+    };
     defer_to(c, src, &mine.info.run_id, &winner)
+}
+
+/// The identical copy every racing command agrees to keep, when it is not `mine`: the active
+/// copy of `src` with the lowest run id below mine.
+fn lower_copy(c: &Copier, src: &Run, mine: &Run) -> anyhow::Result<Option<String>> {
+    let mine_id = mine.info.run_id.as_str();
+    Ok(
+        earlier_copies(c, &mine.info.experiment_id, &src.info.run_id)?
+            .into_iter()
+            .map(|r| r.info.run_id)
+            .filter(|id| id.as_str() < mine_id)
+            .min(),
+    )
 }
 
 /// Leaves the copy to the identical one `winner`: deletes this one (`mine`) and waits until the
@@ -682,13 +682,7 @@ fn copy_artifacts(
 /// than this one, whose run this one could not see yet): then that one is left to finish.
 fn finish_run(c: &mut Copier, src: &Run, dst: &Run) -> anyhow::Result<Race> {
     let dst_id = dst.info.run_id.as_str();
-    let experiment_id = dst.info.experiment_id.as_str();
-    let lower = earlier_copies(c, experiment_id, &src.info.run_id)?
-        .into_iter()
-        .map(|r| r.info.run_id)
-        .filter(|id| id.as_str() < dst_id)
-        .min();
-    if let Some(winner) = lower {
+    if let Some(winner) = lower_copy(c, src, dst)? {
         return defer_to(c, src, dst_id, &winner);
     }
     let (status, end_time) = final_state(src);
