@@ -105,8 +105,9 @@ impl ArtifactAccess {
         }
     }
 
-    /// The Files API URL of a file, when the workspace serves this root through it.
-    fn files_url(&self, rest: &MlflowRest, root: &ArtifactRoot, path: &str) -> Option<Url> {
+    /// The Files API URL of the root, when the workspace serves it through the Files API
+    /// (probed once per store).
+    fn files_root(&self, rest: &MlflowRest, root: &ArtifactRoot) -> Option<Url> {
         let internal = internal_path(root)?;
         if self.files_api.get().is_none() {
             self.files_api.set(Some(probe(rest, &internal)));
@@ -116,7 +117,6 @@ impl ArtifactAccess {
         }
         let mut url = rest.url("/api/2.0/fs/files");
         push_path(&mut url, &internal);
-        push_path(&mut url, path);
         Some(url)
     }
 
@@ -126,14 +126,12 @@ impl ArtifactAccess {
         root: &ArtifactRoot,
         paths: &[&str],
     ) -> Result<Vec<Download>, CopyError> {
-        if self.files_url(rest, root, "").is_some() {
+        if let Some(base) = self.files_root(rest, root) {
             return paths
                 .iter()
                 .map(|path| {
-                    let url = self.files_url(rest, root, path).expect("probed");
-                    Ok(Download::get(
-                        rest.authorize(Request::new(Method::Get, url))?,
-                    ))
+                    let get = Request::new(Method::Get, file_url(&base, path));
+                    Ok(Download::get(rest.authorize(get)?))
                 })
                 .collect();
         }
@@ -148,24 +146,14 @@ impl ArtifactAccess {
         files: &[&FileEntry],
     ) -> Result<Vec<Upload>, CopyError> {
         let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
-        if self.files_url(rest, root, "").is_some() {
+        if let Some(base) = self.files_root(rest, root) {
             return paths
                 .iter()
-                .map(|path| {
-                    Ok(Upload::put(
-                        rest.authorize(self.files_put(rest, root, path))?,
-                    ))
-                })
+                .map(|path| Ok(Upload::put(rest.authorize(files_put(&base, path))?)))
                 .collect();
         }
         let signed = signed_requests(rest, root, &paths, Direction::Write)?;
         Ok(signed.into_iter().map(Upload::signed).collect())
-    }
-
-    fn files_put(&self, rest: &MlflowRest, root: &ArtifactRoot, path: &str) -> Request {
-        let mut url = self.files_url(rest, root, path).expect("probed");
-        url.query_pairs_mut().append_pair("overwrite", "true");
-        Request::new(Method::Put, url).header("content-type", "application/octet-stream")
     }
 
     pub fn read_small(
@@ -174,8 +162,9 @@ impl ArtifactAccess {
         root: &ArtifactRoot,
         path: &str,
     ) -> Result<Vec<u8>, CopyError> {
-        if let Some(url) = self.files_url(rest, root, path) {
-            return Ok(rest.send(Request::new(Method::Get, url), true)?.body);
+        if let Some(base) = self.files_root(rest, root) {
+            let get = Request::new(Method::Get, file_url(&base, path));
+            return Ok(rest.send(get, true)?.body);
         }
         let request = signed_requests(rest, root, &[path], Direction::Read)?.remove(0);
         send_signed(rest, &request, path)
@@ -188,8 +177,8 @@ impl ArtifactAccess {
         path: &str,
         body: Vec<u8>,
     ) -> Result<(), CopyError> {
-        if self.files_url(rest, root, path).is_some() {
-            let mut request = self.files_put(rest, root, path);
+        if let Some(base) = self.files_root(rest, root) {
+            let mut request = files_put(&base, path);
             request.body = body;
             return rest.send(request, true).map(drop);
         }
@@ -197,6 +186,19 @@ impl ArtifactAccess {
         request.body = body;
         send_signed(rest, &request, path).map(drop)
     }
+}
+
+fn file_url(base: &Url, path: &str) -> Url {
+    let mut url = base.clone();
+    push_path(&mut url, path);
+    url
+}
+
+/// The Files API upload of one file (overwriting: a retried file replaces its partial self).
+fn files_put(base: &Url, path: &str) -> Request {
+    let mut url = file_url(base, path);
+    url.query_pairs_mut().append_pair("overwrite", "true");
+    Request::new(Method::Put, url).header("content-type", "application/octet-stream")
 }
 
 /// Whether the Files API serves the internal artifact tree: a workspace without it answers
