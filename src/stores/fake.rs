@@ -697,8 +697,8 @@ impl Http for FakeHttp {
 
     fn stream(&self, next: NextJob, _concurrency: usize, events: &mut dyn FnMut(StreamEvent)) {
         while let Some((id, job)) = next() {
-            let (src, root, path) = self.file(job.download.request());
-            let (dst, dst_root, dst_path) = self.file(job.upload.request());
+            let (src, root, path) = self.file(&job.download);
+            let (dst, dst_root, dst_path) = self.file(&job.parts[0].request);
             let result = match (src.file(&root, &path), dst.check("upload")) {
                 (None, _) => Err(StreamFailure {
                     message: format!("source answered HTTP 404 for {path}"),

@@ -4,13 +4,16 @@
 //! HTTP (`wasi_http`); the retry loops here are host-independent and unit-tested with a scripted
 //! `Http`.
 
+pub mod multipart;
 pub mod retry;
 #[cfg(target_arch = "wasm32")]
 pub mod wasi_http;
 
 use crate::api::CopyError;
+pub use multipart::Multipart;
+use multipart::Parted;
 use retry::RetryPolicy;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
 use url::Url;
 
@@ -255,36 +258,65 @@ impl Download {
 }
 
 /// How to write one file: a PUT that its store has authorised (or signed), whose body is the
-/// file, streamed, with the source's length.
-#[derive(Debug, Clone)]
+/// file, streamed, with the source's length; or parts committed together (`Multipart`), as
+/// cloud storage requires of large files.
 pub struct Upload {
-    request: Request,
-    signed: bool,
+    kind: UploadKind,
+}
+
+enum UploadKind {
+    Whole { request: Request, signed: bool },
+    Parts(Box<dyn Multipart>),
 }
 
 impl Upload {
     pub fn put(request: Request) -> Upload {
         Upload {
-            request,
-            signed: false,
+            kind: UploadKind::Whole {
+                request,
+                signed: false,
+            },
         }
     }
 
     /// A PUT to a signed URL (see `Download::signed`).
     pub fn signed(request: Request) -> Upload {
         Upload {
-            request,
-            signed: true,
+            kind: UploadKind::Whole {
+                request,
+                signed: true,
+            },
         }
     }
 
-    pub fn request(&self) -> &Request {
-        &self.request
+    /// A file written in parts. Its part requests count as signed: a refused one is asked for
+    /// again (`Multipart::part` with `refresh`).
+    pub fn parts(upload: Box<dyn Multipart>) -> Upload {
+        Upload {
+            kind: UploadKind::Parts(upload),
+        }
+    }
+
+    /// The PUT of a file written whole (`None` for one written in parts).
+    pub fn request(&self) -> Option<&Request> {
+        match &self.kind {
+            UploadKind::Whole { request, .. } => Some(request),
+            UploadKind::Parts(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Upload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            UploadKind::Whole { request, .. } => write!(f, "Upload({})", request.describe()),
+            UploadKind::Parts(_) => f.write_str("Upload(parts)"),
+        }
     }
 }
 
 /// One file to stream from its source store to its destination store.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct FileJob {
     /// What the file is, for messages (e.g. `run abc artifact model/MLmodel`).
     pub label: String,
@@ -293,6 +325,28 @@ pub struct FileJob {
     pub size: u64,
     pub download: Download,
     pub upload: Upload,
+}
+
+/// What `Http::stream` moves: bytes `offset..size` of a download, written into `parts` in
+/// sequence, each upload taking the next `length` bytes as its body (with that exact
+/// Content-Length, streamed). A whole file is one part from offset 0.
+#[derive(Debug, Clone)]
+pub struct StreamJob {
+    /// The GET of the whole file. From an `offset` above 0 the host asks for the rest with a
+    /// `Range` header; a source that ignores it is read from its start and the first `offset`
+    /// bytes are dropped (slower, never wrong).
+    pub download: Request,
+    pub offset: u64,
+    /// The whole file's size, as listed.
+    pub size: u64,
+    pub parts: Vec<Part>,
+}
+
+/// One upload of a `StreamJob`.
+#[derive(Debug, Clone)]
+pub struct Part {
+    pub request: Request,
+    pub length: u64,
 }
 
 /// Why one streamed file failed.
@@ -310,7 +364,14 @@ pub struct StreamFailure {
 pub enum StreamEvent {
     /// `bytes` more bytes reached the destination.
     Bytes(u64),
-    /// The job with this id finished: its byte count, or why it failed.
+    /// Part number `part` of the job's `parts` was accepted, with these answer headers (an S3
+    /// part's ETag). Parts are reported in order, before the job's `Finished`.
+    PartWritten {
+        id: usize,
+        part: usize,
+        headers: Vec<(String, String)>,
+    },
+    /// The job with this id finished: the bytes it wrote, or why it failed.
     Finished {
         id: usize,
         result: Result<u64, StreamFailure>,
@@ -325,8 +386,11 @@ pub enum Transferred {
     File { index: usize, bytes: u64 },
 }
 
+/// Turns file indices into jobs (see `Transport::stream_files`).
+pub type OpenFiles<'a> = &'a mut dyn FnMut(&[usize]) -> Result<Vec<FileJob>, CopyError>;
+
 /// The next job to stream and its id, or `None` when there is none (left).
-pub type NextJob<'a> = &'a mut dyn FnMut() -> Option<(usize, FileJob)>;
+pub type NextJob<'a> = &'a mut dyn FnMut() -> Option<(usize, StreamJob)>;
 
 /// The host's HTTP client: one attempt per call, no retries.
 pub trait Http {
@@ -342,9 +406,9 @@ pub trait Http {
         requests.iter().map(|r| self.send(r)).collect()
     }
 
-    /// Streams each job's download into its upload chunk by chunk, with at most `concurrency`
-    /// jobs in flight, forwarding the source `content-length`. Jobs are taken from `next` only
-    /// when a slot is free. One attempt per job.
+    /// Streams each job's download into its parts chunk by chunk, never holding more than a
+    /// chunk, with at most `concurrency` jobs in flight. Jobs are taken from `next` only when a
+    /// slot is free. One attempt per job: a failed part ends the job.
     fn stream(&self, next: NextJob, concurrency: usize, events: &mut dyn FnMut(StreamEvent));
 }
 
@@ -425,76 +489,252 @@ impl Transport {
     /// ahead of the transfer, and again for a file that is retried, so that a store can sign
     /// URLs in batches and hand out fresh ones. Files that fail transiently are retried, each
     /// with its own budget of attempts and time (a long transfer never uses up another file's).
-    /// Returns the bytes written, or the first permanent failure.
-    pub fn stream_files<E: From<Error>>(
+    /// A file written in parts resumes at its first part not yet accepted (a retry keeps the
+    /// upload begun first, not the one a reopened job brings), gets a fresh budget whenever a
+    /// part was accepted since its last failure, is committed after its last part, and is
+    /// aborted when the copy fails. Returns the bytes written, or the first permanent failure.
+    pub fn stream_files(
         &self,
         count: usize,
         concurrency: usize,
-        open: &mut dyn FnMut(&[usize]) -> Result<Vec<FileJob>, E>,
+        open: OpenFiles,
         on_progress: &mut dyn FnMut(Transferred),
-    ) -> Result<u64, E> {
-        let concurrency = concurrency.max(1);
-        let mut budgets: Vec<FileBudget> = (0..count).map(|_| FileBudget::default()).collect();
-        let mut pending: Vec<usize> = (0..count).collect();
+    ) -> Result<u64, CopyError> {
+        let mut files: Vec<FileState> = (0..count).map(|_| FileState::default()).collect();
+        let result = self.stream_rounds(&mut files, concurrency.max(1), open, on_progress);
+        if result.is_err() {
+            for parted in files.iter_mut().filter_map(|f| f.parted.as_mut()) {
+                parted.abort();
+            }
+        }
+        result
+    }
+
+    fn stream_rounds(
+        &self,
+        files: &mut [FileState],
+        concurrency: usize,
+        open: OpenFiles,
+        on_progress: &mut dyn FnMut(Transferred),
+    ) -> Result<u64, CopyError> {
+        let mut pending: Vec<usize> = (0..files.len()).collect();
         let mut total = 0u64;
         while !pending.is_empty() {
-            let mut feed = Feed {
-                waiting: pending.iter().copied().collect(),
-                opened: VecDeque::new(),
-                batch: concurrency * OPEN_AHEAD_PER_SLOT,
+            let round = Round {
+                pending: &pending,
+                concurrency,
                 open: &mut *open,
-                failed_to_open: None,
+                on_progress: &mut *on_progress,
             };
-            let mut labels: HashMap<usize, (String, bool)> = HashMap::new();
-            let mut failures: Vec<(usize, StreamFailure)> = Vec::new();
-            let mut next = || {
-                let (id, job) = feed.next()?;
-                let signed = job.download.signed || job.upload.signed;
-                labels.insert(id, (job.label.clone(), signed));
-                Some((id, job))
-            };
-            self.http
-                .stream(&mut next, concurrency, &mut |event| match event {
-                    StreamEvent::Bytes(n) => on_progress(Transferred::Bytes(n)),
-                    StreamEvent::Finished {
-                        id,
-                        result: Ok(bytes),
-                    } => {
-                        total += bytes;
-                        on_progress(Transferred::File { index: id, bytes });
-                    }
-                    StreamEvent::Finished { id, result: Err(f) } => failures.push((id, f)),
-                });
-            if let Some(error) = feed.failed_to_open {
-                return Err(error);
-            }
-            let now = Instant::now();
-            let mut wait = Duration::ZERO;
-            for (id, failure) in &failures {
-                let (label, signed) = &labels[id];
-                let budget = &mut budgets[*id];
-                budget.attempts += 1;
-                let first = *budget.first_failure.get_or_insert(now);
-                // A signed URL that is refused has expired, most likely: once, a fresh one.
-                let expired = *signed
-                    && matches!(failure.status, Some(401 | 403))
-                    && !std::mem::replace(&mut budget.refreshed, true);
-                let delay =
-                    self.policy
-                        .delay(budget.attempts - 1, failure.retry_after, retry::jitter());
-                let retry = (failure.retryable || expired)
-                    && self.policy.may_retry(budget.attempts, now - first, delay);
-                if !retry {
-                    return Err(stream_error(label, failure, budget.attempts).into());
-                }
-                wait = wait.max(if expired { Duration::ZERO } else { delay });
-            }
+            let failures = self.stream_round(round, files, &mut total)?;
+            let wait = self.assess(files, &failures)?;
             pending = failures.into_iter().map(|(id, _)| id).collect();
             if !pending.is_empty() {
                 sleep(wait);
             }
         }
         Ok(total)
+    }
+
+    /// One pass over the pending files: those that failed (to retry or give up on), or an
+    /// error that ends the copy.
+    fn stream_round(
+        &self,
+        round: Round,
+        files: &mut [FileState],
+        total: &mut u64,
+    ) -> Result<Vec<(usize, StreamFailure)>, CopyError> {
+        let Round {
+            pending,
+            concurrency,
+            open,
+            on_progress,
+        } = round;
+        let mut feed = Feed {
+            waiting: pending.iter().copied().collect(),
+            opened: VecDeque::new(),
+            batch: concurrency * OPEN_AHEAD_PER_SLOT,
+            open,
+            failed_to_open: None,
+        };
+        // Both callbacks below reach the files' state; `Http::stream` never runs them at once.
+        let files = std::cell::RefCell::new(files);
+        let fatal: std::cell::RefCell<Option<CopyError>> = Default::default();
+        let mut only_commit = Vec::new();
+        let mut failures = Vec::new();
+        let mut next = || loop {
+            if fatal.borrow().is_some() {
+                return None;
+            }
+            let (id, job) = feed.next()?;
+            match files.borrow_mut()[id].prepare(job) {
+                Ok(Some(stream)) => return Some((id, stream)),
+                Ok(None) => only_commit.push(id),
+                Err(e) => *fatal.borrow_mut() = Some(e),
+            }
+        };
+        let complete = |id: usize, streamed: u64| files.borrow_mut()[id].complete(streamed);
+        self.http
+            .stream(&mut next, concurrency, &mut |event| match event {
+                StreamEvent::Bytes(n) => on_progress(Transferred::Bytes(n)),
+                StreamEvent::PartWritten { id, part, headers } => {
+                    files.borrow_mut()[id].part_written(part, headers)
+                }
+                StreamEvent::Finished {
+                    id,
+                    result: Ok(streamed),
+                } => match complete(id, streamed) {
+                    Ok(bytes) => {
+                        *total += bytes;
+                        on_progress(Transferred::File { index: id, bytes });
+                    }
+                    Err(e) => {
+                        fatal.borrow_mut().get_or_insert(e);
+                    }
+                },
+                StreamEvent::Finished { id, result: Err(f) } => failures.push((id, f)),
+            });
+        if let Some(error) = feed.failed_to_open.or(fatal.into_inner()) {
+            return Err(error);
+        }
+        for id in only_commit {
+            let bytes = complete(id, 0)?;
+            *total += bytes;
+            on_progress(Transferred::File { index: id, bytes });
+        }
+        Ok(failures)
+    }
+
+    /// Decides about the files that failed in a round: how long to wait before retrying them,
+    /// or the error that gives up the copy.
+    fn assess(
+        &self,
+        files: &mut [FileState],
+        failures: &[(usize, StreamFailure)],
+    ) -> Result<Duration, CopyError> {
+        let now = Instant::now();
+        let mut wait = Duration::ZERO;
+        for (id, failure) in failures {
+            let file = &mut files[*id];
+            file.renew_budget_on_progress();
+            file.budget.attempts += 1;
+            let first = *file.budget.first_failure.get_or_insert(now);
+            // A signed URL that is refused has expired, most likely: once, a fresh one.
+            let expired =
+                file.signed && matches!(failure.status, Some(401 | 403)) && file.first_refusal();
+            let attempts = file.budget.attempts;
+            let delay = self
+                .policy
+                .delay(attempts - 1, failure.retry_after, retry::jitter());
+            let retry = (failure.retryable || expired)
+                && self.policy.may_retry(attempts, now - first, delay);
+            if !retry {
+                return Err(stream_error(&file.label, failure, attempts).into());
+            }
+            wait = wait.max(if expired { Duration::ZERO } else { delay });
+        }
+        Ok(wait)
+    }
+}
+
+/// What one round of `stream_files` works on.
+struct Round<'a> {
+    pending: &'a [usize],
+    concurrency: usize,
+    open: OpenFiles<'a>,
+    on_progress: &'a mut dyn FnMut(Transferred),
+}
+
+/// What `stream_files` keeps of one file between its attempts.
+#[derive(Default)]
+struct FileState {
+    label: String,
+    size: u64,
+    /// Whether its requests are signed URLs (a refusal may mean they expired).
+    signed: bool,
+    budget: FileBudget,
+    /// A file written in parts: the upload begun, and the parts accepted.
+    parted: Option<Parted>,
+}
+
+impl FileState {
+    /// The next attempt's transfer of this file, or `None` when only the commit of its parts
+    /// is left.
+    fn prepare(&mut self, job: FileJob) -> Result<Option<StreamJob>, CopyError> {
+        self.label = job.label;
+        self.size = job.size;
+        let download = job.download;
+        let (offset, parts) = match job.upload.kind {
+            UploadKind::Whole { request, signed } => {
+                self.signed = download.signed || signed;
+                let part = Part {
+                    request,
+                    length: job.size,
+                };
+                (0, vec![part])
+            }
+            UploadKind::Parts(upload) => {
+                self.signed = true;
+                // A retry reopens the file for fresh URLs; its upload was begun the first time.
+                if self.parted.is_none() {
+                    self.parted = Some(Parted::begin(upload, job.size, &self.label)?);
+                }
+                let parted = self.parted.as_mut().expect("begun");
+                let (offset, parts) = parted.remaining()?;
+                if parts.is_empty() {
+                    return Ok(None);
+                }
+                (offset, parts)
+            }
+        };
+        Ok(Some(StreamJob {
+            download: download.request,
+            offset,
+            size: job.size,
+            parts,
+        }))
+    }
+
+    fn part_written(&mut self, part: usize, headers: Vec<(String, String)>) {
+        if let Some(parted) = self.parted.as_mut() {
+            parted.part_written(part, headers);
+        }
+    }
+
+    /// Commits a file whose bytes are all written (`streamed` of them by its last attempt);
+    /// the file's byte count.
+    fn complete(&mut self, streamed: u64) -> Result<u64, CopyError> {
+        if let Some(parted) = self.parted.as_mut() {
+            parted.complete().map_err(|e| CopyError {
+                message: format!("committing {}: {}", self.label, e.message),
+                ..e
+            })?;
+            // Committed: nothing to abort any more.
+            self.parted = None;
+            return Ok(self.size);
+        }
+        Ok(streamed)
+    }
+
+    /// A file written in parts that got further since its last failure starts a fresh budget:
+    /// a long upload is not given up for failures spread over its parts.
+    fn renew_budget_on_progress(&mut self) {
+        let written = self.parted.as_ref().map_or(0, Parted::written);
+        if written > self.budget.parts_written {
+            self.budget = FileBudget {
+                parts_written: written,
+                ..FileBudget::default()
+            };
+        }
+    }
+
+    /// Whether this refusal of a signed request is its first (then the next attempt gets
+    /// fresh URLs): once per file, or once per part of a file written in parts.
+    fn first_refusal(&mut self) -> bool {
+        match self.parted.as_mut() {
+            Some(parted) => parted.first_refusal(),
+            None => !std::mem::replace(&mut self.budget.refreshed, true),
+        }
     }
 }
 
@@ -505,19 +745,21 @@ struct FileBudget {
     first_failure: Option<Instant>,
     /// Whether the file was opened again after its signed URL was refused.
     refreshed: bool,
+    /// Parts accepted when the budget started.
+    parts_written: usize,
 }
 
 /// Opens files a batch at a time as the transfer asks for them.
-struct Feed<'a, E> {
+struct Feed<'a> {
     waiting: VecDeque<usize>,
     opened: VecDeque<(usize, FileJob)>,
     batch: usize,
-    open: &'a mut dyn FnMut(&[usize]) -> Result<Vec<FileJob>, E>,
+    open: OpenFiles<'a>,
     /// Set when opening failed: nothing more is handed out, the error ends the transfer.
-    failed_to_open: Option<E>,
+    failed_to_open: Option<CopyError>,
 }
 
-impl<E> Feed<'_, E> {
+impl Feed<'_> {
     fn next(&mut self) -> Option<(usize, FileJob)> {
         if self.opened.is_empty() && self.failed_to_open.is_none() && !self.waiting.is_empty() {
             let n = self.batch.min(self.waiting.len());
@@ -868,7 +1110,7 @@ mod tests {
         let mut opened = Vec::new();
         let mut done = Vec::new();
         let total = t
-            .stream_files::<Error>(
+            .stream_files(
                 3,
                 2,
                 &mut |ids| {
@@ -900,7 +1142,7 @@ mod tests {
             stream_rounds: RefCell::new(vec![vec![Ok(3000), transient()], vec![Ok(1)]].into()),
         });
         let total = t
-            .stream_files::<Error>(
+            .stream_files(
                 2,
                 1,
                 &mut |ids| Ok(ids.iter().map(|i| job(&format!("f{i}"))).collect()),
@@ -920,7 +1162,7 @@ mod tests {
             stream_rounds: RefCell::new(rounds.into()),
         });
         let err = t
-            .stream_files::<Error>(1, 1, &mut |_| Ok(vec![job("f")]), &mut |_| {})
+            .stream_files(1, 1, &mut |_| Ok(vec![job("f")]), &mut |_| {})
             .unwrap_err();
         assert!(err.message.contains("after 5 attempts"), "{}", err.message);
     }
@@ -942,9 +1184,11 @@ mod tests {
             stream_rounds: RefCell::new(vec![vec![denied()], vec![Ok(4)]].into()),
         });
         let signed = |ids: &[usize]| {
-            let mut j = job("f");
-            j.download = Download::signed(get());
-            Ok::<_, Error>(ids.iter().map(|_| j.clone()).collect())
+            let signed_job = |_| FileJob {
+                download: Download::signed(get()),
+                ..job("f")
+            };
+            Ok::<_, CopyError>(ids.iter().map(signed_job).collect())
         };
         let mut opened = 0;
         let total = t
@@ -969,14 +1213,14 @@ mod tests {
         let err = t
             .stream_files(1, 1, &mut |ids| signed(ids), &mut |_| {})
             .unwrap_err();
-        assert_eq!(err.status, Some(403));
+        assert_eq!(err.kind, crate::api::ErrorKind::Unauthorized);
         // An unsigned request refused is not retried at all.
         t.http = Box::new(Scripted {
             answers: RefCell::new(VecDeque::new()),
             sent: Default::default(),
             stream_rounds: RefCell::new(vec![vec![denied()]].into()),
         });
-        let plain = |ids: &[usize]| Ok::<_, Error>(ids.iter().map(|_| job("f")).collect());
+        let plain = |ids: &[usize]| Ok::<_, CopyError>(ids.iter().map(|_| job("f")).collect());
         assert!(t
             .stream_files(1, 1, &mut |ids| plain(ids), &mut |_| {})
             .is_err());
@@ -1000,7 +1244,7 @@ mod tests {
             .stream_files(
                 2,
                 2,
-                &mut |ids| Ok::<_, CopyError>(ids.iter().map(|&i| job(["a", "b"][i])).collect()),
+                &mut |ids| Ok(ids.iter().map(|&i| job(["a", "b"][i])).collect()),
                 &mut |_| {},
             )
             .unwrap_err();

@@ -11,7 +11,8 @@
 //! that order, because Rust drops fields in declaration order.
 
 use super::{
-    AllowedHosts, FileJob, Http, NextJob, Request, Response, SendError, StreamEvent, StreamFailure,
+    AllowedHosts, Http, NextJob, Part, Request, Response, SendError, StreamEvent, StreamFailure,
+    StreamJob,
 };
 use crate::transport::retry::{is_transient_status, parse_retry_after};
 use std::time::{Duration, Instant, SystemTime};
@@ -212,7 +213,7 @@ fn stream_trouble(doing: &str, detail: &str) -> String {
 }
 
 /// The two servers of a transfer, for its messages (`source h:1, destination h:2`).
-fn servers_of(job: &FileJob) -> String {
+fn servers_of(job: &StreamJob) -> String {
     let authority = |r: &Request| {
         let url = &r.url;
         format!(
@@ -221,10 +222,11 @@ fn servers_of(job: &FileJob) -> String {
             url.port_or_known_default().unwrap_or(0)
         )
     };
+    let destination = job.parts.first().map(|p| authority(&p.request));
     format!(
         "source {}, destination {}",
-        authority(job.download.request()),
-        authority(job.upload.request())
+        authority(&job.download),
+        destination.unwrap_or_default()
     )
 }
 
@@ -233,12 +235,20 @@ fn with_servers(mut failure: StreamFailure, servers: &str) -> StreamFailure {
     failure
 }
 
-/// One file in flight. `wait` comes first so that it is dropped before the resources it watches.
+/// One file in flight: one download feeding its parts' uploads in turn. `wait` comes first so
+/// that it is dropped before the resources it watches, and a part's upload (`stage`) before
+/// the download (`source`).
 struct Transfer {
     wait: Vec<Pollable>,
     stage: Option<Stage>,
+    /// The download, once it answered.
+    source: Option<Source>,
     id: usize,
-    job: FileJob,
+    job: StreamJob,
+    /// The part being written (an index into `job.parts`).
+    part: usize,
+    /// Bytes the parts accepted so far took.
+    sent: u64,
     /// When the transfer last moved (a byte, an answer): it times out when idle too long.
     progressed: Instant,
 }
@@ -246,32 +256,40 @@ struct Transfer {
 enum Stage {
     /// The GET was sent; waiting for its response head.
     AwaitSource(FutureIncomingResponse),
-    /// Copying bytes from the GET body to the PUT body.
-    Pump(Pump),
-    /// The PUT body is complete; waiting for the destination's answer.
-    AwaitDestination {
-        response: FutureIncomingResponse,
-        sent: u64,
-    },
+    /// Copying bytes from the GET body to the current part's body.
+    Pump(Sink),
+    /// The part's body is complete; waiting for the destination's answer.
+    AwaitDestination(FutureIncomingResponse),
 }
 
-struct Pump {
-    /// The declared length: the source must send exactly this much.
-    size: u64,
-    source: InputStream,
-    _source_body: IncomingBody,
-    _source_response: IncomingResponse,
-    sink: Option<OutputStream>,
-    sink_body: Option<OutgoingBody>,
-    response: FutureIncomingResponse,
+/// The download's body, and the chunk read from it that is not yet all written.
+struct Source {
+    stream: InputStream,
+    _body: IncomingBody,
+    _response: IncomingResponse,
     chunk: Vec<u8>,
     offset: usize,
+    /// Bytes still to drop: a source that ignored `Range` sends the file from its start.
+    skip: u64,
+    /// Bytes still to come after those: the source must end exactly then.
+    left: u64,
+    /// The file's listed size, for messages.
+    size: u64,
+}
+
+/// One part's upload.
+struct Sink {
+    stream: Option<OutputStream>,
+    body: Option<OutgoingBody>,
+    response: FutureIncomingResponse,
+    /// The part's declared length.
+    length: u64,
     sent: u64,
-    /// The source is exhausted and the sink was asked to flush.
+    /// The part is complete and the stream was asked to flush.
     flushing: bool,
 }
 
-/// What one `Pump::advance` step ended with.
+/// What one `pump` step ended with.
 enum PumpStep {
     Wait(Vec<Pollable>),
     Finished,
@@ -279,14 +297,25 @@ enum PumpStep {
 }
 
 impl Transfer {
-    fn start(id: usize, job: FileJob, http: &WasiHttp) -> Result<Transfer, StreamFailure> {
-        let request = http.outgoing_request(job.download.request(), None)?;
+    fn start(id: usize, job: StreamJob, http: &WasiHttp) -> Result<Transfer, StreamFailure> {
+        if job.parts.is_empty() {
+            return Err(internal("a transfer without uploads"));
+        }
+        let mut download = job.download.clone();
+        if job.offset > 0 {
+            // A retried part: only the rest of the file is needed.
+            download = download.header("range", format!("bytes={}-", job.offset));
+        }
+        let request = http.outgoing_request(&download, None)?;
         let future = handle(request, "source", http.timeout)?;
         Ok(Transfer {
             wait: Vec::new(),
             stage: Some(Stage::AwaitSource(future)),
+            source: None,
             id,
             job,
+            part: 0,
+            sent: 0,
             progressed: Instant::now(),
         })
     }
@@ -307,36 +336,63 @@ impl Transfer {
                         return None;
                     }
                     Some(Err(failure)) => return Some(Err(failure)),
-                    Some(Ok(response)) => match Pump::begin(response, &self.job, http) {
-                        Ok(pump) => self.stage = Some(Stage::Pump(pump)),
-                        Err(failure) => return Some(Err(failure)),
-                    },
-                },
-                Stage::Pump(mut pump) => match pump.advance(events) {
-                    PumpStep::Wait(pollables) => {
-                        self.wait = pollables;
-                        self.stage = Some(Stage::Pump(pump));
-                        return None;
-                    }
-                    PumpStep::Failed(failure) => return Some(Err(failure)),
-                    PumpStep::Finished => match pump.finish() {
-                        Ok((response, sent)) => {
-                            self.stage = Some(Stage::AwaitDestination { response, sent })
+                    Some(Ok(response)) => match Source::begin(response, &self.job) {
+                        Ok(source) => {
+                            self.source = Some(source);
+                            match Sink::begin(&self.job.parts[0], http) {
+                                Ok(sink) => self.stage = Some(Stage::Pump(sink)),
+                                Err(failure) => return Some(Err(failure)),
+                            }
                         }
                         Err(failure) => return Some(Err(failure)),
                     },
                 },
-                Stage::AwaitDestination { response, sent } => {
-                    match take_response(&response, "destination") {
+                Stage::Pump(mut sink) => {
+                    let last = self.part + 1 == self.job.parts.len();
+                    let source = self.source.as_mut().expect("source open while pumping");
+                    match pump(source, &mut sink, last, events) {
+                        PumpStep::Wait(pollables) => {
+                            self.wait = pollables;
+                            self.stage = Some(Stage::Pump(sink));
+                            return None;
+                        }
+                        PumpStep::Failed(failure) => return Some(Err(failure)),
+                        PumpStep::Finished => match sink.finish() {
+                            Ok((response, sent)) => {
+                                self.sent += sent;
+                                self.stage = Some(Stage::AwaitDestination(response));
+                            }
+                            Err(failure) => return Some(Err(failure)),
+                        },
+                    }
+                }
+                Stage::AwaitDestination(response) => {
+                    let answer = match take_response(&response, "destination") {
                         None => {
                             self.wait = vec![response.subscribe()];
-                            self.stage = Some(Stage::AwaitDestination { response, sent });
+                            self.stage = Some(Stage::AwaitDestination(response));
                             return None;
                         }
                         Some(Err(failure)) => return Some(Err(failure)),
-                        Some(Ok(answer)) => {
-                            return Some(check_status(&answer, "destination").map(|()| sent))
-                        }
+                        Some(Ok(answer)) => answer,
+                    };
+                    if let Err(failure) = check_status(&answer, "destination") {
+                        return Some(Err(failure));
+                    }
+                    events(StreamEvent::PartWritten {
+                        id: self.id,
+                        part: self.part,
+                        headers: header_list(&answer),
+                    });
+                    drop(answer);
+                    drop(response);
+                    self.part += 1;
+                    let Some(part) = self.job.parts.get(self.part) else {
+                        return Some(Ok(self.sent));
+                    };
+                    match Sink::begin(part, http) {
+                        Ok(sink) => self.stage = Some(Stage::Pump(sink)),
+                        Err(failure) => return Some(Err(failure)),
                     }
                 }
             }
@@ -344,135 +400,126 @@ impl Transfer {
     }
 }
 
-impl Pump {
-    /// Takes the source response and sends the upload's head, declaring the listed size (a
-    /// source that announces another length fails the file).
-    fn begin(
-        source: IncomingResponse,
-        job: &FileJob,
-        http: &WasiHttp,
-    ) -> Result<Pump, StreamFailure> {
-        check_status(&source, "source")?;
-        let announced = source
-            .headers()
-            .get(&"content-length".to_string())
-            .first()
-            .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok());
-        if let Some(length) = announced.filter(|&l| l != job.size) {
-            return Err(permanent(format!(
-                "the source sends {length} bytes, but listed the file with {}",
-                job.size
-            )));
+/// An answer's headers, as text.
+fn header_list(response: &IncomingResponse) -> Vec<(String, String)> {
+    response
+        .headers()
+        .entries()
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, String::from_utf8(v).ok()?)))
+        .collect()
+}
+
+impl Source {
+    /// Takes the download's answer: the whole file, or from `job.offset` on (206). A source
+    /// that announces another length than expected fails the file.
+    fn begin(response: IncomingResponse, job: &StreamJob) -> Result<Source, StreamFailure> {
+        check_status(&response, "source")?;
+        let headers = response.headers();
+        let header = |name: &str| {
+            let value = headers.get(&name.to_string()).into_iter().next()?;
+            String::from_utf8(value).ok()
+        };
+        let ranged = job.offset > 0 && response.status() == 206;
+        if ranged {
+            // `Content-Range: bytes <first>-<last>/<size>`: the part must start where asked.
+            let first = header("content-range").and_then(|v| {
+                let range = v
+                    .trim()
+                    .strip_prefix("bytes ")?
+                    .split('-')
+                    .next()?
+                    .to_string();
+                range.parse::<u64>().ok()
+            });
+            if first.is_some_and(|f| f != job.offset) {
+                return Err(permanent(format!(
+                    "the source sent a range from byte {}, not from byte {} as asked",
+                    first.unwrap_or_default(),
+                    job.offset
+                )));
+            }
         }
-        let body = source
+        let expected = if ranged {
+            job.size - job.offset
+        } else {
+            job.size
+        };
+        let announced = header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
+        if let Some(length) = announced.filter(|&l| l != expected) {
+            return Err(permanent(if ranged {
+                format!(
+                    "the source sends {length} bytes from byte {}, not {expected}",
+                    job.offset
+                )
+            } else {
+                format!(
+                    "the source sends {length} bytes, but listed the file with {}",
+                    job.size
+                )
+            }));
+        }
+        drop(headers);
+        let body = response
             .consume()
             .map_err(|()| internal("source body already taken"))?;
         let stream = body
             .stream()
             .map_err(|()| internal("source stream already taken"))?;
-        let request = http.outgoing_request(job.upload.request(), Some(job.size))?;
-        let sink_body = request
+        Ok(Source {
+            stream,
+            _body: body,
+            _response: response,
+            chunk: Vec::new(),
+            offset: 0,
+            skip: if ranged { 0 } else { job.offset },
+            left: job.size - job.offset,
+            size: job.size,
+        })
+    }
+
+    /// Takes bytes read: drops those to skip, and fails when more come than the file has.
+    fn take(&mut self, bytes: Vec<u8>) -> Result<(), StreamFailure> {
+        let dropped = self.skip.min(bytes.len() as u64);
+        self.skip -= dropped;
+        let kept = bytes.len() as u64 - dropped;
+        if kept > self.left {
+            return Err(permanent(format!(
+                "the source sends more than the listed {} bytes",
+                self.size
+            )));
+        }
+        self.left -= kept;
+        self.chunk = bytes;
+        self.offset = dropped as usize;
+        Ok(())
+    }
+
+    fn drained(&self) -> bool {
+        self.offset == self.chunk.len()
+    }
+}
+
+impl Sink {
+    /// Sends a part's head, declaring its length; its body is written as the bytes come.
+    fn begin(part: &Part, http: &WasiHttp) -> Result<Sink, StreamFailure> {
+        let request = http.outgoing_request(&part.request, Some(part.length))?;
+        let body = request
             .body()
             .map_err(|()| internal("destination body already taken"))?;
-        let sink = sink_body
+        let stream = body
             .write()
             .map_err(|()| internal("destination stream already taken"))?;
         // The host must have the request before the body is written (its buffer is one chunk).
         let response = handle(request, "destination", http.timeout)?;
-        Ok(Pump {
-            size: job.size,
-            source: stream,
-            _source_body: body,
-            _source_response: source,
-            sink: Some(sink),
-            sink_body: Some(sink_body),
+        Ok(Sink {
+            stream: Some(stream),
+            body: Some(body),
             response,
-            chunk: Vec::new(),
-            offset: 0,
+            length: part.length,
             sent: 0,
             flushing: false,
         })
-    }
-
-    fn advance(&mut self, events: &mut dyn FnMut(StreamEvent)) -> PumpStep {
-        let sink = self.sink.as_ref().expect("sink open while pumping");
-        loop {
-            if self.flushing {
-                // Wait until the flush is done. After the last declared byte the host may close
-                // the stream (content-length reached): that is success too. So is an answer
-                // arriving meanwhile: it decides.
-                return match sink.check_write() {
-                    Ok(0) if self.response.subscribe().ready() => PumpStep::Finished,
-                    Ok(0) => PumpStep::Wait(self.while_watching(sink.subscribe())),
-                    Ok(_) | Err(StreamError::Closed) => PumpStep::Finished,
-                    Err(StreamError::LastOperationFailed(e)) => PumpStep::Failed(transient(
-                        format!("writing destination: {}", e.to_debug_string()),
-                    )),
-                };
-            }
-            // An answer before the body is complete is a refusal, or a dead connection (the
-            // host may then never make the body writable again). Once every declared byte is
-            // written, though, an answer may simply beat the source's end-of-file (seen under
-            // jco): the upload is done, and the answer is read as usual.
-            if self.response.subscribe().ready() {
-                if self.sent == self.size && self.offset == self.chunk.len() {
-                    return PumpStep::Finished;
-                }
-                if let Some(answer) = self.response.get() {
-                    return PumpStep::Failed(early_answer(answer));
-                }
-            }
-            if self.offset == self.chunk.len() {
-                match self.source.read(CHUNK) {
-                    Ok(bytes) if bytes.is_empty() => {
-                        return PumpStep::Wait(self.while_watching(self.source.subscribe()))
-                    }
-                    Ok(bytes) => {
-                        self.chunk = bytes;
-                        self.offset = 0;
-                    }
-                    Err(StreamError::Closed) if self.sent != self.size => {
-                        return PumpStep::Failed(permanent(format!(
-                            "the source ended after {} of {} bytes",
-                            self.sent, self.size
-                        )))
-                    }
-                    Err(StreamError::Closed) => {
-                        match sink.flush() {
-                            Ok(()) | Err(StreamError::Closed) => {}
-                            Err(StreamError::LastOperationFailed(e)) => {
-                                return PumpStep::Failed(transient(format!(
-                                    "writing destination: {}",
-                                    e.to_debug_string()
-                                )))
-                            }
-                        }
-                        self.flushing = true;
-                        continue;
-                    }
-                    Err(StreamError::LastOperationFailed(e)) => {
-                        return PumpStep::Failed(transient(stream_trouble(
-                            "reading source",
-                            &e.to_debug_string(),
-                        )))
-                    }
-                }
-            }
-            match sink.check_write() {
-                Ok(0) => return PumpStep::Wait(self.while_watching(sink.subscribe())),
-                Ok(permit) => {
-                    let end = self.chunk.len().min(self.offset + permit as usize);
-                    if let Err(e) = sink.write(&self.chunk[self.offset..end]) {
-                        return PumpStep::Failed(self.sink_failed(e));
-                    }
-                    let n = (end - self.offset) as u64;
-                    self.offset = end;
-                    self.sent += n;
-                    events(StreamEvent::Bytes(n));
-                }
-                Err(e) => return PumpStep::Failed(self.sink_failed(e)),
-            }
-        }
     }
 
     /// What to wait on besides `pollable`: the destination's answer, which comes early when
@@ -482,7 +529,7 @@ impl Pump {
     }
 
     /// The destination stopped taking bytes early: its answer (if any) says why.
-    fn sink_failed(&self, error: StreamError) -> StreamFailure {
+    fn failed(&self, error: StreamError) -> StreamFailure {
         if let Some(Ok(Ok(answer))) = self.response.get() {
             if let Err(failure) = check_status(&answer, "destination") {
                 return failure;
@@ -496,13 +543,121 @@ impl Pump {
         }
     }
 
-    /// Ends the PUT body. `finish` checks the byte count against the declared content-length.
+    /// Asks the stream to flush the part's last bytes; `finish` follows once it has.
+    fn flush(&mut self) -> Result<(), StreamFailure> {
+        let stream = self.stream.as_ref().expect("sink open while pumping");
+        match stream.flush() {
+            Ok(()) | Err(StreamError::Closed) => {
+                self.flushing = true;
+                Ok(())
+            }
+            Err(StreamError::LastOperationFailed(e)) => Err(transient(format!(
+                "writing destination: {}",
+                e.to_debug_string()
+            ))),
+        }
+    }
+
+    /// Ends the part's body. `finish` checks the byte count against the declared length.
     fn finish(mut self) -> Result<(FutureIncomingResponse, u64), StreamFailure> {
-        drop(self.sink.take());
-        let body = self.sink_body.take().expect("sink body present");
+        drop(self.stream.take());
+        let body = self.body.take().expect("sink body present");
         OutgoingBody::finish(body, None)
             .map_err(|code| transient(format!("finishing upload: {}", describe_code(&code))))?;
         Ok((self.response, self.sent))
+    }
+}
+
+/// Copies bytes from the source into the part until it has to wait or the part is complete. A
+/// part that is not the last one ends at its length (the rest of the chunk goes to the next
+/// part); the last one ends with the source, which must end exactly there.
+fn pump(
+    source: &mut Source,
+    sink: &mut Sink,
+    last: bool,
+    events: &mut dyn FnMut(StreamEvent),
+) -> PumpStep {
+    loop {
+        let stream = sink.stream.as_ref().expect("sink open while pumping");
+        if sink.flushing {
+            // Wait until the flush is done. After the last declared byte the host may close
+            // the stream (content-length reached): that is success too. So is an answer
+            // arriving meanwhile: it decides.
+            return match stream.check_write() {
+                Ok(0) if sink.response.subscribe().ready() => PumpStep::Finished,
+                Ok(0) => PumpStep::Wait(sink.while_watching(stream.subscribe())),
+                Ok(_) | Err(StreamError::Closed) => PumpStep::Finished,
+                Err(StreamError::LastOperationFailed(e)) => PumpStep::Failed(transient(format!(
+                    "writing destination: {}",
+                    e.to_debug_string()
+                ))),
+            };
+        }
+        let complete = sink.sent == sink.length;
+        // An answer before the body is complete is a refusal, or a dead connection (the host
+        // may then never make the body writable again). Once every declared byte is written,
+        // though, an answer may simply beat the source's end-of-file (seen under jco): the
+        // part is done, and the answer is read as usual.
+        if sink.response.subscribe().ready() {
+            if complete && (!last || source.drained()) {
+                return PumpStep::Finished;
+            }
+            if let Some(answer) = sink.response.get() {
+                return PumpStep::Failed(early_answer(answer));
+            }
+        }
+        if complete && !last {
+            if let Err(failure) = sink.flush() {
+                return PumpStep::Failed(failure);
+            }
+            continue;
+        }
+        if source.drained() {
+            match source.stream.read(CHUNK) {
+                Ok(bytes) if bytes.is_empty() => {
+                    return PumpStep::Wait(sink.while_watching(source.stream.subscribe()))
+                }
+                Ok(bytes) => {
+                    if let Err(failure) = source.take(bytes) {
+                        return PumpStep::Failed(failure);
+                    }
+                }
+                Err(StreamError::Closed) if source.left > 0 || !complete => {
+                    return PumpStep::Failed(permanent(format!(
+                        "the source ended after {} of {} bytes",
+                        source.size - source.left,
+                        source.size
+                    )))
+                }
+                Err(StreamError::Closed) => {
+                    if let Err(failure) = sink.flush() {
+                        return PumpStep::Failed(failure);
+                    }
+                }
+                Err(StreamError::LastOperationFailed(e)) => {
+                    return PumpStep::Failed(transient(stream_trouble(
+                        "reading source",
+                        &e.to_debug_string(),
+                    )))
+                }
+            }
+            continue;
+        }
+        match stream.check_write() {
+            Ok(0) => return PumpStep::Wait(sink.while_watching(stream.subscribe())),
+            Ok(permit) => {
+                let room = (sink.length - sink.sent).min(permit) as usize;
+                let end = source.chunk.len().min(source.offset + room);
+                if let Err(e) = stream.write(&source.chunk[source.offset..end]) {
+                    return PumpStep::Failed(sink.failed(e));
+                }
+                let n = (end - source.offset) as u64;
+                source.offset = end;
+                sink.sent += n;
+                events(StreamEvent::Bytes(n));
+            }
+            Err(e) => return PumpStep::Failed(sink.failed(e)),
+        }
     }
 }
 
