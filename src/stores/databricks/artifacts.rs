@@ -7,12 +7,16 @@
 //!    (runs) and `credentials-for-download` / `credentials-for-upload` (logged models), asked
 //!    for in one call per batch of files. A signed URL never carries the workspace's token.
 //!
-//! Listing goes through the tracking API as on any MLflow server.
+//! Listing goes through the tracking API as on any MLflow server. Large files, and every file
+//! on Azure, are written in parts (`parts`).
+
+mod parts;
 
 use crate::api::CopyError;
 use crate::stores::mlflow::{push_path, MlflowRest};
 use crate::stores::model::{ArtifactRoot, FileEntry, Owner};
-use crate::transport::{Download, Method, Request, Upload};
+use crate::transport::{Download, Method, Multipart, Request, Upload};
+use parts::{AdlsAppends, BlobBlocks, PartSizes, S3Parts, Target};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::cell::Cell;
@@ -26,9 +30,12 @@ pub struct ArtifactAccess {
     /// Whether the workspace serves its internal artifact path through the Files API (probed
     /// once; `Some(false)` when the environment turns it off).
     files_api: Cell<Option<bool>>,
+    /// When and how finely files are cut into parts (an error names a bad variable when an
+    /// upload needs them).
+    sizes: Result<PartSizes, CopyError>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Clone)]
 #[serde(default)]
 struct CredentialInfo {
     path: String,
@@ -38,7 +45,7 @@ struct CredentialInfo {
     kind: Value,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Clone)]
 #[serde(default)]
 struct Header {
     name: String,
@@ -102,6 +109,7 @@ impl ArtifactAccess {
         let disabled = env(DISABLE_FILES_API_VAR).is_some_and(|v| v == "true" || v == "1");
         ArtifactAccess {
             files_api: Cell::new(disabled.then_some(false)),
+            sizes: PartSizes::from_env(env),
         }
     }
 
@@ -135,8 +143,18 @@ impl ArtifactAccess {
                 })
                 .collect();
         }
-        let signed = signed_requests(rest, root, paths, Direction::Read)?;
-        Ok(signed.into_iter().map(Download::signed).collect())
+        let infos = credential_infos(rest, root, paths, Direction::Read)?;
+        infos
+            .iter()
+            .map(|info| {
+                Ok(Download::signed(signed_request(
+                    rest,
+                    root,
+                    info,
+                    Direction::Read,
+                )?))
+            })
+            .collect()
     }
 
     pub fn uploads(
@@ -152,8 +170,54 @@ impl ArtifactAccess {
                 .map(|path| Ok(Upload::put(rest.authorize(files_put(&base, path))?)))
                 .collect();
         }
-        let signed = signed_requests(rest, root, &paths, Direction::Write)?;
-        Ok(signed.into_iter().map(Upload::signed).collect())
+        let infos = credential_infos(rest, root, &paths, Direction::Write)?;
+        files
+            .iter()
+            .zip(infos)
+            .map(|(file, info)| self.upload(rest, root, file, info))
+            .collect()
+    }
+
+    /// How one file is written with its write credentials: in parts where the storage needs
+    /// them (Azure always, S3 above the threshold), else one signed PUT.
+    fn upload(
+        &self,
+        rest: &MlflowRest,
+        root: &ArtifactRoot,
+        file: &FileEntry,
+        info: CredentialInfo,
+    ) -> Result<Upload, CopyError> {
+        let sizes = self.sizes.as_ref().map_err(Clone::clone)?;
+        if let Some(parted) = azure_parts(rest, root, &file.path, file.size, sizes, &info) {
+            return Ok(Upload::parts(parted));
+        }
+        let s3 = storage_type(&info.kind) == "AWS_PRESIGNED_URL";
+        if s3 && sizes.s3_in_parts(file.size) {
+            let Owner::Run(run_id) = &root.owner else {
+                return Err(CopyError::upstream(format!(
+                    "{}: {} artifact {:?} has {} bytes, more than one S3 upload may carry \
+                     ({} bytes), and logged-model artifacts have no multipart upload",
+                    rest.base_display(),
+                    root.describe(),
+                    file.path,
+                    file.size,
+                    parts::S3_MAX_PUT
+                )));
+            };
+            let target = target(rest, root, &file.path);
+            let lengths = sizes.s3(file.size)?;
+            return Ok(Upload::parts(Box::new(S3Parts::new(
+                target,
+                run_id.clone(),
+                lengths,
+            ))));
+        }
+        Ok(Upload::signed(signed_request(
+            rest,
+            root,
+            &info,
+            Direction::Write,
+        )?))
     }
 
     pub fn read_small(
@@ -166,7 +230,8 @@ impl ArtifactAccess {
             let get = Request::new(Method::Get, file_url(&base, path));
             return Ok(rest.send(get, true)?.body);
         }
-        let request = signed_requests(rest, root, &[path], Direction::Read)?.remove(0);
+        let info = credential_infos(rest, root, &[path], Direction::Read)?.remove(0);
+        let request = signed_request(rest, root, &info, Direction::Read)?;
         send_signed(rest, &request, path)
     }
 
@@ -182,7 +247,13 @@ impl ArtifactAccess {
             request.body = body;
             return rest.send(request, true).map(drop);
         }
-        let mut request = signed_requests(rest, root, &[path], Direction::Write)?.remove(0);
+        let info = credential_infos(rest, root, &[path], Direction::Write)?.remove(0);
+        let sizes = self.sizes.as_ref().map_err(Clone::clone)?;
+        let size = body.len() as u64;
+        if let Some(mut parted) = azure_parts(rest, root, path, size, sizes, &info) {
+            return rest.transport().send_parts(parted.as_mut(), &body);
+        }
+        let mut request = signed_request(rest, root, &info, Direction::Write)?;
         request.body = body;
         send_signed(rest, &request, path).map(drop)
     }
@@ -213,13 +284,49 @@ fn probe(rest: &MlflowRest, internal_root: &str) -> bool {
     }
 }
 
-/// Signed requests for these files, from the workspace's credential API (one call per page).
-fn signed_requests(
+/// The azure upload of a file, when its credentials are for Azure: blocks on Blob storage,
+/// appends on ADLS Gen2 (as MLflow writes every file there).
+fn azure_parts(
+    rest: &MlflowRest,
+    root: &ArtifactRoot,
+    path: &str,
+    size: u64,
+    sizes: &PartSizes,
+    info: &CredentialInfo,
+) -> Option<Box<dyn Multipart>> {
+    let target = target(rest, root, path);
+    let info = info.clone();
+    match storage_type(&info.kind).as_str() {
+        "AZURE_SAS_URI" => Some(Box::new(BlobBlocks {
+            target,
+            info,
+            lengths: sizes.azure_blocks(size),
+        })),
+        "AZURE_ADLS_GEN2_SAS_URI" => Some(Box::new(AdlsAppends {
+            target,
+            info,
+            lengths: sizes.adls_appends(size),
+        })),
+        _ => None,
+    }
+}
+
+fn target(rest: &MlflowRest, root: &ArtifactRoot, path: &str) -> Target {
+    Target {
+        rest: rest.clone(),
+        root: root.clone(),
+        path: path.to_string(),
+    }
+}
+
+/// Signed-URL credentials for these files, in order, from the workspace's credential API (one
+/// call per page).
+fn credential_infos(
     rest: &MlflowRest,
     root: &ArtifactRoot,
     paths: &[&str],
     direction: Direction,
-) -> Result<Vec<Request>, CopyError> {
+) -> Result<Vec<CredentialInfo>, CopyError> {
     let mut by_path: HashMap<String, CredentialInfo> = HashMap::new();
     let mut token: Option<String> = None;
     loop {
@@ -264,14 +371,13 @@ fn signed_requests(
     paths
         .iter()
         .map(|path| {
-            let info = by_path.get(*path).ok_or_else(|| {
+            by_path.remove(*path).ok_or_else(|| {
                 CopyError::upstream(format!(
                     "{}: no signed URL for {} artifact {path:?}",
                     rest.base_display(),
                     root.describe()
                 ))
-            })?;
-            signed_request(rest, root, info, direction)
+            })
         })
         .collect()
 }
@@ -282,14 +388,6 @@ fn signed_request(
     info: &CredentialInfo,
     direction: Direction,
 ) -> Result<Request, CopyError> {
-    let kind = storage_type(&info.kind);
-    if direction == Direction::Write && kind.starts_with("AZURE") {
-        return Err(CopyError::upstream(format!(
-            "{}: {} stores artifacts in Azure ({kind}); uploads there are not supported yet",
-            rest.base_display(),
-            root.describe()
-        )));
-    }
     let url = Url::parse(&info.signed_uri).map_err(|e| {
         CopyError::upstream(format!(
             "{}: the signed URL for {} artifact {:?} is not a URL ({e})",
@@ -314,7 +412,7 @@ fn send_signed(rest: &MlflowRest, request: &Request, path: &str) -> Result<Vec<u
     let response = rest
         .transport()
         .send(request, true)
-        .map_err(|e| CopyError::from(e))?;
+        .map_err(CopyError::from)?;
     if !response.is_success() {
         return Err(CopyError::new(
             CopyError::kind_for_status(response.status),

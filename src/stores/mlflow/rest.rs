@@ -57,6 +57,8 @@ pub fn all_pages<T>(
     Ok(items)
 }
 
+/// Cheap to clone: a multipart upload keeps one for its later calls.
+#[derive(Clone)]
 pub struct MlflowRest {
     base: HttpBase,
     auth: Rc<dyn Authorizer>,
