@@ -8,25 +8,17 @@ workspace 2 is reached with OAuth M2M tokens that live one second, so the copy r
 and has the Files API off while the component writes to it (signed URLs only). MLflow's own
 client reads it back with the Files API on: its fallback path for logged models is not what is
 under test."""
-import contextlib
-import os
-import sys
-import tempfile
-
 import mlflow
 import numpy as np
 import pytest
 from mlflow import MlflowClient
 
 import seed
-from compare import WORKSPACE_ENV, assert_run_copied, workspace_env
+from compare import assert_run_copied, workspace_env
 from conftest import copy_run_args, copy_version_args, run_cli, unique
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from databricks_emulator import Emulator  # noqa: E402
+from dbx_workspaces import EXPERIMENT_ROOT, Emulator, copy, profiles, signed_urls_only
 
 X = np.array([[0.0, 1.0], [1.0, 0.0], [0.3, 0.3], [0.9, 0.2]])
-EXPERIMENT_ROOT = "/Users/alice@example.com/mlflow-copy"
 
 
 @pytest.fixture(scope="module")
@@ -34,45 +26,12 @@ def workspaces():
     ws1 = Emulator(name="ws1", files_api=True, extra_users=["bob@example.com"])
     ws2 = Emulator(name="ws2", oauth_token_ttl=1, extra_users=["bob@example.com"])
     Emulator.start_all(ws1, ws2)
-    cfg_dir = tempfile.mkdtemp(prefix="databrickscfg-")
-    with open(os.path.join(cfg_dir, ".databrickscfg"), "w") as f:
-        f.write(f"[ws1]\nhost = {ws1.host}\ntoken = {ws1.token}\n\n"
-                f"[ws2]\nhost = {ws2.host}\nclient_id = {ws2.client_id}\nclient_secret = {ws2.client_secret}\n")
-    # MLflow's client in this process reads the same profiles.
-    old = os.environ.get("DATABRICKS_CONFIG_FILE")
-    os.environ["DATABRICKS_CONFIG_FILE"] = os.path.join(cfg_dir, ".databrickscfg")
-    WORKSPACE_ENV.update({f"databricks://{ws.name}": {**ws.pat_env(), "DATABRICKS_AUTH_TYPE": "pat"}
-                          for ws in (ws1, ws2)})
     try:
-        yield ws1, ws2, cfg_dir
+        with profiles(ws1, ws2, oauth=(ws2,)) as cfg_dir:
+            yield ws1, ws2, cfg_dir
     finally:
-        if old is None:
-            os.environ.pop("DATABRICKS_CONFIG_FILE", None)
-        else:
-            os.environ["DATABRICKS_CONFIG_FILE"] = old
         ws1.stop()
         ws2.stop()
-
-
-@contextlib.contextmanager
-def signed_urls_only(ws):
-    ws.files_api = False
-    try:
-        yield
-    finally:
-        ws.files_api = True
-
-
-def with_profiles(cfg_dir):
-    """wasmtime flags that give the guest the config file."""
-    return ("--dir", f"{cfg_dir}::/cfg")
-
-
-CFG_ENV = {"DATABRICKS_CONFIG_FILE": "/cfg/.databrickscfg"}
-
-
-def copy(cfg_dir, args, env=None):
-    return run_cli(args, env={**CFG_ENV, **(env or {})}, wasmtime_args=with_profiles(cfg_dir))
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,130 @@
+"""Large artifacts written in parts into Databricks workspaces, through the built component,
+against the Databricks emulator with its Files API off (signed URLs only): S3 multipart uploads
+through the workspace's multipart routes (thresholds lowered with MLflow's own variables), and
+Azure Blob blocks with a block list. Copies are checked with MLflow's own client (compare.py)
+and the storage requests the emulator saw."""
+import pytest
+import requests
+
+import seed
+from compare import assert_run_copied
+from conftest import copy_run_args, unique
+from dbx_workspaces import EXPERIMENT_ROOT, Emulator, copy, profiles, signed_urls_only
+
+MiB = 1 << 20
+# The 11 MiB file goes in three parts (5, 5, 1 MiB); the small files go whole.
+S3_PARTS = {"MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE": str(6 * MiB),
+            "MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE": str(5 * MiB)}
+BIG = "big/blob.bin"
+
+
+@pytest.fixture(scope="module")
+def clouds():
+    aws = Emulator(name="awsparts")
+    azure = Emulator(name="azparts", cloud="azure")
+    Emulator.start_all(aws, azure)
+    try:
+        with profiles(aws, azure) as cfg_dir:
+            yield aws, azure, cfg_dir
+    finally:
+        aws.stop()
+        azure.stop()
+
+
+@pytest.fixture(scope="module")
+def big_run(src):
+    return seed.seed_rich_run(src.uri, unique("parts-source"), big_bytes=11 * MiB, metric_points=10,
+                              with_model=False)
+
+
+def copy_into(ws, cfg_dir, run_id, src_uri, env):
+    """Copies a run into a new experiment of `ws` over signed URLs only: the experiment, the
+    result, and the API and storage requests the copy made."""
+    exp = f"{EXPERIMENT_ROOT}/{unique('parts')}"
+    api_before, storage_before = len(ws.requests), len(ws.storage_requests())
+    with signed_urls_only(ws):
+        result = copy(cfg_dir, copy_run_args(run_id, exp, src_uri, f"databricks://{ws.name}"), env=env)
+    return exp, result, ws.requests[api_before:], ws.storage_requests()[storage_before:]
+
+
+def puts_of(storage, path):
+    return [r for r in storage if r["method"] == "PUT" and r["path"].endswith(path)]
+
+
+def test_a_large_file_goes_to_s3_in_parts(src, big_run, clouds):
+    aws, _, cfg_dir = clouds
+    exp, result, api, storage = copy_into(aws, cfg_dir, big_run, src.uri, S3_PARTS)
+    assert result.code == 0, result
+    parts = puts_of(storage, BIG)
+    assert len(parts) == 3 and all({"partNumber", "uploadId"} <= set(r["query"]) for r in parts), parts
+    assert all(r["status"] == 200 for r in parts)
+    whole = [r for r in storage if r["method"] == "PUT" and not r["path"].endswith(BIG)]
+    assert whole and not any("uploadId" in r["query"] for r in whole), "small files go in one PUT"
+    paths = [r["path"] for r in api]
+    assert paths.count("/api/2.0/mlflow/artifacts/create-multipart-upload") == 1
+    assert paths.count("/api/2.0/mlflow/artifacts/complete-multipart-upload") == 1
+    assert not any(r["has_bearer"] for r in storage), "no token ever reaches storage"
+    assert_run_copied(src.uri, big_run, f"databricks://{aws.name}", result.report["dst_run_id"], exp,
+                      databricks_dst=True)
+
+
+def test_part_urls_that_expire_mid_upload_are_fetched_again(src, big_run, clouds, src_proxy):
+    """Part URLs live 2 s and each part takes over 3 s to read from a throttled source: every
+    part after the first is refused as expired, its URL is fetched again, and the rest of the
+    file is read again from that part's offset (a Range GET)."""
+    aws, _, cfg_dir = clouds
+    # The resumed reads rely on the source honouring Range (MLflow's artifact proxy does).
+    url = f"{src.uri}/get-artifact?path={BIG}&run_uuid={big_run}"
+    full = requests.get(url, timeout=60).content
+    ranged = requests.get(url, headers={"Range": f"bytes={5 * MiB}-"}, timeout=60)
+    assert ranged.status_code == 206 and ranged.content == full[5 * MiB:]
+
+    src_proxy.add("GET", BIG, throttle=int(1.5 * MiB), times=None)
+    aws.presign_ttl = 2
+    try:
+        exp, result, api, storage = copy_into(aws, cfg_dir, big_run, src_proxy.uri, S3_PARTS)
+    finally:
+        aws.presign_ttl = 300
+    assert result.code == 0, result
+    refreshed = [r for r in api if r["path"] == "/api/2.0/mlflow/artifacts/get-presigned-upload-part-url"]
+    assert len(refreshed) >= 1, [r["path"] for r in api]
+    parts = puts_of(storage, BIG)
+    assert any(r["status"] == 403 for r in parts) and sum(r["status"] == 200 for r in parts) == 3, parts
+    reads = src_proxy.traffic.matching("GET", BIG)
+    assert len(reads) == 1 + len(refreshed), "one read, and one more from each refreshed part on"
+    assert_run_copied(src_proxy.uri, big_run, f"databricks://{aws.name}", result.report["dst_run_id"], exp,
+                      databricks_dst=True)
+
+
+def test_a_part_that_fails_for_good_aborts_the_upload(src, big_run, clouds):
+    aws, _, cfg_dir = clouds
+    aws.inject_storage_error(r"big/blob\.bin$", status=400, code="InvalidArgument", message="injected",
+                             method="PUT", times=1)
+    _, result, api, storage = copy_into(aws, cfg_dir, big_run, src.uri, S3_PARTS)
+    assert result.code == 1 and BIG in result.stderr and "400" in result.stderr, result
+    aborts = [r for r in storage if r["method"] == "DELETE" and r["path"].endswith(BIG)]
+    assert len(aborts) == 1 and "uploadId" in aborts[0]["query"] and aborts[0]["status"] == 204, aborts
+    assert "/api/2.0/mlflow/artifacts/complete-multipart-upload" not in [r["path"] for r in api]
+
+
+def test_azure_blobs_are_written_as_blocks_and_a_block_list(src, clouds):
+    """Every file on Azure goes as blocks (1 MiB here) and one block list, the MLmodel rewritten
+    for the copy too; a block refused as expired gets fresh credentials."""
+    _, azure, cfg_dir = clouds
+    run_id = seed.seed_rich_run(src.uri, unique("azure-source"), big_bytes=3 * MiB + 12345, metric_points=10)
+    azure.inject_storage_error(r"big/blob\.bin$", status=403, code="AuthenticationFailed",
+                               message="Signature not valid in the specified time frame", method="PUT", times=1)
+    exp, result, api, storage = copy_into(azure, cfg_dir, run_id, src.uri,
+                                          {"MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE": str(MiB)})
+    assert result.code == 0, result
+    big = puts_of(storage, BIG)
+    blocks = [r for r in big if r["status"] == 201 and set(r["query"]) == {"comp", "blockid"}]
+    lists = [r for r in big if set(r["query"]) == {"comp"}]
+    assert len(blocks) == 4 and len(lists) == 1 and lists[0]["status"] == 201, big
+    assert big[0]["status"] == 403, "the first block was refused once"
+    writes = [r for r in storage if r["method"] == "PUT"]
+    assert all("comp" in r["query"] for r in writes), "every file is blocks and a block list"
+    assert any(r["path"].endswith("/MLmodel") for r in writes), "the logged model's MLmodel too"
+    assert not any(r["has_bearer"] for r in storage)
+    assert_run_copied(src.uri, run_id, f"databricks://{azure.name}", result.report["dst_run_id"], exp,
+                      databricks_dst=True)
