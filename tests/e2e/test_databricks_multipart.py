@@ -3,6 +3,8 @@ against the Databricks emulator with its Files API off (signed URLs only): S3 mu
 through the workspace's multipart routes (thresholds lowered with MLflow's own variables), and
 Azure Blob blocks with a block list. Copies are checked with MLflow's own client (compare.py)
 and the storage requests the emulator saw."""
+import re
+
 import pytest
 import requests
 
@@ -68,30 +70,45 @@ def test_a_large_file_goes_to_s3_in_parts(src, big_run, clouds):
                       databricks_dst=True)
 
 
-def test_part_urls_that_expire_mid_upload_are_fetched_again(src, big_run, clouds, src_proxy):
-    """Part URLs live 2 s and each part takes over 3 s to read from a throttled source: every
-    part after the first is refused as expired, its URL is fetched again, and the rest of the
-    file is read again from that part's offset (a Range GET)."""
+class NthMatch:
+    """A path pattern that matches only the n-th request whose path it matches."""
+
+    def __init__(self, pattern, n):
+        self.rx, self.n, self.seen = re.compile(pattern), n, 0
+
+    def search(self, path):
+        if not self.rx.search(path):
+            return None
+        self.seen += 1
+        return self.seen == self.n
+
+
+def refuse_nth_put(ws, path_regex, n, **error):
+    """Like `inject_storage_error`, but for the n-th PUT of the path (a part in the middle of a
+    file), not the first: the fault's pattern is swapped for one that counts."""
+    ws.inject_storage_error(path_regex, method="PUT", times=1, **error)
+    for storage in {id(s): s for s in (ws.storage, ws.ws_storage)}.values():
+        storage.faults[-1]["rx"] = NthMatch(path_regex, n)
+
+
+def test_a_part_url_that_expired_mid_upload_is_fetched_again(src, big_run, clouds, src_proxy):
+    """The second part's URL is refused as expired: a fresh one is asked for, and the rest of the
+    file is read again from that part's offset with a Range GET, the first part kept."""
     aws, _, cfg_dir = clouds
-    # The resumed reads rely on the source honouring Range (MLflow's artifact proxy does).
+    # The resumed read relies on the source honouring Range (MLflow's artifact proxy does).
     url = f"{src.uri}/get-artifact?path={BIG}&run_uuid={big_run}"
     full = requests.get(url, timeout=60).content
     ranged = requests.get(url, headers={"Range": f"bytes={5 * MiB}-"}, timeout=60)
     assert ranged.status_code == 206 and ranged.content == full[5 * MiB:]
 
-    src_proxy.add("GET", BIG, throttle=int(1.5 * MiB), times=None)
-    aws.presign_ttl = 2
-    try:
-        exp, result, api, storage = copy_into(aws, cfg_dir, big_run, src_proxy.uri, S3_PARTS)
-    finally:
-        aws.presign_ttl = 300
+    refuse_nth_put(aws, r"big/blob\.bin$", 2, status=403, code="AccessDenied", message="Request has expired")
+    exp, result, api, storage = copy_into(aws, cfg_dir, big_run, src_proxy.uri, S3_PARTS)
     assert result.code == 0, result
     refreshed = [r for r in api if r["path"] == "/api/2.0/mlflow/artifacts/get-presigned-upload-part-url"]
-    assert len(refreshed) >= 1, [r["path"] for r in api]
-    parts = puts_of(storage, BIG)
-    assert any(r["status"] == 403 for r in parts) and sum(r["status"] == 200 for r in parts) == 3, parts
-    reads = src_proxy.traffic.matching("GET", BIG)
-    assert len(reads) == 1 + len(refreshed), "one read, and one more from each refreshed part on"
+    assert len(refreshed) == 1, [r["path"] for r in api]
+    parts = [r["status"] for r in puts_of(storage, BIG)]
+    assert parts == [200, 403, 200, 200], "part 1 kept, part 2 refused then sent again, part 3"
+    assert len(src_proxy.traffic.matching("GET", BIG)) == 2, "one read, and one from part 2 on"
     assert_run_copied(src_proxy.uri, big_run, f"databricks://{aws.name}", result.report["dst_run_id"], exp,
                       databricks_dst=True)
 
