@@ -7,6 +7,7 @@ import re
 
 import pytest
 import requests
+from mlflow import MlflowClient
 
 import seed
 from compare import assert_run_copied
@@ -95,11 +96,14 @@ def test_a_part_url_that_expired_mid_upload_is_fetched_again(src, big_run, cloud
     """The second part's URL is refused as expired: a fresh one is asked for, and the rest of the
     file is read again from that part's offset with a Range GET, the first part kept."""
     aws, _, cfg_dir = clouds
-    # The resumed read relies on the source honouring Range (MLflow's artifact proxy does).
-    url = f"{src.uri}/get-artifact?path={BIG}&run_uuid={big_run}"
-    full = requests.get(url, timeout=60).content
-    ranged = requests.get(url, headers={"Range": f"bytes={5 * MiB}-"}, timeout=60)
-    assert ranged.status_code == 206 and ranged.content == full[5 * MiB:]
+    # The resumed read relies on the source honouring Range: MLflow's artifact proxy (the route
+    # the copy reads) and its /get-artifact route (for servers that do not proxy) both do.
+    root = MlflowClient(src.uri).get_run(big_run).info.artifact_uri.removeprefix("mlflow-artifacts:/")
+    for url in (f"{src.uri}/api/2.0/mlflow-artifacts/artifacts/{root}/{BIG}",
+                f"{src.uri}/get-artifact?path={BIG}&run_uuid={big_run}"):
+        full = requests.get(url, timeout=60).content
+        ranged = requests.get(url, headers={"Range": f"bytes={5 * MiB}-"}, timeout=60)
+        assert len(full) == 11 * MiB and ranged.status_code == 206 and ranged.content == full[5 * MiB:], url
 
     refuse_nth_put(aws, r"big/blob\.bin$", 2, status=403, code="AccessDenied", message="Request has expired")
     exp, result, api, storage = copy_into(aws, cfg_dir, big_run, src_proxy.uri, S3_PARTS)
