@@ -97,6 +97,33 @@ impl Response {
     }
 }
 
+/// The error for a storage answer that is not a success: the request (without its signed
+/// query), the status, `what` was asked of it, and the start of the answer.
+pub fn storage_refusal(request: &Request, response: &Response, what: &str) -> CopyError {
+    CopyError::new(
+        CopyError::kind_for_status(response.status),
+        format!(
+            "{}: storage answered HTTP {} {what}: {}",
+            request.describe(),
+            response.status,
+            response.body_snippet()
+        ),
+    )
+}
+
+/// An environment of fixed variables, for tests of settings read from it.
+#[cfg(test)]
+pub(crate) fn fixed_env(
+    pairs: &'static [(&'static str, &'static str)],
+) -> impl Fn(&str) -> Option<String> {
+    move |k: &str| {
+        pairs
+            .iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    }
+}
+
 pub(crate) fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
     text.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -1015,14 +1042,7 @@ mod tests {
 
     #[test]
     fn settings_come_from_mlflow_variables() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
+        let env = fixed_env;
         let default = Settings::from_env(&env(&[])).unwrap();
         assert_eq!(default.timeout, Duration::from_secs(120));
         assert_eq!(default.policy.max_attempts, 5);

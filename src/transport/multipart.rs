@@ -144,17 +144,8 @@ impl Transport {
                     refresh = true;
                     continue;
                 }
-                return Err(CopyError::new(
-                    CopyError::kind_for_status(response.status),
-                    format!(
-                        "{}: storage answered HTTP {} for part {} of {}: {}",
-                        request.describe(),
-                        response.status,
-                        index + 1,
-                        lengths.len(),
-                        response.body_snippet()
-                    ),
-                ));
+                let what = format!("for part {} of {}", index + 1, lengths.len());
+                return Err(super::storage_refusal(&request, &response, &what));
             }
             offset = end;
         }

@@ -15,7 +15,7 @@ mod parts;
 use crate::api::CopyError;
 use crate::stores::mlflow::{push_path, MlflowRest};
 use crate::stores::model::{ArtifactRoot, FileEntry, Owner};
-use crate::transport::{Download, Method, Multipart, Request, Upload};
+use crate::transport::{storage_refusal, Download, Method, Multipart, Request, Upload};
 use parts::{AdlsAppends, BlobBlocks, PartSizes, S3Parts, Target};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -414,15 +414,8 @@ fn send_signed(rest: &MlflowRest, request: &Request, path: &str) -> Result<Vec<u
         .send(request, true)
         .map_err(CopyError::from)?;
     if !response.is_success() {
-        return Err(CopyError::new(
-            CopyError::kind_for_status(response.status),
-            format!(
-                "{}: storage answered HTTP {} for artifact {path:?}: {}",
-                request.describe(),
-                response.status,
-                response.body_snippet()
-            ),
-        ));
+        let what = format!("for artifact {path:?}");
+        return Err(storage_refusal(request, &response, &what));
     }
     Ok(response.body)
 }

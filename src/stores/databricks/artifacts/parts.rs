@@ -18,7 +18,7 @@ use super::{credential_infos, signed_request, CredentialInfo, Direction};
 use crate::api::CopyError;
 use crate::stores::mlflow::MlflowRest;
 use crate::stores::model::ArtifactRoot;
-use crate::transport::{Method, Multipart, Request, Response};
+use crate::transport::{storage_refusal, Method, Multipart, Request, Response};
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::json;
@@ -134,16 +134,11 @@ impl Target {
         if response.is_success() {
             return Ok(response);
         }
-        Err(CopyError::new(
-            CopyError::kind_for_status(response.status),
-            format!(
-                "{}: storage answered HTTP {} to {what} ({}): {}",
-                self.describe(),
-                response.status,
-                request.describe(),
-                response.body_snippet()
-            ),
-        ))
+        let refusal = storage_refusal(request, &response, &format!("to {what}"));
+        Err(CopyError {
+            message: format!("{}: {}", self.describe(), refusal.message),
+            ..refusal
+        })
     }
 }
 
@@ -662,14 +657,7 @@ mod tests {
 
     #[test]
     fn part_sizes_follow_mlflow_variables_and_storage_limits() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
+        let env = crate::transport::fixed_env;
         let default = PartSizes::from_env(&env(&[])).unwrap();
         assert_eq!((default.threshold, default.chunk), (500 * MIB, 10 * MIB));
         assert!(!default.s3_in_parts(500 * MIB) && default.s3_in_parts(500 * MIB + 1));
