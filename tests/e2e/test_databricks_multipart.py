@@ -92,10 +92,17 @@ def refuse_nth_put(ws, path_regex, n, **error):
         storage.faults[-1]["rx"] = NthMatch(path_regex, n)
 
 
-def test_a_part_url_that_expired_mid_upload_is_fetched_again(src, big_run, clouds, src_proxy):
+@pytest.mark.parametrize("source_ranges", [True, False], ids=["range", "source-ignores-range"])
+def test_a_part_url_that_expired_mid_upload_is_fetched_again(src, big_run, clouds, src_proxy, source_ranges,
+                                                             monkeypatch):
     """The second part's URL is refused as expired: a fresh one is asked for, and the rest of the
-    file is read again from that part's offset with a Range GET, the first part kept."""
+    file is read again from that part's offset with a Range GET, the first part kept. A source
+    that ignores Range (the proxy drops the header) sends the whole file: its first part is
+    skipped."""
     aws, _, cfg_dir = clouds
+    if not source_ranges:
+        import fault_proxy
+        monkeypatch.setattr(fault_proxy, "HOP_BY_HOP", fault_proxy.HOP_BY_HOP | {"range"})
     # The resumed read relies on the source honouring Range: MLflow's artifact proxy (the route
     # the copy reads) and its /get-artifact route (for servers that do not proxy) both do.
     root = MlflowClient(src.uri).get_run(big_run).info.artifact_uri.removeprefix("mlflow-artifacts:/")
@@ -105,6 +112,11 @@ def test_a_part_url_that_expired_mid_upload_is_fetched_again(src, big_run, cloud
         ranged = requests.get(url, headers={"Range": f"bytes={5 * MiB}-"}, timeout=60)
         assert len(full) == 11 * MiB and ranged.status_code == 206 and ranged.content == full[5 * MiB:], url
 
+    through_proxy = requests.get(f"{src_proxy.uri}/get-artifact?path={BIG}&run_uuid={big_run}",
+                                 headers={"Range": "bytes=1-"}, timeout=60)
+    assert through_proxy.status_code == (206 if source_ranges else 200)
+    reads_before = len(src_proxy.traffic.matching("GET", BIG))
+
     refuse_nth_put(aws, r"big/blob\.bin$", 2, status=403, code="AccessDenied", message="Request has expired")
     exp, result, api, storage = copy_into(aws, cfg_dir, big_run, src_proxy.uri, S3_PARTS)
     assert result.code == 0, result
@@ -112,7 +124,8 @@ def test_a_part_url_that_expired_mid_upload_is_fetched_again(src, big_run, cloud
     assert len(refreshed) == 1, [r["path"] for r in api]
     parts = [r["status"] for r in puts_of(storage, BIG)]
     assert parts == [200, 403, 200, 200], "part 1 kept, part 2 refused then sent again, part 3"
-    assert len(src_proxy.traffic.matching("GET", BIG)) == 2, "one read, and one from part 2 on"
+    reads = len(src_proxy.traffic.matching("GET", BIG)) - reads_before
+    assert reads == 2, "one read, and one from part 2 on"
     assert_run_copied(src_proxy.uri, big_run, f"databricks://{aws.name}", result.report["dst_run_id"], exp,
                       databricks_dst=True)
 
