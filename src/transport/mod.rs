@@ -476,9 +476,10 @@ impl Transport {
                 budget.attempts += 1;
                 let first = *budget.first_failure.get_or_insert(now);
                 // A signed URL that is refused has expired, most likely: once, a fresh one.
-                let expired = *signed
-                    && matches!(failure.status, Some(401 | 403))
-                    && !std::mem::replace(&mut budget.refreshed, true);
+                // (S3 answers an expired session token with 400 `ExpiredToken`.)
+                let refused = matches!(failure.status, Some(401 | 403))
+                    || (failure.status == Some(400) && failure.message.contains("ExpiredToken"));
+                let expired = *signed && refused && !std::mem::replace(&mut budget.refreshed, true);
                 let delay =
                     self.policy
                         .delay(budget.attempts - 1, failure.retry_after, retry::jitter());
