@@ -305,8 +305,10 @@ fn deep_target(
     // The version's own files (Unity Catalog) name the copies, as the copied run's do.
     let mut ids = IdMap::default();
     ids.add(&run_id, &run_report.dst_run_id);
-    for (src_id, (dst_id, _)) in &copied {
+    for (src_id, (dst_id, dst_uri)) in &copied {
         ids.add(src_id, dst_id);
+        let src_model = c.src.tracking.get_logged_model(src_id)?;
+        ids.add(&src_model.info.artifact_uri, dst_uri);
     }
     let lookup = |src_id: &str| copied.get(src_id).cloned();
     let copies = Copies {

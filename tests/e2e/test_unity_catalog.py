@@ -204,6 +204,7 @@ def test_uc_to_uc_in_the_same_metastore_through_the_files_api(test_env_copy, met
     dst_model = f"{CATALOG}.{unique('same_metastore')}"
     with storage_mode(test, files_api=True):
         result = copy(metastores, copy_version_args(src_model, first.report["dst_version"], dst_model, TEST, TEST,
+                                                    "--dst-experiment-name", f"/Shared/{unique('same')}",
                                                     "--copy-stages-and-aliases", "true"))
         assert result.code == 0, result
         puts = [r["path"] for r in test.requests if r["method"] == "PUT"]
