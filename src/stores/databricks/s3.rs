@@ -58,7 +58,7 @@ impl Encryption {
     }
 }
 
-/// `s3://bucket/prefix`: a bucket and a key prefix (without a trailing slash).
+/// `s3://bucket/prefix` (or `gs://…`): a bucket and a key prefix (without a trailing slash).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
     pub bucket: String,
@@ -67,9 +67,9 @@ pub struct Location {
 
 impl Location {
     pub fn parse(uri: &str) -> Option<Location> {
-        let rest = uri
-            .strip_prefix("s3://")
-            .or_else(|| uri.strip_prefix("s3a://"))?;
+        let rest = ["s3://", "s3a://", "gs://"]
+            .into_iter()
+            .find_map(|scheme| uri.strip_prefix(scheme))?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         (!bucket.is_empty()).then(|| Location {
             bucket: bucket.to_string(),
@@ -87,8 +87,8 @@ impl Location {
     }
 }
 
-/// Where a bucket is reached: an S3-compatible endpoint (path-style) or AWS itself
-/// (virtual-hosted, as AWS wants for buckets created since 2020).
+/// Where a bucket is reached: an S3-compatible endpoint or GCS's XML API (path-style), or AWS
+/// itself (virtual-hosted, as AWS wants for buckets created since 2020).
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub custom: Option<Url>,
@@ -96,6 +96,14 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// Google Cloud Storage's XML API, which speaks S3's object and listing protocol.
+    pub fn gcs() -> Endpoint {
+        Endpoint {
+            custom: Url::parse("https://storage.googleapis.com").ok(),
+            region: "auto".into(),
+        }
+    }
+
     /// The URL of a key (or of the bucket, for an empty key). Keys are encoded as SigV4 wants
     /// them (every byte but `A-Z a-z 0-9 - . _ ~` and `/`), so the path is signed as sent.
     pub fn url(&self, bucket: &str, key: &str) -> Url {
@@ -215,13 +223,8 @@ pub fn object_request(
     sign_request(request, credentials, &endpoint.region, SystemTime::now())
 }
 
-/// One page of ListObjectsV2 (`list-type=2`) below a prefix.
-pub fn list_request(
-    endpoint: &Endpoint,
-    location: &Location,
-    continuation: Option<&str>,
-    credentials: &TempCredentials,
-) -> Result<Request, CopyError> {
+/// The URL of one page of ListObjectsV2 (`list-type=2`) below a prefix (S3, and GCS's XML API).
+pub fn list_url(endpoint: &Endpoint, location: &Location, continuation: Option<&str>) -> Url {
     let mut url = endpoint.url(&location.bucket, "");
     {
         let mut query = url.query_pairs_mut();
@@ -231,12 +234,7 @@ pub fn list_request(
             query.append_pair("continuation-token", token);
         }
     }
-    sign_request(
-        Request::new(Method::Get, url),
-        credentials,
-        &endpoint.region,
-        SystemTime::now(),
-    )
+    url
 }
 
 /// The objects of one ListObjectsV2 page (key, size) and the token of the next page.
@@ -297,6 +295,7 @@ mod tests {
         assert_eq!(l.bucket, "bucket");
         assert_eq!(l.key("MLmodel"), "models/a/versions/b/MLmodel");
         assert_eq!(Location::parse("abfss://x@y/z"), None);
+        assert_eq!(Location::parse("gs://g/p").unwrap().key("f"), "p/f");
         assert_eq!(Location::parse("s3:///x"), None);
     }
 

@@ -7,7 +7,8 @@
 //!    - Databricks default storage: presigned URLs from `fs/create-upload-url` /
 //!      `fs/create-download-url`, listing through `fs/directories`;
 //!    - S3: requests to the version's `storage_location` signed with the temporary credentials
-//!      (SigV4 with the session token, encryption headers when asked for).
+//!      (SigV4 with the session token, encryption headers when asked for);
+//!    - GCS: the same object and listing protocol (GCS's XML API) with the OAuth token.
 //!
 //! Credentials are fetched per version and direction, kept until shortly before they expire,
 //! and fetched again after that (a file retried after its URL or token was refused gets fresh
@@ -44,19 +45,74 @@ pub struct UcArtifacts {
 }
 
 /// How one version's files are reached in one direction.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 enum Access {
     FilesApi,
     DefaultStorage,
-    S3(Box<S3Access>),
+    Bucket(Box<BucketAccess>),
 }
 
-#[derive(Clone, Debug)]
-struct S3Access {
+/// The version's storage location in a bucket, with the temporary credentials for it.
+#[derive(Clone)]
+struct BucketAccess {
     endpoint: Endpoint,
     location: Location,
-    credentials: TempCredentials,
-    encryption: Option<Encryption>,
+    auth: BucketAuth,
+}
+
+#[derive(Clone)]
+enum BucketAuth {
+    /// AWS credentials: every request signed (SigV4, session token); writes encrypted as asked.
+    S3 {
+        credentials: TempCredentials,
+        encryption: Option<Encryption>,
+    },
+    /// A GCP OAuth token for GCS, sent as a bearer token to GCS only.
+    Gcs { token: String },
+}
+
+impl BucketAccess {
+    /// The request for one object (`GET`/`PUT`).
+    fn object(&self, method: Method, key: &str) -> Result<Request, CopyError> {
+        match &self.auth {
+            BucketAuth::S3 {
+                credentials,
+                encryption,
+            } => s3::object_request(
+                method,
+                &self.endpoint,
+                &self.location,
+                key,
+                encryption.as_ref(),
+                credentials,
+            ),
+            BucketAuth::Gcs { token } => {
+                let mut request =
+                    Request::new(method, self.endpoint.url(&self.location.bucket, key));
+                if method == Method::Put {
+                    request = request.header("content-type", "application/octet-stream");
+                }
+                Ok(request.header("authorization", format!("Bearer {token}")))
+            }
+        }
+    }
+
+    /// The request for one page of the listing below the location.
+    fn list_page(&self, continuation: Option<&str>) -> Result<Request, CopyError> {
+        let url = s3::list_url(&self.endpoint, &self.location, continuation);
+        let request = Request::new(Method::Get, url);
+        match &self.auth {
+            BucketAuth::S3 { credentials, .. } => s3::sign_request(
+                request,
+                credentials,
+                &self.endpoint.region,
+                SystemTime::now(),
+            ),
+            BucketAuth::Gcs { token } => {
+                Ok(request.header("authorization", format!("Bearer {token}")))
+            }
+        }
+    }
 }
 
 struct Granted {
@@ -85,7 +141,7 @@ struct CredentialsAnswer {
 struct Credentials {
     aws_temp_credentials: Option<AwsCredentials>,
     azure_user_delegation_sas: Option<Value>,
-    gcp_oauth_token: Option<Value>,
+    gcp_oauth_token: Option<GcpToken>,
     r2_temp_credentials: Option<Value>,
     expiration_time: Option<i64>,
     storage_mode: Value,
@@ -98,6 +154,12 @@ struct AwsCredentials {
     access_key_id: String,
     secret_access_key: String,
     session_token: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct GcpToken {
+    oauth_token: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -274,45 +336,51 @@ impl VersionFiles {
         let unsupported = |kind: &str| {
             CopyError::upstream(format!(
                 "{}: model version {model}/{version} is stored in {kind}; mlflow-copy supports Unity \
-                 Catalog storage on S3 and Databricks default storage (not yet {kind})",
+                 Catalog storage on S3, GCS and Databricks default storage (not yet {kind})",
                 uc.server()
             ))
         };
-        let Some(aws) = c.aws_temp_credentials else {
-            return Err(match () {
-                _ if c.azure_user_delegation_sas.is_some() => {
-                    unsupported("Azure Data Lake Storage")
-                }
-                _ if c.gcp_oauth_token.is_some() => unsupported("Google Cloud Storage"),
-                _ if c.r2_temp_credentials.is_some() => unsupported("Cloudflare R2"),
-                _ => CopyError::upstream(format!(
-                    "{}: no usable temporary credentials for model version {model}/{version}",
-                    uc.server()
-                )),
-            });
-        };
+        if c.azure_user_delegation_sas.is_some() {
+            return Err(unsupported("Azure Data Lake Storage"));
+        }
+        if c.r2_temp_credentials.is_some() {
+            return Err(unsupported("Cloudflare R2"));
+        }
         let stored = uc.model_version(model, version)?;
         let uri = stored.storage_location.unwrap_or_default();
-        let location = Location::parse(&uri).ok_or_else(|| {
-            CopyError::upstream(format!(
-                "{}: model version {model}/{version} has S3 credentials but its storage location \
-                 {uri:?} is not an s3:// URI",
-                uc.server()
-            ))
-        })?;
-        let credentials = TempCredentials {
-            access_key_id: aws.access_key_id,
-            secret_access_key: aws.secret_access_key,
-            session_token: aws.session_token,
+        let location = Location::parse(&uri);
+        let access = match (c.aws_temp_credentials, c.gcp_oauth_token, location) {
+            (Some(aws), _, Some(location)) if uri.starts_with("s3") => {
+                let credentials = TempCredentials {
+                    access_key_id: aws.access_key_id,
+                    secret_access_key: aws.secret_access_key,
+                    session_token: aws.session_token,
+                };
+                BucketAccess {
+                    endpoint: self.endpoint(uc, &location, &credentials)?,
+                    location,
+                    auth: BucketAuth::S3 {
+                        credentials,
+                        encryption: encryption(&c.encryption_details),
+                    },
+                }
+            }
+            (_, Some(gcp), Some(location)) if uri.starts_with("gs://") => BucketAccess {
+                endpoint: Endpoint::gcs(),
+                location,
+                auth: BucketAuth::Gcs {
+                    token: gcp.oauth_token,
+                },
+            },
+            _ => {
+                return Err(CopyError::upstream(format!(
+                    "{}: no usable temporary credentials for model version {model}/{version} \
+                     stored at {uri:?}",
+                    uc.server()
+                )))
+            }
         };
-        let endpoint = self.endpoint(uc, &location, &credentials)?;
-        let access = Access::S3(Box::new(S3Access {
-            endpoint,
-            location,
-            credentials,
-            encryption: encryption(&c.encryption_details),
-        }));
-        Ok((access, renew))
+        Ok((Access::Bucket(Box::new(access)), renew))
     }
 
     /// The endpoint of a bucket, with its region: configured, or asked of S3 once per bucket
@@ -357,7 +425,7 @@ impl VersionFiles {
     fn list(&self, uc: &UnityCatalog, root: &ArtifactRoot) -> Result<Vec<FileEntry>, CopyError> {
         match self.access(uc, root, false)? {
             Access::FilesApi | Access::DefaultStorage => list_files_api(&uc.rest, root),
-            Access::S3(s3) => list_s3(uc, root, &s3.endpoint, &s3.location, &s3.credentials),
+            Access::Bucket(bucket) => list_bucket(uc, root, &bucket),
         }
     }
 
@@ -405,18 +473,7 @@ impl VersionFiles {
                 }
                 (request, true)
             }
-            Access::S3(s3) => {
-                let key = s3.location.key(path);
-                let request = s3::object_request(
-                    method,
-                    &s3.endpoint,
-                    &s3.location,
-                    &key,
-                    s3.encryption.as_ref(),
-                    &s3.credentials,
-                )?;
-                (request, true)
-            }
+            Access::Bucket(bucket) => (bucket.object(method, &bucket.location.key(path))?, true),
         })
     }
 }
@@ -477,18 +534,17 @@ fn is_missing(e: &CopyError) -> bool {
     e.has_code("NOT_FOUND") || e.has_code("RESOURCE_DOES_NOT_EXIST")
 }
 
-fn list_s3(
+fn list_bucket(
     uc: &UnityCatalog,
     root: &ArtifactRoot,
-    endpoint: &Endpoint,
-    location: &Location,
-    credentials: &TempCredentials,
+    bucket: &BucketAccess,
 ) -> Result<Vec<FileEntry>, CopyError> {
+    let location = &bucket.location;
     let prefix = format!("{}/", location.prefix);
     let mut files = Vec::new();
     let mut token: Option<String> = None;
     for _ in 0..MAX_PAGES {
-        let request = s3::list_request(endpoint, location, token.as_deref(), credentials)?;
+        let request = bucket.list_page(token.as_deref())?;
         let body = send_signed(&uc.rest, &request, "(listing)")?;
         let page = s3::parse_listing(&body).map_err(|e| {
             CopyError::upstream(format!(
@@ -515,7 +571,7 @@ fn list_s3(
         }
     }
     Err(CopyError::upstream(format!(
-        "{}: the S3 listing of {} never ends",
+        "{}: the storage listing of {} never ends",
         uc.server(),
         root.describe()
     )))
@@ -630,6 +686,33 @@ mod tests {
         assert_eq!(short, now + Duration::from_secs(3));
         // Unknown expiry: five minutes.
         assert_eq!(renew_at(now, None), now + Duration::from_secs(300));
+    }
+
+    // Not verified against GCS itself (no emulator): the request shapes of its XML API.
+    #[test]
+    fn gcs_requests_carry_the_oauth_token_to_gcs_only() {
+        let bucket = BucketAccess {
+            endpoint: Endpoint::gcs(),
+            location: Location::parse("gs://uc-bucket/models/a/versions/b").unwrap(),
+            auth: BucketAuth::Gcs {
+                token: "ya29.token".into(),
+            },
+        };
+        let put = bucket
+            .object(Method::Put, &bucket.location.key("data/model.pkl"))
+            .unwrap();
+        assert_eq!(
+            put.url.as_str(),
+            "https://storage.googleapis.com/uc-bucket/models/a/versions/b/data/model.pkl"
+        );
+        assert!(put
+            .headers
+            .contains(&("authorization".into(), "Bearer ya29.token".into())));
+        let list = bucket.list_page(Some("next")).unwrap();
+        assert_eq!(
+            list.url.as_str(),
+            "https://storage.googleapis.com/uc-bucket/?list-type=2&prefix=models%2Fa%2Fversions%2Fb%2F&continuation-token=next"
+        );
     }
 
     #[test]
