@@ -12,7 +12,6 @@ metastore it reads."""
 import contextlib
 import os
 import sys
-import tempfile
 
 import mlflow
 import numpy as np
@@ -23,6 +22,7 @@ from mlflow import MlflowClient
 import seed
 from compare import WORKSPACE_ENV, workspace_env
 from conftest import copy_version_args, run_cli, unique
+from databricks_profiles import oauth_profile, pat_profile, profiles_file
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from databricks_emulator import Emulator  # noqa: E402
@@ -37,24 +37,14 @@ def metastores():
     test = Emulator(name="test-env", extra_users=["bob@example.com"], temp_credentials_ttl=900)
     prod = Emulator(name="prod-env", extra_users=["bob@example.com"], uc_storage_mode="DEFAULT_STORAGE")
     Emulator.start_all(test, prod)
-    cfg_dir = tempfile.mkdtemp(prefix="databrickscfg-uc-")
-    with open(os.path.join(cfg_dir, ".databrickscfg"), "w") as f:
-        f.write(f"[test-env]\nhost = {test.host}\ntoken = {test.token}\n\n"
-                f"[prod-env]\nhost = {prod.host}\nclient_id = {prod.client_id}\n"
-                f"client_secret = {prod.client_secret}\n")
-    old = os.environ.get("DATABRICKS_CONFIG_FILE")
-    os.environ["DATABRICKS_CONFIG_FILE"] = os.path.join(cfg_dir, ".databrickscfg")
     for uri, emu in ((TEST, test), (PROD, prod)):
         env = {**emu.pat_env(), "DATABRICKS_AUTH_TYPE": "pat", "MLFLOW_S3_ENDPOINT_URL": emu.s3_endpoint}
         WORKSPACE_ENV[uri] = env
         WORKSPACE_ENV[uri.replace("databricks-uc", "databricks")] = env
     try:
-        yield test, prod, cfg_dir
+        with profiles_file({"test-env": pat_profile(test), "prod-env": oauth_profile(prod)}) as cfg_dir:
+            yield test, prod, cfg_dir
     finally:
-        if old is None:
-            os.environ.pop("DATABRICKS_CONFIG_FILE", None)
-        else:
-            os.environ["DATABRICKS_CONFIG_FILE"] = old
         test.stop()
         prod.stop()
 

@@ -8,8 +8,8 @@
 use crate::api::CopyError;
 use crate::transport::{Method, Request};
 use aws_sigv4::http_request::{
-    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
-    UriPathNormalizationMode,
+    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest,
+    SigningInstructions, SigningSettings, UriPathNormalizationMode,
 };
 use aws_sigv4::sign::v4;
 use std::time::SystemTime;
@@ -157,29 +157,13 @@ pub fn sign_request(
     region: &str,
     now: SystemTime,
 ) -> Result<Request, CopyError> {
-    let identity = aws_credential_types::Credentials::new(
+    let credentials = aws_credential_types::Credentials::new(
         &credentials.access_key_id,
         &credentials.secret_access_key,
         Some(credentials.session_token.clone()),
         None,
         "unity-catalog",
-    )
-    .into();
-    let mut settings = SigningSettings::default();
-    // S3's own rules: paths are encoded once and never normalised; the payload hash header
-    // is required.
-    settings.percent_encoding_mode = PercentEncodingMode::Single;
-    settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(region)
-        .name("s3")
-        .time(now)
-        .settings(settings)
-        .build()
-        .map_err(|e| CopyError::bad_input(format!("signing an S3 request: {e}")))?
-        .into();
+    );
     let headers: Vec<(&str, &str)> = request
         .headers
         .iter()
@@ -192,15 +176,39 @@ pub fn sign_request(
         SignableBody::UnsignedPayload,
     )
     .map_err(|e| CopyError::bad_input(format!("signing {}: {e}", request.describe())))?;
-    let (instructions, _signature) = sign(signable, &params)
-        .map_err(|e| CopyError::bad_input(format!("signing {}: {e}", request.describe())))?
-        .into_parts();
+    let (instructions, _signature) = s3_signature(signable, credentials, region, now)
+        .map_err(|e| CopyError::bad_input(format!("signing {}: {e}", request.describe())))?;
     let added: Vec<(String, String)> = instructions
         .headers()
         .map(|(name, value)| (name.to_ascii_lowercase(), value.to_string()))
         .collect();
     request.headers.extend(added);
     Ok(request)
+}
+
+/// SigV4 as S3 wants it: paths encoded once and never normalised, the payload hash in a header.
+fn s3_signature(
+    signable: SignableRequest,
+    credentials: aws_credential_types::Credentials,
+    region: &str,
+    now: SystemTime,
+) -> Result<(SigningInstructions, String), String> {
+    let identity = credentials.into();
+    let mut settings = SigningSettings::default();
+    settings.percent_encoding_mode = PercentEncodingMode::Single;
+    settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name("s3")
+        .time(now)
+        .settings(settings)
+        .build()
+        .map_err(|e| e.to_string())?
+        .into();
+    let signed = sign(signable, &params).map_err(|e| e.to_string())?;
+    Ok(signed.into_parts())
 }
 
 /// A signed request for one object (`GET`/`PUT`) or the bucket (`HEAD` with an empty key);
@@ -329,33 +337,14 @@ mod tests {
             Url::parse("https://examplebucket.s3.amazonaws.com/test.txt").unwrap(),
         )
         .header("range", "bytes=0-9");
-        let creds = TempCredentials {
-            access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
-            secret_access_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
-            session_token: String::new(),
-        };
-        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_369_353_600);
-        let identity = aws_credential_types::Credentials::new(
-            &creds.access_key_id,
-            &creds.secret_access_key,
+        let creds = aws_credential_types::Credentials::new(
+            "AKIAIOSFODNN7EXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
             None,
             None,
             "test",
-        )
-        .into();
-        let mut settings = SigningSettings::default();
-        settings.percent_encoding_mode = PercentEncodingMode::Single;
-        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region("us-east-1")
-            .name("s3")
-            .time(at)
-            .settings(settings)
-            .build()
-            .unwrap()
-            .into();
+        );
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_369_353_600);
         let empty_sha = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
         let signable = SignableRequest::new(
             "GET",
@@ -364,7 +353,7 @@ mod tests {
             SignableBody::Precomputed(empty_sha.into()),
         )
         .unwrap();
-        let (_, signature) = sign(signable, &params).unwrap().into_parts();
+        let (_, signature) = s3_signature(signable, creds, "us-east-1", at).unwrap();
         assert_eq!(
             signature,
             "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
