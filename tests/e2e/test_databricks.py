@@ -11,6 +11,7 @@ under test."""
 import contextlib
 import os
 import sys
+import tempfile
 
 import mlflow
 import numpy as np
@@ -20,7 +21,6 @@ from mlflow import MlflowClient
 import seed
 from compare import WORKSPACE_ENV, assert_run_copied, workspace_env
 from conftest import copy_run_args, copy_version_args, run_cli, unique
-from databricks_profiles import oauth_profile, pat_profile, profiles_file
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from databricks_emulator import Emulator  # noqa: E402
@@ -34,13 +34,22 @@ def workspaces():
     ws1 = Emulator(name="ws1", files_api=True, extra_users=["bob@example.com"])
     ws2 = Emulator(name="ws2", oauth_token_ttl=1, extra_users=["bob@example.com"])
     Emulator.start_all(ws1, ws2)
+    cfg_dir = tempfile.mkdtemp(prefix="databrickscfg-")
+    with open(os.path.join(cfg_dir, ".databrickscfg"), "w") as f:
+        f.write(f"[ws1]\nhost = {ws1.host}\ntoken = {ws1.token}\n\n"
+                f"[ws2]\nhost = {ws2.host}\nclient_id = {ws2.client_id}\nclient_secret = {ws2.client_secret}\n")
+    # MLflow's client in this process reads the same profiles.
+    old = os.environ.get("DATABRICKS_CONFIG_FILE")
+    os.environ["DATABRICKS_CONFIG_FILE"] = os.path.join(cfg_dir, ".databrickscfg")
     WORKSPACE_ENV.update({f"databricks://{ws.name}": {**ws.pat_env(), "DATABRICKS_AUTH_TYPE": "pat"}
                           for ws in (ws1, ws2)})
     try:
-        # MLflow's client in this process reads the same profiles.
-        with profiles_file({"ws1": pat_profile(ws1), "ws2": oauth_profile(ws2)}) as cfg_dir:
-            yield ws1, ws2, cfg_dir
+        yield ws1, ws2, cfg_dir
     finally:
+        if old is None:
+            os.environ.pop("DATABRICKS_CONFIG_FILE", None)
+        else:
+            os.environ["DATABRICKS_CONFIG_FILE"] = old
         ws1.stop()
         ws2.stop()
 
