@@ -28,7 +28,7 @@ impl Side {
             Side::Dst => "destination",
         }
     }
-    fn env_infix(self) -> &'static str {
+    pub fn env_infix(self) -> &'static str {
         match self {
             Side::Src => "SRC_",
             Side::Dst => "DST_",

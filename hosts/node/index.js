@@ -16,13 +16,16 @@ export { findWasm };
 
 // The host variables the guest may see: the credentials and HTTP settings MLflow clients read.
 // One list for the package; the Rust and Python hosts apply the same rule.
-export const GUEST_ENV_EXACT = ['MLFLOW_HTTP_REQUEST_TIMEOUT', 'MLFLOW_HTTP_REQUEST_MAX_RETRIES'];
+export const GUEST_ENV_EXACT = ['MLFLOW_HTTP_REQUEST_TIMEOUT', 'MLFLOW_HTTP_REQUEST_MAX_RETRIES',
+  'MLFLOW_SKIP_SIGNATURE_CHECK_FOR_UC_REGISTRY_MIGRATION', 'MLFLOW_USE_DATABRICKS_SDK_MODEL_ARTIFACTS_REPO_FOR_UC',
+  'MLFLOW_DISABLE_DATABRICKS_SDK_FOR_RUN_ARTIFACTS', 'AWS_REGION', 'AWS_DEFAULT_REGION'];
 export const GUEST_ENV_PREFIXES = ['DATABRICKS_'];
 
-/** `MLFLOW_*TRACKING_*`, `MLFLOW_HTTP_REQUEST_TIMEOUT`, `MLFLOW_HTTP_REQUEST_MAX_RETRIES`, `DATABRICKS_*`. */
+/** `MLFLOW_*TRACKING_*`, `MLFLOW_*S3_ENDPOINT_URL`, `GUEST_ENV_EXACT`, `DATABRICKS_*`. */
 export function passedToGuest(name) {
   if (GUEST_ENV_EXACT.includes(name) || GUEST_ENV_PREFIXES.some((p) => name.startsWith(p))) return true;
-  return name.startsWith('MLFLOW_') && name.slice('MLFLOW_'.length).includes('TRACKING_');
+  const rest = name.slice('MLFLOW_'.length);
+  return name.startsWith('MLFLOW_') && (rest.includes('TRACKING_') || rest.endsWith('S3_ENDPOINT_URL'));
 }
 
 /** A copy failed. `kind` is the WIT case in snake_case (`not_found`, …); the message names the

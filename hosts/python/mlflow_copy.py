@@ -34,16 +34,20 @@ RELEASE_BUILD = os.path.join("target", "wasm32-wasip2", "release", "mlflow_copy.
 
 # The host variables the guest may see: the credentials and HTTP settings MLflow clients read.
 # One list for the whole module; the Rust and Node.js hosts apply the same rule.
-GUEST_ENV_EXACT = ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+GUEST_ENV_EXACT = ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+                   "MLFLOW_SKIP_SIGNATURE_CHECK_FOR_UC_REGISTRY_MIGRATION",
+                   "MLFLOW_USE_DATABRICKS_SDK_MODEL_ARTIFACTS_REPO_FOR_UC",
+                   "MLFLOW_DISABLE_DATABRICKS_SDK_FOR_RUN_ARTIFACTS", "AWS_REGION", "AWS_DEFAULT_REGION")
 GUEST_ENV_PREFIXES = ("DATABRICKS_",)
 
 
 def passed_to_guest(name: str) -> bool:
     """`MLFLOW_*TRACKING_*` (e.g. `MLFLOW_TRACKING_TOKEN`, `MLFLOW_DST_TRACKING_PASSWORD`),
-    `MLFLOW_HTTP_REQUEST_TIMEOUT`, `MLFLOW_HTTP_REQUEST_MAX_RETRIES` and `DATABRICKS_*`."""
+    `MLFLOW_*S3_ENDPOINT_URL`, `GUEST_ENV_EXACT` and `DATABRICKS_*`."""
     if name in GUEST_ENV_EXACT or name.startswith(GUEST_ENV_PREFIXES):
         return True
-    return name.startswith("MLFLOW_") and "TRACKING_" in name[len("MLFLOW_"):]
+    rest = name[len("MLFLOW_"):]
+    return name.startswith("MLFLOW_") and ("TRACKING_" in rest or rest.endswith("S3_ENDPOINT_URL"))
 
 
 class CopyError(Exception):

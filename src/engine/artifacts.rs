@@ -12,10 +12,19 @@ use crate::transport::{FileJob, Transferred};
 use anyhow::Context;
 use std::collections::HashMap;
 
-/// A source tree, listed before anything is written at the destination.
+/// A source tree, listed before anything is written at the destination: the files under
+/// `prefix` (e.g. `model/`) of the root, by their paths below the prefix.
 pub struct Listed {
     pub root: ArtifactRoot,
+    pub prefix: String,
     pub files: Vec<FileEntry>,
+}
+
+impl Listed {
+    /// Where a listed file is at the source.
+    fn src_path(&self, path: &str) -> String {
+        format!("{}{path}", self.prefix)
+    }
 }
 
 /// One tree to copy: the listed source, where it goes, and the ids to rewrite in `MLmodel`s.
@@ -39,11 +48,26 @@ const MLMODEL_MAX: u64 = 1 << 20;
 const PROGRESS_EVERY: u64 = 16 << 20;
 
 pub fn list(c: &Copier, root: ArtifactRoot) -> anyhow::Result<Listed> {
-    let files = c
+    list_under(c, root, "")
+}
+
+/// The files below folder `dir` of a source tree (all of them for `""`).
+pub fn list_under(c: &Copier, root: ArtifactRoot, dir: &str) -> anyhow::Result<Listed> {
+    let prefix = match dir.trim_matches('/') {
+        "" => String::new(),
+        dir => format!("{dir}/"),
+    };
+    let files: Vec<FileEntry> = c
         .src
         .artifacts
         .list(&root)
-        .with_context(|| format!("listing the artifacts of source {}", root.describe()))?;
+        .with_context(|| format!("listing the artifacts of source {}", root.describe()))?
+        .into_iter()
+        .filter_map(|f| {
+            let path = f.path.strip_prefix(&prefix)?.to_string();
+            Some(FileEntry { path, size: f.size })
+        })
+        .collect();
     if let Some(bad) = files.iter().find(|f| !is_safe_path(&f.path)) {
         return Err(CopyError::upstream(format!(
             "source {} lists an unsafe artifact path {:?} (empty, `.` or `..` segments, an \
@@ -53,7 +77,11 @@ pub fn list(c: &Copier, root: ArtifactRoot) -> anyhow::Result<Listed> {
         ))
         .into());
     }
-    Ok(Listed { root, files })
+    Ok(Listed {
+        root,
+        prefix,
+        files,
+    })
 }
 
 /// A relative path of plain names: what a destination can store under the same name. Anything
@@ -120,7 +148,7 @@ pub fn copy_trees(
         let original = c
             .src
             .artifacts
-            .read_small(&tree.src.root, &file.path)
+            .read_small(&tree.src.root, &tree.src.src_path(&file.path))
             .with_context(|| format!("reading {label}"))?;
         let rewritten = mlmodel::rewrite(&original, &tree.ids).unwrap_or_else(|| original.clone());
         c.dst
@@ -160,7 +188,8 @@ fn open(
             continue;
         }
         let files: Vec<&FileEntry> = slots.iter().map(|&slot| streamed[ids[slot]].1).collect();
-        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        let src_paths: Vec<String> = files.iter().map(|f| tree.src.src_path(&f.path)).collect();
+        let paths: Vec<&str> = src_paths.iter().map(String::as_str).collect();
         let downloads = src.artifacts.downloads(&tree.src.root, &paths)?;
         let uploads = dst.artifacts.uploads(&tree.dst, &files)?;
         for (((&slot, file), download), upload) in

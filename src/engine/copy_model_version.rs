@@ -9,15 +9,19 @@
 //!
 //! Everything that can fail on the source side is checked before anything is written.
 
+use super::artifacts::{self, Listed, TreeCopy};
 use super::copy_run;
 use super::lineage;
+use super::mlmodel::{self, IdMap};
 use super::models;
 use super::version_source::{self, Copies, Repointed, SourceRef};
 use super::Copier;
 use crate::api::{
     CopyError, CopyModelVersionReport, CopyModelVersionRequest, CopyRunRequest, ErrorKind, Outcome,
 };
-use crate::stores::model::{KeyValue, ModelVersion, NewVersion, RegisteredModel, Run};
+use crate::stores::model::{
+    ArtifactRoot, KeyValue, ModelVersion, NewVersion, Owner, RegisteredModel, Run,
+};
 use anyhow::Context;
 use std::time::{Duration, Instant};
 
@@ -54,18 +58,25 @@ pub fn copy_model_version(
         ))
     })?;
 
-    // The version's run is read once, when a deep copy or the lineage tags need it.
+    // A registry that keeps version files (Unity Catalog) gets the source version's files.
+    let keeps_files = c.dst.registry.keeps_version_files();
+    // The version's run is read once, when a deep copy, the lineage tags or the files need it.
     let src_run = match version.run_id.as_deref().filter(|r| !r.is_empty()) {
-        Some(run_id) if request.is_deep() || request.copy_lineage_tags => {
+        Some(run_id) if request.is_deep() || request.copy_lineage_tags || keeps_files => {
             Some(c.src.tracking.get_run(run_id).with_context(|| {
                 format!("reading the run of model version {src_model}/{src_version}")
             })?)
         }
         _ => None,
     };
-    let (target, run_report) = match &request.dst_experiment_name {
+    // Found and checked (signature) before anything is written.
+    let files = match keeps_files {
+        true => Some(version_files(c, request, &version, src_run.as_ref())?),
+        false => None,
+    };
+    let (target, run_report, ids) = match &request.dst_experiment_name {
         Some(experiment) => deep_target(c, request, &version, src_run.as_ref(), experiment)?,
-        None => (shallow_target(c, &version)?, None),
+        None => (shallow_target(c, &version)?, None, IdMap::default()),
     };
     let mut report = CopyModelVersionReport {
         src_model: src_model.to_string(),
@@ -107,6 +118,14 @@ pub fn copy_model_version(
                 found.version
             ));
             report.outcome = Outcome::Existing;
+            let found = match &files {
+                // An earlier attempt stopped before its version was finalized: finish it.
+                Some(files) if is_pending(&found) => {
+                    report.outcome = Outcome::Resumed;
+                    write_files(c, &request.dst_model, found, files, &ids, true)?
+                }
+                _ => found,
+            };
             wait_until_ready(c, &request.dst_model, found)?
         }
         None => {
@@ -114,9 +133,19 @@ pub fn copy_model_version(
                 "creating version of {} from {}",
                 request.dst_model, target.source
             ));
+            // Unity Catalog records the run of every version (MLflow's client sends the logged
+            // model's source run), even one in another workspace.
+            let run_id = match keeps_files {
+                true => target
+                    .run_id
+                    .clone()
+                    .or(report.dst_run_id.clone())
+                    .or(version.run_id.clone()),
+                false => target.run_id.clone(),
+            };
             let new = NewVersion {
                 source: target.source.clone(),
-                run_id: target.run_id.clone(),
+                run_id,
                 model_id: target.model_id.clone(),
                 description: version.description.clone(),
                 tags: tags.clone(),
@@ -126,6 +155,10 @@ pub fn copy_model_version(
                 .registry
                 .create_model_version(&request.dst_model, &new)
                 .with_context(|| format!("creating a version of {:?}", request.dst_model))?;
+            let created = match &files {
+                Some(files) => write_files(c, &request.dst_model, created, files, &ids, false)?,
+                None => created,
+            };
             wait_until_ready(c, &request.dst_model, created)?
         }
     };
@@ -191,9 +224,12 @@ fn read_version(c: &Copier, model: &str, version: &str) -> anyhow::Result<ModelV
     Ok(found)
 }
 
-/// A shallow copy points at the source's run and artifacts: only the same server can reach them.
+/// A shallow copy points at the source's run and artifacts: only the same server can reach them,
+/// unless the destination keeps its own copy of the version's files (Unity Catalog).
 fn shallow_target(c: &Copier, version: &ModelVersion) -> anyhow::Result<Repointed> {
-    if c.src.registry.server() != c.dst.registry.server() {
+    let reachable =
+        c.src.registry.server() == c.dst.registry.server() || c.dst.registry.keeps_version_files();
+    if !reachable {
         return Err(CopyError::bad_input(format!(
             "a shallow copy from {} to {} would point at a run and artifacts the destination registry \
              cannot reach; give --dst-experiment-name for a deep copy (the run and its artifacts are \
@@ -229,7 +265,7 @@ fn deep_target(
     version: &ModelVersion,
     src_run: Option<&Run>,
     experiment: &str,
-) -> anyhow::Result<(Repointed, Option<crate::api::CopyRunReport>)> {
+) -> anyhow::Result<(Repointed, Option<crate::api::CopyRunReport>, IdMap)> {
     let name = format!("{}/{}", request.src_model, request.src_version);
     let Some(src_run) = src_run else {
         return Err(CopyError::bad_input(format!(
@@ -266,6 +302,14 @@ fn deep_target(
         &run_report.dst_experiment_id,
         &run_report.dst_run_id,
     )?;
+    // The version's own files (Unity Catalog) name the copies, as the copied run's do.
+    let mut ids = IdMap::default();
+    ids.add(&run_id, &run_report.dst_run_id);
+    for (src_id, (dst_id, dst_uri)) in &copied {
+        ids.add(src_id, dst_id);
+        let src_model = c.src.tracking.get_logged_model(src_id)?;
+        ids.add(&src_model.info.artifact_uri, dst_uri);
+    }
     let lookup = |src_id: &str| copied.get(src_id).cloned();
     let copies = Copies {
         run_id: &run_report.dst_run_id,
@@ -279,7 +323,144 @@ fn deep_target(
             version.source
         ))
     })?;
-    Ok((target, Some(run_report)))
+    Ok((target, Some(run_report), ids))
+}
+
+/// The source version's files, for a registry that keeps its own (Unity Catalog): the source
+/// registry's copy if it keeps one too, else the folder of the run or logged model that the
+/// version's source names. Its `MLmodel` is checked for a signature where the destination needs
+/// one.
+fn version_files(
+    c: &mut Copier,
+    request: &CopyModelVersionRequest,
+    version: &ModelVersion,
+    src_run: Option<&Run>,
+) -> anyhow::Result<Listed> {
+    let name = format!("{}/{}", request.src_model, request.src_version);
+    let (root, dir) = if c.src.registry.keeps_version_files() {
+        let owner = Owner::Version {
+            model: request.src_model.clone(),
+            version: request.src_version.clone(),
+        };
+        (
+            ArtifactRoot {
+                owner,
+                uri: String::new(),
+            },
+            String::new(),
+        )
+    } else {
+        source_folder(c, &name, version, src_run)?
+    };
+    c.phase(format!("listing the files of model version {name}"));
+    let listed = artifacts::list_under(c, root, &dir)?;
+    if !listed.files.iter().any(|f| f.path == "MLmodel") {
+        return Err(CopyError::bad_input(format!(
+            "model version {name}: its source {:?} has no MLmodel file, so it is not a model {} can register",
+            version.source,
+            c.dst.registry.server()
+        ))
+        .into());
+    }
+    if c.dst.registry.requires_signature() {
+        let text = c
+            .src
+            .artifacts
+            .read_small(&listed.root, &format!("{}MLmodel", listed.prefix))
+            .with_context(|| format!("reading the MLmodel of model version {name}"))?;
+        if let Some(problem) = mlmodel::signature_problem(&String::from_utf8_lossy(&text)) {
+            return Err(CopyError::bad_input(format!(
+                "model version {name}: the model {problem}; {} needs a signature with both inputs \
+                 and outputs (log the model with a signature, or set \
+                 MLFLOW_SKIP_SIGNATURE_CHECK_FOR_UC_REGISTRY_MIGRATION=true to copy it as it is)",
+                c.dst.registry.server()
+            ))
+            .into());
+        }
+    }
+    Ok(listed)
+}
+
+/// The run or logged-model folder a version's source names.
+fn source_folder(
+    c: &Copier,
+    name: &str,
+    version: &ModelVersion,
+    src_run: Option<&Run>,
+) -> anyhow::Result<(ArtifactRoot, String)> {
+    let run_id = src_run.map(|r| r.info.run_id.clone());
+    let run_uri = src_run.map(|r| r.info.artifact_uri.as_str());
+    match version_source::parse(&version.source, run_id.as_deref(), run_uri) {
+        SourceRef::RunArtifact { path } | SourceRef::RunsUri { path } => {
+            let (run_id, uri) = (run_id.unwrap_or_default(), run_uri.unwrap_or_default());
+            let owner = Owner::Run(run_id);
+            Ok((ArtifactRoot { owner, uri: uri.to_string() }, path))
+        }
+        SourceRef::LoggedModel { model_id, path } => {
+            let model = c.src.tracking.get_logged_model(&model_id)?;
+            let owner = Owner::Model(model_id);
+            Ok((ArtifactRoot { owner, uri: model.info.artifact_uri }, path))
+        }
+        SourceRef::Other => Err(CopyError::bad_input(format!(
+            "model version {name} has source {:?}, which is neither in its run nor in a logged model \
+             of {}; its files cannot be read to copy them into {}",
+            version.source,
+            c.src.tracking.server(),
+            c.dst.registry.server()
+        ))
+        .into()),
+    }
+}
+
+fn is_pending(version: &ModelVersion) -> bool {
+    version.status.as_deref() == Some("PENDING_REGISTRATION")
+}
+
+/// Writes the files of a new (pending) version to the registry's storage, then finalizes it.
+/// `resuming`: files an earlier attempt wrote are kept.
+fn write_files(
+    c: &mut Copier,
+    model: &str,
+    created: ModelVersion,
+    files: &Listed,
+    ids: &IdMap,
+    resuming: bool,
+) -> anyhow::Result<ModelVersion> {
+    let owner = Owner::Version {
+        model: model.to_string(),
+        version: created.version.clone(),
+    };
+    let tree = TreeCopy {
+        src: files,
+        dst: ArtifactRoot {
+            owner,
+            uri: String::new(),
+        },
+        ids: ids.clone(),
+    };
+    c.phase(format!(
+        "writing the files of {model}/{} to {}",
+        created.version,
+        c.dst.registry.server()
+    ));
+    artifacts::copy_trees(c, &[tree], resuming).with_context(|| {
+        format!(
+            "writing the files of {model}/{} (the version stays PENDING_REGISTRATION, never \
+             ready; re-run the same command to finish it)",
+            created.version
+        )
+    })?;
+    match c.dst.registry.finalize_version(model, &created.version) {
+        Ok(ready) => Ok(ready),
+        // The answer to an earlier finalize may have been lost: then it is ready already.
+        Err(e) => {
+            match c.dst.registry.model_version(model, &created.version) {
+                Ok(now) if now.status.as_deref() == Some("READY") => Ok(now),
+                _ => Err(anyhow::Error::new(e)
+                    .context(format!("finalizing {model}/{}", created.version))),
+            }
+        }
+    }
 }
 
 /// A version of the destination model created by an earlier run of the same copy: same source.
@@ -289,7 +470,10 @@ fn earlier_copy(
     target: &Repointed,
 ) -> anyhow::Result<Option<ModelVersion>> {
     let versions = c.dst.registry.versions(dst_model)?;
-    Ok(versions.into_iter().find(|v| v.source == target.source))
+    // A version whose registration failed is left as it is; a new one is made.
+    Ok(versions
+        .into_iter()
+        .find(|v| v.source == target.source && v.status.as_deref() != Some("FAILED_REGISTRATION")))
 }
 
 fn create_registered_model(
@@ -301,10 +485,15 @@ fn create_registered_model(
         "creating registered model {name:?} on {}",
         c.dst.registry.server()
     ));
+    let tags: Vec<KeyValue> = source
+        .tags
+        .iter()
+        .map(|t| KeyValue::new(c.dst.registry.tag_key(&t.key), &t.value))
+        .collect();
     match c
         .dst
         .registry
-        .create_registered_model(name, source.description.as_deref(), &source.tags)
+        .create_registered_model(name, source.description.as_deref(), &tags)
     {
         Ok(()) => Ok(()),
         // Created in the meantime by someone else: then it is theirs, leave it alone.
@@ -316,6 +505,19 @@ fn create_registered_model(
 /// The source version's tags, plus the lineage tags when asked for (named as the Python tool
 /// names them, without its doubled `mlflow_exim.mlflow_exim.` prefix).
 fn version_tags(
+    c: &Copier,
+    request: &CopyModelVersionRequest,
+    version: &ModelVersion,
+    src_run: Option<&Run>,
+) -> Vec<KeyValue> {
+    let tags = lineage_tags(c, request, version, src_run);
+    // Under the keys the destination can store (Unity Catalog: `.` and friends become `_`).
+    tags.into_iter()
+        .map(|t| KeyValue::new(c.dst.registry.tag_key(&t.key), t.value))
+        .collect()
+}
+
+fn lineage_tags(
     c: &Copier,
     request: &CopyModelVersionRequest,
     version: &ModelVersion,

@@ -7,7 +7,8 @@ pub const PREFIX: &str = "mlflow_exim.";
 /// Whether a tag is a lineage tag. A copy's lineage describes its immediate source only: the
 /// source's own lineage tags (when it is itself a copy) are replaced, never carried over.
 pub fn is_lineage(key: &str) -> bool {
-    key.starts_with(PREFIX)
+    // `mlflow_exim_…`: the same tags where a registry refuses dots in keys (Unity Catalog).
+    key.starts_with(PREFIX) || key.starts_with("mlflow_exim_")
 }
 
 /// On a copied run: the source run's id.

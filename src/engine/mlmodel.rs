@@ -49,9 +49,55 @@ pub fn rewrite(mlmodel: &[u8], ids: &IdMap) -> Option<Vec<u8>> {
     Some(out.into_bytes())
 }
 
+/// What is wrong with an `MLmodel`'s signature for a registry that needs one with inputs and
+/// outputs (Unity Catalog), in MLflow's words; `None` when it has both. Reads the block-style
+/// YAML MLflow writes: a top-level `signature:` whose indented `inputs:` and `outputs:` hold
+/// non-empty schemas.
+pub fn signature_problem(mlmodel: &str) -> Option<&'static str> {
+    const MISSING: &str = "did not contain any signature metadata";
+    const INPUTS_ONLY: &str = "contained a signature that includes only inputs";
+    let mut lines = mlmodel.lines().skip_while(|l| l.trim_end() != "signature:");
+    if lines.next().is_none() {
+        return Some(MISSING);
+    }
+    let block: Vec<&str> = lines
+        .take_while(|l| l.is_empty() || l.starts_with(' '))
+        .collect();
+    let has = |key: &str| {
+        block.iter().any(|line| {
+            let value = line.trim_start().strip_prefix(key).map(str::trim);
+            value.is_some_and(|v| !matches!(v, "" | "null" | "~" | "''" | "'[]'" | "[]"))
+        })
+    };
+    match (has("inputs:"), has("outputs:")) {
+        (true, true) => None,
+        (true, false) => Some(INPUTS_ONLY),
+        _ => Some(MISSING),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signatures_need_inputs_and_outputs() {
+        let full = "flavors: {}\nsignature:\n  inputs: '[{\"type\": \"double\"}]'\n  outputs: '[{\"type\": \"long\"}]'\n  params: null\nutc_time_created: x\n";
+        assert_eq!(signature_problem(full), None);
+        let inputs_only = "signature:\n  inputs: '[{\"type\": \"double\"}]'\n  outputs: null\n";
+        assert_eq!(
+            signature_problem(inputs_only),
+            Some("contained a signature that includes only inputs")
+        );
+        let none = "flavors: {}\nrun_id: r\n";
+        assert_eq!(
+            signature_problem(none),
+            Some("did not contain any signature metadata")
+        );
+        // `outputs:` of another block does not count.
+        let elsewhere = "signature:\n  inputs: '[1]'\nother:\n  outputs: '[1]'\n";
+        assert!(signature_problem(elsewhere).is_some());
+    }
 
     const SOURCE: &str = "artifact_path: mlflow-artifacts:/1/models/m-old/artifacts\n\
 flavors:\n  python_function:\n    model_path: model.skops\n    run_id: keep-nested-untouched-old-run\n\

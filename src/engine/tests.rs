@@ -852,3 +852,150 @@ fn version_errors_name_what_was_wrong() {
     assert!(err.message.contains("not READY"), "{}", err.message);
     assert_eq!(w.dst.writes(), 0);
 }
+
+/// Gives the seeded logged model's `MLmodel` a full signature (what Unity Catalog needs).
+fn sign_seeded_model(src: &FakeServer) {
+    let uri = src.state.borrow().models[0].info.artifact_uri.clone();
+    let mlmodel = String::from_utf8(src.file(&uri, "MLmodel").unwrap()).unwrap();
+    let signed = format!("{mlmodel}signature:\n  inputs: '[{{\"type\": \"double\"}}]'\n  outputs: '[{{\"type\": \"long\"}}]'\n");
+    src.put_file(&uri, "MLmodel", signed.as_bytes());
+}
+
+fn uc_request() -> CopyModelVersionRequest {
+    CopyModelVersionRequest {
+        dst_model: "main.default.wine".into(),
+        copy_permissions: false,
+        ..version_request(true)
+    }
+}
+
+#[test]
+fn a_version_copied_into_unity_catalog_carries_its_files_and_is_finalized() {
+    let w = world();
+    let src_run = seed_version(&w.src);
+    sign_seeded_model(&w.src);
+    w.dst.unity_catalog.set(true);
+    let mut progress = Recorded::default();
+    let report = copy_model_version(&mut w.copier(&w.dst, &mut progress), &uc_request())
+        .map_err(|e| CopyError::from_chain(&e))
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::Created);
+    let version = w
+        .dst
+        .model_version("main.default.wine", &report.dst_version)
+        .unwrap();
+    assert_eq!(version.status.as_deref(), Some("READY"));
+    // The version's own files: the model's, its MLmodel naming the copies.
+    let key = format!("versions/main.default.wine/{}", version.version);
+    assert_eq!(w.dst.file(&key, "model.pkl"), Some(vec![7u8; 3000]));
+    // ... the same MLmodel as the copied logged model's (ids and location rewritten alike).
+    let dst_run = report.dst_run_id.clone().unwrap();
+    let copied_model = w.dst.state.borrow().models[0].info.artifact_uri.clone();
+    let mlmodel = w.dst.file(&key, "MLmodel").unwrap();
+    assert_eq!(Some(mlmodel.clone()), w.dst.file(&copied_model, "MLmodel"));
+    let text = String::from_utf8(mlmodel).unwrap();
+    assert!(
+        text.contains(&format!("artifact_path: {copied_model}\n")),
+        "{text}"
+    );
+    assert!(
+        !text.contains("fake://src") && !src_run.is_empty(),
+        "{text}"
+    );
+    // UC records the run; tag keys lose their dots; the stage is skipped with a warning.
+    assert_eq!(version.run_id.as_deref(), Some(dst_run.as_str()));
+    assert!(version
+        .tags
+        .contains(&KeyValue::new("mlflow_exim_src_version_name", "wine")));
+    assert!(
+        !version.tags.iter().any(|t| t.key.contains('.')),
+        "{:?}",
+        version.tags
+    );
+    assert_eq!(version.current_stage.as_deref(), Some("None"));
+    assert!(progress.warnings().iter().any(|m| m.contains("Production")));
+    assert_eq!(report.aliases, vec!["champion".to_string()]);
+    // Finalized once, after the files.
+    let writes = w.dst.state.borrow().writes.clone();
+    let finalize = writes
+        .iter()
+        .position(|op| *op == "finalize_version")
+        .unwrap();
+    assert!(writes[..finalize].contains(&"upload"));
+    assert_eq!(
+        writes
+            .iter()
+            .filter(|op| **op == "finalize_version")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_model_without_a_signature_is_refused_before_unity_catalog_sees_anything() {
+    let w = world();
+    seed_version(&w.src);
+    w.dst.unity_catalog.set(true);
+    let err = copy_model_version(
+        &mut w.copier(&w.dst, &mut Recorded::default()),
+        &uc_request(),
+    )
+    .map_err(|e| CopyError::from_chain(&e))
+    .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::BadInput, "{}", err.message);
+    assert!(err.message.contains("signature"), "{}", err.message);
+    assert_eq!(w.dst.writes(), 0, "nothing written, not even the run");
+}
+
+#[test]
+fn a_unity_catalog_version_left_pending_is_finished_by_the_same_command() {
+    let w = world();
+    seed_version(&w.src);
+    sign_seeded_model(&w.src);
+    w.dst.unity_catalog.set(true);
+    // The upload of the version's model file fails (after the run's own files went through).
+    let uploads_before_version = {
+        let probe = world();
+        seed_version(&probe.src);
+        sign_seeded_model(&probe.src);
+        probe.copy_run(&the_source_run(&probe.src)).unwrap();
+        let uploads = probe
+            .dst
+            .state
+            .borrow()
+            .writes
+            .iter()
+            .filter(|op| **op == "upload")
+            .count();
+        uploads as u32
+    };
+    w.dst.fail("upload", uploads_before_version);
+    let failed = copy_model_version(
+        &mut w.copier(&w.dst, &mut Recorded::default()),
+        &uc_request(),
+    )
+    .map_err(|e| CopyError::from_chain(&e))
+    .unwrap_err();
+    assert!(
+        failed.message.contains("re-run the same command"),
+        "{}",
+        failed.message
+    );
+    let pending = w.dst.versions("main.default.wine").unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].status.as_deref(), Some("PENDING_REGISTRATION"));
+
+    let report = copy_model_version(
+        &mut w.copier(&w.dst, &mut Recorded::default()),
+        &uc_request(),
+    )
+    .unwrap();
+    assert_eq!(report.outcome, Outcome::Resumed);
+    let versions = w.dst.versions("main.default.wine").unwrap();
+    assert_eq!(versions.len(), 1, "no second version");
+    assert_eq!(versions[0].status.as_deref(), Some("READY"));
+}
+
+fn the_source_run(src: &FakeServer) -> String {
+    src.state.borrow().runs[0].info.run_id.clone()
+}

@@ -50,6 +50,10 @@ pub struct FakeServer {
     faults: RefCell<Vec<(&'static str, u32)>>,
     /// A run another process creates just before the next `create_run` (a race).
     racing: RefCell<Option<(String, Run)>>,
+    /// Whether the registry behaves as Unity Catalog does: versions keep their own files
+    /// (created pending, finalized once an `MLmodel` is there), no stages, `_` tag keys,
+    /// signatures required.
+    pub unity_catalog: std::cell::Cell<bool>,
 }
 
 impl FakeServer {
@@ -59,6 +63,7 @@ impl FakeServer {
             state: RefCell::new(State::default()),
             faults: RefCell::new(Vec::new()),
             racing: RefCell::new(None),
+            unity_catalog: std::cell::Cell::new(false),
         })
     }
 
@@ -172,10 +177,18 @@ impl FakeServer {
         state.writes.iter().filter(|w| **w == op).count()
     }
 
+    /// Where a tree's files are kept: its URI, or for a version's own files its name.
+    pub fn files_key(root: &ArtifactRoot) -> String {
+        match &root.owner {
+            Owner::Version { model, version } => format!("versions/{model}/{version}"),
+            _ => root.uri.clone(),
+        }
+    }
+
     fn file_url(&self, root: &ArtifactRoot, path: &str) -> Url {
         let mut url = Url::parse(&format!("http://{}/file", self.name)).expect("fake url");
         url.query_pairs_mut()
-            .append_pair("root", &root.uri)
+            .append_pair("root", &Self::files_key(root))
             .append_pair("path", path);
         url
     }
@@ -475,6 +488,45 @@ impl Registry for FakeServer {
         format!("http://{}", self.name)
     }
 
+    fn supports_stages(&self) -> bool {
+        !self.unity_catalog.get()
+    }
+
+    fn tag_key(&self, key: &str) -> String {
+        match self.unity_catalog.get() {
+            true => crate::stores::databricks::unity_catalog::uc_tag_key(key),
+            false => key.to_string(),
+        }
+    }
+
+    fn requires_signature(&self) -> bool {
+        self.unity_catalog.get()
+    }
+
+    fn keeps_version_files(&self) -> bool {
+        self.unity_catalog.get()
+    }
+
+    fn finalize_version(&self, name: &str, version: &str) -> Result<ModelVersion, CopyError> {
+        self.write("finalize_version")?;
+        let key = format!("versions/{name}/{version}");
+        if self.file(&key, "MLmodel").is_none() {
+            return Err(CopyError::bad_input(format!(
+                "{name}/{version} has no MLmodel"
+            )));
+        }
+        let mut state = self.state.borrow_mut();
+        let found = state.versions.iter_mut().find(|v| {
+            v.name == name
+                && v.version == version
+                && v.status.as_deref() == Some("PENDING_REGISTRATION")
+        });
+        let found = found
+            .ok_or_else(|| CopyError::bad_input(format!("{name}/{version} is not pending")))?;
+        found.status = Some("READY".into());
+        Ok(found.clone())
+    }
+
     fn check_model_name(&self, name: &str) -> Result<(), CopyError> {
         if name.contains('/') {
             return Err(CopyError::bad_input(format!(
@@ -553,7 +605,14 @@ impl Registry for FakeServer {
             source: new.source.clone(),
             run_id: new.run_id.clone(),
             model_id: new.model_id.clone(),
-            status: Some("READY".into()),
+            status: Some(
+                if self.unity_catalog.get() {
+                    "PENDING_REGISTRATION"
+                } else {
+                    "READY"
+                }
+                .into(),
+            ),
             description: new.description.clone(),
             current_stage: Some("None".into()),
             tags: new.tags.clone(),
@@ -638,7 +697,7 @@ impl Artifacts for FakeServer {
         Ok(state
             .files
             .iter()
-            .filter(|((uri, _), _)| *uri == root.uri)
+            .filter(|((uri, _), _)| *uri == Self::files_key(root))
             .map(|((_, path), bytes)| FileEntry {
                 path: path.clone(),
                 size: bytes.len() as u64,
@@ -658,13 +717,13 @@ impl Artifacts for FakeServer {
     }
 
     fn read_small(&self, root: &ArtifactRoot, path: &str) -> Result<Vec<u8>, CopyError> {
-        self.file(&root.uri, path)
+        self.file(&Self::files_key(root), path)
             .ok_or_else(|| self.not_found(format!("artifact {path}")))
     }
 
     fn write_small(&self, root: &ArtifactRoot, path: &str, body: Vec<u8>) -> Result<(), CopyError> {
         self.write("write_small")?;
-        self.put_file(&root.uri, path, &body);
+        self.put_file(&Self::files_key(root), path, &body);
         Ok(())
     }
 }

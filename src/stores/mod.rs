@@ -131,6 +131,30 @@ pub trait Registry {
         true
     }
 
+    /// The tag key this registry stores for `key` (Unity Catalog refuses `. , - = / :` in tag
+    /// keys): tags are written, and compared, under this key.
+    fn tag_key(&self, key: &str) -> String {
+        key.to_string()
+    }
+
+    /// Whether a version is accepted only with an `MLmodel` whose signature has inputs and
+    /// outputs (Unity Catalog relies on clients to check it).
+    fn requires_signature(&self) -> bool {
+        false
+    }
+
+    /// Whether the registry keeps each version's files itself (Unity Catalog): a new version
+    /// is created pending, its files are written under `Owner::Version`, then it is finalized.
+    /// Otherwise a version only points at its source.
+    fn keeps_version_files(&self) -> bool {
+        false
+    }
+
+    /// Marks a version whose files are all written as ready (see `keeps_version_files`).
+    fn finalize_version(&self, name: &str, version: &str) -> Result<ModelVersion, CopyError> {
+        self.model_version(name, version)
+    }
+
     /// Whether the registry would accept this registered-model name: checked before a copy
     /// writes anything (a `bad_input` error says what is wrong).
     fn check_model_name(&self, name: &str) -> Result<(), CopyError>;
@@ -213,13 +237,10 @@ pub fn connect(
             Ok(Stores::all_in_one(client))
         }
         ServerUri::Databricks { profile } => {
-            databricks::connect(profile.as_deref(), side, env, transport)
+            databricks::connect(profile.as_deref(), false, side, env, transport)
         }
-        other => Err(CopyError::bad_input(format!(
-            "{} URI {:?}: Unity Catalog registries are not supported yet; use an http(s):// \
-             MLflow server or a databricks[://PROFILE] workspace",
-            side.label(),
-            other.display()
-        ))),
+        ServerUri::DatabricksUc { profile } => {
+            databricks::connect(profile.as_deref(), true, side, env, transport)
+        }
     }
 }

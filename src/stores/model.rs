@@ -257,7 +257,11 @@ pub struct ModelVersion {
     pub description: Option<String>,
     pub current_stage: Option<String>,
     pub tags: Vec<KeyValue>,
+    /// Alias names (OSS lists names; Unity Catalog `{alias, version}` objects).
+    #[serde(deserialize_with = "alias_names")]
     pub aliases: Vec<String>,
+    /// Where a registry that keeps version files (Unity Catalog) stores this version's.
+    pub storage_location: Option<String>,
 }
 
 impl ModelVersion {
@@ -285,14 +289,17 @@ pub struct Grant {
     pub permission: String,
 }
 
-/// Whose artifacts: a run's, or an MLflow 3 logged model's.
+/// Whose artifacts: a run's, an MLflow 3 logged model's, or a registered model version's own
+/// files (in a registry that keeps them, as Unity Catalog does).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Owner {
     Run(String),
     Model(String),
+    Version { model: String, version: String },
 }
 
-/// An artifact tree: its owner and its root URI (`artifact_uri` of the run or model).
+/// An artifact tree: its owner and its root URI (`artifact_uri` of the run or model; a model
+/// version's storage is found by the registry that keeps it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArtifactRoot {
     pub owner: Owner,
@@ -304,6 +311,7 @@ impl ArtifactRoot {
         match &self.owner {
             Owner::Run(id) => format!("run {id}"),
             Owner::Model(id) => format!("logged model {id}"),
+            Owner::Version { model, version } => format!("model version {model}/{version}"),
         }
     }
 }
@@ -363,6 +371,22 @@ fn de_i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     }
 }
 
+fn alias_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Alias {
+        Name(String),
+        Object { alias: String },
+    }
+    let aliases = Vec::<Alias>::deserialize(d)?;
+    Ok(aliases
+        .into_iter()
+        .map(|a| match a {
+            Alias::Name(name) | Alias::Object { alias: name } => name,
+        })
+        .collect())
+}
+
 fn opt_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     de_i64(d).map(Some)
 }
@@ -405,6 +429,17 @@ mod tests {
             let back: Metric = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
             assert_eq!(back.value.to_bits(), m.value.to_bits());
         }
+    }
+
+    #[test]
+    fn version_aliases_are_names_or_objects() {
+        let oss: ModelVersion = serde_json::from_str(r#"{"aliases":["a"]}"#).unwrap();
+        let uc: ModelVersion =
+            serde_json::from_str(r#"{"aliases":[{"alias":"a","version":"1"}]}"#).unwrap();
+        assert_eq!(
+            (oss.aliases, uc.aliases),
+            (vec!["a".to_string()], vec!["a".to_string()])
+        );
     }
 
     #[test]

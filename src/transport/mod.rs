@@ -647,8 +647,10 @@ impl Transport {
             file.budget.attempts += 1;
             let first = *file.budget.first_failure.get_or_insert(now);
             // A signed URL that is refused has expired, most likely: once, a fresh one.
-            let expired =
-                file.signed && matches!(failure.status, Some(401 | 403)) && file.first_refusal();
+            // (S3 answers an expired session token with 400 `ExpiredToken`.)
+            let refused = matches!(failure.status, Some(401 | 403))
+                || (failure.status == Some(400) && failure.message.contains("ExpiredToken"));
+            let expired = file.signed && refused && file.first_refusal();
             let attempts = file.budget.attempts;
             let delay = self
                 .policy

@@ -8,6 +8,9 @@ workspace 2 is reached with OAuth M2M tokens that live one second, so the copy r
 and has the Files API off while the component writes to it (signed URLs only). MLflow's own
 client reads it back with the Files API on: its fallback path for logged models is not what is
 under test."""
+import os
+import sys
+
 import mlflow
 import numpy as np
 import pytest
@@ -16,7 +19,10 @@ from mlflow import MlflowClient
 import seed
 from compare import assert_run_copied, workspace_env
 from conftest import copy_run_args, copy_version_args, run_cli, unique
-from dbx_workspaces import EXPERIMENT_ROOT, Emulator, copy, profiles, signed_urls_only
+from databricks_profiles import EXPERIMENT_ROOT, copy, signed_urls_only, workspace_profiles
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from databricks_emulator import Emulator  # noqa: E402
 
 X = np.array([[0.0, 1.0], [1.0, 0.0], [0.3, 0.3], [0.9, 0.2]])
 
@@ -27,7 +33,7 @@ def workspaces():
     ws2 = Emulator(name="ws2", oauth_token_ttl=1, extra_users=["bob@example.com"])
     Emulator.start_all(ws1, ws2)
     try:
-        with profiles(ws1, ws2, oauth=(ws2,)) as cfg_dir:
+        with workspace_profiles(ws1, ws2, oauth=(ws2,)) as cfg_dir:
             yield ws1, ws2, cfg_dir
     finally:
         ws1.stop()

@@ -3,7 +3,9 @@ against the Databricks emulator with its Files API off (signed URLs only): S3 mu
 through the workspace's multipart routes (thresholds lowered with MLflow's own variables), and
 Azure Blob blocks with a block list. Copies are checked with MLflow's own client (compare.py)
 and the storage requests the emulator saw."""
+import os
 import re
+import sys
 
 import pytest
 import requests
@@ -12,7 +14,10 @@ from mlflow import MlflowClient
 import seed
 from compare import assert_run_copied
 from conftest import copy_run_args, unique
-from dbx_workspaces import EXPERIMENT_ROOT, Emulator, copy, profiles, signed_urls_only
+from databricks_profiles import EXPERIMENT_ROOT, copy, signed_urls_only, workspace_profiles
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from databricks_emulator import Emulator  # noqa: E402
 
 MiB = 1 << 20
 # The 11 MiB file goes in three parts (5, 5, 1 MiB); the small files go whole.
@@ -27,7 +32,7 @@ def clouds():
     azure = Emulator(name="azparts", cloud="azure")
     Emulator.start_all(aws, azure)
     try:
-        with profiles(aws, azure) as cfg_dir:
+        with workspace_profiles(aws, azure) as cfg_dir:
             yield aws, azure, cfg_dir
     finally:
         aws.stop()

@@ -135,18 +135,23 @@ async fn run() -> Result<i32> {
 
 /// Whether a host environment variable is passed to the guest: `MLFLOW_*TRACKING_*` (the
 /// credentials, e.g. `MLFLOW_TRACKING_TOKEN`, `MLFLOW_DST_TRACKING_PASSWORD`),
-/// `MLFLOW_HTTP_REQUEST_TIMEOUT`, `MLFLOW_HTTP_REQUEST_MAX_RETRIES` and `DATABRICKS_*`.
-/// The same rule as the Python and Node.js hosts.
+/// `MLFLOW_*S3_ENDPOINT_URL`, the MLflow and AWS settings the component reads (`EXACT`) and
+/// `DATABRICKS_*`. The same rule as the Python and Node.js hosts.
 fn passed_to_guest(name: &str) -> bool {
-    const EXACT: [&str; 2] = [
+    const EXACT: [&str; 7] = [
         "MLFLOW_HTTP_REQUEST_TIMEOUT",
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+        "MLFLOW_SKIP_SIGNATURE_CHECK_FOR_UC_REGISTRY_MIGRATION",
+        "MLFLOW_USE_DATABRICKS_SDK_MODEL_ARTIFACTS_REPO_FOR_UC",
+        "MLFLOW_DISABLE_DATABRICKS_SDK_FOR_RUN_ARTIFACTS",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
     ];
     if EXACT.contains(&name) || name.starts_with("DATABRICKS_") {
         return true;
     }
     name.strip_prefix("MLFLOW_")
-        .is_some_and(|rest| rest.contains("TRACKING_"))
+        .is_some_and(|rest| rest.contains("TRACKING_") || rest.ends_with("S3_ENDPOINT_URL"))
 }
 
 /// A report as JSON with snake_case keys (the serde derive of the WIT records) and the

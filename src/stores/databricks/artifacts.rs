@@ -87,6 +87,7 @@ fn internal_path(root: &ArtifactRoot) -> Option<String> {
     Some(match &root.owner {
         Owner::Run(run) => format!("{base}/{experiment}/Runs/{run}/artifacts"),
         Owner::Model(model) => format!("{base}/{experiment}/LoggedModels/{model}/artifacts"),
+        Owner::Version { .. } => return None,
     })
 }
 
@@ -259,14 +260,14 @@ impl ArtifactAccess {
     }
 }
 
-fn file_url(base: &Url, path: &str) -> Url {
+pub(super) fn file_url(base: &Url, path: &str) -> Url {
     let mut url = base.clone();
     push_path(&mut url, path);
     url
 }
 
 /// The Files API upload of one file (overwriting: a retried file replaces its partial self).
-fn files_put(base: &Url, path: &str) -> Request {
+pub(super) fn files_put(base: &Url, path: &str) -> Request {
     let mut url = file_url(base, path);
     url.query_pairs_mut().append_pair("overwrite", "true");
     Request::new(Method::Put, url).header("content-type", "application/octet-stream")
@@ -360,6 +361,13 @@ fn credential_infos(
                 let infos = page.credentials.into_iter().map(|c| c.credential_info);
                 (infos.collect(), page.next_page_token)
             }
+            Owner::Version { .. } => {
+                return Err(CopyError::upstream(format!(
+                    "{}: a workspace registry keeps no files of its own for {}",
+                    rest.base_display(),
+                    root.describe()
+                )))
+            }
         };
         let before = by_path.len();
         by_path.extend(infos.into_iter().map(|i| (i.path.clone(), i)));
@@ -408,7 +416,11 @@ fn signed_request(
 }
 
 /// Sends a small signed request (no credentials of ours), for an `MLmodel`.
-fn send_signed(rest: &MlflowRest, request: &Request, path: &str) -> Result<Vec<u8>, CopyError> {
+pub(super) fn send_signed(
+    rest: &MlflowRest,
+    request: &Request,
+    path: &str,
+) -> Result<Vec<u8>, CopyError> {
     let response = rest
         .transport()
         .send(request, true)

@@ -5,6 +5,9 @@
 mod artifacts;
 mod auth;
 pub mod config;
+mod s3;
+mod uc_files;
+pub mod unity_catalog;
 mod workspace;
 
 use crate::api::CopyError;
@@ -17,17 +20,24 @@ use std::rc::Rc;
 
 pub use workspace::SKIPPED_TAGS;
 
-/// The stores of the workspace a `databricks[://PROFILE]` URI names.
+/// The stores of the workspace a `databricks[://PROFILE]` URI names, or with `unity_catalog`
+/// (`databricks-uc[://PROFILE]`) its tracking with the Unity Catalog registry.
 pub fn connect(
     profile: Option<&str>,
+    unity_catalog: bool,
     side: Side,
     env: &dyn Fn(&str) -> Option<String>,
     transport: Rc<Transport>,
 ) -> Result<Stores, CopyError> {
+    let scheme = if unity_catalog {
+        "databricks-uc"
+    } else {
+        "databricks"
+    };
     let read_file = |path: &str| std::fs::read_to_string(path).ok();
     let found = config::resolve(profile, env, &read_file).map_err(|e| CopyError {
         message: format!(
-            "{} URI databricks{}: {}",
+            "{} URI {scheme}{}: {}",
             side.label(),
             profile.map(|p| format!("://{p}")).unwrap_or_default(),
             e.message
@@ -37,10 +47,22 @@ pub fn connect(
     let ServerUri::Http(base) = ServerUri::parse(found.host.as_str())? else {
         unreachable!("a normalized host is an http(s) URL");
     };
-    let auth = auth::WorkspaceAuth::new(found, transport.clone());
-    let rest = MlflowRest::new(base, side, Rc::new(auth), transport);
-    Ok(Stores::all_in_one(workspace::DatabricksWorkspace {
+    let auth: Rc<auth::WorkspaceAuth> = Rc::new(auth::WorkspaceAuth::new(found, transport.clone()));
+    let rest = MlflowRest::new(base.clone(), side, auth.clone(), transport.clone());
+    let workspace = workspace::DatabricksWorkspace {
         rest,
         files: artifacts::ArtifactAccess::new(env),
-    }))
+    };
+    if !unity_catalog {
+        return Ok(Stores::all_in_one(workspace));
+    }
+    // One token (and one OAuth refresh) for the workspace's tracking and its catalog.
+    let uc_rest = MlflowRest::new(base, side, auth, transport);
+    let workspace = Rc::new(workspace);
+    let uc = Rc::new(unity_catalog::UnityCatalog::new(uc_rest, env));
+    Ok(Stores {
+        tracking: workspace.clone(),
+        registry: uc.clone(),
+        artifacts: Rc::new(uc_files::UcArtifacts { workspace, uc }),
+    })
 }

@@ -71,43 +71,53 @@ pub fn push_path(url: &mut Url, path: &str) {
     }
 }
 
+/// Every file of a tree, walking it folder by folder with `list_dir` (which lists one folder,
+/// `""` for the root), bounded: a server that lists a folder inside itself must not make the
+/// copier list forever. `who` names the server in the error.
+pub fn walk(
+    who: &str,
+    root: &ArtifactRoot,
+    mut list_dir: impl FnMut(&str) -> Result<Vec<FileInfo>, CopyError>,
+) -> Result<Vec<FileEntry>, CopyError> {
+    let mut files = Vec::new();
+    let mut dirs = vec![String::new()];
+    let mut seen = 0usize;
+    while let Some(dir) = dirs.pop() {
+        let entries = list_dir(&dir)?;
+        seen += entries.len();
+        if seen > MAX_LISTED || dir.split('/').count() > MAX_DEPTH {
+            return Err(CopyError::upstream(format!(
+                "{who}: the artifact listing of {} has more than {MAX_LISTED} entries or is \
+                 deeper than {MAX_DEPTH} folders (does the server list a folder inside itself?)",
+                root.describe()
+            )));
+        }
+        for info in entries {
+            // Run listings give root-relative paths; some servers give names only.
+            let path = if dir.is_empty() || info.path.starts_with(&format!("{dir}/")) {
+                info.path.clone()
+            } else {
+                format!("{dir}/{}", info.path)
+            };
+            if info.is_dir {
+                dirs.push(path);
+            } else {
+                files.push(FileEntry {
+                    path,
+                    size: info.file_size.unwrap_or(0).max(0) as u64,
+                });
+            }
+        }
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
 impl Artifacts for MlflowRest {
     /// Every file under the root, recursively, with sizes (0 for files the server lists without
     /// one, which it does for empty files).
     fn list(&self, root: &ArtifactRoot) -> Result<Vec<FileEntry>, CopyError> {
-        let mut files = Vec::new();
-        let mut dirs = vec![String::new()];
-        let mut seen = 0usize;
-        while let Some(dir) = dirs.pop() {
-            let entries = self.list_dir(root, &dir)?;
-            seen += entries.len();
-            if seen > MAX_LISTED || dir.split('/').count() > MAX_DEPTH {
-                return Err(CopyError::upstream(format!(
-                    "{}: the artifact listing of {} has more than {MAX_LISTED} entries or is \
-                     deeper than {MAX_DEPTH} folders (does the server list a folder inside itself?)",
-                    self.base_display(),
-                    root.describe()
-                )));
-            }
-            for info in entries {
-                // Run listings give root-relative paths; some servers give names only.
-                let path = if dir.is_empty() || info.path.starts_with(&format!("{dir}/")) {
-                    info.path.clone()
-                } else {
-                    format!("{dir}/{}", info.path)
-                };
-                if info.is_dir {
-                    dirs.push(path);
-                } else {
-                    files.push(FileEntry {
-                        path,
-                        size: info.file_size.unwrap_or(0).max(0) as u64,
-                    });
-                }
-            }
-        }
-        files.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(files)
+        walk(&self.base_display(), root, |dir| self.list_dir(root, dir))
     }
 
     fn downloads(&self, root: &ArtifactRoot, paths: &[&str]) -> Result<Vec<Download>, CopyError> {
@@ -160,6 +170,7 @@ impl MlflowRest {
                 "artifact_directory_path",
                 Vec::new(),
             ),
+            Owner::Version { .. } => return Err(self.no_version_files(root)),
         };
         if !dir.is_empty() {
             query.push((dir_param, dir));
@@ -194,9 +205,20 @@ impl MlflowRest {
                         .append_pair("artifact_file_path", path);
                     url
                 }
+                Owner::Version { .. } => return Err(self.no_version_files(root)),
             },
         };
         Ok(Request::new(Method::Get, url))
+    }
+
+    /// This registry keeps no files of its own for versions: a version's files are where its
+    /// source points.
+    fn no_version_files(&self, root: &ArtifactRoot) -> CopyError {
+        CopyError::upstream(format!(
+            "{}: {} has no files of its own on this server (its source names them)",
+            self.base_display(),
+            root.describe()
+        ))
     }
 
     /// The request that writes one file (body to be streamed in; without credentials). Only

@@ -7,5 +7,6 @@ mod registry;
 mod rest;
 mod tracking;
 
-pub use artifacts::push_path;
-pub use rest::MlflowRest;
+pub use artifacts::{push_path, walk};
+pub use registry::RegistryApi;
+pub use rest::{all_pages, MlflowRest, Page};

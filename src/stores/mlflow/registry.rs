@@ -1,4 +1,5 @@
-//! Model registry API calls (OSS registry; the Databricks workspace registry speaks the same).
+//! Model registry API calls (OSS registry; the Databricks workspace registry speaks the same,
+//! and Unity Catalog the same under its own prefix).
 
 use super::rest::{all_pages, filter_literal, MlflowRest};
 use crate::api::CopyError;
@@ -15,6 +16,128 @@ struct RegisteredModelEnvelope {
 #[derive(Deserialize)]
 struct VersionEnvelope {
     model_version: ModelVersion,
+}
+
+/// The registry calls of an MLflow-shaped registry API under `prefix`: `/api/2.0/mlflow` on an
+/// MLflow server or a Databricks workspace, `/api/2.0/mlflow/unity-catalog` for Unity Catalog.
+pub struct RegistryApi<'a> {
+    pub rest: &'a MlflowRest,
+    pub prefix: &'static str,
+}
+
+/// An MLflow server's (or a workspace's) registry API.
+pub const MLFLOW_REGISTRY: &str = "/api/2.0/mlflow";
+
+impl RegistryApi<'_> {
+    fn path(&self, call: &str) -> String {
+        format!("{}/{call}", self.prefix)
+    }
+
+    pub fn registered_model(&self, name: &str) -> Result<Option<RegisteredModel>, CopyError> {
+        let path = self.path("registered-models/get");
+        match self
+            .rest
+            .get::<RegisteredModelEnvelope>(&path, &[("name", name)])
+        {
+            Ok(e) => Ok(Some(e.registered_model)),
+            Err(e) if e.has_code("RESOURCE_DOES_NOT_EXIST") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn create_registered_model(
+        &self,
+        name: &str,
+        description: Option<&str>,
+        tags: &[KeyValue],
+    ) -> Result<(), CopyError> {
+        let mut body = json!({ "name": name, "tags": tags });
+        if let Some(d) = description.filter(|d| !d.is_empty()) {
+            body["description"] = json!(d);
+        }
+        self.rest
+            .create::<Value>(&self.path("registered-models/create"), &body)
+            .map(drop)
+    }
+
+    pub fn model_version(&self, name: &str, version: &str) -> Result<ModelVersion, CopyError> {
+        let query = [("name", name), ("version", version)];
+        self.rest
+            .get::<VersionEnvelope>(&self.path("model-versions/get"), &query)
+            .map(|e| e.model_version)
+    }
+
+    pub fn create_model_version(
+        &self,
+        name: &str,
+        new: &NewVersion,
+    ) -> Result<ModelVersion, CopyError> {
+        let mut body = json!({ "name": name, "source": new.source, "tags": new.tags });
+        if let Some(run) = &new.run_id {
+            body["run_id"] = json!(run);
+        }
+        if let Some(model) = &new.model_id {
+            body["model_id"] = json!(model);
+        }
+        if let Some(d) = new.description.as_deref().filter(|d| !d.is_empty()) {
+            body["description"] = json!(d);
+        }
+        self.rest
+            .create::<VersionEnvelope>(&self.path("model-versions/create"), &body)
+            .map(|e| e.model_version)
+    }
+
+    /// Every version of the model (a filter on the name alone: all Unity Catalog accepts).
+    pub fn versions(&self, name: &str) -> Result<Vec<ModelVersion>, CopyError> {
+        let filter = format!("name={}", filter_literal(name));
+        let path = self.path("model-versions/search");
+        all_pages(|token| {
+            let mut query = vec![("filter", filter.as_str()), ("max_results", "1000")];
+            query.extend(token.map(|t| ("page_token", t)));
+            self.rest.get(&path, &query)
+        })
+    }
+
+    pub fn set_version_tag(
+        &self,
+        name: &str,
+        version: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), CopyError> {
+        let body = json!({ "name": name, "version": version, "key": key, "value": value });
+        self.rest
+            .post::<Value>(&self.path("model-versions/set-tag"), &body)
+            .map(drop)
+    }
+
+    pub fn transition_stage(
+        &self,
+        name: &str,
+        version: &str,
+        stage: &str,
+    ) -> Result<(), CopyError> {
+        let body = json!({ "name": name, "version": version, "stage": stage, "archive_existing_versions": false });
+        self.rest
+            .post::<Value>(&self.path("model-versions/transition-stage"), &body)
+            .map(drop)
+    }
+
+    pub fn set_alias(&self, name: &str, alias: &str, version: &str) -> Result<(), CopyError> {
+        let body = json!({ "name": name, "alias": alias, "version": version });
+        self.rest
+            .post::<Value>(&self.path("registered-models/alias"), &body)
+            .map(drop)
+    }
+}
+
+impl MlflowRest {
+    fn registry_api(&self) -> RegistryApi<'_> {
+        RegistryApi {
+            rest: self,
+            prefix: MLFLOW_REGISTRY,
+        }
+    }
 }
 
 impl Registry for MlflowRest {
@@ -39,14 +162,7 @@ impl Registry for MlflowRest {
     }
 
     fn registered_model(&self, name: &str) -> Result<Option<RegisteredModel>, CopyError> {
-        match self.get::<RegisteredModelEnvelope>(
-            "/api/2.0/mlflow/registered-models/get",
-            &[("name", name)],
-        ) {
-            Ok(e) => Ok(Some(e.registered_model)),
-            Err(e) if e.has_code("RESOURCE_DOES_NOT_EXIST") => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.registry_api().registered_model(name)
     }
 
     fn create_registered_model(
@@ -55,18 +171,12 @@ impl Registry for MlflowRest {
         description: Option<&str>,
         tags: &[KeyValue],
     ) -> Result<(), CopyError> {
-        let mut body = json!({ "name": name, "tags": tags });
-        if let Some(d) = description.filter(|d| !d.is_empty()) {
-            body["description"] = json!(d);
-        }
-        self.create::<Value>("/api/2.0/mlflow/registered-models/create", &body)
-            .map(drop)
+        self.registry_api()
+            .create_registered_model(name, description, tags)
     }
 
     fn model_version(&self, name: &str, version: &str) -> Result<ModelVersion, CopyError> {
-        let query = [("name", name), ("version", version)];
-        self.get::<VersionEnvelope>("/api/2.0/mlflow/model-versions/get", &query)
-            .map(|e| e.model_version)
+        self.registry_api().model_version(name, version)
     }
 
     fn create_model_version(
@@ -74,27 +184,11 @@ impl Registry for MlflowRest {
         name: &str,
         new: &NewVersion,
     ) -> Result<ModelVersion, CopyError> {
-        let mut body = json!({ "name": name, "source": new.source, "tags": new.tags });
-        if let Some(run) = &new.run_id {
-            body["run_id"] = json!(run);
-        }
-        if let Some(model) = &new.model_id {
-            body["model_id"] = json!(model);
-        }
-        if let Some(d) = new.description.as_deref().filter(|d| !d.is_empty()) {
-            body["description"] = json!(d);
-        }
-        self.create::<VersionEnvelope>("/api/2.0/mlflow/model-versions/create", &body)
-            .map(|e| e.model_version)
+        self.registry_api().create_model_version(name, new)
     }
 
     fn versions(&self, name: &str) -> Result<Vec<ModelVersion>, CopyError> {
-        let filter = format!("name = {}", filter_literal(name));
-        all_pages(|token| {
-            let mut query = vec![("filter", filter.as_str()), ("max_results", "1000")];
-            query.extend(token.map(|t| ("page_token", t)));
-            self.get("/api/2.0/mlflow/model-versions/search", &query)
-        })
+        self.registry_api().versions(name)
     }
 
     fn set_version_tag(
@@ -104,21 +198,16 @@ impl Registry for MlflowRest {
         key: &str,
         value: &str,
     ) -> Result<(), CopyError> {
-        let body = json!({ "name": name, "version": version, "key": key, "value": value });
-        self.post::<Value>("/api/2.0/mlflow/model-versions/set-tag", &body)
-            .map(drop)
+        self.registry_api()
+            .set_version_tag(name, version, key, value)
     }
 
     fn transition_stage(&self, name: &str, version: &str, stage: &str) -> Result<(), CopyError> {
-        let body = json!({ "name": name, "version": version, "stage": stage, "archive_existing_versions": false });
-        self.post::<Value>("/api/2.0/mlflow/model-versions/transition-stage", &body)
-            .map(drop)
+        self.registry_api().transition_stage(name, version, stage)
     }
 
     fn set_alias(&self, name: &str, alias: &str, version: &str) -> Result<(), CopyError> {
-        let body = json!({ "name": name, "alias": alias, "version": version });
-        self.post::<Value>("/api/2.0/mlflow/registered-models/alias", &body)
-            .map(drop)
+        self.registry_api().set_alias(name, alias, version)
     }
 
     fn model_grants(&self, name: &str) -> Result<Option<Vec<Grant>>, CopyError> {

@@ -20,7 +20,8 @@ pub struct Page<T> {
         alias = "metrics",
         alias = "models",
         alias = "files",
-        alias = "model_versions"
+        alias = "model_versions",
+        alias = "contents"
     )]
     pub items: Vec<T>,
     pub next_page_token: Option<String>,
