@@ -194,24 +194,26 @@ impl ArtifactAccess {
         }
         let s3 = storage_type(&info.kind) == "AWS_PRESIGNED_URL";
         if s3 && sizes.s3_in_parts(file.size) {
-            let Owner::Run(run_id) = &root.owner else {
-                return Err(CopyError::upstream(format!(
-                    "{}: {} artifact {:?} has {} bytes, more than one S3 upload may carry \
-                     ({} bytes), and logged-model artifacts have no multipart upload",
-                    rest.base_display(),
-                    root.describe(),
-                    file.path,
-                    file.size,
-                    parts::S3_MAX_PUT
-                )));
-            };
-            let target = target(rest, root, &file.path);
-            let lengths = sizes.s3(file.size)?;
-            return Ok(Upload::parts(Box::new(S3Parts::new(
-                target,
-                run_id.clone(),
-                lengths,
-            ))));
+            match &root.owner {
+                Owner::Run(run_id) => {
+                    let target = target(rest, root, &file.path);
+                    let parts = S3Parts::new(target, run_id.clone(), sizes.s3(file.size)?);
+                    return Ok(Upload::parts(Box::new(parts)));
+                }
+                // Logged-model artifacts have no multipart route: one PUT, as far as S3 allows.
+                _ if file.size > parts::S3_MAX_PUT => {
+                    return Err(CopyError::upstream(format!(
+                        "{}: {} artifact {:?} has {} bytes, more than one S3 upload may carry \
+                         ({} bytes), and logged-model artifacts have no multipart upload",
+                        rest.base_display(),
+                        root.describe(),
+                        file.path,
+                        file.size,
+                        parts::S3_MAX_PUT
+                    )))
+                }
+                _ => {}
+            }
         }
         Ok(Upload::signed(signed_request(
             rest,
@@ -379,7 +381,7 @@ fn credential_infos(
     paths
         .iter()
         .map(|path| {
-            by_path.remove(*path).ok_or_else(|| {
+            by_path.get(*path).cloned().ok_or_else(|| {
                 CopyError::upstream(format!(
                     "{}: no signed URL for {} artifact {path:?}",
                     rest.base_display(),

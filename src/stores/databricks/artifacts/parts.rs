@@ -818,4 +818,34 @@ mod tests {
         assert_eq!(complete["upload_id"], "u1");
         assert_eq!(line(&sent[3]), "DELETE /k?uploadId=u1&abort [] ");
     }
+
+    #[test]
+    fn logged_model_files_above_the_threshold_go_whole_up_to_what_s3_allows() {
+        let (target, _) = target(Box::new(|_| (200, "{}".into())));
+        let env = crate::transport::fixed_env(&[(MINIMUM_FILE_SIZE_VAR, "6291456")]);
+        let access = super::super::ArtifactAccess::new(&env);
+        let model = ArtifactRoot {
+            owner: Owner::Model("m-1".into()),
+            uri: "dbfs:/databricks/mlflow-tracking/1/logged_models/m-1/artifacts".into(),
+        };
+        let mut s3 = info("https://b.s3.amazonaws.com/k?X-Amz-Signature=s", &[]);
+        s3.kind = json!("AWS_PRESIGNED_URL");
+        let file = |size| crate::stores::model::FileEntry {
+            path: "model.pkl".into(),
+            size,
+        };
+        let whole = access.upload(&target.rest, &model, &file(11 * MIB), s3.clone());
+        assert!(whole.unwrap().request().is_some(), "one signed PUT");
+        let run = access.upload(&target.rest, &target.root, &file(11 * MIB), s3.clone());
+        assert!(
+            run.unwrap().request().is_none(),
+            "a run artifact goes in parts"
+        );
+        let huge = access.upload(&target.rest, &model, &file(S3_MAX_PUT + 1), s3);
+        let message = huge.unwrap_err().message;
+        assert!(
+            message.contains("logged model m-1") && message.contains("model.pkl"),
+            "{message}"
+        );
+    }
 }
