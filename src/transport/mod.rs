@@ -1,4 +1,5 @@
-//! The one way out of the component: HTTP requests with retries, and streamed file transfers.
+//! The one way out of the component: HTTP requests with retries, and streamed file transfers
+//! (a file written whole by one PUT, or in parts committed together: `multipart`).
 //!
 //! `Http` is the seam between pure logic and the host. On `wasm32` it is implemented over WASI
 //! HTTP (`wasi_http`); the retry loops here are host-independent and unit-tested with a scripted
