@@ -12,6 +12,7 @@ metastore it reads."""
 import contextlib
 import os
 import sys
+import tempfile
 
 import mlflow
 import numpy as np
@@ -80,6 +81,14 @@ def predictions(registry_uri, model_uri):
         return list(mlflow.pyfunc.load_model(model_uri).predict(X))
 
 
+def download(registry_uri, model_uri):
+    """Downloads a model's files with MLflow's client; the local folder."""
+    mlflow.set_tracking_uri(registry_uri.replace("databricks-uc", "databricks"))
+    mlflow.set_registry_uri(registry_uri)
+    with workspace_env(registry_uri):
+        return mlflow.artifacts.download_artifacts(model_uri)
+
+
 @contextlib.contextmanager
 def storage_mode(emu, mode=None, files_api=None):
     old = (emu.uc_storage_mode, emu.uc_sdk_models_repo)
@@ -144,8 +153,7 @@ def test_oss_to_uc_is_ready_loads_and_predicts(src, oss_version, test_env_copy, 
     assert predictions(TEST, f"models:/{dst_model}/{report['dst_version']}") == expected
     assert predictions(TEST, f"models:/{dst_model}@champion") == expected
     # The MLmodel in UC names the copied run, not the source's.
-    with workspace_env(TEST):
-        local = mlflow.artifacts.download_artifacts(f"models:/{dst_model}/{report['dst_version']}")
+    local = download(TEST, f"models:/{dst_model}/{report['dst_version']}")
     mlmodel = open(os.path.join(local, "MLmodel")).read()
     assert report["dst_run_id"] in mlmodel
     # The same command again: the same version, nothing new.
@@ -307,3 +315,42 @@ def test_every_entry_point_copies_into_unity_catalog(src, oss_version, metastore
     for model in models:
         [v] = uc_client(TEST).search_model_versions(f"name='{model.lower()}'")
         assert v.status == "READY"
+
+
+def test_a_large_version_file_goes_to_s3_in_parts(src, metastores):
+    """An 11 MiB model file with the multipart threshold lowered to 5 MiB: a multipart upload
+    signed with the temporary credentials (create, three parts, complete), equal bytes in UC."""
+    import hashlib
+    test, _, _ = metastores
+    big = os.urandom(11 * 1024 * 1024 + 123)
+    client = MlflowClient(src.uri, registry_uri=src.uri)
+    exp = client.get_experiment_by_name("uc-large") or client.get_experiment(client.create_experiment("uc-large"))
+    run = client.create_run(exp.experiment_id)
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, "MLmodel"), "w") as f:
+            f.write("flavors: {}\nsignature:\n  inputs: '[{\"type\": \"double\"}]'\n"
+                    "  outputs: '[{\"type\": \"long\"}]'\n")
+        with open(os.path.join(d, "weights.bin"), "wb") as f:
+            f.write(big)
+        client.log_artifacts(run.info.run_id, d, "model")
+    client.set_terminated(run.info.run_id)
+    name = unique("large")
+    client.create_registered_model(name)
+    client.create_model_version(name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    dst_model = f"{CATALOG}.{unique('large_uc')}"
+    five_mib = str(5 * 1024 * 1024)
+    result = copy(metastores, copy_version_args(name, "1", dst_model, src.uri, TEST),
+                  env={"MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE": five_mib,
+                       "MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE": five_mib})
+    assert result.code == 0, result
+    uc_writes = [r for r in test.storage_requests()
+                 if r["path"].startswith(f"/{test.uc_bucket}/") and r["path"].endswith("/weights.bin")
+                 and r["method"] in ("POST", "PUT")]
+    parts = [r for r in uc_writes if "partNumber" in r["query"]]
+    assert len(parts) == 3 and all(r["auth"] == "sigv4" and r["status"] == 200 for r in parts), uc_writes
+    assert [r["query"] for r in uc_writes if r["method"] == "POST"] == [["uploads"], ["uploadId"]], uc_writes
+    version = uc_client(TEST).get_model_version(dst_model.lower(), result.report["dst_version"])
+    assert version.status == "READY"
+    local = download(TEST, f"models:/{dst_model.lower()}/{version.version}")
+    with open(os.path.join(local, "weights.bin"), "rb") as f:
+        assert hashlib.sha256(f.read()).hexdigest() == hashlib.sha256(big).hexdigest()

@@ -138,8 +138,10 @@ async fn run() -> Result<i32> {
 /// `MLFLOW_*S3_ENDPOINT_URL`, the MLflow and AWS settings the component reads (`EXACT`) and
 /// `DATABRICKS_*`. The same rule as the Python and Node.js hosts.
 fn passed_to_guest(name: &str) -> bool {
-    const EXACT: [&str; 7] = [
+    const EXACT: [&str; 9] = [
         "MLFLOW_HTTP_REQUEST_TIMEOUT",
+        "MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE",
+        "MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE",
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
         "MLFLOW_SKIP_SIGNATURE_CHECK_FOR_UC_REGISTRY_MIGRATION",
         "MLFLOW_USE_DATABRICKS_SDK_MODEL_ARTIFACTS_REPO_FOR_UC",

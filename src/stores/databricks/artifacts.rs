@@ -10,7 +10,7 @@
 //! Listing goes through the tracking API as on any MLflow server. Large files, and every file
 //! on Azure, are written in parts (`parts`).
 
-mod parts;
+pub(super) mod parts;
 
 use crate::api::CopyError;
 use crate::stores::mlflow::{push_path, MlflowRest};

@@ -59,7 +59,7 @@ pub fn connect(
     // One token (and one OAuth refresh) for the workspace's tracking and its catalog.
     let uc_rest = MlflowRest::new(base, side, auth, transport);
     let workspace = Rc::new(workspace);
-    let uc = Rc::new(unity_catalog::UnityCatalog::new(uc_rest, env));
+    let uc = Rc::new(unity_catalog::UnityCatalog::new(uc_rest, env)?);
     Ok(Stores {
         tracking: workspace.clone(),
         registry: uc.clone(),

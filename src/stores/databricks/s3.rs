@@ -41,7 +41,7 @@ pub enum Encryption {
 }
 
 impl Encryption {
-    fn headers(&self) -> Vec<(String, String)> {
+    pub fn headers(&self) -> Vec<(String, String)> {
         match self {
             Encryption::S3Managed => vec![("x-amz-server-side-encryption".into(), "AES256".into())],
             Encryption::Kms { key_arn } => {
@@ -231,6 +231,83 @@ pub fn object_request(
     sign_request(request, credentials, &endpoint.region, SystemTime::now())
 }
 
+/// The steps of an S3 multipart upload of one object, unsigned (see `sign_request`): create
+/// (`POST ?uploads`, with the encryption headers), a part (`PUT ?partNumber&uploadId`),
+/// complete (`POST ?uploadId` with the parts' ETags), abort (`DELETE ?uploadId`).
+pub enum MultipartStep<'a> {
+    Create(Option<&'a Encryption>),
+    Part {
+        number: usize,
+        upload_id: &'a str,
+    },
+    Complete {
+        upload_id: &'a str,
+        etags: &'a [String],
+    },
+    Abort {
+        upload_id: &'a str,
+    },
+}
+
+pub fn multipart_request(url: Url, step: MultipartStep) -> Request {
+    let with_query = |pairs: &[(&str, &str)]| {
+        let mut url = url.clone();
+        url.query_pairs_mut().extend_pairs(pairs);
+        url
+    };
+    match step {
+        MultipartStep::Create(encryption) => {
+            let mut request = Request::new(Method::Post, with_query(&[("uploads", "")]))
+                .header("content-type", "application/octet-stream");
+            if let Some(encryption) = encryption {
+                request.headers.extend(encryption.headers());
+            }
+            request
+        }
+        MultipartStep::Part { number, upload_id } => {
+            let number = number.to_string();
+            let query = [("partNumber", number.as_str()), ("uploadId", upload_id)];
+            Request::new(Method::Put, with_query(&query))
+        }
+        MultipartStep::Complete { upload_id, etags } => {
+            let mut xml = String::from("<CompleteMultipartUpload>");
+            for (index, etag) in etags.iter().enumerate() {
+                xml.push_str(&format!(
+                    "<Part><PartNumber>{}</PartNumber><ETag>{}</ETag></Part>",
+                    index + 1,
+                    xml_escape(etag)
+                ));
+            }
+            xml.push_str("</CompleteMultipartUpload>");
+            let mut request = Request::new(Method::Post, with_query(&[("uploadId", upload_id)]))
+                .header("content-type", "application/xml");
+            request.body = xml.into_bytes();
+            request
+        }
+        MultipartStep::Abort { upload_id } => {
+            Request::new(Method::Delete, with_query(&[("uploadId", upload_id)]))
+        }
+    }
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The `UploadId` of a CreateMultipartUpload answer.
+pub fn parse_upload_id(xml: &[u8]) -> Result<String, String> {
+    let text = std::str::from_utf8(xml).map_err(|e| format!("not UTF-8: {e}"))?;
+    let doc = roxmltree::Document::parse(text).map_err(|e| format!("not XML: {e}"))?;
+    doc.descendants()
+        .find(|n| n.tag_name().name() == "UploadId")
+        .and_then(|n| n.text())
+        .map(str::to_string)
+        .ok_or_else(|| "no UploadId in the answer".to_string())
+}
+
 /// The URL of one page of ListObjectsV2 (`list-type=2`) below a prefix (S3, and GCS's XML API).
 pub fn list_url(endpoint: &Endpoint, location: &Location, continuation: Option<&str>) -> Url {
     let mut url = endpoint.url(&location.bucket, "");
@@ -401,6 +478,50 @@ mod tests {
         }
         assert!(!authorization.contains("wJalr"), "the secret never travels");
         assert_eq!(put.url.as_str(), "http://127.0.0.1:9000/b/models/1/MLmodel");
+    }
+
+    #[test]
+    fn multipart_steps_are_the_s3_requests() {
+        let url = Url::parse("http://127.0.0.1:9000/b/k/big.bin").unwrap();
+        let create = multipart_request(
+            url.clone(),
+            MultipartStep::Create(Some(&Encryption::S3Managed)),
+        );
+        assert_eq!(
+            (create.method, create.url.query()),
+            (Method::Post, Some("uploads="))
+        );
+        assert!(create
+            .headers
+            .contains(&("x-amz-server-side-encryption".into(), "AES256".into())));
+        let part = multipart_request(
+            url.clone(),
+            MultipartStep::Part {
+                number: 2,
+                upload_id: "u+1",
+            },
+        );
+        assert_eq!(part.url.query(), Some("partNumber=2&uploadId=u%2B1"));
+        let etags = ["\"a1\"".to_string(), "\"b2\"".to_string()];
+        let done = multipart_request(
+            url.clone(),
+            MultipartStep::Complete {
+                upload_id: "u",
+                etags: &etags,
+            },
+        );
+        assert_eq!(
+            String::from_utf8(done.body).unwrap(),
+            "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>&quot;a1&quot;</ETag></Part>\
+             <Part><PartNumber>2</PartNumber><ETag>&quot;b2&quot;</ETag></Part></CompleteMultipartUpload>"
+        );
+        let abort = multipart_request(url, MultipartStep::Abort { upload_id: "u" });
+        assert_eq!(
+            (abort.method, abort.url.query()),
+            (Method::Delete, Some("uploadId=u"))
+        );
+        let created = br#"<?xml version="1.0"?><InitiateMultipartUploadResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Bucket>b</Bucket><Key>k</Key><UploadId>abc-123</UploadId></InitiateMultipartUploadResult>"#;
+        assert_eq!(parse_upload_id(created).unwrap(), "abc-123");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! and fetched again after that (a file retried after its URL or token was refused gets fresh
 //! ones). The workspace token goes to the workspace only; storage gets signed requests.
 
+use super::artifacts::parts::PartSizes;
 use super::artifacts::{file_url, files_put, send_signed};
 use super::s3::{self, Encryption, Endpoint, Location, TempCredentials};
 use super::unity_catalog::UnityCatalog;
@@ -23,7 +24,7 @@ use crate::credentials::Side;
 use crate::stores::mlflow::{push_path, walk, MlflowRest, Page};
 use crate::stores::model::{ArtifactRoot, FileEntry, FileInfo, Owner};
 use crate::stores::{Artifacts, Registry};
-use crate::transport::{Download, Method, Request, Upload};
+use crate::transport::{Download, Method, Multipart, Request, Upload};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::cell::{Cell, RefCell};
@@ -72,35 +73,9 @@ enum BucketAuth {
 }
 
 impl BucketAccess {
-    /// The request for one object (`GET`/`PUT`).
-    fn object(&self, method: Method, key: &str) -> Result<Request, CopyError> {
-        match &self.auth {
-            BucketAuth::S3 {
-                credentials,
-                encryption,
-            } => s3::object_request(
-                method,
-                &self.endpoint,
-                &self.location,
-                key,
-                encryption.as_ref(),
-                credentials,
-            ),
-            BucketAuth::Gcs { token } => {
-                let mut request =
-                    Request::new(method, self.endpoint.url(&self.location.bucket, key));
-                if method == Method::Put {
-                    request = request.header("content-type", "application/octet-stream");
-                }
-                Ok(request.header("authorization", format!("Bearer {token}")))
-            }
-        }
-    }
-
-    /// The request for one page of the listing below the location.
-    fn list_page(&self, continuation: Option<&str>) -> Result<Request, CopyError> {
-        let url = s3::list_url(&self.endpoint, &self.location, continuation);
-        let request = Request::new(Method::Get, url);
+    /// Adds the credentials to a request for this bucket: a SigV4 signature (S3) or the OAuth
+    /// token (GCS).
+    fn authorize(&self, request: Request) -> Result<Request, CopyError> {
         match &self.auth {
             BucketAuth::S3 { credentials, .. } => s3::sign_request(
                 request,
@@ -113,6 +88,31 @@ impl BucketAccess {
             }
         }
     }
+
+    /// The request for one object (`GET`/`PUT`); S3 writes carry the encryption asked for.
+    fn object(&self, method: Method, key: &str) -> Result<Request, CopyError> {
+        let mut request = Request::new(method, self.endpoint.url(&self.location.bucket, key));
+        if method == Method::Put {
+            request = request.header("content-type", "application/octet-stream");
+            if let Some(encryption) = self.encryption() {
+                request.headers.extend(encryption.headers());
+            }
+        }
+        self.authorize(request)
+    }
+
+    fn encryption(&self) -> Option<&Encryption> {
+        match &self.auth {
+            BucketAuth::S3 { encryption, .. } => encryption.as_ref(),
+            BucketAuth::Gcs { .. } => None,
+        }
+    }
+
+    /// The request for one page of the listing below the location.
+    fn list_page(&self, continuation: Option<&str>) -> Result<Request, CopyError> {
+        let url = s3::list_url(&self.endpoint, &self.location, continuation);
+        self.authorize(Request::new(Method::Get, url))
+    }
 }
 
 struct Granted {
@@ -121,6 +121,8 @@ struct Granted {
 }
 
 pub struct VersionFiles {
+    /// When files go to S3 in parts, and how large the parts are (MLflow's variables).
+    part_sizes: PartSizes,
     /// `MLFLOW_S3_ENDPOINT_URL`: an S3-compatible endpoint instead of AWS.
     s3_endpoint: Option<Url>,
     /// `AWS_REGION` / `AWS_DEFAULT_REGION`, else discovered per bucket.
@@ -246,19 +248,23 @@ fn version_of(root: &ArtifactRoot) -> (&str, &str) {
 }
 
 impl VersionFiles {
-    pub fn new(side: Side, env: &dyn Fn(&str) -> Option<String>) -> VersionFiles {
+    pub fn new(
+        side: Side,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<VersionFiles, CopyError> {
         let forced = env(FILES_API_VAR).map(|v| v == "true" || v == "1");
         // `MLFLOW_SRC_S3_ENDPOINT_URL` / `MLFLOW_DST_S3_ENDPOINT_URL` for one side only (two
         // S3-compatible stores in one copy).
         let endpoint = env(&format!("MLFLOW_{}S3_ENDPOINT_URL", side.env_infix()))
             .or_else(|| env(s3::ENDPOINT_VAR));
-        VersionFiles {
+        Ok(VersionFiles {
+            part_sizes: PartSizes::from_env(env)?,
             s3_endpoint: endpoint.and_then(|u| Url::parse(&u).ok()),
             region: env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")),
             files_api: Cell::new(forced.filter(|f| *f)),
             granted: RefCell::new(HashMap::new()),
             regions: RefCell::new(HashMap::new()),
-        }
+        })
     }
 
     /// How to reach the version's files for reading or writing (cached until renewal).
@@ -577,6 +583,109 @@ fn list_bucket(
     )))
 }
 
+/// One version file written to S3 as a multipart upload, each step signed with the version's
+/// temporary credentials (fresh ones after a refusal).
+struct VersionFileParts {
+    uc: Rc<UnityCatalog>,
+    root: ArtifactRoot,
+    key: String,
+    bucket: BucketAccess,
+    lengths: Vec<u64>,
+    upload_id: String,
+}
+
+impl VersionFileParts {
+    fn url(&self) -> Url {
+        self.bucket
+            .endpoint
+            .url(&self.bucket.location.bucket, &self.key)
+    }
+
+    fn refresh(&mut self) -> Result<(), CopyError> {
+        self.uc.files.forget(&self.root, true);
+        if let Access::Bucket(bucket) = self.uc.files.access(&self.uc, &self.root, true)? {
+            self.bucket = *bucket;
+        }
+        Ok(())
+    }
+
+    fn send(&self, step: s3::MultipartStep) -> Result<Vec<u8>, CopyError> {
+        let request = self
+            .bucket
+            .authorize(s3::multipart_request(self.url(), step))?;
+        send_signed(&self.uc.rest, &request, &self.key)
+    }
+}
+
+impl Multipart for VersionFileParts {
+    fn begin(&mut self) -> Result<Vec<u64>, CopyError> {
+        let created = self.send(s3::MultipartStep::Create(self.bucket.encryption()))?;
+        self.upload_id = s3::parse_upload_id(&created).map_err(|e| {
+            CopyError::upstream(format!(
+                "{}: starting the multipart upload of {} file {:?}: {e}",
+                self.uc.server(),
+                self.root.describe(),
+                self.key
+            ))
+        })?;
+        Ok(self.lengths.clone())
+    }
+
+    fn part(&mut self, index: usize, refresh: bool) -> Result<Request, CopyError> {
+        if refresh {
+            self.refresh()?;
+        }
+        let step = s3::MultipartStep::Part {
+            number: index + 1,
+            upload_id: &self.upload_id,
+        };
+        self.bucket
+            .authorize(s3::multipart_request(self.url(), step))
+    }
+
+    fn complete(&mut self, answers: &[Vec<(String, String)>]) -> Result<(), CopyError> {
+        let etags = answers
+            .iter()
+            .enumerate()
+            .map(|(index, headers)| {
+                let etag = headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("etag"));
+                etag.map(|(_, v)| v.clone()).ok_or_else(|| {
+                    CopyError::upstream(format!(
+                        "{}: S3 gave no ETag for part {} of {:?}",
+                        self.uc.server(),
+                        index + 1,
+                        self.key
+                    ))
+                })
+            })
+            .collect::<Result<Vec<String>, CopyError>>()?;
+        let upload_id = self.upload_id.clone();
+        let step = || s3::MultipartStep::Complete {
+            upload_id: &upload_id,
+            etags: &etags,
+        };
+        match self.send(step()) {
+            // The credentials may have expired since the last part.
+            Err(e) if e.kind == ErrorKind::Unauthorized || e.message.contains("ExpiredToken") => {
+                self.refresh()?;
+                self.send(step()).map(drop)
+            }
+            other => other.map(drop),
+        }
+    }
+
+    fn abort(&mut self) {
+        if self.upload_id.is_empty() {
+            return;
+        }
+        // Best effort: the error that ended the file is the one to report.
+        let step = s3::MultipartStep::Abort {
+            upload_id: &self.upload_id,
+        };
+        let _ = self.send(step);
+    }
+}
+
 fn is_version(root: &ArtifactRoot) -> bool {
     matches!(root.owner, Owner::Version { .. })
 }
@@ -613,6 +722,9 @@ impl Artifacts for UcArtifacts {
         files
             .iter()
             .map(|file| {
+                if let Some(parts) = self.s3_parts(root, file)? {
+                    return Ok(Upload::parts(Box::new(parts)));
+                }
                 let (request, signed) = self.uc.files.request(&self.uc, root, &file.path, true)?;
                 Ok(if signed {
                     Upload::signed(request)
@@ -653,6 +765,33 @@ impl Artifacts for UcArtifacts {
 }
 
 impl UcArtifacts {
+    /// A file too large for one S3 PUT (or above MLflow's multipart threshold) on S3 storage:
+    /// written as a multipart upload signed with the version's credentials.
+    fn s3_parts(
+        &self,
+        root: &ArtifactRoot,
+        file: &FileEntry,
+    ) -> Result<Option<VersionFileParts>, CopyError> {
+        let sizes = &self.uc.files.part_sizes;
+        if !sizes.s3_in_parts(file.size) {
+            return Ok(None);
+        }
+        let Access::Bucket(bucket) = self.uc.files.access(&self.uc, root, true)? else {
+            return Ok(None);
+        };
+        if !matches!(bucket.auth, BucketAuth::S3 { .. }) {
+            return Ok(None);
+        }
+        Ok(Some(VersionFileParts {
+            uc: self.uc.clone(),
+            root: root.clone(),
+            key: bucket.location.key(&file.path),
+            bucket: *bucket,
+            lengths: sizes.s3(file.size)?,
+            upload_id: String::new(),
+        }))
+    }
+
     /// Runs a small transfer again with fresh credentials when storage refused the ones it
     /// had (expired URL or session token), as streamed files are.
     fn once_more_if_refused<T>(

@@ -76,13 +76,16 @@ struct VersionEnvelope {
 }
 
 impl UnityCatalog {
-    pub fn new(rest: MlflowRest, env: &dyn Fn(&str) -> Option<String>) -> UnityCatalog {
+    pub fn new(
+        rest: MlflowRest,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<UnityCatalog, CopyError> {
         let skip = env(SKIP_SIGNATURE_CHECK_VAR).is_some_and(|v| v == "true" || v == "1");
-        UnityCatalog {
-            files: VersionFiles::new(rest.side(), env),
+        Ok(UnityCatalog {
+            files: VersionFiles::new(rest.side(), env)?,
             rest,
             skip_signature_check: skip,
-        }
+        })
     }
 
     fn api(&self) -> RegistryApi<'_> {

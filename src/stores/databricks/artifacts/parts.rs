@@ -30,7 +30,7 @@ const S3_MIN_PART: u64 = 5 * MIB;
 const S3_MAX_PART: u64 = 5 << 30;
 const S3_MAX_PARTS: u64 = 10_000;
 /// The largest single S3 PUT; larger files must go in parts.
-pub(super) const S3_MAX_PUT: u64 = 5 << 30;
+pub(in crate::stores::databricks) const S3_MAX_PUT: u64 = 5 << 30;
 /// What Azure allows a block, and blocks in a blob.
 const AZURE_MAX_BLOCK: u64 = 4000 * MIB;
 const AZURE_MAX_BLOCKS: u64 = 50_000;
@@ -40,7 +40,7 @@ pub const CHUNK_SIZE_VAR: &str = "MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE";
 
 /// When and how finely files are cut, from MLflow's own variables.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) struct PartSizes {
+pub(in crate::stores::databricks) struct PartSizes {
     /// Files larger than this go to S3 in parts.
     pub threshold: u64,
     /// The size of each part (but the last).
