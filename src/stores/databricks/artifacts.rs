@@ -37,19 +37,19 @@ pub struct ArtifactAccess {
 
 #[derive(Deserialize, Default, Clone)]
 #[serde(default)]
-struct CredentialInfo {
-    path: String,
-    signed_uri: String,
-    headers: Vec<Header>,
+pub(in crate::stores::databricks) struct CredentialInfo {
+    pub(in crate::stores::databricks) path: String,
+    pub(in crate::stores::databricks) signed_uri: String,
+    pub(in crate::stores::databricks) headers: Vec<Header>,
     #[serde(rename = "type")]
-    kind: Value,
+    pub(in crate::stores::databricks) kind: Value,
 }
 
 #[derive(Deserialize, Default, Clone)]
 #[serde(default)]
-struct Header {
-    name: String,
-    value: String,
+pub(in crate::stores::databricks) struct Header {
+    pub(in crate::stores::databricks) name: String,
+    pub(in crate::stores::databricks) value: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -319,6 +319,7 @@ fn target(rest: &MlflowRest, root: &ArtifactRoot, path: &str) -> Target {
         rest: rest.clone(),
         root: root.clone(),
         path: path.to_string(),
+        fresh: None,
     }
 }
 

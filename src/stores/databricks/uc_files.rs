@@ -14,8 +14,8 @@
 //! and fetched again after that (a file retried after its URL or token was refused gets fresh
 //! ones). The workspace token goes to the workspace only; storage gets signed requests.
 
-use super::artifacts::parts::PartSizes;
-use super::artifacts::{file_url, files_put, send_signed};
+use super::artifacts::parts::{AdlsAppends, FreshCredentials, PartSizes, Target};
+use super::artifacts::{file_url, files_put, send_signed, CredentialInfo};
 use super::s3::{self, Encryption, Endpoint, Location, TempCredentials};
 use super::unity_catalog::UnityCatalog;
 use super::workspace::DatabricksWorkspace;
@@ -24,7 +24,7 @@ use crate::credentials::Side;
 use crate::stores::mlflow::{push_path, walk, MlflowRest, Page};
 use crate::stores::model::{ArtifactRoot, FileEntry, FileInfo, Owner};
 use crate::stores::{Artifacts, Registry};
-use crate::transport::{Download, Method, Multipart, Request, Upload};
+use crate::transport::{storage_refusal, Download, Method, Multipart, Request, Upload};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::cell::{Cell, RefCell};
@@ -51,6 +51,71 @@ enum Access {
     FilesApi,
     DefaultStorage,
     Bucket(Box<BucketAccess>),
+    Adls(Box<AdlsAccess>),
+}
+
+/// A version's ADLS Gen2 location (`abfss://<filesystem>@<account>.dfs.core.windows.net/<path>`)
+/// with the user-delegation SAS UC hands out for it.
+#[derive(Clone)]
+struct AdlsAccess {
+    /// `https://<account>.dfs.core.windows.net/<filesystem>`
+    filesystem: Url,
+    prefix: String,
+    sas: String,
+}
+
+impl AdlsAccess {
+    fn parse(uri: &str, sas: &str) -> Option<AdlsAccess> {
+        let rest = uri.strip_prefix("abfss://")?;
+        let (authority, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let (filesystem, account_host) = authority.split_once('@')?;
+        let mut url = Url::parse(&format!("https://{account_host}")).ok()?;
+        push_path(&mut url, filesystem);
+        Some(AdlsAccess {
+            filesystem: url,
+            prefix: prefix.trim_matches('/').to_string(),
+            sas: sas.trim_start_matches('?').to_string(),
+        })
+    }
+
+    fn with_sas(&self, mut url: Url, pairs: &[(&str, &str)]) -> Url {
+        url.query_pairs_mut().extend_pairs(pairs);
+        let query = match url.query().filter(|q| !q.is_empty()) {
+            Some(q) => format!("{q}&{}", self.sas),
+            None => self.sas.clone(),
+        };
+        url.set_query(Some(&query));
+        url
+    }
+
+    /// A file's URL, with the SAS.
+    fn file_url(&self, path: &str) -> Url {
+        let mut url = self.filesystem.clone();
+        push_path(&mut url, &self.prefix);
+        push_path(&mut url, path);
+        self.with_sas(url, &[])
+    }
+
+    /// One page of the recursive listing below the prefix, with the SAS.
+    fn list_url(&self, continuation: Option<&str>) -> Url {
+        let mut pairs = vec![
+            ("resource", "filesystem"),
+            ("directory", self.prefix.as_str()),
+            ("recursive", "true"),
+        ];
+        pairs.extend(continuation.map(|c| ("continuation", c)));
+        self.with_sas(self.filesystem.clone(), &pairs)
+    }
+
+    /// What the shared ADLS upload protocol takes: the file's SAS URL.
+    fn credential(&self, path: &str) -> CredentialInfo {
+        CredentialInfo {
+            path: path.to_string(),
+            signed_uri: self.file_url(path).to_string(),
+            headers: Vec::new(),
+            kind: json!("AZURE_ADLS_GEN2_SAS_URI"),
+        }
+    }
 }
 
 /// The version's storage location in a bucket, with the temporary credentials for it.
@@ -142,7 +207,7 @@ struct CredentialsAnswer {
 #[serde(default)]
 struct Credentials {
     aws_temp_credentials: Option<AwsCredentials>,
-    azure_user_delegation_sas: Option<Value>,
+    azure_user_delegation_sas: Option<AzureSas>,
     gcp_oauth_token: Option<GcpToken>,
     r2_temp_credentials: Option<Value>,
     expiration_time: Option<i64>,
@@ -156,6 +221,12 @@ struct AwsCredentials {
     access_key_id: String,
     secret_access_key: String,
     session_token: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct AzureSas {
+    sas_token: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -342,18 +413,25 @@ impl VersionFiles {
         let unsupported = |kind: &str| {
             CopyError::upstream(format!(
                 "{}: model version {model}/{version} is stored in {kind}; mlflow-copy supports Unity \
-                 Catalog storage on S3, GCS and Databricks default storage (not yet {kind})",
+                 Catalog storage on S3, GCS, ADLS Gen2 and Databricks default storage (not yet {kind})",
                 uc.server()
             ))
         };
-        if c.azure_user_delegation_sas.is_some() {
-            return Err(unsupported("Azure Data Lake Storage"));
-        }
         if c.r2_temp_credentials.is_some() {
             return Err(unsupported("Cloudflare R2"));
         }
         let stored = uc.model_version(model, version)?;
         let uri = stored.storage_location.unwrap_or_default();
+        if let Some(sas) = c.azure_user_delegation_sas {
+            let adls = AdlsAccess::parse(&uri, &sas.sas_token).ok_or_else(|| {
+                CopyError::upstream(format!(
+                    "{}: model version {model}/{version} has an Azure SAS but its storage \
+                     location {uri:?} is not an abfss:// URI",
+                    uc.server()
+                ))
+            })?;
+            return Ok((Access::Adls(Box::new(adls)), renew));
+        }
         let location = Location::parse(&uri);
         let access = match (c.aws_temp_credentials, c.gcp_oauth_token, location) {
             (Some(aws), _, Some(location)) if uri.starts_with("s3") => {
@@ -432,6 +510,7 @@ impl VersionFiles {
         match self.access(uc, root, false)? {
             Access::FilesApi | Access::DefaultStorage => list_files_api(&uc.rest, root),
             Access::Bucket(bucket) => list_bucket(uc, root, &bucket),
+            Access::Adls(adls) => list_adls(uc, root, &adls),
         }
     }
 
@@ -480,6 +559,8 @@ impl VersionFiles {
                 (request, true)
             }
             Access::Bucket(bucket) => (bucket.object(method, &bucket.location.key(path))?, true),
+            // ADLS files are written by create, appends and flush (`adls_appends`).
+            Access::Adls(adls) => (Request::new(method, adls.file_url(path)), true),
         })
     }
 }
@@ -534,6 +615,76 @@ fn list_files_api(rest: &MlflowRest, root: &ArtifactRoot) -> Result<Vec<FileEntr
             root.describe()
         )))
     })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct AdlsListing {
+    paths: Vec<AdlsPath>,
+}
+
+/// ADLS answers numbers and booleans as strings.
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct AdlsPath {
+    name: String,
+    content_length: Value,
+    is_directory: Value,
+}
+
+fn list_adls(
+    uc: &UnityCatalog,
+    root: &ArtifactRoot,
+    adls: &AdlsAccess,
+) -> Result<Vec<FileEntry>, CopyError> {
+    let prefix = format!("{}/", adls.prefix);
+    let mut files = Vec::new();
+    let mut token: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let request = Request::new(Method::Get, adls.list_url(token.as_deref()));
+        let answer = uc.rest.transport().send(&request, true)?;
+        if !answer.is_success() {
+            return Err(storage_refusal(
+                &request,
+                &answer,
+                &format!("to list {}", root.describe()),
+            ));
+        }
+        let page: AdlsListing = serde_json::from_slice(&answer.body).map_err(|e| {
+            CopyError::upstream(format!(
+                "{}: listing {} in ADLS: unexpected answer ({e})",
+                uc.server(),
+                root.describe()
+            ))
+        })?;
+        for entry in page.paths {
+            let is_dir = entry.is_directory == "true" || entry.is_directory == true;
+            let size = match &entry.content_length {
+                Value::String(s) => s.parse().unwrap_or(0),
+                other => other.as_u64().unwrap_or(0),
+            };
+            match entry.name.strip_prefix(&prefix) {
+                Some(path) if !is_dir && !path.is_empty() => files.push(FileEntry {
+                    path: path.to_string(),
+                    size,
+                }),
+                _ => {}
+            }
+        }
+        let next = answer.header("x-ms-continuation").map(str::to_string);
+        match next.filter(|n| !n.is_empty()) {
+            Some(next) if token.as_deref() != Some(next.as_str()) => token = Some(next),
+            _ => {
+                files.sort_by(|a, b| a.path.cmp(&b.path));
+                return Ok(files);
+            }
+        }
+    }
+    Err(CopyError::upstream(format!(
+        "{}: the ADLS listing of {} never ends",
+        uc.server(),
+        root.describe()
+    )))
 }
 
 fn is_missing(e: &CopyError) -> bool {
@@ -725,6 +876,9 @@ impl Artifacts for UcArtifacts {
                 if let Some(parts) = self.s3_parts(root, file)? {
                     return Ok(Upload::parts(Box::new(parts)));
                 }
+                if let Some(appends) = self.adls_appends(root, &file.path, file.size)? {
+                    return Ok(Upload::parts(Box::new(appends)));
+                }
                 let (request, signed) = self.uc.files.request(&self.uc, root, &file.path, true)?;
                 Ok(if signed {
                     Upload::signed(request)
@@ -751,6 +905,9 @@ impl Artifacts for UcArtifacts {
     fn write_small(&self, root: &ArtifactRoot, path: &str, body: Vec<u8>) -> Result<(), CopyError> {
         if !is_version(root) {
             return self.workspace.write_small(root, path, body);
+        }
+        if let Some(mut appends) = self.adls_appends(root, path, body.len() as u64)? {
+            return self.uc.rest.transport().send_parts(&mut appends, &body);
         }
         self.once_more_if_refused(root, true, || {
             let (mut request, signed) = self.uc.files.request(&self.uc, root, path, true)?;
@@ -792,6 +949,41 @@ impl UcArtifacts {
         }))
     }
 
+    /// A file for ADLS Gen2 storage: created, appended to part by part, flushed (the protocol
+    /// workspace artifacts on ADLS use), with the version's SAS, fetched again when refused.
+    fn adls_appends(
+        &self,
+        root: &ArtifactRoot,
+        path: &str,
+        size: u64,
+    ) -> Result<Option<AdlsAppends>, CopyError> {
+        let Access::Adls(adls) = self.uc.files.access(&self.uc, root, true)? else {
+            return Ok(None);
+        };
+        let (uc, fresh_root, fresh_path) = (self.uc.clone(), root.clone(), path.to_string());
+        let fresh: FreshCredentials = Rc::new(move || {
+            uc.files.forget(&fresh_root, true);
+            match uc.files.access(&uc, &fresh_root, true)? {
+                Access::Adls(adls) => Ok(adls.credential(&fresh_path)),
+                _ => Err(CopyError::upstream(format!(
+                    "{}: {} moved off ADLS during the copy",
+                    uc.server(),
+                    fresh_root.describe()
+                ))),
+            }
+        });
+        Ok(Some(AdlsAppends {
+            target: Target {
+                rest: self.uc.rest.clone(),
+                root: root.clone(),
+                path: path.to_string(),
+                fresh: Some(fresh),
+            },
+            info: adls.credential(path),
+            lengths: self.uc.files.part_sizes.adls_appends(size),
+        }))
+    }
+
     /// Runs a small transfer again with fresh credentials when storage refused the ones it
     /// had (expired URL or session token), as streamed files are.
     fn once_more_if_refused<T>(
@@ -825,6 +1017,23 @@ mod tests {
         assert_eq!(short, now + Duration::from_secs(3));
         // Unknown expiry: five minutes.
         assert_eq!(renew_at(now, None), now + Duration::from_secs(300));
+    }
+
+    // Not verified against ADLS itself (azurite has no DFS endpoint): the URLs built.
+    #[test]
+    fn adls_locations_become_dfs_urls_with_the_sas() {
+        let uri = "abfss://models@acct.dfs.core.windows.net/metastore/models/a/versions/b";
+        let adls = AdlsAccess::parse(uri, "?sv=2024&sig=abc%3D").unwrap();
+        assert_eq!(
+            adls.file_url("data/model pkl").as_str(),
+            "https://acct.dfs.core.windows.net/models/metastore/models/a/versions/b/data/model%20pkl?sv=2024&sig=abc%3D"
+        );
+        assert_eq!(
+            adls.list_url(Some("c1")).as_str(),
+            "https://acct.dfs.core.windows.net/models?resource=filesystem&directory=metastore%2Fmodels%2Fa%2Fversions%2Fb&recursive=true&continuation=c1&sv=2024&sig=abc%3D"
+        );
+        assert!(AdlsAccess::parse("s3://b/k", "sig").is_none());
+        assert!(AdlsAccess::parse("abfss://no-account/x", "sig").is_none());
     }
 
     // Not verified against GCS itself (no emulator): the request shapes of its XML API.

@@ -105,11 +105,17 @@ fn cut(size: u64, chunk: u64) -> Vec<u64> {
 }
 
 /// One artifact being written, for requests and messages.
-pub(super) struct Target {
+pub(in crate::stores::databricks) struct Target {
     pub rest: MlflowRest,
     pub root: ArtifactRoot,
     pub path: String,
+    /// Where fresh credentials come from, when not from the workspace's credential API (a
+    /// Unity Catalog version's temporary credentials).
+    pub fresh: Option<FreshCredentials>,
 }
+
+/// Fetches fresh credentials for one file.
+pub type FreshCredentials = std::rc::Rc<dyn Fn() -> Result<CredentialInfo, CopyError>>;
 
 impl Target {
     fn describe(&self) -> String {
@@ -123,6 +129,9 @@ impl Target {
 
     /// Fresh write credentials for the file (its signed URL expired).
     fn fresh_credentials(&self) -> Result<CredentialInfo, CopyError> {
+        if let Some(fresh) = &self.fresh {
+            return fresh();
+        }
         let mut infos = credential_infos(&self.rest, &self.root, &[&self.path], Direction::Write)?;
         Ok(infos.remove(0))
     }
@@ -330,7 +339,7 @@ impl Multipart for BlobBlocks {
 }
 
 /// A file written to ADLS Gen2 storage: created, appended to part by part, flushed.
-pub(super) struct AdlsAppends {
+pub(in crate::stores::databricks) struct AdlsAppends {
     pub target: Target,
     pub info: CredentialInfo,
     pub lengths: Vec<u64>,
@@ -623,7 +632,15 @@ mod tests {
             uri: "dbfs:/databricks/mlflow-tracking/1/r1/artifacts".into(),
         };
         let path = "model/big.bin".to_string();
-        (Target { rest, root, path }, sent)
+        (
+            Target {
+                rest,
+                root,
+                path,
+                fresh: None,
+            },
+            sent,
+        )
     }
 
     fn info(uri: &str, headers: &[(&str, &str)]) -> CredentialInfo {
