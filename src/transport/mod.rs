@@ -126,8 +126,47 @@ pub(crate) fn fixed_env(
 }
 
 pub(crate) fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
+    let text = String::from_utf8_lossy(&body[..body.len().min(4096)]);
+    let text = redact_echoed_credentials(&text);
+    let text: String = text.chars().take(300).collect();
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Elements of storage error answers that echo credentials back: S3 repeats an expired session
+/// token (`<Token-0>`) and, for a bad signature, the canonical request with the token in it.
+const ECHOED_CREDENTIALS: [&str; 4] = [
+    "Token-",
+    "CanonicalRequest",
+    "StringToSign",
+    "AWSAccessKeyId",
+];
+
+/// The text with the content of those elements replaced by `***` (to the end of the text
+/// when an element is cut off).
+fn redact_echoed_credentials(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('<') {
+        let after = &rest[at + 1..];
+        let echoed = ECHOED_CREDENTIALS
+            .iter()
+            .any(|name| after.starts_with(name));
+        let Some(close) = after.find('>').filter(|_| echoed) else {
+            out.push_str(&rest[..at + 1]);
+            rest = after;
+            continue;
+        };
+        let name = &after[..close];
+        out.push_str(&rest[..at + 1 + close + 1]);
+        out.push_str("***");
+        let content = &after[close + 1..];
+        match content.find(&format!("</{name}>")) {
+            Some(end) => rest = &content[end..],
+            None => return out,
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A request that never reached a server answer: refused connection, DNS failure, reset,
@@ -1001,6 +1040,24 @@ mod tests {
         let (t, sent) = transport(vec![refused(), status(503), status(502), status(200)]);
         assert_eq!(t.send(&get(), true).unwrap().status, 200);
         assert_eq!(*sent.borrow(), 4);
+    }
+
+    #[test]
+    fn storage_errors_never_echo_credentials() {
+        let body = b"<Error><Code>ExpiredToken</Code><Message>The provided token has expired.</Message>\
+<Token-0>FwoGZXIvYXdzEXAMPLEsession</Token-0><CanonicalRequest>PUT /b/k\nx-amz-security-token:FwoGZXIvYXdzEXAMPLEsession</CanonicalRequest><RequestId>R1</RequestId></Error>";
+        let text = snippet(body);
+        assert!(!text.contains("FwoGZXIvYXdz"), "{text}");
+        assert!(
+            text.contains("<Code>ExpiredToken</Code>") && text.contains("<Token-0>***</Token-0>"),
+            "{text}"
+        );
+        assert!(text.contains("<RequestId>R1</RequestId>"), "{text}");
+        // Cut off inside an element: nothing after its start.
+        assert_eq!(
+            snippet(b"<Error><StringToSign>AWS4 secret"),
+            "<Error><StringToSign>***"
+        );
     }
 
     #[test]
