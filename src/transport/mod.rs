@@ -328,6 +328,43 @@ pub enum Transferred {
 /// The next job to stream and its id, or `None` when there is none (left).
 pub type NextJob<'a> = &'a mut dyn FnMut() -> Option<(usize, FileJob)>;
 
+/// API requests sent in the same loop as file transfers, so that both are in flight at once:
+/// the component is single-threaded, so concurrency means several requests polled together.
+/// The transport asks for requests each time round its loop, retries each one on its own
+/// budget (as `send` does an idempotent request) and hands back its final answer.
+pub trait Calls {
+    /// The next request to send now, with the caller's id for it; `None` while there is nothing
+    /// to send. The caller decides how many it keeps in flight (its per-server cap).
+    fn next(&mut self) -> Option<(usize, Request)>;
+    /// The final answer to request `id`, after its retries.
+    fn answer(&mut self, id: usize, answer: Result<Response, Error>);
+    /// Whether every request was answered and no more will come.
+    fn done(&self) -> bool;
+}
+
+/// No API requests: a transfer of files only.
+pub struct NoCalls;
+
+impl Calls for NoCalls {
+    fn next(&mut self) -> Option<(usize, Request)> {
+        None
+    }
+    fn answer(&mut self, _: usize, _: Result<Response, Error>) {}
+    fn done(&self) -> bool {
+        true
+    }
+}
+
+/// `Calls` as `Http::stream` sees them: one attempt per request; a request to retry comes
+/// back from `next` once it is `due`.
+pub trait Attempts {
+    fn next(&mut self) -> Option<(usize, Request)>;
+    fn answer(&mut self, id: usize, answer: Result<Response, SendError>);
+    /// When the earliest request waiting to be retried is due: the loop wakes up for it.
+    fn due(&self) -> Option<Instant>;
+    fn done(&self) -> bool;
+}
+
 /// The host's HTTP client: one attempt per call, no retries.
 pub trait Http {
     /// Sends one request with its whole body and reads the whole response.
@@ -337,15 +374,165 @@ pub trait Http {
     fn send_all(
         &self,
         requests: &[Request],
-        _concurrency: usize,
+        concurrency: usize,
     ) -> Vec<Result<Response, SendError>> {
-        requests.iter().map(|r| self.send(r)).collect()
+        let mut fixed = FixedAttempts::new(requests, concurrency);
+        self.stream(&mut || None, 1, &mut fixed, &mut |_| {});
+        fixed.answers()
     }
 
     /// Streams each job's download into its upload chunk by chunk, with at most `concurrency`
-    /// jobs in flight, forwarding the source `content-length`. Jobs are taken from `next` only
-    /// when a slot is free. One attempt per job.
-    fn stream(&self, next: NextJob, concurrency: usize, events: &mut dyn FnMut(StreamEvent));
+    /// jobs in flight, forwarding the source `content-length`, while sending the requests
+    /// `calls` hands out. Jobs are taken from `next` only when a slot is free. One attempt per
+    /// job and request. Returns once every job has ended and `calls` is done.
+    fn stream(
+        &self,
+        next: NextJob,
+        concurrency: usize,
+        calls: &mut dyn Attempts,
+        events: &mut dyn FnMut(StreamEvent),
+    );
+}
+
+/// Sends each of `Attempts` one after the other, for an `Http` that has no concurrency of its
+/// own (the test doubles): at the start of its `stream`, or in full when there are no jobs.
+pub fn send_each(http: &dyn Http, calls: &mut dyn Attempts) {
+    loop {
+        while let Some((id, request)) = calls.next() {
+            let answer = http.send(&request);
+            calls.answer(id, answer);
+        }
+        match calls.due() {
+            Some(due) if !calls.done() => sleep(due.saturating_duration_since(Instant::now())),
+            _ => return,
+        }
+    }
+}
+
+/// A fixed list of requests, at most `cap` in flight: `Http::send_all` on the stream loop.
+pub struct FixedAttempts<'a> {
+    requests: &'a [Request],
+    answers: Vec<Option<Result<Response, SendError>>>,
+    sent: usize,
+    in_flight: usize,
+    cap: usize,
+}
+
+impl<'a> FixedAttempts<'a> {
+    pub fn new(requests: &'a [Request], cap: usize) -> FixedAttempts<'a> {
+        FixedAttempts {
+            requests,
+            answers: requests.iter().map(|_| None).collect(),
+            sent: 0,
+            in_flight: 0,
+            cap: cap.max(1),
+        }
+    }
+
+    /// The answers, in request order.
+    pub fn answers(self) -> Vec<Result<Response, SendError>> {
+        self.answers
+            .into_iter()
+            .map(|a| a.expect("every request answered"))
+            .collect()
+    }
+}
+
+impl Attempts for FixedAttempts<'_> {
+    fn next(&mut self) -> Option<(usize, Request)> {
+        if self.in_flight == self.cap || self.sent == self.requests.len() {
+            return None;
+        }
+        self.sent += 1;
+        self.in_flight += 1;
+        Some((self.sent - 1, self.requests[self.sent - 1].clone()))
+    }
+    fn answer(&mut self, id: usize, answer: Result<Response, SendError>) {
+        self.in_flight -= 1;
+        self.answers[id] = Some(answer);
+    }
+    fn due(&self) -> Option<Instant> {
+        None
+    }
+    fn done(&self) -> bool {
+        self.answers.iter().all(Option::is_some)
+    }
+}
+
+/// `Calls` with retries: each request keeps its own budget of attempts and time, and waits
+/// out its backoff without holding up anything else in the loop.
+struct Retrying<'a> {
+    calls: &'a mut dyn Calls,
+    policy: &'a RetryPolicy,
+    /// Requests sent and not yet finally answered, by the caller's id.
+    open: HashMap<usize, Attempt>,
+}
+
+struct Attempt {
+    request: Request,
+    attempts: u32,
+    first_sent: Instant,
+    /// Set while the request waits to be retried.
+    due: Option<Instant>,
+}
+
+impl Attempts for Retrying<'_> {
+    fn next(&mut self) -> Option<(usize, Request)> {
+        let now = Instant::now();
+        let retry = self
+            .open
+            .iter_mut()
+            .find(|(_, a)| a.due.is_some_and(|due| due <= now));
+        if let Some((&id, attempt)) = retry {
+            attempt.due = None;
+            return Some((id, attempt.request.clone()));
+        }
+        let (id, request) = self.calls.next()?;
+        let attempt = Attempt {
+            request: request.clone(),
+            attempts: 0,
+            first_sent: now,
+            due: None,
+        };
+        self.open.insert(id, attempt);
+        Some((id, request))
+    }
+
+    fn answer(&mut self, id: usize, answer: Result<Response, SendError>) {
+        let attempt = self.open.get_mut(&id).expect("an answer to a request sent");
+        attempt.attempts += 1;
+        let failure = match assess(answer, true) {
+            Assessment::Final(response) => {
+                self.open.remove(&id);
+                return self.calls.answer(id, Ok(response));
+            }
+            Assessment::Retry { after, failure } => {
+                let wait = self
+                    .policy
+                    .delay(attempt.attempts - 1, after, retry::jitter());
+                if self
+                    .policy
+                    .may_retry(attempt.attempts, attempt.first_sent.elapsed(), wait)
+                {
+                    attempt.due = Some(Instant::now() + wait);
+                    return;
+                }
+                failure
+            }
+            Assessment::GiveUp(failure) => failure,
+        };
+        let attempt = self.open.remove(&id).expect("open");
+        let error = give_up(&attempt.request, &failure, attempt.attempts);
+        self.calls.answer(id, Err(error));
+    }
+
+    fn due(&self) -> Option<Instant> {
+        self.open.values().filter_map(|a| a.due).min()
+    }
+
+    fn done(&self) -> bool {
+        self.open.is_empty() && self.calls.done()
+    }
 }
 
 /// `Http` plus the retry policy: what store clients use.
@@ -421,15 +608,18 @@ impl Transport {
             .collect()
     }
 
-    /// Streams files `0..count`. `open` turns file indices into jobs; it is called a few files
-    /// ahead of the transfer, and again for a file that is retried, so that a store can sign
-    /// URLs in batches and hand out fresh ones. Files that fail transiently are retried, each
-    /// with its own budget of attempts and time (a long transfer never uses up another file's).
-    /// Returns the bytes written, or the first permanent failure.
+    /// Streams files `0..count` while sending the requests of `calls` (see `Calls`). `open`
+    /// turns file indices into jobs; it is called a few files ahead of the transfer, and again
+    /// for a file that is retried, so that a store can sign URLs in batches and hand out fresh
+    /// ones. Files that fail transiently are retried, each with its own budget of attempts and
+    /// time (a long transfer never uses up another file's). Returns the bytes written, or the
+    /// first permanent failure of a file, once `calls` is done too (its failures are its own
+    /// to report).
     pub fn stream_files<E: From<Error>>(
         &self,
         count: usize,
         concurrency: usize,
+        calls: &mut dyn Calls,
         open: &mut dyn FnMut(&[usize]) -> Result<Vec<FileJob>, E>,
         on_progress: &mut dyn FnMut(Transferred),
     ) -> Result<u64, E> {
@@ -437,7 +627,13 @@ impl Transport {
         let mut budgets: Vec<FileBudget> = (0..count).map(|_| FileBudget::default()).collect();
         let mut pending: Vec<usize> = (0..count).collect();
         let mut total = 0u64;
-        while !pending.is_empty() {
+        let mut calls = Retrying {
+            calls,
+            policy: &self.policy,
+            open: HashMap::new(),
+        };
+        // The first round runs even without files: it carries the calls.
+        loop {
             let mut feed = Feed {
                 waiting: pending.iter().copied().collect(),
                 opened: VecDeque::new(),
@@ -453,8 +649,11 @@ impl Transport {
                 labels.insert(id, (job.label.clone(), signed));
                 Some((id, job))
             };
-            self.http
-                .stream(&mut next, concurrency, &mut |event| match event {
+            self.http.stream(
+                &mut next,
+                concurrency,
+                &mut calls,
+                &mut |event| match event {
                     StreamEvent::Bytes(n) => on_progress(Transferred::Bytes(n)),
                     StreamEvent::Finished {
                         id,
@@ -464,7 +663,8 @@ impl Transport {
                         on_progress(Transferred::File { index: id, bytes });
                     }
                     StreamEvent::Finished { id, result: Err(f) } => failures.push((id, f)),
-                });
+                },
+            );
             if let Some(error) = feed.failed_to_open {
                 return Err(error);
             }
@@ -490,11 +690,11 @@ impl Transport {
                 wait = wait.max(if expired { Duration::ZERO } else { delay });
             }
             pending = failures.into_iter().map(|(id, _)| id).collect();
-            if !pending.is_empty() {
-                sleep(wait);
+            if pending.is_empty() {
+                return Ok(total);
             }
+            sleep(wait);
         }
-        Ok(total)
     }
 }
 
@@ -645,16 +845,26 @@ mod tests {
                 .pop_front()
                 .expect("script exhausted")
         }
-        fn stream(&self, next: NextJob, _: usize, events: &mut dyn FnMut(StreamEvent)) {
+        fn stream(
+            &self,
+            next: NextJob,
+            _: usize,
+            calls: &mut dyn Attempts,
+            events: &mut dyn FnMut(StreamEvent),
+        ) {
+            send_each(self, calls);
+            let mut jobs = Vec::new();
+            while let Some((id, _)) = next() {
+                jobs.push(id);
+            }
+            if jobs.is_empty() {
+                return;
+            }
             let round = self
                 .stream_rounds
                 .borrow_mut()
                 .pop_front()
                 .expect("no round scripted");
-            let mut jobs = Vec::new();
-            while let Some((id, _)) = next() {
-                jobs.push(id);
-            }
             assert_eq!(
                 round.len(),
                 jobs.len(),
@@ -871,6 +1081,7 @@ mod tests {
             .stream_files::<Error>(
                 3,
                 2,
+                &mut NoCalls,
                 &mut |ids| {
                     opened.push(ids.to_vec());
                     Ok(ids.iter().map(|i| job(&format!("f{i}"))).collect())
@@ -888,6 +1099,67 @@ mod tests {
         assert_eq!(opened, vec![vec![0, 1, 2], vec![1], vec![1]]);
     }
 
+    /// `count` API calls; records their final answers.
+    struct SomeCalls {
+        count: usize,
+        sent: usize,
+        answers: Vec<(usize, Result<u16, String>)>,
+    }
+
+    fn some_calls(count: usize) -> SomeCalls {
+        SomeCalls {
+            count,
+            sent: 0,
+            answers: Vec::new(),
+        }
+    }
+
+    impl Calls for SomeCalls {
+        fn next(&mut self) -> Option<(usize, Request)> {
+            (self.sent < self.count).then(|| {
+                self.sent += 1;
+                (self.sent, get())
+            })
+        }
+        fn answer(&mut self, id: usize, answer: Result<Response, Error>) {
+            self.answers
+                .push((id, answer.map(|r| r.status).map_err(|e| e.message)));
+        }
+        fn done(&self) -> bool {
+            self.answers.len() == self.count
+        }
+    }
+
+    #[test]
+    fn calls_travel_with_the_files_each_retried_on_its_own() {
+        // Call 1 meets a 503 and is retried while the file streams; call 2's 404 is final.
+        let (mut t, sent) = transport(vec![]);
+        t.http = Box::new(Scripted {
+            answers: RefCell::new(vec![status(503), status(200), status(404)].into()),
+            sent: sent.clone(),
+            stream_rounds: RefCell::new(vec![vec![Ok(5)]].into()),
+        });
+        let mut calls = some_calls(2);
+        let total = t
+            .stream_files::<Error>(1, 1, &mut calls, &mut |_| Ok(vec![job("f")]), &mut |_| {})
+            .unwrap();
+        assert_eq!(total, 5);
+        assert_eq!(*sent.borrow(), 3);
+        assert_eq!(calls.answers, vec![(1, Ok(200)), (2, Ok(404))]);
+
+        // Without files: a call that keeps failing gets its five attempts, then its error.
+        let (t, sent) = transport((0..5).map(|_| status(500)).collect());
+        let mut calls = some_calls(1);
+        t.stream_files::<Error>(0, 1, &mut calls, &mut |_| unreachable!(), &mut |_| {})
+            .unwrap();
+        assert_eq!(*sent.borrow(), 5);
+        let err = calls.answers[0].1.as_ref().unwrap_err();
+        assert!(
+            err.contains("HTTP 500") && err.contains("after 5 attempts"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn each_file_has_its_own_retry_clock() {
         // The whole transfer may take longer than one file's retry budget: a long file
@@ -903,6 +1175,7 @@ mod tests {
             .stream_files::<Error>(
                 2,
                 1,
+                &mut NoCalls,
                 &mut |ids| Ok(ids.iter().map(|i| job(&format!("f{i}"))).collect()),
                 &mut |_| {},
             )
@@ -920,7 +1193,7 @@ mod tests {
             stream_rounds: RefCell::new(rounds.into()),
         });
         let err = t
-            .stream_files::<Error>(1, 1, &mut |_| Ok(vec![job("f")]), &mut |_| {})
+            .stream_files::<Error>(1, 1, &mut NoCalls, &mut |_| Ok(vec![job("f")]), &mut |_| {})
             .unwrap_err();
         assert!(err.message.contains("after 5 attempts"), "{}", err.message);
     }
@@ -951,6 +1224,7 @@ mod tests {
             .stream_files(
                 1,
                 1,
+                &mut NoCalls,
                 &mut |ids| {
                     opened += 1;
                     signed(ids)
@@ -967,7 +1241,7 @@ mod tests {
             stream_rounds: RefCell::new(vec![vec![denied()], vec![denied()]].into()),
         });
         let err = t
-            .stream_files(1, 1, &mut |ids| signed(ids), &mut |_| {})
+            .stream_files(1, 1, &mut NoCalls, &mut |ids| signed(ids), &mut |_| {})
             .unwrap_err();
         assert_eq!(err.status, Some(403));
         // An unsigned request refused is not retried at all.
@@ -978,7 +1252,7 @@ mod tests {
         });
         let plain = |ids: &[usize]| Ok::<_, Error>(ids.iter().map(|_| job("f")).collect());
         assert!(t
-            .stream_files(1, 1, &mut |ids| plain(ids), &mut |_| {})
+            .stream_files(1, 1, &mut NoCalls, &mut |ids| plain(ids), &mut |_| {})
             .is_err());
     }
 
@@ -1000,6 +1274,7 @@ mod tests {
             .stream_files(
                 2,
                 2,
+                &mut NoCalls,
                 &mut |ids| Ok::<_, CopyError>(ids.iter().map(|&i| job(["a", "b"][i])).collect()),
                 &mut |_| {},
             )
