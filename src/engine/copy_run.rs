@@ -11,7 +11,7 @@
 
 use super::artifacts::{self, ArtifactStats, TreeCopy};
 use super::lineage;
-use super::metric_pipeline::MetricPipeline;
+use super::metric_pipeline::{Entities, MetricPipeline};
 use super::metrics::{ModelLinks, MAX_PARAMS_TAGS_PER_BATCH};
 use super::mlmodel::IdMap;
 use super::models::{self, ModelCopy};
@@ -497,24 +497,10 @@ fn fill_run(
         dst.clone()
     };
 
-    c.phase(format!("params: {}", src_run.data.params.len()));
-    for chunk in src_run.data.params.chunks(MAX_PARAMS_TAGS_PER_BATCH) {
-        c.dst
-            .tracking
-            .log_batch(dst_id, &[], chunk, &[])
-            .context("copying params")?;
-    }
+    // Params and tags are written with the metrics (below).
+    let entities = entities(src_run, dst_id, dst_parent);
     report.params = src_run.data.params.len() as u32;
-
-    let tags = run_tags(src_run, dst_id, dst_parent);
-    c.phase(format!("tags: {}", tags.len()));
-    for chunk in tags.chunks(MAX_PARAMS_TAGS_PER_BATCH) {
-        c.dst
-            .tracking
-            .log_batch(dst_id, &[], &[], chunk)
-            .context("copying tags")?;
-    }
-    report.tags = tags.len() as u32;
+    report.tags = entities.iter().map(|e| e.tags.len()).sum::<usize>() as u32;
 
     let datasets = &src_run.inputs.dataset_inputs;
     if !datasets.is_empty() {
@@ -545,7 +531,7 @@ fn fill_run(
     models::link_outputs(c, src_run, &copies, &dst_state)?;
     models::link_inputs(c, src_run, &dst_state, &dst_experiment_id)?;
 
-    let (points, stats) = copy_metrics_and_artifacts(c, src, dst, &copies, resuming)?;
+    let (points, stats) = copy_metrics_and_artifacts(c, src, dst, &copies, resuming, entities)?;
     report.metric_points = points;
     report.artifact_files = stats.files;
     report.artifact_bytes = stats.bytes;
@@ -578,16 +564,39 @@ fn run_tags(src: &Run, dst_run_id: &str, dst_parent: Option<&str>) -> Vec<KeyVal
     tags
 }
 
-/// Copies the full history of every metric and every artifact file together: the metric
-/// pipeline's requests go out in the loop that streams the files, so neither waits for the
-/// other. Points that belong to a logged model carry the copied model's id. Returns the number
-/// of source points and what the artifact copy did.
+/// The run's params and tags as log-batch requests.
+fn entities(src: &Run, dst_run_id: &str, dst_parent: Option<&str>) -> Vec<Entities> {
+    let params = src
+        .data
+        .params
+        .chunks(MAX_PARAMS_TAGS_PER_BATCH)
+        .map(|chunk| Entities {
+            params: chunk.to_vec(),
+            tags: Vec::new(),
+            what: "params",
+        });
+    let tags = run_tags(src, dst_run_id, dst_parent);
+    let tags = tags
+        .chunks(MAX_PARAMS_TAGS_PER_BATCH)
+        .map(|chunk| Entities {
+            params: Vec::new(),
+            tags: chunk.to_vec(),
+            what: "tags",
+        });
+    params.chain(tags).collect()
+}
+
+/// Copies params, tags, the full history of every metric and every artifact file together:
+/// the pipeline's requests go out in the loop that streams the files, so nothing waits for
+/// anything else. Points that belong to a logged model carry the copied model's id. Returns
+/// the number of source points and what the artifact copy did.
 fn copy_metrics_and_artifacts(
     c: &mut Copier,
     src: &Source,
     dst: &Run,
     copies: &[ModelCopy],
     resuming: bool,
+    entities: Vec<Entities>,
 ) -> anyhow::Result<(u64, ArtifactStats)> {
     let src_run = &src.run;
     let keys: BTreeSet<&str> = src_run
@@ -597,7 +606,7 @@ fn copy_metrics_and_artifacts(
         .map(|m| m.key.as_str())
         .collect();
     c.phase(format!(
-        "metrics: {} keys, alongside the artifacts",
+        "params, tags and {} metric keys, alongside the artifacts",
         keys.len()
     ));
     let links = ModelLinks::new(models::model_metrics(copies, &src_run.info.run_id));
@@ -608,7 +617,8 @@ fn copy_metrics_and_artifacts(
         keys.into_iter().map(str::to_string).collect(),
         links,
         resuming,
-    );
+    )
+    .with_entities(entities);
     let stats = copy_artifacts(c, src, dst, copies, resuming, &mut metrics)?;
     let copied = metrics.finish()?;
     if copied.unmatched_links > 0 {

@@ -1,5 +1,6 @@
 //! The metric pipeline: every key's full history, read from the source and written to the
 //! destination in full log-batch requests, with several reads and writes in flight at once.
+//! The run's params and tags ride along, first in line for the writers.
 //!
 //! It is a `transport::Calls`: its requests go out in the same loop that streams the artifact
 //! files, so metrics and artifacts travel together (the component is single-threaded; the
@@ -19,7 +20,7 @@
 
 use super::metrics::{AlreadyCopied, MetricBatcher, ModelLinks};
 use crate::api::CopyError;
-use crate::stores::model::Metric;
+use crate::stores::model::{KeyValue, Metric};
 use crate::stores::{Call, HistoryPage, Reader, Tracking};
 use crate::transport::{self, Calls, Request, Response};
 use std::collections::{HashMap, VecDeque};
@@ -42,6 +43,7 @@ pub trait MetricCalls {
         token: Option<&str>,
     ) -> Call<'_, HistoryPage>;
     fn log_metrics_call(&self, run_id: &str, batch: &[Metric]) -> Call<'_, ()>;
+    fn log_batch_call(&self, run_id: &str, params: &[KeyValue], tags: &[KeyValue]) -> Call<'_, ()>;
 }
 
 impl<T: Tracking + ?Sized> MetricCalls for T {
@@ -56,6 +58,17 @@ impl<T: Tracking + ?Sized> MetricCalls for T {
     fn log_metrics_call(&self, run_id: &str, batch: &[Metric]) -> Call<'_, ()> {
         Tracking::log_metrics_call(self, run_id, batch)
     }
+    fn log_batch_call(&self, run_id: &str, params: &[KeyValue], tags: &[KeyValue]) -> Call<'_, ()> {
+        Tracking::log_batch_call(self, run_id, params, tags)
+    }
+}
+
+/// One log-batch request of params or tags (at most `MAX_PARAMS_TAGS_PER_BATCH` of each).
+pub struct Entities {
+    pub params: Vec<KeyValue>,
+    pub tags: Vec<KeyValue>,
+    /// What they are, for messages: "params" or "tags".
+    pub what: &'static str,
 }
 
 /// Which side a history page is read from.
@@ -81,6 +94,7 @@ enum InFlight<'s> {
     },
     Write {
         read: Reader<'s, ()>,
+        what: &'static str,
     },
 }
 
@@ -96,6 +110,8 @@ pub struct MetricPipeline<'s, S: MetricCalls + ?Sized> {
     to_read: VecDeque<PageRead>,
     links: ModelLinks,
     batcher: MetricBatcher,
+    /// Params and tags waiting to be written.
+    entities: VecDeque<Entities>,
     /// Full batches waiting to be written, in the order they filled.
     full: VecDeque<Vec<Metric>>,
     in_flight: HashMap<usize, InFlight<'s>>,
@@ -135,6 +151,7 @@ impl<'s, S: MetricCalls + ?Sized> MetricPipeline<'s, S> {
             to_read: VecDeque::new(),
             links,
             batcher: MetricBatcher::default(),
+            entities: VecDeque::new(),
             full: VecDeque::new(),
             in_flight: HashMap::new(),
             next_id: 0,
@@ -143,6 +160,12 @@ impl<'s, S: MetricCalls + ?Sized> MetricPipeline<'s, S> {
             points: 0,
             failed: None,
         }
+    }
+
+    /// Params and tags to write along with the metrics.
+    pub fn with_entities(mut self, entities: Vec<Entities>) -> Self {
+        self.entities.extend(entities);
+        self
     }
 
     /// The outcome, once the transport has driven the pipeline to its end.
@@ -169,17 +192,27 @@ impl<'s, S: MetricCalls + ?Sized> MetricPipeline<'s, S> {
         self.reads < READS && self.full.len() < QUEUED && !self.nothing_to_read()
     }
 
-    /// Starts the next write: a request to send, or `None` when the store answered at once.
+    /// Starts the next write, params and tags first: a request to send, or `None` when the
+    /// store answered at once.
     fn start_write(&mut self) -> Option<(usize, Request)> {
-        let batch = self.full.pop_front().expect("a full batch");
-        match self.dst.log_metrics_call(self.dst_run, &batch) {
+        let (call, what) = match self.entities.pop_front() {
+            Some(e) => (
+                self.dst.log_batch_call(self.dst_run, &e.params, &e.tags),
+                e.what,
+            ),
+            None => {
+                let batch = self.full.pop_front().expect("a full batch");
+                (self.dst.log_metrics_call(self.dst_run, &batch), "metrics")
+            }
+        };
+        match call {
             Call::Done(result) => {
-                self.written(result);
+                self.written(result, what);
                 None
             }
             Call::Send { request, read } => {
                 self.writes += 1;
-                Some((self.register(InFlight::Write { read }), request))
+                Some((self.register(InFlight::Write { read, what }), request))
             }
         }
     }
@@ -265,9 +298,9 @@ impl<'s, S: MetricCalls + ?Sized> MetricPipeline<'s, S> {
         }
     }
 
-    fn written(&mut self, result: Result<(), CopyError>) {
+    fn written(&mut self, result: Result<(), CopyError>, what: &str) {
         if let Err(e) = result {
-            self.fail(anyhow::Error::new(e).context("copying metrics"));
+            self.fail(anyhow::Error::new(e).context(format!("copying {what}")));
         }
     }
 
@@ -282,7 +315,8 @@ impl<S: MetricCalls + ?Sized> Calls for MetricPipeline<'_, S> {
     fn next(&mut self) -> Option<(usize, Request)> {
         while self.failed.is_none() {
             // Writes first: they free the memory reads fill.
-            let started = if self.writes < WRITES && !self.full.is_empty() {
+            let to_write = !self.entities.is_empty() || !self.full.is_empty();
+            let started = if self.writes < WRITES && to_write {
                 self.start_write()
             } else if self.may_read() {
                 self.start_read()
@@ -316,11 +350,11 @@ impl<S: MetricCalls + ?Sized> Calls for MetricPipeline<'_, S> {
                     self.page_read(page, result);
                 }
             }
-            InFlight::Write { read } => {
+            InFlight::Write { read, what } => {
                 self.writes -= 1;
                 if self.failed.is_none() {
                     let result = read(answer);
-                    self.written(result);
+                    self.written(result, what);
                 }
             }
         }
@@ -329,7 +363,10 @@ impl<S: MetricCalls + ?Sized> Calls for MetricPipeline<'_, S> {
     fn done(&self) -> bool {
         self.in_flight.is_empty()
             && (self.failed.is_some()
-                || (self.nothing_to_read() && self.full.is_empty() && self.batcher.is_empty()))
+                || (self.nothing_to_read()
+                    && self.entities.is_empty()
+                    && self.full.is_empty()
+                    && self.batcher.is_empty()))
     }
 }
 
@@ -352,6 +389,10 @@ mod tests {
     const PAGE: usize = 300;
 
     impl MetricCalls for Wire {
+        fn log_batch_call(&self, _: &str, _: &[KeyValue], _: &[KeyValue]) -> Call<'_, ()> {
+            Call::Done(Ok(()))
+        }
+
         fn history_page_call(
             &self,
             _: &str,

@@ -103,6 +103,10 @@ pub trait Tracking {
     fn log_metrics_call(&self, run_id: &str, batch: &[Metric]) -> Call<'_, ()> {
         Call::Done(self.log_metric_batches(run_id, &[batch.to_vec()], 1))
     }
+    /// One log-batch request of params and tags (see `log_metrics_call`).
+    fn log_batch_call(&self, run_id: &str, params: &[KeyValue], tags: &[KeyValue]) -> Call<'_, ()> {
+        Call::Done(self.log_batch(run_id, &[], params, tags))
+    }
     fn log_inputs(&self, run_id: &str, datasets: &[DatasetInput]) -> Result<(), CopyError>;
     /// Records logged models the run used as inputs.
     fn log_model_inputs(&self, run_id: &str, model_ids: &[String]) -> Result<(), CopyError>;

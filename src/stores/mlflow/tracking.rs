@@ -210,6 +210,12 @@ impl Tracking for MlflowRest {
             .map(drop)
     }
 
+    fn log_batch_call(&self, run_id: &str, params: &[KeyValue], tags: &[KeyValue]) -> Call<'_, ()> {
+        let body = json!({ "run_id": run_id, "params": params, "tags": tags });
+        self.prepare::<Value>(self.post_request(LOG_BATCH, &body))
+            .map(drop)
+    }
+
     fn log_inputs(&self, run_id: &str, datasets: &[DatasetInput]) -> Result<(), CopyError> {
         let body = json!({ "run_id": run_id, "datasets": datasets });
         self.post::<Value>("/api/2.0/mlflow/runs/log-inputs", &body)
