@@ -25,8 +25,8 @@ use crate::stores::{Call, HistoryPage, Reader, Tracking};
 use crate::transport::{self, Calls, Request, Response};
 use std::collections::{HashMap, VecDeque};
 
-/// History reads in flight at once. A read costs the server more than a write of the same
-/// points, and two or three keep the writers fed (see bench/results.md).
+/// History reads in flight at once. A page (up to 10,000 points) feeds up to ten writes, so a
+/// few reads keep the writers fed; each key's pages are still read one at a time.
 pub const READS: usize = 3;
 /// Log-batch requests in flight at once (MLflow handles them in parallel: 82 ms a request one
 /// at a time, 53 ms four at a time against a local server).
@@ -34,7 +34,8 @@ pub const WRITES: usize = 4;
 /// Full batches that may wait to be written before reading stops.
 const QUEUED: usize = 2 * WRITES;
 
-/// What the pipeline asks of a store: every `Tracking` store answers it.
+/// What the pipeline asks of a store: every `Tracking` store answers it. (A trait of its own
+/// so that the tests can drive the pipeline with a store whose every call is a request.)
 pub trait MetricCalls {
     fn history_page_call(
         &self,
