@@ -5,7 +5,8 @@ Starts two local MLflow servers, seeds each workload once on the source, then fo
 runs the two tools alternately (`--repeat` times each, 3 by default), each copy into a fresh
 destination experiment, and reports the median wall time, the ratio, peak RSS (GNU time) and
 peak temporary disk (TMPDIR pointed at a watched directory). Also measures the component's cold
-start (`--help`) with and without a precompiled artifact. Writes bench/results.md.
+start (`--help`) with and without a precompiled artifact. Writes bench/results.md: the
+figures, then bench/notes.md (written by hand: the profile, what each change bought).
 
     scripts/bench.sh [--scale 0.25] [--repeat 3] [--workloads 1,2,3,4,5]
 
