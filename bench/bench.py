@@ -1,58 +1,136 @@
-"""Side-by-side benchmark: mlflow-copy (wasmtime run) vs mlflow-export-import's copy-run.
+"""Benchmark: mlflow-copy (`wasmtime run`) against mlflow-export-import's copy-run and
+copy-model-version, workload by workload, and against curl moving the same artifact bytes.
 
-Starts two MLflow servers on 127.0.0.1, seeds one run (large and many small artifacts, long
-metric histories, an MLflow 3 logged model), copies it with each tool into its own experiment,
-and measures wall time, peak RSS of the copying process (GNU time), and peak temporary-disk use
-(the Python tool stages artifacts in a temp dir; TMPDIR is pointed at a watched directory).
-Then it checks what each copy kept. Writes bench/results.md.
+Starts two local MLflow servers, seeds each workload once on the source, then for each workload
+runs the two tools alternately (`--repeat` times each, 3 by default), each copy into a fresh
+destination experiment, and reports the median wall time, the ratio, peak RSS (GNU time) and
+peak temporary disk (TMPDIR pointed at a watched directory). Also measures the component's cold
+start (`--help`) with and without a precompiled artifact. Writes bench/results.md: the
+figures, then bench/notes.md (written by hand: the profile, what each change bought).
 
-Run with scripts/bench.sh (which installs the Python tool into its own venv).
+    scripts/bench.sh [--scale 0.25] [--repeat 3] [--workloads 1,2,3,4,5]
+
+`--scale` shrinks every workload (file size, file count, metric steps) for a quicker run.
+The Python tool lives in its own venv (.work/bench-venv, made by scripts/bench.sh). Not a test:
+timings belong here.
 """
-import hashlib
+import argparse
+import concurrent.futures
 import json
 import math
 import os
+import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "e2e"))
 
-import mlflow  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
-from mlflow.entities import Metric  # noqa: E402
+from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 
 import seed  # noqa: E402
 from servers import MlflowServer  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-WASM = os.path.join(ROOT, "target/wasm32-wasip2/release/mlflow_copy.wasm")
-EXIM_COPY_RUN = os.path.join(ROOT, ".work/exim-venv/bin/copy-run")
-BIG_MIB = int(os.environ.get("BENCH_BIG_MIB", "256"))
-SMALL_FILES = int(os.environ.get("BENCH_SMALL_FILES", "300"))
-METRIC_KEYS, POINTS_PER_KEY = 20, 5000
+WASM = os.environ.get("MLFLOW_COPY_WASM", os.path.join(ROOT, "target/wasm32-wasip2/release/mlflow_copy.wasm"))
+PY_BIN = os.path.join(ROOT, ".work/bench-venv/bin")
+TIME = "/usr/bin/time"
+START = 1_600_000_000_000
 
 
-def seed_bench_run(uri):
-    run_id = seed.seed_rich_run(uri, "bench-source", big_bytes=BIG_MIB * 1024 * 1024, metric_points=10)
-    client = MlflowClient(uri, registry_uri=uri)
-    points = [Metric(f"m{k:02d}", math.sin(i / 100.0), 1_600_000_000_000 + i, i)
-              for k in range(METRIC_KEYS) for i in range(POINTS_PER_KEY)]
-    for i in range(0, len(points), 1000):
-        client.log_batch(run_id, metrics=points[i:i + 1000])
+# ---------------------------------------------------------------- seeding
+
+def new_run(client, experiment):
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    return client.create_run(exp_id, start_time=START, run_name=experiment).info.run_id
+
+
+def log_in_parallel(client, run_id, batches):
+    """Seeds with four log-batch requests in flight (seeding is not what is measured)."""
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda b: client.log_batch(run_id, **b), batches))
+
+
+def seed_big_file(client, run_id, mib):
     with tempfile.TemporaryDirectory() as d:
-        for i in range(SMALL_FILES):
-            path = os.path.join(d, "many", f"dir{i % 10}", f"file{i:04d}.txt")
+        path = os.path.join(d, "big.bin")
+        with open(path, "wb") as f:
+            for _ in range(mib):
+                f.write(os.urandom(1 << 20))
+        client.log_artifact(run_id, path, "big")
+
+
+def seed_small_files(client, run_id, count):
+    with tempfile.TemporaryDirectory() as d:
+        for i in range(count):
+            path = os.path.join(d, f"dir{i % 20:02d}", f"file{i:05d}.bin")
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "wb") as f:
-                f.write(os.urandom(4096))
-        client.log_artifacts(run_id, d)
-    return run_id
+                f.write(os.urandom(8192))
+        client.log_artifacts(run_id, d, "small")
 
+
+def seed_metrics(client, run_id, keys, steps, params, tags):
+    batches = [{"params": [Param(f"p{i:04d}", f"value-{i}") for i in range(j, min(j + 100, params))]}
+               for j in range(0, params, 100)]
+    batches += [{"tags": [RunTag(f"t{i:04d}", f"tag-{i}") for i in range(j, min(j + 100, tags))]}
+                for j in range(0, tags, 100)]
+    points = (Metric(f"m{k:03d}", math.sin(i / 50.0), START + i, i) for k in range(keys) for i in range(steps))
+    chunk = []
+    for p in points:
+        chunk.append(p)
+        if len(chunk) == 1000:
+            batches.append({"metrics": chunk})
+            chunk = []
+    if chunk:
+        batches.append({"metrics": chunk})
+    log_in_parallel(client, run_id, batches)
+
+
+def seed_workloads(uri, wanted, scale):
+    """Each workload's source: (kind, id or (model, version), artifact files to move)."""
+    client = MlflowClient(uri, registry_uri=uri)
+    big_mib = max(1, int(1024 * scale))
+    small = max(1, int(2000 * scale))
+    keys, steps = 100, max(1, int(10_000 * scale))
+    out = {}
+    for n in wanted:
+        print(f"seeding workload {n}", flush=True)
+        if n == 4:
+            run_id, version = seed.seed_registered_version(uri, "bench-model")
+            out[n] = ("version", ("bench-model", version))
+            continue
+        run_id = new_run(client, f"bench-w{n}")
+        if n in (1, 5):
+            seed_big_file(client, run_id, big_mib)
+        if n in (2, 5):
+            seed_small_files(client, run_id, small)
+        if n in (3, 5):
+            seed_metrics(client, run_id, keys, steps, 500, 200)
+        client.set_terminated(run_id, "FINISHED", end_time=START + 3_600_000)
+        out[n] = ("run", run_id)
+    sizes = {"big_mib": big_mib, "small_files": small, "metric_keys": keys, "metric_steps": steps}
+    return out, sizes
+
+
+DESCRIPTIONS = {
+    1: "one {big_mib} MiB artifact",
+    2: "{small_files} files of 8 KiB",
+    3: "{metric_keys} metrics x {metric_steps} steps + 500 params + 200 tags",
+    4: "MLflow 3 model version, deep copy (copy-model-version)",
+    5: "(1) + (2) + (3) in one run",
+}
+
+
+# ---------------------------------------------------------------- measuring
 
 def dir_size(path):
     total = 0
@@ -65,109 +143,231 @@ def dir_size(path):
     return total
 
 
-def measure(cmd, env):
-    """Runs cmd under GNU time; returns (seconds, max RSS MiB, peak temp MiB, stdout)."""
+def measure(cmd, env=None):
+    """Runs cmd under GNU time: (seconds, peak RSS MiB, peak temp MiB, stdout)."""
     tmp = tempfile.mkdtemp(prefix="bench-tmp-")
-    env = {**env, "TMPDIR": tmp}
-    peak = [0]
-    done = threading.Event()
+    env = {**(env or os.environ), "TMPDIR": tmp}
+    peak, done = [0], threading.Event()
 
     def watch():
         while not done.is_set():
             peak[0] = max(peak[0], dir_size(tmp))
-            time.sleep(0.05)
+            time.sleep(0.1)
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     start = time.monotonic()
-    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, env=env)
+    proc = subprocess.run([TIME, "-v", *cmd], capture_output=True, text=True, env=env)
     elapsed = time.monotonic() - start
     done.set()
     watcher.join()
     shutil.rmtree(tmp, ignore_errors=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[0]} failed:\n{proc.stdout}\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"{' '.join(cmd[:3])} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
     rss_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
-    return elapsed, rss_kib / 1024, peak[0] / (1024 * 1024), proc.stdout
+    return elapsed, rss_kib / 1024, peak[0] / (1 << 20), proc.stdout
 
 
-def fidelity(src_uri, src_run_id, dst_uri, dst_run_id):
-    s, d = MlflowClient(src_uri, registry_uri=src_uri), MlflowClient(dst_uri, registry_uri=dst_uri)
-    sr, dr = s.get_run(src_run_id), d.get_run(dst_run_id)
-    checks = {
-        "start_time kept": sr.info.start_time == dr.info.start_time,
-        "end_time kept": sr.info.end_time == dr.info.end_time,
-        "user_id kept": sr.info.user_id == dr.info.user_id,
-        "params": len(dr.data.params) == len(sr.data.params),
-        "full metric histories": all(
-            len(d.get_metric_history(dst_run_id, k)) == len(s.get_metric_history(src_run_id, k))
-            for k in sr.data.metrics),
-        "logged models copied": len(dr.outputs.model_outputs) == len(sr.outputs.model_outputs),
-        "run artifacts (count)": len(list_all(d, dst_run_id)) == len(list_all(s, src_run_id)),
-    }
-    return checks
+def ours(kind, src, dst, source, label, wasm):
+    cmd = ["wasmtime", "run", "-S", "http", wasm]
+    if kind == "run":
+        cmd += ["copy-run", "--run-id", source, "--experiment-name", label]
+        cmd += ["--src-mlflow-uri", src, "--dst-mlflow-uri", dst]
+    else:
+        model, version = source
+        cmd += ["copy-model-version", "--src-model", model, "--src-version", version,
+                "--dst-model", label, "--dst-experiment-name", label,
+                "--src-registry-uri", src, "--dst-registry-uri", dst]
+    return cmd
 
 
-def list_all(client, run_id, path=None):
+def python_tool(kind, src, dst, source, label):
+    if kind == "run":
+        return [f"{PY_BIN}/copy-run", "--run-id", source, "--experiment-name", label,
+                "--src-mlflow-uri", src, "--dst-mlflow-uri", dst]
+    model, version = source
+    return [f"{PY_BIN}/copy-model-version", "--src-model", model, "--src-version", version,
+            "--dst-model", label, "--dst-experiment-name", label,
+            "--src-registry-uri", src, "--dst-registry-uri", dst]
+
+
+def artifact_files(client, run_id, path=None):
     out = []
     for f in client.list_artifacts(run_id, path):
-        out.extend(list_all(client, run_id, f.path) if f.is_dir else [f.path])
+        out.extend(artifact_files(client, run_id, f.path) if f.is_dir else [(f.path, f.file_size)])
     return out
 
 
+def curl_floor(src, dst, run_id, files, label):
+    """curl moving the same bytes GET -> PUT between the servers, 8 files at once."""
+    client = MlflowClient(src)
+    root = client.get_run(run_id).info.artifact_uri.split("mlflow-artifacts:/", 1)[1]
+
+    def move(item):
+        path, size = item
+        quoted = urllib.parse.quote(path)
+        get = f"{src}/api/2.0/mlflow-artifacts/artifacts/{root}/{quoted}"
+        put = f"{dst}/api/2.0/mlflow-artifacts/artifacts/curl-floor/{label}/{quoted}"
+        script = (f'curl -sSf "{get}" | curl -sSf -X PUT -H "Content-Length: {size}" '
+                  f'-H "Content-Type: application/octet-stream" -T - "{put}" -o /dev/null')
+        subprocess.run(["bash", "-o", "pipefail", "-c", script], check=True)
+
+    start = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(move, files))
+    return time.monotonic() - start
+
+
+def cold_start(wasm, repeat=10):
+    """Median seconds of `--help`: from the .wasm (compiled on every start) and precompiled."""
+    cwasm = os.path.join(tempfile.mkdtemp(prefix="bench-cwasm-"), "mlflow_copy.cwasm")
+    subprocess.run(["wasmtime", "compile", wasm, "-o", cwasm], check=True)
+
+    def median_of(cmd):
+        times = []
+        for _ in range(repeat):
+            start = time.monotonic()
+            subprocess.run(cmd, check=True, capture_output=True)
+            times.append(time.monotonic() - start)
+        return statistics.median(times)
+
+    plain = median_of(["wasmtime", "run", "-S", "http", wasm, "--help"])
+    pre = median_of(["wasmtime", "run", "-S", "http", "--allow-precompiled", cwasm, "--help"])
+    return plain, pre
+
+
+def free_destination(dst_server):
+    """Removes the destination's copied artifact bytes (the disk is not what is measured)."""
+    arts = os.path.join(dst_server.dir, "mlartifacts")
+    for entry in os.listdir(arts) if os.path.isdir(arts) else []:
+        shutil.rmtree(os.path.join(arts, entry), ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the run
+
 def main():
-    if not os.path.exists(EXIM_COPY_RUN):
-        sys.exit("run scripts/bench.sh: it installs mlflow-export-import into .work/exim-venv")
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scale", type=float, default=1.0, help="shrink every workload (0.25: a quarter)")
+    parser.add_argument("--repeat", type=int, default=3, help="copies per tool and workload")
+    parser.add_argument("--workloads", default="1,2,3,4,5")
+    parser.add_argument("--no-python", action="store_true", help="measure mlflow-copy (and curl) only")
+    parser.add_argument("--extra", action="append", default=[],
+                        help="LABEL=PATH: another build of the component to measure too (before/after)")
+    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results.md"))
+    args = parser.parse_args()
+    wanted = [int(w) for w in args.workloads.split(",")]
+    if not os.path.exists(TIME):
+        sys.exit(f"{TIME} (GNU time) is needed for peak RSS: apt-get install time")
+    if not args.no_python and not os.path.exists(f"{PY_BIN}/copy-run"):
+        sys.exit("run scripts/bench.sh: it installs mlflow-export-import into .work/bench-venv")
+    tools = {"mlflow-copy": WASM}
+    tools.update(dict(e.split("=", 1) for e in args.extra))
+
     src, dst = MlflowServer("bench-src"), MlflowServer("bench-dst")
+    rows = []
     try:
         src.wait(), dst.wait()
-        print(f"seeding: {BIG_MIB} MiB file + {SMALL_FILES} small files + {METRIC_KEYS * POINTS_PER_KEY} metric points", flush=True)
-        run_id = seed_bench_run(src.uri)
-        listed = list_all(MlflowClient(src.uri), run_id)
-        base_env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-        rows = {}
-        # The Python tool insists on MLFLOW_TRACKING_URI being an HTTP URI.
-        exim_env = {**base_env, "MLFLOW_TRACKING_URI": src.uri}
-        print("copy-run (mlflow-export-import)...", flush=True)
-        t, rss, tmp, _ = measure([EXIM_COPY_RUN, "--run-id", run_id, "--experiment-name", "bench-exim",
-                                  "--src-mlflow-uri", src.uri, "--dst-mlflow-uri", dst.uri], exim_env)
-        exim_run = MlflowClient(dst.uri).search_runs(
-            [MlflowClient(dst.uri).get_experiment_by_name("bench-exim").experiment_id])[0].info.run_id
-        rows["mlflow-export-import copy-run"] = (t, rss, tmp, fidelity(src.uri, run_id, dst.uri, exim_run))
-        print("mlflow-copy (wasmtime run)...", flush=True)
-        t, rss, tmp, out = measure(["wasmtime", "run", "-S", "http", WASM, "copy-run", "--run-id", run_id,
-                                    "--experiment-name", "bench-wasm", "--src-mlflow-uri", src.uri,
-                                    "--dst-mlflow-uri", dst.uri], base_env)
-        report = json.loads(out)
-        rows["mlflow-copy (wasmtime run)"] = (t, rss, tmp, fidelity(src.uri, run_id, dst.uri, report["dst_run_id"]))
-        write_results(rows, report, len(listed))
+        sources, sizes = seed_workloads(src.uri, wanted, args.scale)
+        src_client = MlflowClient(src.uri)
+        for n in wanted:
+            kind, source = sources[n]
+            times = {name: [] for name in [*tools, "mlflow-export-import"]}
+            rss, tmp = dict.fromkeys(times, 0.0), dict.fromkeys(times, 0.0)
+            failed = {}
+            for i in range(args.repeat):
+                order = list(tools.items()) + ([] if args.no_python else [("mlflow-export-import", None)])
+                for name, wasm in order:
+                    label = f"w{n}-{name}-{i}"
+                    cmd = (python_tool(kind, src.uri, dst.uri, source, label) if wasm is None
+                           else ours(kind, src.uri, dst.uri, source, label, wasm))
+                    # The Python tool insists on MLFLOW_TRACKING_URI being an HTTP URI.
+                    env = {**os.environ, "MLFLOW_TRACKING_URI": src.uri}
+                    try:
+                        t, r, d, _ = measure(cmd, env)
+                    except RuntimeError as e:
+                        # Reported, not hidden: a tool that fails a workload gets no time.
+                        print(f"  workload {n} {name} #{i + 1} FAILED: {str(e)[-600:]}", flush=True)
+                        failed[name] = str(e).strip().splitlines()[-1][:200]
+                        continue
+                    finally:
+                        free_destination(dst)
+                    print(f"  workload {n} {name} #{i + 1}: {t:.1f} s, {r:.0f} MiB RSS, {d:.0f} MiB temp", flush=True)
+                    times[name].append(t)
+                    rss[name], tmp[name] = max(rss[name], r), max(tmp[name], d)
+            floor = None
+            if kind == "run" and n in (1, 2, 5):
+                files = artifact_files(src_client, source)
+                floor = curl_floor(src.uri, dst.uri, source, files, f"w{n}")
+                free_destination(dst)
+            rows.append((n, times, rss, tmp, floor, failed))
+        plain, pre = cold_start(WASM)
     finally:
         src.stop()
         dst.stop()
+    write_results(args, sizes, rows, (plain, pre), list(tools))
 
 
-def write_results(rows, report, run_files):
-    total_mib = report["artifact_bytes"] / (1024 * 1024)
+def machine():
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    with open("/proc/meminfo") as f:
+        mem = int(f.readline().split()[1]) / (1 << 20)
+    wasmtime = subprocess.run(["wasmtime", "--version"], capture_output=True, text=True).stdout.strip()
+    return (f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, {platform.system()} {platform.release()}, "
+            f"{wasmtime}, MLflow 3.17.2 servers with 2 workers each (sqlite, local artifacts) on 127.0.0.1")
+
+
+def write_results(args, sizes, rows, cold, ours_names):
+    med = statistics.median
     lines = [
-        "# Benchmark: mlflow-copy vs mlflow-export-import copy-run",
+        "# Benchmark: mlflow-copy vs mlflow-export-import",
         "",
-        f"One run: {BIG_MIB} MiB binary + {SMALL_FILES} files of 4 KiB + a few others ({run_files} run files), "
-        f"{METRIC_KEYS * POINTS_PER_KEY + 1254} metric points, 131 params, a dataset, an MLflow 3 sklearn logged model. "
-        f"{total_mib:.0f} MiB of artifacts in all (run + model). Two MLflow 3.17.2 servers on 127.0.0.1 "
-        "(sqlite, local artifacts), 2-core machine. Wall time of the whole command (process start included); "
-        "peak RSS of the copying process (GNU time); peak size of the temp dir (TMPDIR).",
+        f"Generated by `bench/bench.py --scale {args.scale} --repeat {args.repeat} --workloads {args.workloads}` "
+        f"on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
-        "| tool | wall s | peak RSS MiB | peak temp disk MiB |",
-        "|---|---:|---:|---:|",
+        f"Machine: {machine()}.",
+        "",
+        "Median wall time of the whole command (process start included) over the copies of each tool, "
+        "run alternately; peak RSS of the copying process (GNU time, worst copy); peak size of its "
+        "temp dir (TMPDIR). Floor: curl moving the same artifact files GET -> PUT between the "
+        "servers, 8 at once.",
+        "",
+        "| workload | tool | median s | runs s | ratio (Python / this) | peak RSS MiB | temp MiB |",
+        "|---|---|---:|---|---:|---:|---:|",
     ]
-    for name, (t, rss, tmp, _) in rows.items():
-        lines.append(f"| {name} | {t:.1f} | {rss:.0f} | {tmp:.0f} |")
-    lines += ["", "| kept by the copy | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
-    checks = list(next(iter(rows.values()))[3])
-    for check in checks:
-        lines.append(f"| {check} | " + " | ".join("yes" if r[3][check] else "**no**" for r in rows.values()) + " |")
-    text = "\n".join(lines) + "\n"
-    with open(os.path.join(ROOT, "bench", "results.md"), "w") as f:
+    for n, times, rss, tmp, floor, failed in rows:
+        desc = DESCRIPTIONS[n].format(**sizes)
+        py = times.get("mlflow-export-import") or []
+        for name in [*ours_names, "mlflow-export-import"]:
+            if name in failed:
+                lines.append(f"| {n}: {desc} | {name} | failed | `{failed[name]}` | | | |")
+            if not times.get(name):
+                continue
+            ratio = f"{med(py) / med(times[name]):.1f}x" if py and name != "mlflow-export-import" else ""
+            runs = ", ".join(f"{t:.1f}" for t in times[name])
+            lines.append(f"| {n}: {desc} | {name} | {med(times[name]):.1f} | {runs} | {ratio} | "
+                         f"{rss[name]:.0f} | {tmp[name]:.0f} |")
+        if floor is not None:
+            ratio = med(times["mlflow-copy"]) / floor
+            lines.append(f"| {n}: {desc} | curl GET -> PUT (floor) | {floor:.1f} | | mlflow-copy at {ratio:.2f}x the floor | | |")
+    plain, pre = cold
+    lines += [
+        "",
+        f"Cold start, `wasmtime run -S http mlflow_copy.wasm --help` (median of 10): {plain * 1000:.0f} ms; "
+        f"precompiled (`wasmtime compile mlflow_copy.wasm -o mlflow_copy.cwasm`, then "
+        f"`wasmtime run -S http --allow-precompiled mlflow_copy.cwasm --help`): {pre * 1000:.0f} ms.",
+        "",
+    ]
+    text = "\n".join(lines)
+    notes = os.path.join(ROOT, "bench", "notes.md")
+    if os.path.exists(notes):
+        with open(notes) as f:
+            text += "\n" + f.read()
+    with open(args.out, "w") as f:
         f.write(text)
     print(text)
 

@@ -8,7 +8,7 @@ use super::Copier;
 use crate::api::CopyError;
 use crate::stores::model::{ArtifactRoot, FileEntry};
 use crate::stores::Stores;
-use crate::transport::{FileJob, Transferred};
+use crate::transport::{Calls, FileJob, Transferred};
 use anyhow::Context;
 use std::collections::HashMap;
 
@@ -101,12 +101,14 @@ fn is_mlmodel(file: &FileEntry) -> bool {
 /// One file to stream: the index of its tree, and the file.
 type Streamed<'a> = (usize, &'a FileEntry);
 
-/// Copies every tree. With `resuming`, files already present at the destination with the
-/// source's size are skipped.
+/// Copies every tree, while the transport also sends the requests of `calls` (the metric
+/// pipeline). With `resuming`, files already present at the destination with the source's size
+/// are skipped.
 pub fn copy_trees(
     c: &mut Copier,
     trees: &[TreeCopy<'_>],
     resuming: bool,
+    calls: &mut dyn Calls,
 ) -> anyhow::Result<ArtifactStats> {
     let mut stats = ArtifactStats::default();
     let mut streamed = Vec::new();
@@ -142,7 +144,8 @@ pub fn copy_trees(
         "artifacts: {files_total} files to copy, {} already present",
         stats.skipped
     ));
-    stream(c, trees, &streamed, files_total, total_bytes, &mut stats)?;
+    let totals = (files_total, total_bytes);
+    stream(c, trees, &streamed, totals, calls, &mut stats)?;
     for (tree, file) in rewrites {
         let label = label(tree, file);
         let original = c
@@ -213,8 +216,8 @@ fn stream(
     c: &mut Copier,
     trees: &[TreeCopy],
     streamed: &[Streamed],
-    files_total: u64,
-    bytes_total: u64,
+    (files_total, bytes_total): (u64, u64),
+    calls: &mut dyn Calls,
     stats: &mut ArtifactStats,
 ) -> anyhow::Result<()> {
     let Copier {
@@ -229,6 +232,7 @@ fn stream(
     let written = transport.stream_files(
         streamed.len(),
         *concurrency,
+        calls,
         &mut |ids| open((src, dst), trees, streamed, ids),
         &mut |p| {
             match p {

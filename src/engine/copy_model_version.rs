@@ -22,6 +22,7 @@ use crate::api::{
 use crate::stores::model::{
     ArtifactRoot, KeyValue, ModelVersion, NewVersion, Owner, RegisteredModel, Run,
 };
+use crate::transport::NoCalls;
 use anyhow::Context;
 use std::time::{Duration, Instant};
 
@@ -443,7 +444,7 @@ fn write_files(
         created.version,
         c.dst.registry.server()
     ));
-    artifacts::copy_trees(c, &[tree], resuming).with_context(|| {
+    artifacts::copy_trees(c, &[tree], resuming, &mut NoCalls).with_context(|| {
         format!(
             "writing the files of {model}/{} (the version stays PENDING_REGISTRATION, never \
              ready; re-run the same command to finish it)",

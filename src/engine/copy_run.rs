@@ -11,14 +11,13 @@
 
 use super::artifacts::{self, ArtifactStats, TreeCopy};
 use super::lineage;
-use super::metrics::{AlreadyCopied, MetricBatcher, ModelLinks, MAX_PARAMS_TAGS_PER_BATCH};
+use super::metric_pipeline::{Entities, MetricPipeline};
+use super::metrics::{ModelLinks, MAX_PARAMS_TAGS_PER_BATCH};
 use super::mlmodel::IdMap;
 use super::models::{self, ModelCopy};
 use super::Copier;
 use crate::api::{CopyError, CopyRunReport, CopyRunRequest, Outcome};
-use crate::stores::model::{
-    ArtifactRoot, KeyValue, LoggedModel, Metric, NewRun, Owner, Run, RunInfo,
-};
+use crate::stores::model::{ArtifactRoot, KeyValue, LoggedModel, NewRun, Owner, Run, RunInfo};
 use crate::stores::Tracking;
 use anyhow::Context;
 use std::collections::BTreeSet;
@@ -26,9 +25,6 @@ use std::time::Instant;
 
 /// How long a copy that lost a race waits for the winner.
 const RACE_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// Metric log-batch requests in flight at once.
-const METRIC_WRITERS: usize = 2;
 
 pub fn copy_run(c: &mut Copier, request: &CopyRunRequest) -> anyhow::Result<CopyRunReport> {
     let started = Instant::now();
@@ -501,24 +497,10 @@ fn fill_run(
         dst.clone()
     };
 
-    c.phase(format!("params: {}", src_run.data.params.len()));
-    for chunk in src_run.data.params.chunks(MAX_PARAMS_TAGS_PER_BATCH) {
-        c.dst
-            .tracking
-            .log_batch(dst_id, &[], chunk, &[])
-            .context("copying params")?;
-    }
+    // Params and tags are written with the metrics (below).
+    let entities = entities(src_run, dst_id, dst_parent);
     report.params = src_run.data.params.len() as u32;
-
-    let tags = run_tags(src_run, dst_id, dst_parent);
-    c.phase(format!("tags: {}", tags.len()));
-    for chunk in tags.chunks(MAX_PARAMS_TAGS_PER_BATCH) {
-        c.dst
-            .tracking
-            .log_batch(dst_id, &[], &[], chunk)
-            .context("copying tags")?;
-    }
-    report.tags = tags.len() as u32;
+    report.tags = entities.iter().map(|e| e.tags.len()).sum::<usize>() as u32;
 
     let datasets = &src_run.inputs.dataset_inputs;
     if !datasets.is_empty() {
@@ -546,11 +528,11 @@ fn fill_run(
     )?;
     report.logged_models = copies.len() as u32;
 
-    report.metric_points = copy_metrics(c, src_run, dst_id, &copies, resuming)?;
     models::link_outputs(c, src_run, &copies, &dst_state)?;
     models::link_inputs(c, src_run, &dst_state, &dst_experiment_id)?;
 
-    let stats = copy_artifacts(c, src, dst, &copies, resuming)?;
+    let (points, stats) = copy_metrics_and_artifacts(c, src, dst, &copies, resuming, entities)?;
+    report.metric_points = points;
     report.artifact_files = stats.files;
     report.artifact_bytes = stats.bytes;
     report.artifact_files_skipped = stats.skipped;
@@ -582,68 +564,70 @@ fn run_tags(src: &Run, dst_run_id: &str, dst_parent: Option<&str>) -> Vec<KeyVal
     tags
 }
 
-/// Copies the full history of every metric, in full log-batch requests. Points that belong to
-/// a logged model carry the copied model's id. Returns the number of source points.
-fn copy_metrics(
+/// The run's params and tags as log-batch requests.
+fn entities(src: &Run, dst_run_id: &str, dst_parent: Option<&str>) -> Vec<Entities> {
+    let params = src
+        .data
+        .params
+        .chunks(MAX_PARAMS_TAGS_PER_BATCH)
+        .map(|chunk| Entities {
+            params: chunk.to_vec(),
+            tags: Vec::new(),
+            what: "params",
+        });
+    let tags = run_tags(src, dst_run_id, dst_parent);
+    let tags = tags
+        .chunks(MAX_PARAMS_TAGS_PER_BATCH)
+        .map(|chunk| Entities {
+            params: Vec::new(),
+            tags: chunk.to_vec(),
+            what: "tags",
+        });
+    params.chain(tags).collect()
+}
+
+/// Copies params, tags, the full history of every metric and every artifact file together:
+/// the pipeline's requests go out in the loop that streams the files, so nothing waits for
+/// anything else. Points that belong to a logged model carry the copied model's id. Returns
+/// the number of source points and what the artifact copy did.
+fn copy_metrics_and_artifacts(
     c: &mut Copier,
-    src: &Run,
-    dst_id: &str,
+    src: &Source,
+    dst: &Run,
     copies: &[ModelCopy],
     resuming: bool,
-) -> anyhow::Result<u64> {
-    let keys: BTreeSet<&str> = src.data.metrics.iter().map(|m| m.key.as_str()).collect();
-    c.phase(format!("metrics: {} keys", keys.len()));
-    let mut links = ModelLinks::new(models::model_metrics(copies, &src.info.run_id));
-    let mut batcher = MetricBatcher::default();
-    // Full batches wait here to be written several at once: MLflow handles concurrent
-    // log-batch requests in parallel; how much that gains depends on the server (its workers
-    // and store): against a 2-worker sqlite server it is bound by the store either way.
-    let mut full: Vec<Vec<Metric>> = Vec::new();
-    let mut points = 0u64;
-    let (src_client, dst_client) = (c.src.tracking.as_ref(), c.dst.tracking.as_ref());
-    for key in keys {
-        let mut present = AlreadyCopied::default();
-        if resuming {
-            dst_client.metric_history(dst_id, key, &mut |page| {
-                page.iter().for_each(|p| present.add(p));
-                Ok(())
-            })?;
-        }
-        src_client
-            .metric_history(&src.info.run_id, key, &mut |page| {
-                for mut point in page {
-                    points += 1;
-                    if present.contains(&point) {
-                        continue;
-                    }
-                    links.link(&mut point);
-                    if let Some(batch) = batcher.push(point) {
-                        full.push(batch);
-                    }
-                    if full.len() == METRIC_WRITERS {
-                        dst_client.log_metric_batches(
-                            dst_id,
-                            &std::mem::take(&mut full),
-                            METRIC_WRITERS,
-                        )?;
-                    }
-                }
-                Ok(())
-            })
-            .with_context(|| format!("copying the history of metric {key:?}"))?;
-    }
-    full.extend(batcher.finish());
-    c.dst
-        .tracking
-        .log_metric_batches(dst_id, &full, METRIC_WRITERS)
-        .context("copying metrics")?;
-    if links.unmatched() > 0 {
+    entities: Vec<Entities>,
+) -> anyhow::Result<(u64, ArtifactStats)> {
+    let src_run = &src.run;
+    let keys: BTreeSet<&str> = src_run
+        .data
+        .metrics
+        .iter()
+        .map(|m| m.key.as_str())
+        .collect();
+    c.phase(format!(
+        "params, tags and {} metric keys, alongside the artifacts",
+        keys.len()
+    ));
+    let links = ModelLinks::new(models::model_metrics(copies, &src_run.info.run_id));
+    let (src_tracking, dst_tracking) = (c.src.tracking.clone(), c.dst.tracking.clone());
+    let mut metrics = MetricPipeline::new(
+        (src_tracking.as_ref(), &src_run.info.run_id),
+        (dst_tracking.as_ref(), &dst.info.run_id),
+        keys.into_iter().map(str::to_string).collect(),
+        links,
+        resuming,
+    )
+    .with_entities(entities);
+    let stats = copy_artifacts(c, src, dst, copies, resuming, &mut metrics)?;
+    let copied = metrics.finish()?;
+    if copied.unmatched_links > 0 {
         c.warn(format!(
             "{} logged-model metric(s) matched no point of the run's history and were not linked",
-            links.unmatched()
+            copied.unmatched_links
         ));
     }
-    Ok(points)
+    Ok((copied.points, stats))
 }
 
 fn copy_artifacts(
@@ -652,6 +636,7 @@ fn copy_artifacts(
     dst: &Run,
     copies: &[ModelCopy],
     resuming: bool,
+    metrics: &mut MetricPipeline<dyn Tracking>,
 ) -> anyhow::Result<ArtifactStats> {
     let mut run_ids = IdMap::default();
     run_ids.add(&src.run.info.run_id, &dst.info.run_id);
@@ -673,7 +658,7 @@ fn copy_artifacts(
             ids,
         });
     }
-    artifacts::copy_trees(c, &trees, resuming)
+    artifacts::copy_trees(c, &trees, resuming, metrics)
 }
 
 /// Gives the copy the source's status and end time, then removes the incomplete mark.

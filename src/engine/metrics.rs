@@ -23,8 +23,12 @@ impl MetricBatcher {
     }
 
     /// The last, partial batch.
-    pub fn finish(self) -> Option<Vec<Metric>> {
-        (!self.pending.is_empty()).then_some(self.pending)
+    pub fn take(&mut self) -> Option<Vec<Metric>> {
+        (!self.pending.is_empty()).then(|| std::mem::take(&mut self.pending))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
     }
 }
 
@@ -115,9 +119,9 @@ mod tests {
                 sizes.push(batch.len());
             }
         }
-        sizes.push(b.finish().unwrap().len());
+        sizes.push(b.take().unwrap().len());
         assert_eq!(sizes, vec![1000, 1000, 500]);
-        assert!(MetricBatcher::default().finish().is_none());
+        assert!(MetricBatcher::default().take().is_none());
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod artifacts;
 pub mod copy_model_version;
 pub mod copy_run;
 pub mod lineage;
+pub mod metric_pipeline;
 pub mod metrics;
 pub mod mlmodel;
 pub mod models;

@@ -321,6 +321,81 @@ fn a_run_is_copied_faithfully_in_full_batches() {
     assert!(w.src.writes() == 0, "the source is never written");
 }
 
+/// A source run with `keys` metrics of different lengths, spanning several history pages.
+fn seed_long_histories(src: &FakeServer, keys: usize) -> String {
+    let exp = src.create_experiment("long").unwrap();
+    let mut run = Run::default();
+    run.info.status = Some("FINISHED".into());
+    let history = (0..keys)
+        .flat_map(|k| (0..(k * 611) as i64).map(move |i| point(&format!("m{k}"), i as f64, i)))
+        .collect();
+    src.add_run(&exp, run, history)
+}
+
+#[test]
+fn long_histories_are_written_once_each_in_source_order_and_full_batches() {
+    let w = world();
+    let run_id = seed_long_histories(&w.src, 8);
+    let report = w.copy_run(&run_id).unwrap();
+    let total: usize = (0..8).map(|k| k * 611).sum();
+    assert_eq!(report.metric_points, total as u64);
+    for k in 1..8 {
+        let key = format!("m{k}");
+        let steps = |h: Vec<Metric>| h.iter().map(|m| m.step).collect::<Vec<_>>();
+        assert_eq!(
+            steps(w.dst.history(&report.dst_run_id, &key)),
+            steps(w.src.history(&run_id, &key)),
+            "every point of {key} once, in order"
+        );
+    }
+    let batches = w.dst.state.borrow().metric_batches.clone();
+    assert_eq!(batches.len(), total.div_ceil(1000));
+    assert!(batches[..batches.len() - 1].iter().all(|&n| n == 1000));
+}
+
+#[test]
+fn a_metric_pipeline_broken_mid_way_leaves_the_copy_incomplete_and_a_re_run_completes_it() {
+    // The source stops answering history reads after a few pages, then the destination stops
+    // taking batches: each time the copy is FAILED and incomplete, and the next run goes on.
+    let w = world();
+    let run_id = seed_long_histories(&w.src, 8);
+    w.src.fail("get_history", 5);
+    let err = w.copy_run(&run_id).unwrap_err();
+    assert!(
+        err.message.contains("copying the history of metric"),
+        "{}",
+        err.message
+    );
+    w.dst.fail("log_metric_batch", 4);
+    let err = w.copy_run(&run_id).unwrap_err();
+    assert!(err.message.contains("copying metrics"), "{}", err.message);
+    let broken = the_copy(&w.dst, &run_id);
+    assert_eq!(broken.info.status.as_deref(), Some("FAILED"));
+    assert_eq!(broken.data.tag(lineage::INCOMPLETE), Some("true"));
+
+    let resumed = w.copy_run(&run_id).unwrap();
+    assert_eq!(resumed.outcome, Outcome::Resumed);
+    for k in 1..8 {
+        let key = format!("m{k}");
+        let mut steps: Vec<i64> = w
+            .dst
+            .history(&resumed.dst_run_id, &key)
+            .iter()
+            .map(|m| m.step)
+            .collect();
+        steps.sort();
+        assert_eq!(
+            steps,
+            (0..(k * 611) as i64).collect::<Vec<_>>(),
+            "{key}: every point exactly once"
+        );
+    }
+    assert_eq!(
+        the_copy(&w.dst, &run_id).data.tag(lineage::INCOMPLETE),
+        None
+    );
+}
+
 #[test]
 fn a_second_copy_finds_the_first_and_writes_nothing() {
     let w = world();

@@ -7,11 +7,11 @@
 //! `update_run`), so every half-done state of a copy can be produced and resumed.
 
 use super::model::*;
-use super::{Artifacts, Registry, Stores, Tracking};
+use super::{Artifacts, Call, HistoryPage, Registry, Stores, Tracking};
 use crate::api::CopyError;
 use crate::transport::{
-    Download, Http, Method, NextJob, Request, Response, SendError, StreamEvent, StreamFailure,
-    Upload,
+    send_each, Attempts, Download, Http, Method, NextJob, Request, Response, SendError,
+    StreamEvent, StreamFailure, Upload,
 };
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -155,6 +155,31 @@ impl FakeServer {
             .filter(|m| m.key == key)
             .cloned()
             .collect()
+    }
+
+    /// One page of a history; its token is the index of its first point.
+    fn history_page(
+        &self,
+        run_id: &str,
+        key: &str,
+        token: Option<String>,
+    ) -> Result<HistoryPage, CopyError> {
+        self.check("get_history")?;
+        let all = self.history(run_id, key);
+        let start: usize = token.map_or(0, |t| t.parse().expect("a token of ours"));
+        let end = (start + HISTORY_PAGE).min(all.len());
+        // Like OSS: history pages leave out the model and dataset links.
+        let points = all[start..end]
+            .iter()
+            .map(|m| Metric {
+                model_id: None,
+                dataset_name: None,
+                dataset_digest: None,
+                ..m.clone()
+            })
+            .collect();
+        let next_token = (end < all.len()).then(|| end.to_string());
+        Ok(HistoryPage { points, next_token })
     }
 
     pub fn put_file(&self, root_uri: &str, path: &str, bytes: &[u8]) {
@@ -335,20 +360,24 @@ impl Tracking for FakeServer {
         key: &str,
         page: &mut dyn FnMut(Vec<Metric>) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        for chunk in self.history(run_id, key).chunks(HISTORY_PAGE) {
-            // Like OSS: history pages leave out the model and dataset links.
-            let points = chunk
-                .iter()
-                .map(|m| Metric {
-                    model_id: None,
-                    dataset_name: None,
-                    dataset_digest: None,
-                    ..m.clone()
-                })
-                .collect();
+        let mut token = None;
+        loop {
+            let HistoryPage { points, next_token } = self.history_page(run_id, key, token)?;
             page(points)?;
+            match next_token {
+                Some(next) => token = Some(next),
+                None => return Ok(()),
+            }
         }
-        Ok(())
+    }
+
+    fn history_page_call(
+        &self,
+        run_id: &str,
+        key: &str,
+        token: Option<&str>,
+    ) -> Call<'_, HistoryPage> {
+        Call::Done(self.history_page(run_id, key, token.map(str::to_string)))
     }
 
     fn log_inputs(&self, run_id: &str, datasets: &[DatasetInput]) -> Result<(), CopyError> {
@@ -754,7 +783,15 @@ impl Http for FakeHttp {
         )
     }
 
-    fn stream(&self, next: NextJob, _concurrency: usize, events: &mut dyn FnMut(StreamEvent)) {
+    fn stream(
+        &self,
+        next: NextJob,
+        _concurrency: usize,
+        calls: &mut dyn Attempts,
+        events: &mut dyn FnMut(StreamEvent),
+    ) {
+        // The fake stores answer their calls at once (`Call::Done`): nothing reaches the wire.
+        send_each(self, calls);
         while let Some((id, job)) = next() {
             let (src, root, path) = self.file(&job.download);
             let (dst, dst_root, dst_path) = self.file(&job.parts[0].request);

@@ -20,7 +20,7 @@ pub mod fake;
 
 use crate::api::CopyError;
 use crate::credentials::{Auth, Side, StaticAuth};
-use crate::transport::{Download, Transport, Upload};
+use crate::transport::{self, Download, Request, Response, Transport, Upload};
 use crate::uri::ServerUri;
 use model::*;
 use std::rc::Rc;
@@ -76,6 +76,37 @@ pub trait Tracking {
         key: &str,
         page: &mut dyn FnMut(Vec<Metric>) -> anyhow::Result<()>,
     ) -> anyhow::Result<()>;
+    /// One page of a metric's history (`token`: the page's, `None` for the first), as a call
+    /// the engine sends along with other work. A store without its own reads the whole
+    /// history at once, as one page.
+    fn history_page_call(
+        &self,
+        run_id: &str,
+        key: &str,
+        _token: Option<&str>,
+    ) -> Call<'_, HistoryPage> {
+        let mut points = Vec::new();
+        let read = self.metric_history(run_id, key, &mut |page| {
+            points.extend(page);
+            Ok(())
+        });
+        Call::Done(
+            read.map(|()| HistoryPage {
+                points,
+                next_token: None,
+            })
+            .map_err(|e| CopyError::from_chain(&e)),
+        )
+    }
+    /// One log-batch request of metric points (at most `MAX_METRICS_PER_BATCH`), as a call the
+    /// engine sends along with other work. A store without its own sends it at once.
+    fn log_metrics_call(&self, run_id: &str, batch: &[Metric]) -> Call<'_, ()> {
+        Call::Done(self.log_metric_batches(run_id, &[batch.to_vec()], 1))
+    }
+    /// One log-batch request of params and tags (see `log_metrics_call`).
+    fn log_batch_call(&self, run_id: &str, params: &[KeyValue], tags: &[KeyValue]) -> Call<'_, ()> {
+        Call::Done(self.log_batch(run_id, &[], params, tags))
+    }
     fn log_inputs(&self, run_id: &str, datasets: &[DatasetInput]) -> Result<(), CopyError>;
     /// Records logged models the run used as inputs.
     fn log_model_inputs(&self, run_id: &str, model_ids: &[String]) -> Result<(), CopyError>;
@@ -104,6 +135,39 @@ pub trait Tracking {
         model: &NewLoggedModel,
     ) -> Result<LoggedModel, CopyError>;
     fn finalize_logged_model(&self, model_id: &str, status: &str) -> Result<(), CopyError>;
+}
+
+/// A store operation the engine sends along with other work (the requests of other calls, file
+/// transfers: see `transport::Calls`): the request, and how its final answer is read. A store
+/// that does not make one request per operation (the in-memory fake) answers at once instead.
+pub enum Call<'s, T> {
+    Send {
+        request: Request,
+        read: Reader<'s, T>,
+    },
+    Done(Result<T, CopyError>),
+}
+
+/// Reads the final answer to a call's request (after its retries) into the call's result.
+pub type Reader<'s, T> =
+    Box<dyn FnOnce(Result<Response, transport::Error>) -> Result<T, CopyError> + 's>;
+
+impl<'s, T: 's> Call<'s, T> {
+    pub fn map<U>(self, f: impl FnOnce(T) -> U + 's) -> Call<'s, U> {
+        match self {
+            Call::Send { request, read } => Call::Send {
+                request,
+                read: Box::new(move |answer| read(answer).map(f)),
+            },
+            Call::Done(result) => Call::Done(result.map(f)),
+        }
+    }
+}
+
+/// One page of a metric's history, and the token of the next page if there is one.
+pub struct HistoryPage {
+    pub points: Vec<Metric>,
+    pub next_token: Option<String>,
 }
 
 pub trait Registry {

@@ -14,7 +14,7 @@ use crate::api::CopyError;
 pub use multipart::Multipart;
 use multipart::Parted;
 use retry::RetryPolicy;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 use url::Url;
 
@@ -459,6 +459,43 @@ pub type OpenFiles<'a> = &'a mut dyn FnMut(&[usize]) -> Result<Vec<FileJob>, Cop
 /// The next job to stream and its id, or `None` when there is none (left).
 pub type NextJob<'a> = &'a mut dyn FnMut() -> Option<(usize, StreamJob)>;
 
+/// API requests sent in the same loop as file transfers, so that both are in flight at once:
+/// the component is single-threaded, so concurrency means several requests polled together.
+/// The transport asks for requests each time round its loop, retries each one on its own
+/// budget (as `send` does an idempotent request) and hands back its final answer.
+pub trait Calls {
+    /// The next request to send now, with the caller's id for it; `None` while there is nothing
+    /// to send. The caller decides how many it keeps in flight (its per-server cap).
+    fn next(&mut self) -> Option<(usize, Request)>;
+    /// The final answer to request `id`, after its retries.
+    fn answer(&mut self, id: usize, answer: Result<Response, Error>);
+    /// Whether every request was answered and no more will come.
+    fn done(&self) -> bool;
+}
+
+/// No API requests: a transfer of files only.
+pub struct NoCalls;
+
+impl Calls for NoCalls {
+    fn next(&mut self) -> Option<(usize, Request)> {
+        None
+    }
+    fn answer(&mut self, _: usize, _: Result<Response, Error>) {}
+    fn done(&self) -> bool {
+        true
+    }
+}
+
+/// `Calls` as `Http::stream` sees them: one attempt per request; a request to retry comes
+/// back from `next` once it is `due`.
+pub trait Attempts {
+    fn next(&mut self) -> Option<(usize, Request)>;
+    fn answer(&mut self, id: usize, answer: Result<Response, SendError>);
+    /// When the earliest request waiting to be retried is due: the loop wakes up for it.
+    fn due(&self) -> Option<Instant>;
+    fn done(&self) -> bool;
+}
+
 /// The host's HTTP client: one attempt per call, no retries.
 pub trait Http {
     /// Sends one request with its whole body and reads the whole response.
@@ -468,15 +505,166 @@ pub trait Http {
     fn send_all(
         &self,
         requests: &[Request],
-        _concurrency: usize,
+        concurrency: usize,
     ) -> Vec<Result<Response, SendError>> {
-        requests.iter().map(|r| self.send(r)).collect()
+        let mut fixed = FixedAttempts::new(requests, concurrency);
+        self.stream(&mut || None, 1, &mut fixed, &mut |_| {});
+        fixed.answers()
     }
 
     /// Streams each job's download into its parts chunk by chunk, never holding more than a
-    /// chunk, with at most `concurrency` jobs in flight. Jobs are taken from `next` only when a
-    /// slot is free. One attempt per job: a failed part ends the job.
-    fn stream(&self, next: NextJob, concurrency: usize, events: &mut dyn FnMut(StreamEvent));
+    /// chunk, with at most `concurrency` jobs in flight, while sending the requests `calls`
+    /// hands out. Jobs are taken from `next` only when a slot is free. One attempt per job (a
+    /// failed part ends the job) and per request. Returns once every job has ended and `calls`
+    /// is done.
+    fn stream(
+        &self,
+        next: NextJob,
+        concurrency: usize,
+        calls: &mut dyn Attempts,
+        events: &mut dyn FnMut(StreamEvent),
+    );
+}
+
+/// Sends each of `Attempts` one after the other, for an `Http` that has no concurrency of its
+/// own (the test doubles): at the start of its `stream`, or in full when there are no jobs.
+pub fn send_each(http: &dyn Http, calls: &mut dyn Attempts) {
+    loop {
+        while let Some((id, request)) = calls.next() {
+            let answer = http.send(&request);
+            calls.answer(id, answer);
+        }
+        match calls.due() {
+            Some(due) if !calls.done() => sleep(due.saturating_duration_since(Instant::now())),
+            _ => return,
+        }
+    }
+}
+
+/// A fixed list of requests, at most `cap` in flight: `Http::send_all` on the stream loop.
+pub struct FixedAttempts<'a> {
+    requests: &'a [Request],
+    answers: Vec<Option<Result<Response, SendError>>>,
+    sent: usize,
+    in_flight: usize,
+    cap: usize,
+}
+
+impl<'a> FixedAttempts<'a> {
+    pub fn new(requests: &'a [Request], cap: usize) -> FixedAttempts<'a> {
+        FixedAttempts {
+            requests,
+            answers: requests.iter().map(|_| None).collect(),
+            sent: 0,
+            in_flight: 0,
+            cap: cap.max(1),
+        }
+    }
+
+    /// The answers, in request order.
+    pub fn answers(self) -> Vec<Result<Response, SendError>> {
+        self.answers
+            .into_iter()
+            .map(|a| a.expect("every request answered"))
+            .collect()
+    }
+}
+
+impl Attempts for FixedAttempts<'_> {
+    fn next(&mut self) -> Option<(usize, Request)> {
+        if self.in_flight == self.cap || self.sent == self.requests.len() {
+            return None;
+        }
+        self.sent += 1;
+        self.in_flight += 1;
+        Some((self.sent - 1, self.requests[self.sent - 1].clone()))
+    }
+    fn answer(&mut self, id: usize, answer: Result<Response, SendError>) {
+        self.in_flight -= 1;
+        self.answers[id] = Some(answer);
+    }
+    fn due(&self) -> Option<Instant> {
+        None
+    }
+    fn done(&self) -> bool {
+        self.answers.iter().all(Option::is_some)
+    }
+}
+
+/// `Calls` with retries: each request keeps its own budget of attempts and time, and waits
+/// out its backoff without holding up anything else in the loop.
+struct Retrying<'a> {
+    calls: &'a mut dyn Calls,
+    policy: &'a RetryPolicy,
+    /// Requests sent and not yet finally answered, by the caller's id.
+    open: HashMap<usize, Attempt>,
+}
+
+struct Attempt {
+    request: Request,
+    attempts: u32,
+    first_sent: Instant,
+    /// Set while the request waits to be retried.
+    due: Option<Instant>,
+}
+
+impl Attempts for Retrying<'_> {
+    fn next(&mut self) -> Option<(usize, Request)> {
+        let now = Instant::now();
+        let retry = self
+            .open
+            .iter_mut()
+            .find(|(_, a)| a.due.is_some_and(|due| due <= now));
+        if let Some((&id, attempt)) = retry {
+            attempt.due = None;
+            return Some((id, attempt.request.clone()));
+        }
+        let (id, request) = self.calls.next()?;
+        let attempt = Attempt {
+            request: request.clone(),
+            attempts: 0,
+            first_sent: now,
+            due: None,
+        };
+        self.open.insert(id, attempt);
+        Some((id, request))
+    }
+
+    fn answer(&mut self, id: usize, answer: Result<Response, SendError>) {
+        let attempt = self.open.get_mut(&id).expect("an answer to a request sent");
+        attempt.attempts += 1;
+        let failure = match assess(answer, true) {
+            Assessment::Final(response) => {
+                self.open.remove(&id);
+                return self.calls.answer(id, Ok(response));
+            }
+            Assessment::Retry { after, failure } => {
+                let wait = self
+                    .policy
+                    .delay(attempt.attempts - 1, after, retry::jitter());
+                if self
+                    .policy
+                    .may_retry(attempt.attempts, attempt.first_sent.elapsed(), wait)
+                {
+                    attempt.due = Some(Instant::now() + wait);
+                    return;
+                }
+                failure
+            }
+            Assessment::GiveUp(failure) => failure,
+        };
+        let attempt = self.open.remove(&id).expect("open");
+        let error = give_up(&attempt.request, &failure, attempt.attempts);
+        self.calls.answer(id, Err(error));
+    }
+
+    fn due(&self) -> Option<Instant> {
+        self.open.values().filter_map(|a| a.due).min()
+    }
+
+    fn done(&self) -> bool {
+        self.open.is_empty() && self.calls.done()
+    }
 }
 
 /// `Http` plus the retry policy: what store clients use.
@@ -552,23 +740,37 @@ impl Transport {
             .collect()
     }
 
-    /// Streams files `0..count`. `open` turns file indices into jobs; it is called a few files
-    /// ahead of the transfer, and again for a file that is retried, so that a store can sign
-    /// URLs in batches and hand out fresh ones. Files that fail transiently are retried, each
-    /// with its own budget of attempts and time (a long transfer never uses up another file's).
-    /// A file written in parts resumes at its first part not yet accepted (a retry keeps the
-    /// upload begun first, not the one a reopened job brings), gets a fresh budget whenever a
-    /// part was accepted since its last failure, is committed after its last part, and is
-    /// aborted when the copy fails. Returns the bytes written, or the first permanent failure.
+    /// Streams files `0..count` while sending the requests of `calls` (see `Calls`). `open`
+    /// turns file indices into jobs; it is called a few files ahead of the transfer, and again
+    /// for a file that is retried, so that a store can sign URLs in batches and hand out fresh
+    /// ones. Files that fail transiently are retried, each with its own budget of attempts and
+    /// time (a long transfer never uses up another file's). A file written in parts resumes at
+    /// its first part not yet accepted (a retry keeps the upload begun first, not the one a
+    /// reopened job brings), gets a fresh budget whenever a part was accepted since its last
+    /// failure, is committed after its last part, and is aborted when the copy fails. Returns
+    /// the bytes written, or the first permanent failure of a file, once `calls` is done too
+    /// (its failures are its own to report).
     pub fn stream_files(
         &self,
         count: usize,
         concurrency: usize,
+        calls: &mut dyn Calls,
         open: OpenFiles,
         on_progress: &mut dyn FnMut(Transferred),
     ) -> Result<u64, CopyError> {
         let mut files: Vec<FileState> = (0..count).map(|_| FileState::default()).collect();
-        let result = self.stream_rounds(&mut files, concurrency.max(1), open, on_progress);
+        let mut calls = Retrying {
+            calls,
+            policy: &self.policy,
+            open: HashMap::new(),
+        };
+        let result = self.stream_rounds(
+            &mut files,
+            concurrency.max(1),
+            &mut calls,
+            open,
+            on_progress,
+        );
         if result.is_err() {
             for parted in files.iter_mut().filter_map(|f| f.parted.as_mut()) {
                 parted.abort();
@@ -581,26 +783,29 @@ impl Transport {
         &self,
         files: &mut [FileState],
         concurrency: usize,
+        calls: &mut dyn Attempts,
         open: OpenFiles,
         on_progress: &mut dyn FnMut(Transferred),
     ) -> Result<u64, CopyError> {
         let mut pending: Vec<usize> = (0..files.len()).collect();
         let mut total = 0u64;
-        while !pending.is_empty() {
+        // The first round runs even without files: it carries the calls.
+        loop {
             let round = Round {
                 pending: &pending,
                 concurrency,
+                calls: &mut *calls,
                 open: &mut *open,
                 on_progress: &mut *on_progress,
             };
             let failures = self.stream_round(round, files, &mut total)?;
             let wait = self.assess(files, &failures)?;
             pending = failures.into_iter().map(|(id, _)| id).collect();
-            if !pending.is_empty() {
-                sleep(wait);
+            if pending.is_empty() {
+                return Ok(total);
             }
+            sleep(wait);
         }
-        Ok(total)
     }
 
     /// One pass over the pending files: those that failed (to retry or give up on), or an
@@ -614,6 +819,7 @@ impl Transport {
         let Round {
             pending,
             concurrency,
+            calls,
             open,
             on_progress,
         } = round;
@@ -642,7 +848,7 @@ impl Transport {
         };
         let complete = |id: usize, streamed: u64| files.borrow_mut()[id].complete(streamed);
         self.http
-            .stream(&mut next, concurrency, &mut |event| match event {
+            .stream(&mut next, concurrency, calls, &mut |event| match event {
                 StreamEvent::Bytes(n) => on_progress(Transferred::Bytes(n)),
                 StreamEvent::PartWritten { id, part, headers } => {
                     files.borrow_mut()[id].part_written(part, headers)
@@ -710,6 +916,7 @@ impl Transport {
 struct Round<'a> {
     pending: &'a [usize],
     concurrency: usize,
+    calls: &'a mut dyn Attempts,
     open: OpenFiles<'a>,
     on_progress: &'a mut dyn FnMut(Transferred),
 }
@@ -956,16 +1163,26 @@ mod tests {
                 .pop_front()
                 .expect("script exhausted")
         }
-        fn stream(&self, next: NextJob, _: usize, events: &mut dyn FnMut(StreamEvent)) {
+        fn stream(
+            &self,
+            next: NextJob,
+            _: usize,
+            calls: &mut dyn Attempts,
+            events: &mut dyn FnMut(StreamEvent),
+        ) {
+            send_each(self, calls);
+            let mut jobs = Vec::new();
+            while let Some((id, _)) = next() {
+                jobs.push(id);
+            }
+            if jobs.is_empty() {
+                return;
+            }
             let round = self
                 .stream_rounds
                 .borrow_mut()
                 .pop_front()
                 .expect("no round scripted");
-            let mut jobs = Vec::new();
-            while let Some((id, _)) = next() {
-                jobs.push(id);
-            }
             assert_eq!(
                 round.len(),
                 jobs.len(),
@@ -1193,6 +1410,7 @@ mod tests {
             .stream_files(
                 3,
                 2,
+                &mut NoCalls,
                 &mut |ids| {
                     opened.push(ids.to_vec());
                     Ok(ids.iter().map(|i| job(&format!("f{i}"))).collect())
@@ -1210,6 +1428,67 @@ mod tests {
         assert_eq!(opened, vec![vec![0, 1, 2], vec![1], vec![1]]);
     }
 
+    /// `count` API calls; records their final answers.
+    struct SomeCalls {
+        count: usize,
+        sent: usize,
+        answers: Vec<(usize, Result<u16, String>)>,
+    }
+
+    fn some_calls(count: usize) -> SomeCalls {
+        SomeCalls {
+            count,
+            sent: 0,
+            answers: Vec::new(),
+        }
+    }
+
+    impl Calls for SomeCalls {
+        fn next(&mut self) -> Option<(usize, Request)> {
+            (self.sent < self.count).then(|| {
+                self.sent += 1;
+                (self.sent, get())
+            })
+        }
+        fn answer(&mut self, id: usize, answer: Result<Response, Error>) {
+            self.answers
+                .push((id, answer.map(|r| r.status).map_err(|e| e.message)));
+        }
+        fn done(&self) -> bool {
+            self.answers.len() == self.count
+        }
+    }
+
+    #[test]
+    fn calls_travel_with_the_files_each_retried_on_its_own() {
+        // Call 1 meets a 503 and is retried while the file streams; call 2's 404 is final.
+        let (mut t, sent) = transport(vec![]);
+        t.http = Box::new(Scripted {
+            answers: RefCell::new(vec![status(503), status(200), status(404)].into()),
+            sent: sent.clone(),
+            stream_rounds: RefCell::new(vec![vec![Ok(5)]].into()),
+        });
+        let mut calls = some_calls(2);
+        let total = t
+            .stream_files(1, 1, &mut calls, &mut |_| Ok(vec![job("f")]), &mut |_| {})
+            .unwrap();
+        assert_eq!(total, 5);
+        assert_eq!(*sent.borrow(), 3);
+        assert_eq!(calls.answers, vec![(1, Ok(200)), (2, Ok(404))]);
+
+        // Without files: a call that keeps failing gets its five attempts, then its error.
+        let (t, sent) = transport((0..5).map(|_| status(500)).collect());
+        let mut calls = some_calls(1);
+        t.stream_files(0, 1, &mut calls, &mut |_| unreachable!(), &mut |_| {})
+            .unwrap();
+        assert_eq!(*sent.borrow(), 5);
+        let err = calls.answers[0].1.as_ref().unwrap_err();
+        assert!(
+            err.contains("HTTP 500") && err.contains("after 5 attempts"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn each_file_has_its_own_retry_clock() {
         // The whole transfer may take longer than one file's retry budget: a long file
@@ -1225,6 +1504,7 @@ mod tests {
             .stream_files(
                 2,
                 1,
+                &mut NoCalls,
                 &mut |ids| Ok(ids.iter().map(|i| job(&format!("f{i}"))).collect()),
                 &mut |_| {},
             )
@@ -1242,7 +1522,7 @@ mod tests {
             stream_rounds: RefCell::new(rounds.into()),
         });
         let err = t
-            .stream_files(1, 1, &mut |_| Ok(vec![job("f")]), &mut |_| {})
+            .stream_files(1, 1, &mut NoCalls, &mut |_| Ok(vec![job("f")]), &mut |_| {})
             .unwrap_err();
         assert!(err.message.contains("after 5 attempts"), "{}", err.message);
     }
@@ -1275,6 +1555,7 @@ mod tests {
             .stream_files(
                 1,
                 1,
+                &mut NoCalls,
                 &mut |ids| {
                     opened += 1;
                     signed(ids)
@@ -1291,7 +1572,7 @@ mod tests {
             stream_rounds: RefCell::new(vec![vec![denied()], vec![denied()]].into()),
         });
         let err = t
-            .stream_files(1, 1, &mut |ids| signed(ids), &mut |_| {})
+            .stream_files(1, 1, &mut NoCalls, &mut |ids| signed(ids), &mut |_| {})
             .unwrap_err();
         assert_eq!(err.kind, crate::api::ErrorKind::Unauthorized);
         // An unsigned request refused is not retried at all.
@@ -1302,7 +1583,7 @@ mod tests {
         });
         let plain = |ids: &[usize]| Ok::<_, CopyError>(ids.iter().map(|_| job("f")).collect());
         assert!(t
-            .stream_files(1, 1, &mut |ids| plain(ids), &mut |_| {})
+            .stream_files(1, 1, &mut NoCalls, &mut |ids| plain(ids), &mut |_| {})
             .is_err());
     }
 
@@ -1324,6 +1605,7 @@ mod tests {
             .stream_files(
                 2,
                 2,
+                &mut NoCalls,
                 &mut |ids| Ok(ids.iter().map(|&i| job(["a", "b"][i])).collect()),
                 &mut |_| {},
             )

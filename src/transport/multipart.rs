@@ -158,8 +158,8 @@ mod tests {
     use super::*;
     use crate::transport::retry::RetryPolicy;
     use crate::transport::{
-        Download, FileJob, Http, Method, NextJob, Response, SendError, StreamEvent, StreamFailure,
-        StreamJob, Transferred, Upload,
+        send_each, Attempts, Download, FileJob, Http, Method, NextJob, NoCalls, Response,
+        SendError, StreamEvent, StreamFailure, StreamJob, Transferred, Upload,
     };
     use std::cell::RefCell;
     use std::collections::VecDeque;
@@ -222,12 +222,18 @@ mod tests {
                 .pop_front()
                 .expect("answer scripted"))
         }
-        fn stream(&self, next: NextJob, _: usize, events: &mut dyn FnMut(StreamEvent)) {
-            let round = self
-                .rounds
-                .borrow_mut()
-                .pop_front()
-                .expect("round scripted");
+        fn stream(
+            &self,
+            next: NextJob,
+            _: usize,
+            calls: &mut dyn Attempts,
+            events: &mut dyn FnMut(StreamEvent),
+        ) {
+            send_each(self, calls);
+            // Requests alone (`send_all`) take no scripted round.
+            let Some(round) = self.rounds.borrow_mut().pop_front() else {
+                return;
+            };
             for (written, end) in round {
                 let (id, job) = next().expect("a job per scripted attempt");
                 for (part, p) in job.parts.iter().take(written).enumerate() {
@@ -298,6 +304,7 @@ mod tests {
         let result = t.stream_files(
             1,
             1,
+            &mut NoCalls,
             &mut |_| {
                 opened += 1;
                 Ok(vec![parted_job(lengths, &log)])

@@ -4,15 +4,17 @@
 //! several requests in flight, or send a declared-length body safely (MLflow's JSON API reads a
 //! chunked body as empty). So this module drives the `wasi:http` and `wasi:io` resources that
 //! waki re-exports directly. `send` is one blocking request; `stream` runs each file transfer as
-//! a small state machine advanced when its pollable is ready, one `poll` waiting for all.
+//! a small state machine advanced when its pollable is ready, and sends API requests (`Attempts`)
+//! alongside, one `poll` waiting for all: the transfers' streams and the requests' answers.
+//! (A request's body is written, and its answer read, whole when its turn comes: they are small.)
 //!
 //! Resource discipline (the host traps otherwise): a pollable is dropped before the stream or
 //! future it watches, an input/output stream before its body. Struct fields are declared in
 //! that order, because Rust drops fields in declaration order.
 
 use super::{
-    AllowedHosts, Http, NextJob, Part, Request, Response, SendError, StreamEvent, StreamFailure,
-    StreamJob,
+    AllowedHosts, Attempts, Http, NextJob, Part, Request, Response, SendError, StreamEvent,
+    StreamFailure, StreamJob,
 };
 use crate::transport::retry::{is_transient_status, parse_retry_after};
 use std::time::{Duration, Instant, SystemTime};
@@ -55,149 +57,160 @@ impl Http for WasiHttp {
         }
     }
 
-    fn send_all(
+    fn stream(
         &self,
-        requests: &[Request],
+        next: NextJob,
         concurrency: usize,
-    ) -> Vec<Result<Response, SendError>> {
-        let mut answers: Vec<Option<Result<Response, SendError>>> =
-            requests.iter().map(|_| None).collect();
-        let mut in_flight: Vec<(usize, FutureIncomingResponse, Instant)> = Vec::new();
-        let mut next = 0;
-        while next < requests.len() || !in_flight.is_empty() {
-            while in_flight.len() < concurrency.max(1) && next < requests.len() {
-                match self.begin(&requests[next]) {
-                    Ok(future) => in_flight.push((next, future, Instant::now())),
-                    Err(e) => answers[next] = Some(Err(e)),
-                }
-                next += 1;
-            }
-            if in_flight.is_empty() {
-                continue;
-            }
-            let oldest = in_flight
-                .iter()
-                .map(|(_, _, t)| *t)
-                .min()
-                .expect("in flight");
-            let timer = timer(self.timeout.saturating_sub(oldest.elapsed()));
-            let pollables: Vec<Pollable> =
-                in_flight.iter().map(|(_, f, _)| f.subscribe()).collect();
-            let mut watched: Vec<&Pollable> = pollables.iter().collect();
-            watched.push(&timer);
-            let ready = poll(&watched);
-            drop(watched);
-            drop(pollables);
-            let mut ready: Vec<usize> = ready
-                .into_iter()
-                .map(|k| k as usize)
-                .filter(|&k| k < in_flight.len())
-                .collect();
-            // Highest index first, so that removing one does not move those still to come.
-            ready.sort_unstable_by(|a, b| b.cmp(a));
-            let mut waiting = Vec::new();
-            for k in ready {
-                let (index, future, started) = in_flight.swap_remove(k);
-                match take_response(&future, "server") {
-                    Some(result) => answers[index] = Some(self.complete(result)),
-                    None => waiting.push((index, future, started)),
-                }
-            }
-            in_flight.extend(waiting);
-            in_flight.retain(|(index, _, started)| {
-                let expired = started.elapsed() >= self.timeout;
-                if expired {
-                    answers[*index] = Some(Err(self.timed_out("waiting for the answer")));
-                }
-                !expired
-            });
-        }
-        answers
-            .into_iter()
-            .map(|a| a.expect("every request answered"))
-            .collect()
-    }
-
-    fn stream(&self, next: NextJob, concurrency: usize, events: &mut dyn FnMut(StreamEvent)) {
+        calls: &mut dyn Attempts,
+        events: &mut dyn FnMut(StreamEvent),
+    ) {
         let concurrency = concurrency.max(1);
         let mut active: Vec<Transfer> = Vec::new();
+        let mut asked: Vec<Asked> = Vec::new();
         let mut exhausted = false;
         loop {
             while active.len() < concurrency && !exhausted {
                 match next() {
                     None => exhausted = true,
-                    Some((id, job)) => {
-                        let servers = servers_of(&job);
-                        match Transfer::start(id, job, self) {
-                            Ok(transfer) => active.push(transfer),
-                            Err(failure) => events(StreamEvent::Finished {
-                                id,
-                                result: Err(with_servers(failure, &servers)),
-                            }),
-                        }
-                    }
+                    Some((id, job)) => self.start_transfer(id, job, &mut active, events),
                 }
             }
-            if active.is_empty() {
+            while let Some((id, request)) = calls.next() {
+                match self.begin(&request) {
+                    Ok(future) => asked.push(Asked {
+                        id,
+                        future,
+                        sent: Instant::now(),
+                    }),
+                    Err(e) => calls.answer(id, Err(e)),
+                }
+            }
+            if active.is_empty() && asked.is_empty() && calls.due().is_none() {
                 return;
             }
-            // Advance every transfer that is not waiting; each stops at its next wait or its end.
-            let mut i = 0;
-            while i < active.len() {
-                if !active[i].wait.is_empty() {
-                    i += 1;
-                    continue;
-                }
-                match active[i].advance(self, events) {
-                    Some(result) => {
-                        let done = active.swap_remove(i);
-                        let servers = servers_of(&done.job);
-                        events(StreamEvent::Finished {
-                            id: done.id,
-                            result: result.map_err(|f| with_servers(f, &servers)),
-                        });
-                    }
-                    None => i += 1,
-                }
-            }
-            if active.is_empty() || (active.len() < concurrency && !exhausted) {
+            self.advance_transfers(&mut active, events);
+            if active.len() < concurrency && !exhausted {
                 continue;
             }
-            // A transfer may wait on two things (e.g. its stream and an early answer); the
-            // timer wakes the loop when the longest-idle transfer runs out of time.
-            let idlest = active.iter().map(|t| t.progressed).min().expect("active");
-            let timer = timer(self.timeout.saturating_sub(idlest.elapsed()));
-            let (owners, mut pollables): (Vec<usize>, Vec<&Pollable>) = active
-                .iter()
-                .enumerate()
-                .flat_map(|(i, t)| t.wait.iter().map(move |p| (i, p)))
-                .unzip();
-            pollables.push(&timer);
-            let ready = poll(&pollables);
-            drop(pollables);
-            for index in ready.into_iter().filter(|&k| (k as usize) < owners.len()) {
-                let transfer = &mut active[owners[index as usize]];
-                transfer.wait.clear();
-                transfer.progressed = Instant::now();
+            self.wait_for_any(&mut active, &asked, calls.due());
+            self.answer_calls(&mut asked, calls);
+            self.drop_stalled(&mut active, events);
+        }
+    }
+}
+
+/// An API request in flight in `stream`'s loop.
+struct Asked {
+    id: usize,
+    future: FutureIncomingResponse,
+    sent: Instant,
+}
+
+impl WasiHttp {
+    fn start_transfer(
+        &self,
+        id: usize,
+        job: StreamJob,
+        active: &mut Vec<Transfer>,
+        events: &mut dyn FnMut(StreamEvent),
+    ) {
+        let servers = servers_of(&job);
+        match Transfer::start(id, job, self) {
+            Ok(transfer) => active.push(transfer),
+            Err(failure) => events(StreamEvent::Finished {
+                id,
+                result: Err(with_servers(failure, &servers)),
+            }),
+        }
+    }
+
+    /// Advances every transfer that is not waiting; each stops at its next wait or its end.
+    fn advance_transfers(&self, active: &mut Vec<Transfer>, events: &mut dyn FnMut(StreamEvent)) {
+        let mut i = 0;
+        while i < active.len() {
+            if !active[i].wait.is_empty() {
+                i += 1;
+                continue;
             }
-            // A transfer that waited a whole timeout for its next byte or answer has stalled.
-            let mut i = 0;
-            while i < active.len() {
-                if active[i].progressed.elapsed() < self.timeout {
+            match active[i].advance(self, events) {
+                Some(result) => {
+                    let done = active.swap_remove(i);
+                    let servers = servers_of(&done.job);
+                    events(StreamEvent::Finished {
+                        id: done.id,
+                        result: result.map_err(|f| with_servers(f, &servers)),
+                    });
+                }
+                None => i += 1,
+            }
+        }
+    }
+
+    /// One `poll` for everything in flight: the transfers' streams, the requests' answers, and
+    /// a timer for the first deadline (a transfer or request running out of time, a retry
+    /// coming due). Marks the transfers that may move on.
+    fn wait_for_any(&self, active: &mut [Transfer], asked: &[Asked], due: Option<Instant>) {
+        let deadlines = active
+            .iter()
+            .map(|t| t.progressed + self.timeout)
+            .chain(asked.iter().map(|a| a.sent + self.timeout))
+            .chain(due);
+        let first = deadlines.min().unwrap_or_else(Instant::now);
+        let timer = timer(first.saturating_duration_since(Instant::now()));
+        let answers: Vec<Pollable> = asked.iter().map(|a| a.future.subscribe()).collect();
+        let (owners, mut pollables): (Vec<usize>, Vec<&Pollable>) = active
+            .iter()
+            .enumerate()
+            .flat_map(|(i, t)| t.wait.iter().map(move |p| (i, p)))
+            .unzip();
+        pollables.extend(answers.iter());
+        pollables.push(&timer);
+        let ready = poll(&pollables);
+        drop(pollables);
+        for index in ready.into_iter().filter(|&k| (k as usize) < owners.len()) {
+            let transfer = &mut active[owners[index as usize]];
+            transfer.wait.clear();
+            transfer.progressed = Instant::now();
+        }
+    }
+
+    /// Hands every request whose answer came (or whose time ran out) to `calls`.
+    fn answer_calls(&self, asked: &mut Vec<Asked>, calls: &mut dyn Attempts) {
+        let mut i = 0;
+        while i < asked.len() {
+            let answer = match take_response(&asked[i].future, "server") {
+                Some(result) => self.complete(result),
+                None if asked[i].sent.elapsed() >= self.timeout => {
+                    Err(self.timed_out("waiting for the answer"))
+                }
+                None => {
                     i += 1;
                     continue;
                 }
-                let stalled = active.swap_remove(i);
-                let servers = servers_of(&stalled.job);
-                let failure = transient(format!(
-                    "timed out: no progress for {} s",
-                    self.timeout.as_secs_f64()
-                ));
-                events(StreamEvent::Finished {
-                    id: stalled.id,
-                    result: Err(with_servers(failure, &servers)),
-                });
+            };
+            let done = asked.swap_remove(i);
+            calls.answer(done.id, answer);
+        }
+    }
+
+    /// Ends the transfers that waited a whole timeout for their next byte or answer.
+    fn drop_stalled(&self, active: &mut Vec<Transfer>, events: &mut dyn FnMut(StreamEvent)) {
+        let mut i = 0;
+        while i < active.len() {
+            if active[i].progressed.elapsed() < self.timeout {
+                i += 1;
+                continue;
             }
+            let stalled = active.swap_remove(i);
+            let servers = servers_of(&stalled.job);
+            let failure = transient(format!(
+                "timed out: no progress for {} s",
+                self.timeout.as_secs_f64()
+            ));
+            events(StreamEvent::Finished {
+                id: stalled.id,
+                result: Err(with_servers(failure, &servers)),
+            });
         }
     }
 }

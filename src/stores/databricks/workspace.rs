@@ -10,7 +10,7 @@ use super::artifacts::ArtifactAccess;
 use crate::api::CopyError;
 use crate::stores::mlflow::MlflowRest;
 use crate::stores::model::*;
-use crate::stores::{Artifacts, Registry, Tracking};
+use crate::stores::{Artifacts, Call, HistoryPage, Registry, Tracking};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -122,6 +122,28 @@ impl Tracking for DatabricksWorkspace {
         page: &mut dyn FnMut(Vec<Metric>) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         self.rest.metric_history(run_id, key, page)
+    }
+
+    // The metric pipeline's requests, as on an MLflow server: paged, sent along with the files.
+    fn history_page_call(
+        &self,
+        run_id: &str,
+        key: &str,
+        token: Option<&str>,
+    ) -> Call<'_, HistoryPage> {
+        self.rest.history_page_call(run_id, key, token)
+    }
+
+    fn log_metrics_call(&self, run_id: &str, batch: &[Metric]) -> Call<'_, ()> {
+        self.rest.log_metrics_call(run_id, batch)
+    }
+
+    fn log_batch_call(&self, run_id: &str, params: &[KeyValue], tags: &[KeyValue]) -> Call<'_, ()> {
+        let tags = writable(tags);
+        if params.is_empty() && tags.is_empty() {
+            return Call::Done(Ok(()));
+        }
+        self.rest.log_batch_call(run_id, params, &tags)
     }
 
     fn log_inputs(&self, run_id: &str, datasets: &[DatasetInput]) -> Result<(), CopyError> {

@@ -4,6 +4,7 @@
 
 use crate::api::{CopyError, ErrorKind};
 use crate::credentials::{Authorizer, Side};
+use crate::stores::Call;
 use crate::transport::{self, Method, Request, Response, Transport};
 use crate::uri::HttpBase;
 use serde::de::DeserializeOwned;
@@ -112,9 +113,17 @@ impl MlflowRest {
         path: &str,
         query: &[(&str, &str)],
     ) -> Result<T, CopyError> {
+        self.call(self.get_request(path, query), true)
+    }
+
+    pub fn get_request(&self, path: &str, query: &[(&str, &str)]) -> Request {
         let mut url = self.url(path);
         url.query_pairs_mut().extend_pairs(query);
-        self.call(Request::new(Method::Get, url), true)
+        Request::new(Method::Get, url)
+    }
+
+    pub fn post_request(&self, path: &str, body: &Value) -> Request {
+        json_request(Method::Post, self.url(path), body)
     }
 
     /// POST of an operation that may safely be repeated (log-batch, set-tag, update, search).
@@ -167,7 +176,40 @@ impl MlflowRest {
         idempotent: bool,
     ) -> Result<T, CopyError> {
         let response = self.send(request.clone(), idempotent)?;
-        // Empty answers (`{}` or nothing) mean "no fields"; parse them as an empty object.
+        self.parse(&request, &response)
+    }
+
+    /// An idempotent request as a call the engine sends along with other work (see
+    /// `stores::Call`); its answer is read as `call` reads one.
+    pub fn prepare<'s, T: DeserializeOwned + 's>(&'s self, request: Request) -> Call<'s, T> {
+        let request = match self.authorize(request) {
+            Ok(request) => request,
+            Err(e) => return Call::Done(Err(e)),
+        };
+        // What error messages name: the call without its body (a log-batch body is large).
+        let named = Request {
+            body: Vec::new(),
+            ..request.clone()
+        };
+        let read = move |answer: Result<Response, transport::Error>| {
+            let response = answer.map_err(|e| self.named(e))?;
+            if !response.is_success() {
+                return Err(self.error_for(&named, &response));
+            }
+            self.parse(&named, &response)
+        };
+        Call::Send {
+            request,
+            read: Box::new(read),
+        }
+    }
+
+    /// A JSON answer; empty answers (`{}` or nothing) mean "no fields".
+    fn parse<T: DeserializeOwned>(
+        &self,
+        request: &Request,
+        response: &Response,
+    ) -> Result<T, CopyError> {
         let body: &[u8] = if response.body.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else {
@@ -177,7 +219,7 @@ impl MlflowRest {
             CopyError::upstream(format!(
                 "{}: {}: unexpected answer ({e}): {}",
                 self.who(),
-                call_name(&request),
+                call_name(request),
                 response.body_snippet()
             ))
         })

@@ -3,12 +3,16 @@
 use super::rest::{all_pages, filter_literal, for_each_page, MlflowRest, Page};
 use crate::api::CopyError;
 use crate::stores::model::*;
-use crate::stores::Tracking;
+use crate::stores::{Call, HistoryPage, Tracking};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-/// Most points one metric-history page asks for (Databricks' maximum; OSS accepts it too).
-pub const HISTORY_PAGE: usize = 25_000;
+/// Most points one metric-history page asks for (Databricks allows up to 25,000). Several
+/// pages are in flight at once in the metric pipeline: 10,000 keeps each answer near 1 MiB.
+const HISTORY_PAGE: &str = "10000";
+
+const GET_HISTORY: &str = "/api/2.0/mlflow/metrics/get-history";
+const LOG_BATCH: &str = "/api/2.0/mlflow/runs/log-batch";
 
 #[derive(Deserialize)]
 struct RunEnvelope {
@@ -23,6 +27,21 @@ struct ExperimentEnvelope {
 #[derive(Deserialize)]
 struct ModelEnvelope {
     model: LoggedModel,
+}
+
+/// The query of one metric-history page.
+fn history_query<'a>(
+    run_id: &'a str,
+    key: &'a str,
+    token: Option<&'a str>,
+) -> Vec<(&'a str, &'a str)> {
+    let mut query = vec![
+        ("run_id", run_id),
+        ("metric_key", key),
+        ("max_results", HISTORY_PAGE),
+    ];
+    query.extend(token.map(|t| ("page_token", t)));
+    query
 }
 
 impl MlflowRest {
@@ -143,8 +162,7 @@ impl Tracking for MlflowRest {
         tags: &[KeyValue],
     ) -> Result<(), CopyError> {
         let body = json!({ "run_id": run_id, "metrics": metrics, "params": params, "tags": tags });
-        self.post::<Value>("/api/2.0/mlflow/runs/log-batch", &body)
-            .map(drop)
+        self.post::<Value>(LOG_BATCH, &body).map(drop)
     }
 
     fn log_metric_batches(
@@ -157,7 +175,7 @@ impl Tracking for MlflowRest {
             .iter()
             .map(|b| json!({ "run_id": run_id, "metrics": b }))
             .collect();
-        self.post_many("/api/2.0/mlflow/runs/log-batch", &bodies, concurrency)
+        self.post_many(LOG_BATCH, &bodies, concurrency)
     }
 
     fn metric_history(
@@ -166,17 +184,36 @@ impl Tracking for MlflowRest {
         key: &str,
         page: &mut dyn FnMut(Vec<Metric>) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        let max = HISTORY_PAGE.to_string();
         let fetch = |token: Option<&str>| {
-            let mut query = vec![
-                ("run_id", run_id),
-                ("metric_key", key),
-                ("max_results", max.as_str()),
-            ];
-            query.extend(token.map(|t| ("page_token", t)));
-            self.get::<Page<Metric>>("/api/2.0/mlflow/metrics/get-history", &query)
+            self.get::<Page<Metric>>(GET_HISTORY, &history_query(run_id, key, token))
         };
         for_each_page(fetch, page)
+    }
+
+    fn history_page_call(
+        &self,
+        run_id: &str,
+        key: &str,
+        token: Option<&str>,
+    ) -> Call<'_, HistoryPage> {
+        let request = self.get_request(GET_HISTORY, &history_query(run_id, key, token));
+        self.prepare::<Page<Metric>>(request)
+            .map(|page| HistoryPage {
+                points: page.items,
+                next_token: page.next_page_token.filter(|t| !t.is_empty()),
+            })
+    }
+
+    fn log_metrics_call(&self, run_id: &str, batch: &[Metric]) -> Call<'_, ()> {
+        let body = json!({ "run_id": run_id, "metrics": batch });
+        self.prepare::<Value>(self.post_request(LOG_BATCH, &body))
+            .map(drop)
+    }
+
+    fn log_batch_call(&self, run_id: &str, params: &[KeyValue], tags: &[KeyValue]) -> Call<'_, ()> {
+        let body = json!({ "run_id": run_id, "params": params, "tags": tags });
+        self.prepare::<Value>(self.post_request(LOG_BATCH, &body))
+            .map(drop)
     }
 
     fn log_inputs(&self, run_id: &str, datasets: &[DatasetInput]) -> Result<(), CopyError> {

@@ -579,7 +579,7 @@ mod tests {
     use crate::credentials::{Auth, Side, StaticAuth};
     use crate::stores::model::Owner;
     use crate::transport::retry::RetryPolicy;
-    use crate::transport::{Http, NextJob, SendError, StreamEvent, Transport};
+    use crate::transport::{send_each, Attempts, Http, NextJob, SendError, StreamEvent, Transport};
     use crate::uri::ServerUri;
     use std::cell::RefCell;
     use std::rc::Rc;
@@ -603,8 +603,15 @@ mod tests {
                 body: body.into_bytes(),
             })
         }
-        fn stream(&self, _: NextJob, _: usize, _: &mut dyn FnMut(StreamEvent)) {
-            unreachable!("small bodies are sent whole")
+        /// Small bodies are sent whole: requests only, one after the other.
+        fn stream(
+            &self,
+            _: NextJob,
+            _: usize,
+            calls: &mut dyn Attempts,
+            _: &mut dyn FnMut(StreamEvent),
+        ) {
+            send_each(self, calls)
         }
     }
 
