@@ -182,6 +182,7 @@ impl MlflowRest {
     /// An idempotent request as a call the engine sends along with other work (see
     /// `stores::Call`); its answer is read as `call` reads one.
     pub fn prepare<'s, T: DeserializeOwned + 's>(&'s self, request: Request) -> Call<'s, T> {
+        let unauthorized = request.clone();
         let request = match self.authorize(request) {
             Ok(request) => request,
             Err(e) => return Call::Done(Err(e)),
@@ -193,6 +194,12 @@ impl MlflowRest {
         };
         let read = move |answer: Result<Response, transport::Error>| {
             let response = answer.map_err(|e| self.named(e))?;
+            // A token that expired while the call waited (short-lived OAuth tokens): sent again
+            // at once with a fresh one, as `send` does.
+            if response.status == 401 && self.auth.refresh() {
+                let response = self.send(unauthorized, true)?;
+                return self.parse(&named, &response);
+            }
             if !response.is_success() {
                 return Err(self.error_for(&named, &response));
             }
