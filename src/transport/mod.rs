@@ -98,6 +98,20 @@ impl Response {
     }
 }
 
+/// S3's answer to an expired session token: a 400 with this code, not a 401 or 403.
+const EXPIRED_TOKEN: &str = "ExpiredToken";
+
+/// Whether storage refused a request's credentials (an expired signed URL or session token,
+/// most likely): a 401 or 403, or S3's `ExpiredToken`.
+pub fn credentials_refused(status: Option<u16>, message: &str) -> bool {
+    matches!(status, Some(401 | 403)) || (status == Some(400) && message.contains(EXPIRED_TOKEN))
+}
+
+/// `credentials_refused` for an error already classified (401/403 are `Unauthorized`).
+pub fn error_refuses_credentials(error: &CopyError) -> bool {
+    error.kind == crate::api::ErrorKind::Unauthorized || error.message.contains(EXPIRED_TOKEN)
+}
+
 /// The error for a storage answer that is not a success: the request (without its signed
 /// query), the status, `what` was asked of it, and the start of the answer.
 pub fn storage_refusal(request: &Request, response: &Response, what: &str) -> CopyError {
@@ -893,9 +907,7 @@ impl Transport {
             file.budget.attempts += 1;
             let first = *file.budget.first_failure.get_or_insert(now);
             // A signed URL that is refused has expired, most likely: once, a fresh one.
-            // (S3 answers an expired session token with 400 `ExpiredToken`.)
-            let refused = matches!(failure.status, Some(401 | 403))
-                || (failure.status == Some(400) && failure.message.contains("ExpiredToken"));
+            let refused = credentials_refused(failure.status, &failure.message);
             let expired = file.signed && refused && file.first_refusal();
             let attempts = file.budget.attempts;
             let delay = self

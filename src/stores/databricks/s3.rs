@@ -211,8 +211,26 @@ fn s3_signature(
     Ok(signed.into_parts())
 }
 
-/// A signed request for one object (`GET`/`PUT`) or the bucket (`HEAD` with an empty key);
-/// writes carry the location's encryption headers.
+/// The request for one object (`GET`/`PUT`) or the bucket (`HEAD` with an empty key), not yet
+/// signed; writes carry the location's encryption headers.
+pub fn object(
+    method: Method,
+    endpoint: &Endpoint,
+    location: &Location,
+    key: &str,
+    encryption: Option<&Encryption>,
+) -> Request {
+    let mut request = Request::new(method, endpoint.url(&location.bucket, key));
+    if method == Method::Put {
+        request = request.header("content-type", "application/octet-stream");
+        if let Some(encryption) = encryption {
+            request.headers.extend(encryption.headers());
+        }
+    }
+    request
+}
+
+/// `object`, signed with the credentials.
 pub fn object_request(
     method: Method,
     endpoint: &Endpoint,
@@ -221,13 +239,7 @@ pub fn object_request(
     encryption: Option<&Encryption>,
     credentials: &TempCredentials,
 ) -> Result<Request, CopyError> {
-    let mut request = Request::new(method, endpoint.url(&location.bucket, key));
-    if method == Method::Put {
-        request = request.header("content-type", "application/octet-stream");
-        if let Some(encryption) = encryption {
-            request.headers.extend(encryption.headers());
-        }
-    }
+    let request = object(method, endpoint, location, key, encryption);
     sign_request(request, credentials, &endpoint.region, SystemTime::now())
 }
 

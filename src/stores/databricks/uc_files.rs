@@ -19,12 +19,14 @@ use super::artifacts::{file_url, files_put, send_signed, CredentialInfo};
 use super::s3::{self, Encryption, Endpoint, Location, TempCredentials};
 use super::unity_catalog::UnityCatalog;
 use super::workspace::DatabricksWorkspace;
-use crate::api::{CopyError, ErrorKind};
+use crate::api::CopyError;
 use crate::credentials::Side;
 use crate::stores::mlflow::{push_path, walk, MlflowRest, Page};
 use crate::stores::model::{ArtifactRoot, FileEntry, FileInfo, Owner};
 use crate::stores::{Artifacts, Registry};
-use crate::transport::{storage_refusal, Download, Method, Multipart, Request, Upload};
+use crate::transport::{
+    error_refuses_credentials, storage_refusal, Download, Method, Multipart, Request, Upload,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::cell::{Cell, RefCell};
@@ -156,14 +158,14 @@ impl BucketAccess {
 
     /// The request for one object (`GET`/`PUT`); S3 writes carry the encryption asked for.
     fn object(&self, method: Method, key: &str) -> Result<Request, CopyError> {
-        let mut request = Request::new(method, self.endpoint.url(&self.location.bucket, key));
-        if method == Method::Put {
-            request = request.header("content-type", "application/octet-stream");
-            if let Some(encryption) = self.encryption() {
-                request.headers.extend(encryption.headers());
-            }
-        }
-        self.authorize(request)
+        let (endpoint, location) = (&self.endpoint, &self.location);
+        self.authorize(s3::object(
+            method,
+            endpoint,
+            location,
+            key,
+            self.encryption(),
+        ))
     }
 
     fn encryption(&self) -> Option<&Encryption> {
@@ -817,7 +819,7 @@ impl Multipart for VersionFileParts {
         };
         match self.send(step()) {
             // The credentials may have expired since the last part.
-            Err(e) if e.kind == ErrorKind::Unauthorized || e.message.contains("ExpiredToken") => {
+            Err(e) if error_refuses_credentials(&e) => {
                 self.refresh()?;
                 self.send(step()).map(drop)
             }
@@ -993,7 +995,7 @@ impl UcArtifacts {
         transfer: impl Fn() -> Result<T, CopyError>,
     ) -> Result<T, CopyError> {
         match transfer() {
-            Err(e) if e.kind == ErrorKind::Unauthorized || e.message.contains("ExpiredToken") => {
+            Err(e) if error_refuses_credentials(&e) => {
                 self.uc.files.forget(root, write);
                 transfer()
             }
