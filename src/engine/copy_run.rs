@@ -204,12 +204,23 @@ fn copy_one(
         Some(p) => Some(p.to_string()),
         None => parent_copy(c, &source.run, dst_experiment_id)?,
     };
-    let (dst_run, resuming) = match earlier.into_iter().next() {
+    // Of several incomplete copies (identical commands racing), the one every racer keeps.
+    let preferred = earlier
+        .into_iter()
+        .min_by(|a, b| a.info.run_id.cmp(&b.info.run_id));
+    let (dst_run, resuming) = match preferred {
         Some(incomplete) => {
-            if let Some(Race::Lost(Some(done))) = wait_while_alive(c, &source.run, &incomplete)? {
-                report.dst_run_id = done.info.run_id;
-                report.outcome = Outcome::Existing;
-                return Ok(report);
+            match wait_while_alive(c, &source.run, &incomplete)? {
+                Some(Race::Lost(Some(done))) => {
+                    report.dst_run_id = done.info.run_id;
+                    report.outcome = Outcome::Existing;
+                    return Ok(report);
+                }
+                // Its writer stepped aside for another copy: look again.
+                Some(Race::Lost(None)) => {
+                    return copy_one(c, source, dst_experiment_id, dst_parent.as_deref())
+                }
+                Some(Race::Won(_)) | None => {}
             }
             c.phase(format!(
                 "resuming the incomplete copy {} of run {src_run_id}",
@@ -219,7 +230,7 @@ fn copy_one(
         }
         None => {
             let created = create_run(c, &source.run, dst_experiment_id)?;
-            match settle_race(c, &source.run, created)? {
+            match step_aside_early(c, &source.run, created)? {
                 Race::Won(mine) => (mine, false),
                 Race::Lost(Some(winner)) => {
                     report.dst_run_id = winner.info.run_id;
@@ -254,6 +265,11 @@ fn copy_one(
             Ok(report)
         }
         Ok(Race::Lost(None)) => copy_one(c, source, dst_experiment_id, dst_parent.as_deref()),
+        // The copy this command resumed was deleted under it by its first writer, stepping
+        // aside for an identical copy: look the copies up again.
+        Err(_) if resuming && was_deleted(c, &dst_run.info.run_id) => {
+            copy_one(c, source, dst_experiment_id, dst_parent.as_deref())
+        }
         Err(err) => {
             // Leave an unmistakably unfinished run: FAILED and still tagged incomplete.
             let _ = c
@@ -270,6 +286,10 @@ fn copy_one(
     }
 }
 
+fn was_deleted(c: &Copier, run_id: &str) -> bool {
+    matches!(c.dst.tracking.get_run(run_id), Ok(run) if run.info.is_deleted())
+}
+
 /// How a fresh copy fared against identical copies started at the same moment.
 enum Race {
     /// This copy goes on.
@@ -280,39 +300,65 @@ enum Race {
 }
 
 /// Identical commands started together each create a copy before they can see the others'.
-/// After a moment for the others' creates to land, every one of them picks the same winner
-/// (the lowest run id); the others delete their own run and wait for the winner to finish.
-fn settle_race(c: &mut Copier, src: &Run, mine: Run) -> anyhow::Result<Race> {
-    std::thread::sleep(c.race_settle);
-    let Some(winner) = lower_copy(c, src, &mine)? else {
+/// Every one of them keeps the same copy: a complete one if there is one, else the one with
+/// the lowest run id; the others delete their own run and wait for it to finish. This first
+/// look, right after the create, spares most of a racing command's work; `finish_run` looks
+/// again before anything is marked complete, when every racing create has long landed.
+fn step_aside_early(c: &mut Copier, src: &Run, mine: Run) -> anyhow::Result<Race> {
+    let Some(winner) = preferred_copy(c, src, &mine)? else {
         return Ok(Race::Won(mine));
     };
-    defer_to(c, src, &mine.info.run_id, &winner)
+    defer_to(c, src, &mine, &winner)
 }
 
-/// The identical copy every racing command agrees to keep, when it is not `mine`: the active
-/// copy of `src` with the lowest run id below mine.
-fn lower_copy(c: &Copier, src: &Run, mine: &Run) -> anyhow::Result<Option<String>> {
+/// The identical copy every racing command agrees to keep, when it is not `mine`: a complete
+/// copy of `src` (a racer whose create landed late may have finished first), else the active
+/// copy with the lowest run id below mine. Run ids are random, so "lowest" is only a rule
+/// every racer applies alike.
+fn preferred_copy(c: &Copier, src: &Run, mine: &Run) -> anyhow::Result<Option<String>> {
     let mine_id = mine.info.run_id.as_str();
-    Ok(
-        earlier_copies(c, &mine.info.experiment_id, &src.info.run_id)?
-            .into_iter()
-            .map(|r| r.info.run_id)
-            .filter(|id| id.as_str() < mine_id)
-            .min(),
-    )
+    let others: Vec<Run> = earlier_copies(c, &mine.info.experiment_id, &src.info.run_id)?
+        .into_iter()
+        .filter(|r| r.info.run_id != mine_id)
+        .collect();
+    if let Some(complete) = others.iter().find(|r| is_complete_copy(r, src)) {
+        return Ok(Some(complete.info.run_id.clone()));
+    }
+    Ok(others
+        .into_iter()
+        .map(|r| r.info.run_id)
+        .filter(|id| id.as_str() < mine_id)
+        .min())
 }
 
-/// Leaves the copy to the identical one `winner`: deletes this one (`mine`) and waits until the
-/// winner is complete (`Lost(Some)`) or has failed (`Lost(None)`, to be resumed).
-fn defer_to(c: &mut Copier, src: &Run, mine: &str, winner: &str) -> anyhow::Result<Race> {
+/// Leaves the copy to the identical one `winner`: deletes this one (`mine`, with any logged
+/// models it made) and waits until the winner is complete (`Lost(Some)`) or has failed
+/// (`Lost(None)`, to be resumed).
+fn defer_to(c: &mut Copier, src: &Run, mine: &Run, winner: &str) -> anyhow::Result<Race> {
     c.phase(format!(
         "an identical copy of run {} is under way as run {winner}; waiting for it",
         src.info.run_id
     ));
+    let mine_id = mine.info.run_id.as_str();
+    let models = c
+        .dst
+        .tracking
+        .logged_models_of_run(&mine.info.experiment_id, mine_id)
+        .context("finding the logged models this copy made")?;
+    for model in models {
+        c.dst
+            .tracking
+            .delete_logged_model(&model.info.model_id)
+            .with_context(|| {
+                format!(
+                    "removing logged model {} of this copy in favour of the identical one under way",
+                    model.info.model_id
+                )
+            })?;
+    }
     c.dst
         .tracking
-        .delete_run(mine)
+        .delete_run(mine_id)
         .context("removing this copy in favour of the identical one under way")?;
     let started = std::time::Instant::now();
     loop {
@@ -339,8 +385,9 @@ fn defer_to(c: &mut Copier, src: &Run, mine: &str, winner: &str) -> anyhow::Resu
 
 /// An incomplete copy may be one another command is still writing (started a little earlier),
 /// or one a stopped command left. While it keeps changing, it is left to its writer; once it is
-/// complete that is the answer (`Some(Lost(Some))`); once it failed or stands still, it is
-/// resumed here (`None`).
+/// complete that is the answer (`Some(Lost(Some))`); once its writer deleted it (stepping aside
+/// for an identical copy), the copies are looked up again (`Some(Lost(None))`); once it failed
+/// or stands still, it is resumed here (`None`).
 fn wait_while_alive(c: &mut Copier, src: &Run, copy: &Run) -> anyhow::Result<Option<Race>> {
     if copy.info.status.as_deref() != Some("RUNNING") {
         return Ok(None);
@@ -358,14 +405,16 @@ fn wait_while_alive(c: &mut Copier, src: &Run, copy: &Run) -> anyhow::Result<Opt
     let mut seen = fingerprint(copy);
     let started = std::time::Instant::now();
     loop {
-        std::thread::sleep(c.race_settle * 2);
+        std::thread::sleep(c.alive_poll);
         let now = c.dst.tracking.get_run(&copy.info.run_id)?;
         if is_complete_copy(&now, src) {
             return Ok(Some(Race::Lost(Some(now))));
         }
+        if now.info.is_deleted() {
+            return Ok(Some(Race::Lost(None)));
+        }
         let current = fingerprint(&now);
-        if now.info.status.as_deref() != Some("RUNNING") || current == seen || now.info.is_deleted()
-        {
+        if now.info.status.as_deref() != Some("RUNNING") || current == seen {
             return Ok(None);
         }
         if started.elapsed() > RACE_WAIT {
@@ -661,14 +710,13 @@ fn copy_artifacts(
     artifacts::copy_trees(c, &trees, resuming, metrics)
 }
 
-/// Gives the copy the source's status and end time, then removes the incomplete mark.
 /// Gives the copy the source's status and end time, then removes the incomplete mark — unless
-/// an identical copy with a lower run id appeared meanwhile (a command started a moment later
-/// than this one, whose run this one could not see yet): then that one is left to finish.
+/// an identical copy that every racer prefers appeared meanwhile (a command started together
+/// with this one, whose run this one could not see yet): then that one is kept.
 fn finish_run(c: &mut Copier, src: &Run, dst: &Run) -> anyhow::Result<Race> {
     let dst_id = dst.info.run_id.as_str();
-    if let Some(winner) = lower_copy(c, src, dst)? {
-        return defer_to(c, src, dst_id, &winner);
+    if let Some(winner) = preferred_copy(c, src, dst)? {
+        return defer_to(c, src, dst, &winner);
     }
     let (status, end_time) = final_state(src);
     c.dst

@@ -28,13 +28,13 @@ pub struct Copier<'p> {
     pub transport: Rc<Transport>,
     pub progress: &'p mut dyn Progress,
     pub concurrency: usize,
-    /// How long a fresh copy waits for identical copies started at the same moment to show
-    /// (see `copy_run::settle_race`).
-    pub race_settle: std::time::Duration,
+    /// How long an incomplete copy is watched for changes before it is taken for abandoned
+    /// and resumed (see `copy_run::wait_while_alive`).
+    pub alive_poll: std::time::Duration,
 }
 
-/// The wait for identical copies started together to see each other.
-pub const RACE_SETTLE: std::time::Duration = std::time::Duration::from_millis(1500);
+/// Long enough for a live copy to log something between two looks.
+pub const ALIVE_POLL: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Copier<'_> {
     pub fn phase(&mut self, phase: impl Into<String>) {

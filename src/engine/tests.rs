@@ -65,7 +65,7 @@ impl World {
             transport: self.transport.clone(),
             progress,
             concurrency: 4,
-            race_settle: Duration::ZERO,
+            alive_poll: Duration::ZERO,
         }
     }
 
@@ -469,7 +469,7 @@ fn a_copy_of_a_copy_carries_the_lineage_of_its_immediate_source() {
             transport: w.transport.clone(),
             progress,
             concurrency: 2,
-            race_settle: Duration::ZERO,
+            alive_poll: Duration::ZERO,
         };
         copy_run(&mut c, &request).map_err(|e| CopyError::from_chain(&e))
     };
@@ -564,6 +564,34 @@ fn identical_copies_started_together_converge_on_one() {
         .runs_with_tags(&exp, &[(lineage::SRC_RUN_ID, &run_id)])
         .unwrap();
     assert_eq!(active.len(), 1);
+}
+
+#[test]
+fn a_racing_copy_that_completed_first_is_kept_and_this_one_removed() {
+    // The sibling's create landed after this copy's first look, and it finished first: this
+    // copy removes its run and the logged models it made, and reports the sibling's.
+    let w = world();
+    let run_id = seed_run(&w.src);
+    let exp = w.dst.create_experiment("copies").unwrap();
+    let sibling = sibling_copy(&w, &run_id, "FINISHED", true);
+    w.dst.race_before("finalize_logged_model", &exp, sibling);
+    let report = w.copy_run(&run_id).unwrap();
+    assert_eq!(report.outcome, Outcome::Existing);
+    let active = w
+        .dst
+        .runs_with_tags(&exp, &[(lineage::SRC_RUN_ID, &run_id)])
+        .unwrap();
+    assert_eq!(active.len(), 1, "the loser deleted its own run");
+    assert_eq!(active[0].info.run_id, report.dst_run_id);
+    assert!(
+        w.dst.state.borrow().models.is_empty(),
+        "the loser's logged models are removed with its run"
+    );
+    assert_eq!(
+        w.dst.writes_of("delete_tag"),
+        0,
+        "the loser never marked itself complete"
+    );
 }
 
 #[test]

@@ -106,7 +106,7 @@ pub fn execute<R: CopyRequest>(
             transport,
             progress: &mut progress,
             concurrency: request.concurrency() as usize,
-            race_settle: crate::engine::RACE_SETTLE,
+            alive_poll: crate::engine::ALIVE_POLL,
         };
         request
             .copy(&mut copier)

@@ -48,8 +48,8 @@ pub struct FakeServer {
     pub state: RefCell<State>,
     /// Injected faults: operation name and how many calls of it succeed first.
     faults: RefCell<Vec<(&'static str, u32)>>,
-    /// A run another process creates just before the next `create_run` (a race).
-    racing: RefCell<Option<(String, Run)>>,
+    /// A run another process creates just before the next call of an operation (a race).
+    racing: RefCell<Option<(&'static str, String, Run)>>,
     /// Whether the registry behaves as Unity Catalog does: versions keep their own files
     /// (created pending, finalized once an `MLmodel` is there), no stages, `_` tag keys,
     /// signatures required.
@@ -78,7 +78,12 @@ impl FakeServer {
     /// Has `run` appear in the experiment just before the next run is created, as an identical
     /// copy started at the same moment would.
     pub fn race_next_create(&self, experiment_id: &str, run: Run) {
-        *self.racing.borrow_mut() = Some((experiment_id.to_string(), run));
+        self.race_before("create_run", experiment_id, run);
+    }
+
+    /// Has `run` appear in the experiment just before the next write `op`.
+    pub fn race_before(&self, op: &'static str, experiment_id: &str, run: Run) {
+        *self.racing.borrow_mut() = Some((op, experiment_id.to_string(), run));
     }
 
     /// Makes the call of `op` after `succeed_first` successful ones fail (once).
@@ -95,6 +100,11 @@ impl FakeServer {
     /// Records a write, or fails it when a fault is due.
     fn write(&self, op: &'static str) -> Result<(), CopyError> {
         self.check(op)?;
+        let due = matches!(&*self.racing.borrow(), Some((at, _, _)) if *at == op);
+        if due {
+            let (_, experiment, run) = self.racing.borrow_mut().take().expect("racer present");
+            self.add_run(&experiment, run, Vec::new());
+        }
         self.state.borrow_mut().writes.push(op);
         Ok(())
     }
@@ -253,10 +263,6 @@ impl Tracking for FakeServer {
 
     fn create_run(&self, experiment_id: &str, new: &NewRun) -> Result<RunInfo, CopyError> {
         self.write("create_run")?;
-        let racing = self.racing.borrow_mut().take();
-        if let Some((experiment, run)) = racing {
-            self.add_run(&experiment, run, Vec::new());
-        }
         let run = Run {
             info: RunInfo {
                 run_name: new.run_name.clone(),
@@ -508,6 +514,15 @@ impl Tracking for FakeServer {
             .iter_mut()
             .find(|m| m.info.model_id == model_id);
         model.expect("model exists").info.status = Some(status.to_string());
+        Ok(())
+    }
+
+    fn delete_logged_model(&self, model_id: &str) -> Result<(), CopyError> {
+        self.write("delete_logged_model")?;
+        self.state
+            .borrow_mut()
+            .models
+            .retain(|m| m.info.model_id != model_id);
         Ok(())
     }
 }

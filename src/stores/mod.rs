@@ -135,6 +135,8 @@ pub trait Tracking {
         model: &NewLoggedModel,
     ) -> Result<LoggedModel, CopyError>;
     fn finalize_logged_model(&self, model_id: &str, status: &str) -> Result<(), CopyError>;
+    /// Soft-deletes a logged model (a copy that lost a race removes the models it made).
+    fn delete_logged_model(&self, model_id: &str) -> Result<(), CopyError>;
 }
 
 /// A store operation the engine sends along with other work (the requests of other calls, file

@@ -208,6 +208,10 @@ impl Tracking for DatabricksWorkspace {
     fn finalize_logged_model(&self, model_id: &str, status: &str) -> Result<(), CopyError> {
         self.rest.finalize_logged_model(model_id, status)
     }
+
+    fn delete_logged_model(&self, model_id: &str) -> Result<(), CopyError> {
+        self.rest.delete_logged_model(model_id)
+    }
 }
 
 #[derive(Deserialize)]

@@ -306,6 +306,11 @@ impl Tracking for MlflowRest {
         self.patch::<Value>(&path, &json!({ "model_id": model_id, "status": status }))
             .map(drop)
     }
+
+    fn delete_logged_model(&self, model_id: &str) -> Result<(), CopyError> {
+        let path = format!("/api/2.0/mlflow/logged-models/{model_id}");
+        self.delete::<Value>(&path, &json!({})).map(drop)
+    }
 }
 
 fn str_field(v: &Value, name: &str) -> String {
