@@ -143,6 +143,24 @@ def dir_size(path):
     return total
 
 
+def tree_cpu(pid):
+    """CPU seconds (user + system) a process and all its descendants have used so far."""
+    total = 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = f.read().split()
+    except OSError:
+        return total
+    return total + sum(tree_cpu(int(child)) for child in children)
+
+
+def servers_cpu(servers):
+    return sum(tree_cpu(s.proc.pid) for s in servers)
+
+
 def measure(cmd, env=None):
     """Runs cmd under GNU time: (seconds, peak RSS MiB, peak temp MiB, stdout)."""
     tmp = tempfile.mkdtemp(prefix="bench-tmp-")
@@ -273,6 +291,7 @@ def main():
             kind, source = sources[n]
             times = {name: [] for name in [*tools, "mlflow-export-import"]}
             rss, tmp = dict.fromkeys(times, 0.0), dict.fromkeys(times, 0.0)
+            server_cpu = {name: [] for name in times}
             failed = {}
             for i in range(args.repeat):
                 order = list(tools.items()) + ([] if args.no_python else [("mlflow-export-import", None)])
@@ -282,6 +301,7 @@ def main():
                            else ours(kind, src.uri, dst.uri, source, label, wasm))
                     # The Python tool insists on MLFLOW_TRACKING_URI being an HTTP URI.
                     env = {**os.environ, "MLFLOW_TRACKING_URI": src.uri}
+                    cpu_before = servers_cpu((src, dst))
                     try:
                         t, r, d, _ = measure(cmd, env)
                     except RuntimeError as e:
@@ -293,13 +313,14 @@ def main():
                         free_destination(dst)
                     print(f"  workload {n} {name} #{i + 1}: {t:.1f} s, {r:.0f} MiB RSS, {d:.0f} MiB temp", flush=True)
                     times[name].append(t)
+                    server_cpu[name].append(servers_cpu((src, dst)) - cpu_before)
                     rss[name], tmp[name] = max(rss[name], r), max(tmp[name], d)
             floor = None
             if kind == "run" and n in (1, 2, 5):
                 files = artifact_files(src_client, source)
                 floor = curl_floor(src.uri, dst.uri, source, files, f"w{n}")
                 free_destination(dst)
-            rows.append((n, times, rss, tmp, floor, failed))
+            rows.append((n, times, rss, tmp, floor, failed, server_cpu))
         plain, pre = cold_start(WASM)
     finally:
         src.stop()
@@ -334,26 +355,28 @@ def write_results(args, sizes, rows, cold, ours_names):
         "Median wall time of the whole command (process start included) over the copies of each tool, "
         "run alternately; peak RSS of the copying process (GNU time, worst copy); peak size of its "
         "temp dir (TMPDIR). Floor: curl moving the same artifact files GET -> PUT between the "
-        "servers, 8 at once.",
+        "servers, 8 at once. Server CPU: the CPU seconds both MLflow servers (every worker) spent "
+        f"serving one copy (median); on {os.cpu_count()} cores, no copy can take less wall time "
+        f"than that divided by {os.cpu_count()}.",
         "",
-        "| workload | tool | median s | runs s | ratio (Python / this) | peak RSS MiB | temp MiB |",
-        "|---|---|---:|---|---:|---:|---:|",
+        "| workload | tool | median s | runs s | ratio (Python / this) | peak RSS MiB | temp MiB | server CPU s |",
+        "|---|---|---:|---|---:|---:|---:|---:|",
     ]
-    for n, times, rss, tmp, floor, failed in rows:
+    for n, times, rss, tmp, floor, failed, server_cpu in rows:
         desc = DESCRIPTIONS[n].format(**sizes)
         py = times.get("mlflow-export-import") or []
         for name in [*ours_names, "mlflow-export-import"]:
             if name in failed:
-                lines.append(f"| {n}: {desc} | {name} | failed | `{failed[name]}` | | | |")
+                lines.append(f"| {n}: {desc} | {name} | failed | `{failed[name]}` | | | | |")
             if not times.get(name):
                 continue
             ratio = f"{med(py) / med(times[name]):.1f}x" if py and name != "mlflow-export-import" else ""
             runs = ", ".join(f"{t:.1f}" for t in times[name])
             lines.append(f"| {n}: {desc} | {name} | {med(times[name]):.1f} | {runs} | {ratio} | "
-                         f"{rss[name]:.0f} | {tmp[name]:.0f} |")
+                         f"{rss[name]:.0f} | {tmp[name]:.0f} | {med(server_cpu[name]):.1f} |")
         if floor is not None:
             ratio = med(times["mlflow-copy"]) / floor
-            lines.append(f"| {n}: {desc} | curl GET -> PUT (floor) | {floor:.1f} | | mlflow-copy at {ratio:.2f}x the floor | | |")
+            lines.append(f"| {n}: {desc} | curl GET -> PUT (floor) | {floor:.1f} | | mlflow-copy at {ratio:.2f}x the floor | | | |")
     plain, pre = cold
     lines += [
         "",
@@ -364,7 +387,8 @@ def write_results(args, sizes, rows, cold, ours_names):
     ]
     text = "\n".join(lines)
     notes = os.path.join(ROOT, "bench", "notes.md")
-    if os.path.exists(notes):
+    # The hand-written notes go with the main results only, not with extra runs (--out).
+    if os.path.exists(notes) and os.path.abspath(args.out) == os.path.join(ROOT, "bench", "results.md"):
         with open(notes) as f:
             text += "\n" + f.read()
     with open(args.out, "w") as f:
