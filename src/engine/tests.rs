@@ -595,6 +595,26 @@ fn a_racing_copy_that_completed_first_is_kept_and_this_one_removed() {
 }
 
 #[test]
+fn a_copy_being_written_that_its_writer_deletes_is_not_resumed() {
+    // Another command is writing an incomplete copy, then steps aside for a copy this command
+    // cannot see yet and deletes it: this command looks again instead of resuming it.
+    let w = world();
+    let run_id = seed_run(&w.src);
+    let exp = w.dst.create_experiment("copies").unwrap();
+    let other = w.dst.add_run(
+        &exp,
+        sibling_copy(&w, &run_id, "RUNNING", false),
+        Vec::new(),
+    );
+    w.dst.vanish_on_next_look(&other);
+    let report = w.copy_run(&run_id).unwrap();
+    assert_eq!(report.outcome, Outcome::Created);
+    assert_ne!(report.dst_run_id, other);
+    assert!(w.dst.run(&other).info.is_deleted());
+    assert_faithful(&w, &run_id);
+}
+
+#[test]
 fn a_resumed_copy_skips_files_already_in_place() {
     let w = world();
     let run_id = seed_run(&w.src);

@@ -50,6 +50,8 @@ pub struct FakeServer {
     faults: RefCell<Vec<(&'static str, u32)>>,
     /// A run another process creates just before the next call of an operation (a race).
     racing: RefCell<Option<(&'static str, String, Run)>>,
+    /// A run its writer deletes just before the next `get_run` of it (stepping aside).
+    vanishing: RefCell<Option<String>>,
     /// Whether the registry behaves as Unity Catalog does: versions keep their own files
     /// (created pending, finalized once an `MLmodel` is there), no stages, `_` tag keys,
     /// signatures required.
@@ -63,6 +65,7 @@ impl FakeServer {
             state: RefCell::new(State::default()),
             faults: RefCell::new(Vec::new()),
             racing: RefCell::new(None),
+            vanishing: RefCell::new(None),
             unity_catalog: std::cell::Cell::new(false),
         })
     }
@@ -84,6 +87,11 @@ impl FakeServer {
     /// Has `run` appear in the experiment just before the next write `op`.
     pub fn race_before(&self, op: &'static str, experiment_id: &str, run: Run) {
         *self.racing.borrow_mut() = Some((op, experiment_id.to_string(), run));
+    }
+
+    /// Has the run's writer delete it just before the next look at it.
+    pub fn vanish_on_next_look(&self, run_id: &str) {
+        *self.vanishing.borrow_mut() = Some(run_id.to_string());
     }
 
     /// Makes the call of `op` after `succeed_first` successful ones fail (once).
@@ -235,6 +243,11 @@ impl Tracking for FakeServer {
     }
 
     fn get_run(&self, run_id: &str) -> Result<Run, CopyError> {
+        let vanishes = self.vanishing.borrow().as_deref() == Some(run_id);
+        if vanishes {
+            self.vanishing.borrow_mut().take();
+            self.with_run(run_id, |r| r.info.lifecycle_stage = "deleted".into())?;
+        }
         let mut run = self.with_run(run_id, |r| r.clone())?;
         // Like MLflow: the run's metrics are the latest point of each key.
         let state = self.state.borrow();
