@@ -533,6 +533,13 @@ fn sibling_copy(w: &World, src_run_id: &str, status: &str, complete: bool) -> Ru
     run
 }
 
+/// The copies of `src_run_id` in the destination experiment that are not deleted.
+fn active_copies(w: &World, experiment_id: &str, src_run_id: &str) -> Vec<Run> {
+    w.dst
+        .runs_with_tags(experiment_id, &[(lineage::SRC_RUN_ID, src_run_id)])
+        .unwrap()
+}
+
 #[test]
 fn identical_copies_started_together_converge_on_one() {
     // The sibling created its run first (a lower id) and finished: this copy steps aside.
@@ -543,10 +550,7 @@ fn identical_copies_started_together_converge_on_one() {
         .race_next_create(&exp, sibling_copy(&w, &run_id, "FINISHED", true));
     let report = w.copy_run(&run_id).unwrap();
     assert_eq!(report.outcome, Outcome::Existing);
-    let active = w
-        .dst
-        .runs_with_tags(&exp, &[(lineage::SRC_RUN_ID, &run_id)])
-        .unwrap();
+    let active = active_copies(&w, &exp, &run_id);
     assert_eq!(active.len(), 1, "the loser deleted its own run");
     assert_eq!(active[0].info.run_id, report.dst_run_id);
 
@@ -559,10 +563,7 @@ fn identical_copies_started_together_converge_on_one() {
     let report = w.copy_run(&run_id).unwrap();
     assert_eq!(report.outcome, Outcome::Resumed);
     assert_faithful(&w, &run_id);
-    let active = w
-        .dst
-        .runs_with_tags(&exp, &[(lineage::SRC_RUN_ID, &run_id)])
-        .unwrap();
+    let active = active_copies(&w, &exp, &run_id);
     assert_eq!(active.len(), 1);
 }
 
@@ -577,10 +578,7 @@ fn a_racing_copy_that_completed_first_is_kept_and_this_one_removed() {
     w.dst.race_before("finalize_logged_model", &exp, sibling);
     let report = w.copy_run(&run_id).unwrap();
     assert_eq!(report.outcome, Outcome::Existing);
-    let active = w
-        .dst
-        .runs_with_tags(&exp, &[(lineage::SRC_RUN_ID, &run_id)])
-        .unwrap();
+    let active = active_copies(&w, &exp, &run_id);
     assert_eq!(active.len(), 1, "the loser deleted its own run");
     assert_eq!(active[0].info.run_id, report.dst_run_id);
     assert!(
