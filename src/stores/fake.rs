@@ -175,6 +175,50 @@ impl FakeServer {
             .collect()
     }
 
+    /// A log-batch request of params and tags: a param never changes value, as in MLflow.
+    fn log_params_and_tags(
+        &self,
+        run_id: &str,
+        params: &[KeyValue],
+        tags: &[KeyValue],
+    ) -> Result<(), CopyError> {
+        self.write("log_batch")?;
+        let changed = self.with_run(run_id, |r| {
+            for p in params {
+                match r.data.params.iter().find(|q| q.key == p.key) {
+                    Some(q) if q.value != p.value => return Some(p.key.clone()),
+                    Some(_) => {}
+                    None => r.data.params.push(p.clone()),
+                }
+            }
+            for t in tags {
+                r.data.tags.retain(|u| u.key != t.key);
+                r.data.tags.push(t.clone());
+            }
+            None
+        })?;
+        match changed {
+            Some(key) => Err(CopyError::bad_input(format!(
+                "param {key} cannot be changed"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// A log-batch request of metric points (its size recorded).
+    fn log_metric_batch(&self, run_id: &str, batch: &[Metric]) -> Result<(), CopyError> {
+        self.write("log_metric_batch")?;
+        self.with_run(run_id, |_| ())?;
+        let mut state = self.state.borrow_mut();
+        state.metric_batches.push(batch.len());
+        state
+            .history
+            .entry(run_id.into())
+            .or_default()
+            .extend_from_slice(batch);
+        Ok(())
+    }
+
     /// One page of a history; its token is the index of its first point.
     fn history_page(
         &self,
@@ -317,77 +361,12 @@ impl Tracking for FakeServer {
         self.with_run(run_id, |r| r.data.tags.retain(|t| t.key != key))
     }
 
-    fn log_batch(
-        &self,
-        run_id: &str,
-        metrics: &[Metric],
-        params: &[KeyValue],
-        tags: &[KeyValue],
-    ) -> Result<(), CopyError> {
-        self.write("log_batch")?;
-        let changed = self.with_run(run_id, |r| {
-            for p in params {
-                match r.data.params.iter().find(|q| q.key == p.key) {
-                    Some(q) if q.value != p.value => return Some(p.key.clone()),
-                    Some(_) => {}
-                    None => r.data.params.push(p.clone()),
-                }
-            }
-            for t in tags {
-                r.data.tags.retain(|u| u.key != t.key);
-                r.data.tags.push(t.clone());
-            }
-            None
-        })?;
-        if let Some(key) = changed {
-            return Err(CopyError::bad_input(format!(
-                "param {key} cannot be changed"
-            )));
-        }
-        let mut state = self.state.borrow_mut();
-        state
-            .history
-            .entry(run_id.into())
-            .or_default()
-            .extend_from_slice(metrics);
-        Ok(())
+    fn log_batch_call(&self, run_id: &str, params: &[KeyValue], tags: &[KeyValue]) -> Call<'_, ()> {
+        Call::Done(self.log_params_and_tags(run_id, params, tags))
     }
 
-    fn log_metric_batches(
-        &self,
-        run_id: &str,
-        batches: &[Vec<Metric>],
-        _concurrency: usize,
-    ) -> Result<(), CopyError> {
-        for batch in batches {
-            self.write("log_metric_batch")?;
-            self.with_run(run_id, |_| ())?;
-            let mut state = self.state.borrow_mut();
-            state.metric_batches.push(batch.len());
-            state
-                .history
-                .entry(run_id.into())
-                .or_default()
-                .extend_from_slice(batch);
-        }
-        Ok(())
-    }
-
-    fn metric_history(
-        &self,
-        run_id: &str,
-        key: &str,
-        page: &mut dyn FnMut(Vec<Metric>) -> anyhow::Result<()>,
-    ) -> anyhow::Result<()> {
-        let mut token = None;
-        loop {
-            let HistoryPage { points, next_token } = self.history_page(run_id, key, token)?;
-            page(points)?;
-            match next_token {
-                Some(next) => token = Some(next),
-                None => return Ok(()),
-            }
-        }
+    fn log_metrics_call(&self, run_id: &str, batch: &[Metric]) -> Call<'_, ()> {
+        Call::Done(self.log_metric_batch(run_id, batch))
     }
 
     fn history_page_call(

@@ -54,59 +54,19 @@ pub trait Tracking {
     /// Removes a run tag; removing one that is not there succeeds (the answer to an earlier
     /// attempt may have been lost).
     fn delete_tag(&self, run_id: &str, key: &str) -> Result<(), CopyError>;
-    fn log_batch(
-        &self,
-        run_id: &str,
-        metrics: &[Metric],
-        params: &[KeyValue],
-        tags: &[KeyValue],
-    ) -> Result<(), CopyError>;
-    /// Writes metric batches (each at most one log-batch request's worth), up to `concurrency`
-    /// at once.
-    fn log_metric_batches(
-        &self,
-        run_id: &str,
-        batches: &[Vec<Metric>],
-        concurrency: usize,
-    ) -> Result<(), CopyError>;
-    /// Calls `page` with each page of a metric's full history, in order.
-    fn metric_history(
-        &self,
-        run_id: &str,
-        key: &str,
-        page: &mut dyn FnMut(Vec<Metric>) -> anyhow::Result<()>,
-    ) -> anyhow::Result<()>;
     /// One page of a metric's history (`token`: the page's, `None` for the first), as a call
-    /// the engine sends along with other work. A store without its own reads the whole
-    /// history at once, as one page.
+    /// the engine sends along with other work.
     fn history_page_call(
         &self,
         run_id: &str,
         key: &str,
-        _token: Option<&str>,
-    ) -> Call<'_, HistoryPage> {
-        let mut points = Vec::new();
-        let read = self.metric_history(run_id, key, &mut |page| {
-            points.extend(page);
-            Ok(())
-        });
-        Call::Done(
-            read.map(|()| HistoryPage {
-                points,
-                next_token: None,
-            })
-            .map_err(|e| CopyError::from_chain(&e)),
-        )
-    }
+        token: Option<&str>,
+    ) -> Call<'_, HistoryPage>;
     /// One log-batch request of metric points (at most `MAX_METRICS_PER_BATCH`), as a call the
-    /// engine sends along with other work. A store without its own sends it at once.
-    fn log_metrics_call(&self, run_id: &str, batch: &[Metric]) -> Call<'_, ()> {
-        Call::Done(self.log_metric_batches(run_id, &[batch.to_vec()], 1))
-    }
+    /// engine sends along with other work.
+    fn log_metrics_call(&self, run_id: &str, batch: &[Metric]) -> Call<'_, ()>;
     /// One log-batch request of params and tags (see `log_metrics_call`).
-    fn log_batch_call(&self, run_id: &str, params: &[KeyValue], tags: &[KeyValue]) -> Call<'_, ()> {
-        Call::Done(self.log_batch(run_id, &[], params, tags))
-    }
+    fn log_batch_call(&self, run_id: &str, params: &[KeyValue], tags: &[KeyValue]) -> Call<'_, ()>;
     fn log_inputs(&self, run_id: &str, datasets: &[DatasetInput]) -> Result<(), CopyError>;
     /// Records logged models the run used as inputs.
     fn log_model_inputs(&self, run_id: &str, model_ids: &[String]) -> Result<(), CopyError>;

@@ -92,38 +92,6 @@ impl Tracking for DatabricksWorkspace {
         self.rest.delete_run(run_id)
     }
 
-    fn log_batch(
-        &self,
-        run_id: &str,
-        metrics: &[Metric],
-        params: &[KeyValue],
-        tags: &[KeyValue],
-    ) -> Result<(), CopyError> {
-        let tags = writable(tags);
-        if metrics.is_empty() && params.is_empty() && tags.is_empty() {
-            return Ok(());
-        }
-        self.rest.log_batch(run_id, metrics, params, &tags)
-    }
-
-    fn log_metric_batches(
-        &self,
-        run_id: &str,
-        batches: &[Vec<Metric>],
-        concurrency: usize,
-    ) -> Result<(), CopyError> {
-        self.rest.log_metric_batches(run_id, batches, concurrency)
-    }
-
-    fn metric_history(
-        &self,
-        run_id: &str,
-        key: &str,
-        page: &mut dyn FnMut(Vec<Metric>) -> anyhow::Result<()>,
-    ) -> anyhow::Result<()> {
-        self.rest.metric_history(run_id, key, page)
-    }
-
     // The metric pipeline's requests, as on an MLflow server: paged, sent along with the files.
     fn history_page_call(
         &self,

@@ -30,7 +30,7 @@ pub struct Page<T> {
 
 /// Reads every page: `fetch` gets the token of the page to read (`None` for the first) and
 /// `each` gets its items, until a page has no next token (or repeats the one it was read with).
-pub fn for_each_page<T, E: From<CopyError>>(
+fn for_each_page<T, E: From<CopyError>>(
     mut fetch: impl FnMut(Option<&str>) -> Result<Page<T>, CopyError>,
     mut each: impl FnMut(Vec<T>) -> Result<(), E>,
 ) -> Result<(), E> {
@@ -134,31 +134,6 @@ impl MlflowRest {
     /// POST that creates something: not repeated when the server may have acted on it.
     pub fn create<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, CopyError> {
         self.call(json_request(Method::Post, self.url(path), body), false)
-    }
-
-    /// Several idempotent POSTs to one endpoint, `concurrency` at a time; fails on the first
-    /// error answer (after retries).
-    pub fn post_many(
-        &self,
-        path: &str,
-        bodies: &[Value],
-        concurrency: usize,
-    ) -> Result<(), CopyError> {
-        let requests: Vec<Request> = bodies
-            .iter()
-            .map(|b| self.authorize(json_request(Method::Post, self.url(path), b)))
-            .collect::<Result<_, _>>()?;
-        for (request, answer) in
-            requests
-                .iter()
-                .zip(self.transport.send_many(&requests, concurrency, true))
-        {
-            let response = answer.map_err(|e| self.named(e))?;
-            if !response.is_success() {
-                return Err(self.error_for(request, &response));
-            }
-        }
-        Ok(())
     }
 
     pub fn patch<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, CopyError> {

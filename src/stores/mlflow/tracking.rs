@@ -1,6 +1,6 @@
 //! Tracking API calls: experiments, runs, metrics, inputs/outputs and MLflow 3 logged models.
 
-use super::rest::{all_pages, filter_literal, for_each_page, MlflowRest, Page};
+use super::rest::{all_pages, filter_literal, MlflowRest, Page};
 use crate::api::CopyError;
 use crate::stores::model::*;
 use crate::stores::{Call, HistoryPage, Tracking};
@@ -152,42 +152,6 @@ impl Tracking for MlflowRest {
             Err(e) if e.has_code("RESOURCE_DOES_NOT_EXIST") && self.run_exists(run_id)? => Ok(()),
             other => other.map(drop),
         }
-    }
-
-    fn log_batch(
-        &self,
-        run_id: &str,
-        metrics: &[Metric],
-        params: &[KeyValue],
-        tags: &[KeyValue],
-    ) -> Result<(), CopyError> {
-        let body = json!({ "run_id": run_id, "metrics": metrics, "params": params, "tags": tags });
-        self.post::<Value>(LOG_BATCH, &body).map(drop)
-    }
-
-    fn log_metric_batches(
-        &self,
-        run_id: &str,
-        batches: &[Vec<Metric>],
-        concurrency: usize,
-    ) -> Result<(), CopyError> {
-        let bodies: Vec<Value> = batches
-            .iter()
-            .map(|b| json!({ "run_id": run_id, "metrics": b }))
-            .collect();
-        self.post_many(LOG_BATCH, &bodies, concurrency)
-    }
-
-    fn metric_history(
-        &self,
-        run_id: &str,
-        key: &str,
-        page: &mut dyn FnMut(Vec<Metric>) -> anyhow::Result<()>,
-    ) -> anyhow::Result<()> {
-        let fetch = |token: Option<&str>| {
-            self.get::<Page<Metric>>(GET_HISTORY, &history_query(run_id, key, token))
-        };
-        for_each_page(fetch, page)
     }
 
     fn history_page_call(
