@@ -211,16 +211,16 @@ fn copy_one(
     let (dst_run, resuming) = match preferred {
         Some(incomplete) => {
             match wait_while_alive(c, &source.run, &incomplete)? {
-                Some(Race::Lost(Some(done))) => {
+                Watched::Completed(done) => {
                     report.dst_run_id = done.info.run_id;
                     report.outcome = Outcome::Existing;
                     return Ok(report);
                 }
                 // Its writer stepped aside for another copy: look again.
-                Some(Race::Lost(None)) => {
+                Watched::Deleted => {
                     return copy_one(c, source, dst_experiment_id, dst_parent.as_deref())
                 }
-                Some(Race::Won(_)) | None => {}
+                Watched::Resumable => {}
             }
             c.phase(format!(
                 "resuming the incomplete copy {} of run {src_run_id}",
@@ -383,14 +383,22 @@ fn defer_to(c: &mut Copier, src: &Run, mine: &Run, winner: &str) -> anyhow::Resu
     }
 }
 
+/// What became of an incomplete copy while this command watched it.
+enum Watched {
+    /// Its writer completed it: that is the answer.
+    Completed(Run),
+    /// Its writer deleted it, stepping aside for an identical copy: the copies are looked up
+    /// again.
+    Deleted,
+    /// It failed or stands still: it is resumed here.
+    Resumable,
+}
+
 /// An incomplete copy may be one another command is still writing (started a little earlier),
-/// or one a stopped command left. While it keeps changing, it is left to its writer; once it is
-/// complete that is the answer (`Some(Lost(Some))`); once its writer deleted it (stepping aside
-/// for an identical copy), the copies are looked up again (`Some(Lost(None))`); once it failed
-/// or stands still, it is resumed here (`None`).
-fn wait_while_alive(c: &mut Copier, src: &Run, copy: &Run) -> anyhow::Result<Option<Race>> {
+/// or one a stopped command left. While it keeps changing, it is left to its writer.
+fn wait_while_alive(c: &mut Copier, src: &Run, copy: &Run) -> anyhow::Result<Watched> {
     if copy.info.status.as_deref() != Some("RUNNING") {
-        return Ok(None);
+        return Ok(Watched::Resumable);
     }
     let fingerprint = |run: &Run| {
         let mut metrics: Vec<(String, i64, i64)> = run
@@ -408,17 +416,17 @@ fn wait_while_alive(c: &mut Copier, src: &Run, copy: &Run) -> anyhow::Result<Opt
         std::thread::sleep(c.alive_poll);
         let now = c.dst.tracking.get_run(&copy.info.run_id)?;
         if is_complete_copy(&now, src) {
-            return Ok(Some(Race::Lost(Some(now))));
+            return Ok(Watched::Completed(now));
         }
         if now.info.is_deleted() {
-            return Ok(Some(Race::Lost(None)));
+            return Ok(Watched::Deleted);
         }
         let current = fingerprint(&now);
         if now.info.status.as_deref() != Some("RUNNING") || current == seen {
-            return Ok(None);
+            return Ok(Watched::Resumable);
         }
         if started.elapsed() > RACE_WAIT {
-            return Ok(None);
+            return Ok(Watched::Resumable);
         }
         c.phase(format!(
             "the copy {} of run {} is being written by another command; waiting for it",
