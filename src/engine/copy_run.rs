@@ -212,7 +212,7 @@ fn copy_one(
         Some(incomplete) => {
             match wait_while_alive(c, &source.run, &incomplete)? {
                 Watched::Completed(done) => {
-                    report.dst_run_id = done.info.run_id;
+                    report.dst_run_id = done;
                     report.outcome = Outcome::Existing;
                     return Ok(report);
                 }
@@ -385,8 +385,8 @@ fn defer_to(c: &mut Copier, src: &Run, mine: &Run, winner: &str) -> anyhow::Resu
 
 /// What became of an incomplete copy while this command watched it.
 enum Watched {
-    /// Its writer completed it: that is the answer.
-    Completed(Run),
+    /// Its writer completed it (this run id): that is the answer.
+    Completed(String),
     /// Its writer deleted it, stepping aside for an identical copy: the copies are looked up
     /// again.
     Deleted,
@@ -416,7 +416,7 @@ fn wait_while_alive(c: &mut Copier, src: &Run, copy: &Run) -> anyhow::Result<Wat
         std::thread::sleep(c.alive_poll);
         let now = c.dst.tracking.get_run(&copy.info.run_id)?;
         if is_complete_copy(&now, src) {
-            return Ok(Watched::Completed(now));
+            return Ok(Watched::Completed(now.info.run_id));
         }
         if now.info.is_deleted() {
             return Ok(Watched::Deleted);
