@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-export PATH="$HOME/.cargo/bin:$PATH"
+export PATH="$PWD/.venv/bin:$HOME/.cargo/bin:$PATH"
 cargo build --release --target wasm32-wasip2
 if [ ! -x .work/bench-venv/bin/copy-run ]; then
     printf '\n==> Installing mlflow-export-import into its own venv, .work/bench-venv\n'

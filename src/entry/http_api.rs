@@ -3,10 +3,12 @@
 //! failures map to statuses. `http_handler` does the I/O.
 
 use crate::api::{CopyError, ErrorKind};
-use crate::transport::AllowedHosts;
+use crate::transport::hosts::{ALLOWED_HOSTS_VAR, ALLOW_ANY_HOST_VAR};
+use crate::transport::HostPolicy;
 use crate::uri::ServerUri;
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use url::Url;
 
 /// Largest request body accepted (copy requests are a few hundred bytes).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -14,8 +16,6 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub const TOKEN_VAR: &str = "MLFLOW_COPY_API_TOKEN";
 /// Set to `true` to accept copy requests without a token (fail-closed otherwise).
 pub const ALLOW_UNAUTHENTICATED_VAR: &str = "MLFLOW_COPY_ALLOW_UNAUTHENTICATED";
-/// Comma-separated `host` or `host:port` entries the request's URIs may name (unset: any).
-pub use crate::transport::ALLOWED_HOSTS_VAR;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -124,26 +124,41 @@ pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
         .map_err(|e| Refusal::new(400, "bad_input", format!("invalid request body: {e}")))
 }
 
-/// Whether every URI a request names is on the allow-list (an unset list allows all). The
-/// transport applies the same list to every request the copy then makes.
-pub fn check_hosts(uris: &[&str], allowed: Option<&str>) -> Result<(), Refusal> {
-    let Some(allowed) = allowed.and_then(AllowedHosts::parse) else {
-        return Ok(());
-    };
+/// Whether the function may contact every server a request names, before anything is sent:
+/// 403 when the operator listed no hosts (fail closed), or when a server is not on the list or
+/// is a special-purpose address. A Databricks URI counts as its workspace's host
+/// (`workspace_host` resolves it from the function's own profiles and environment). The
+/// transport applies the same policy to every request the copy then makes.
+pub fn check_hosts(
+    uris: &[&str],
+    hosts: &HostPolicy,
+    workspace_host: &dyn Fn(&ServerUri) -> Result<Url, CopyError>,
+) -> Result<(), Refusal> {
+    if hosts.is_closed() {
+        return Err(Refusal::new(
+            403,
+            "forbidden",
+            format!(
+                "copy requests are refused: no {ALLOWED_HOSTS_VAR} is configured; list the MLflow \
+                 servers and Databricks workspaces this function may reach (or set \
+                 {ALLOW_ANY_HOST_VAR}=true, unsafe when the function holds credentials)"
+            ),
+        ));
+    }
     for uri in uris {
-        let ServerUri::Http(base) =
-            ServerUri::parse(uri).map_err(|e| Refusal::new(400, "bad_input", e.message))?
-        else {
-            continue;
+        let parsed =
+            ServerUri::parse(uri).map_err(|e| Refusal::new(400, "bad_input", e.message))?;
+        let url = match &parsed {
+            ServerUri::Http(base) => base.url().clone(),
+            databricks => {
+                workspace_host(databricks).map_err(|e| Refusal::new(400, "bad_input", e.message))?
+            }
         };
-        let url = base.url();
-        if !allowed.allows(url) {
-            let host = url.host_str().unwrap_or_default();
-            let port = url.port_or_known_default().unwrap_or(0);
+        if let Err(why) = hosts.check_named(&url) {
             return Err(Refusal::new(
                 403,
                 "forbidden",
-                format!("host {host}:{port} is not in {ALLOWED_HOSTS_VAR}"),
+                format!("{}: {why}", parsed.display()),
             ));
         }
     }
@@ -245,15 +260,59 @@ mod tests {
         );
     }
 
+    fn remote(list: Option<&'static str>, any: bool) -> HostPolicy {
+        HostPolicy::from_env(
+            &move |k: &str| match k {
+                ALLOWED_HOSTS_VAR => list.map(str::to_string),
+                ALLOW_ANY_HOST_VAR if any => Some("true".to_string()),
+                _ => None,
+            },
+            crate::transport::Caller::Remote,
+        )
+    }
+
+    fn workspace(uri: &ServerUri) -> Result<Url, CopyError> {
+        match uri {
+            ServerUri::Databricks { profile: Some(p) } if p == "prod" => {
+                Ok(Url::parse("https://dbc-prod.cloud.databricks.com").unwrap())
+            }
+            _ => Err(CopyError::bad_input("Databricks profile not found")),
+        }
+    }
+
     #[test]
     fn host_allow_list() {
         let uris = ["http://127.0.0.1:5000", "https://mlflow.example.com"];
-        assert!(check_hosts(&uris, None).is_ok());
-        assert!(check_hosts(&uris, Some("127.0.0.1:5000, mlflow.example.com")).is_ok());
-        assert!(check_hosts(&uris, Some("127.0.0.1, mlflow.example.com:443")).is_ok());
-        let refused = check_hosts(&uris, Some("127.0.0.1:5001,mlflow.example.com")).unwrap_err();
+        let check = |list, any| check_hosts(&uris, &remote(list, any), &workspace);
+        assert!(check(Some("127.0.0.1:5000, mlflow.example.com"), false).is_ok());
+        assert!(check(Some("127.0.0.1, mlflow.example.com:443"), false).is_ok());
+        let refused = check(Some("127.0.0.1:5001,mlflow.example.com"), false).unwrap_err();
         assert_eq!(refused.status, 403);
         assert!(refused.message.contains("127.0.0.1:5000"));
+    }
+
+    #[test]
+    fn no_allow_list_refuses_every_copy_unless_the_operator_opts_out() {
+        let uris = ["http://127.0.0.1:5000", "http://127.0.0.1:5001"];
+        let closed = check_hosts(&uris, &remote(None, false), &workspace).unwrap_err();
+        assert_eq!((closed.status, closed.code), (403, "forbidden"));
+        assert!(closed.message.contains(ALLOWED_HOSTS_VAR));
+        assert!(check_hosts(&uris, &remote(None, true), &workspace).is_ok());
+        let metadata = ["http://169.254.169.254", "http://127.0.0.1:5001"];
+        let refused = check_hosts(&metadata, &remote(None, true), &workspace).unwrap_err();
+        assert!(refused.status == 403 && refused.message.contains("special-purpose"));
+    }
+
+    #[test]
+    fn a_databricks_uri_counts_as_its_workspace_host() {
+        let list = Some("dbc-prod.cloud.databricks.com,127.0.0.1");
+        let ok = ["databricks://prod", "http://127.0.0.1:5000"];
+        assert!(check_hosts(&ok, &remote(list, false), &workspace).is_ok());
+        let elsewhere = remote(Some("127.0.0.1"), false);
+        let refused = check_hosts(&ok, &elsewhere, &workspace).unwrap_err();
+        assert!(refused.status == 403 && refused.message.contains("dbc-prod"));
+        let unknown = check_hosts(&["databricks-uc://nope"], &remote(list, false), &workspace);
+        assert_eq!(unknown.unwrap_err().status, 400);
     }
 
     #[test]

@@ -6,7 +6,11 @@ use super::http_api::{self, Refusal, Route};
 use super::{execute, scrub_text, secrets, wasi_host, CopyRequest};
 use crate::api::{CopyError, CopyModelVersionRequest, CopyRunRequest};
 use crate::engine::progress::{human_line, Event, Progress};
+use crate::stores::databricks::workspace_host;
+use crate::transport::hosts::{any_host_allowed, ALLOW_ANY_HOST_VAR};
 use crate::transport::wasi_http::read_body;
+use crate::transport::{Caller, HostPolicy};
+use crate::uri::ServerUri;
 use serde::Serialize;
 use serde_json::json;
 use std::time::Instant;
@@ -26,6 +30,14 @@ impl Guest for HttpFunction {
         let method = method_name(&request.method());
         let path = request.path_with_query().unwrap_or_default();
         let path = path.split('?').next().unwrap_or_default().to_string();
+        if any_host_allowed(&env) {
+            // Each request runs in a fresh instance: the operator sees this with every one.
+            eprintln!(
+                "[mlflow-copy] warning: {ALLOW_ANY_HOST_VAR}=true: callers may name any host \
+                 (special-purpose addresses aside), and upstream credentials go to the hosts \
+                 they name"
+            );
+        }
         let status = serve(&method, &path, request, out);
         // One access-log line; never headers or bodies (they carry tokens).
         eprintln!(
@@ -82,13 +94,18 @@ fn copy<R: CopyRequest>(out: ResponseOutparam, body: &[u8], ndjson: bool) -> u16
         Err(refusal) => return refuse(out, &refusal),
     };
     let (src, dst) = request.ends();
-    if let Err(refusal) =
-        http_api::check_hosts(&[src, dst], env(http_api::ALLOWED_HOSTS_VAR).as_deref())
-    {
+    let hosts = HostPolicy::from_env(&env, Caller::Remote);
+    let workspace = |uri: &ServerUri| match uri {
+        ServerUri::Databricks { profile } | ServerUri::DatabricksUc { profile } => {
+            workspace_host(profile.as_deref(), &env)
+        }
+        ServerUri::Http(base) => Ok(base.url().clone()),
+    };
+    if let Err(refusal) = http_api::check_hosts(&[src, dst], &hosts, &workspace) {
         return refuse(out, &refusal);
     }
     run(out, ndjson, |progress| {
-        execute(wasi_host(), &request, progress)
+        execute(wasi_host(Caller::Remote), &request, progress)
     })
 }
 

@@ -16,28 +16,33 @@ use crate::credentials::Side;
 use crate::engine::progress::{Event, Progress};
 use crate::engine::{copy_model_version, copy_run, Copier};
 use crate::stores;
-use crate::transport::{Http, Settings, Transport};
+use crate::transport::{Caller, Http, Settings, Transport};
 use std::rc::Rc;
 
 /// How an entry point reaches the outside world: the host's HTTP (bounded by the settings)
-/// and environment.
+/// and environment, and who named the servers (which decides the hosts a copy may reach).
 pub struct Host<'a> {
     pub http: fn(&Settings) -> Box<dyn Http>,
     pub env: &'a dyn Fn(&str) -> Option<String>,
+    pub caller: Caller,
 }
 
 #[cfg(target_arch = "wasm32")]
-pub fn wasi_host() -> Host<'static> {
+pub fn wasi_host(caller: Caller) -> Host<'static> {
     fn env(name: &str) -> Option<String> {
         std::env::var(name).ok()
     }
     fn http(settings: &Settings) -> Box<dyn Http> {
         Box::new(crate::transport::wasi_http::WasiHttp {
             timeout: settings.timeout,
-            allowed: settings.allowed.clone(),
+            hosts: settings.hosts.clone(),
         })
     }
-    Host { http, env: &env }
+    Host {
+        http,
+        env: &env,
+        caller,
+    }
 }
 
 /// What the entry points need to know of a request: which servers it names, how to check it,
@@ -97,7 +102,7 @@ pub fn execute<R: CopyRequest>(
     };
     let mut run = || -> Result<R::Report, CopyError> {
         request.validate()?;
-        let settings = Settings::from_env(host.env)?;
+        let settings = Settings::from_env(host.env, host.caller)?;
         let transport = Rc::new(Transport::new((host.http)(&settings), settings.policy));
         let (src, dst) = request.ends();
         let mut copier = Copier {

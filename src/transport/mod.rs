@@ -5,12 +5,14 @@
 //! HTTP (`wasi_http`); the retry loops here are host-independent and unit-tested with a scripted
 //! `Http`.
 
+pub mod hosts;
 pub mod multipart;
 pub mod retry;
 #[cfg(target_arch = "wasm32")]
 pub mod wasi_http;
 
 use crate::api::CopyError;
+pub use hosts::{Caller, HostPolicy, ALLOWED_HOSTS_VAR};
 pub use multipart::Multipart;
 use multipart::Parted;
 use retry::RetryPolicy;
@@ -47,6 +49,10 @@ pub struct Request {
     pub url: Url,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Whether a server of the copy handed out this URL (a signed storage URL, or storage it
+    /// issued temporary credentials for): it may go to a host the allow-list does not name
+    /// (see `hosts::HostPolicy`), and it never carries credentials of ours.
+    pub issued: bool,
 }
 
 impl Request {
@@ -56,7 +62,19 @@ impl Request {
             url,
             headers: Vec::new(),
             body: Vec::new(),
+            issued: false,
         }
+    }
+
+    /// Marks the URL as handed out by a server of the copy (see `issued`).
+    pub fn issued(mut self) -> Request {
+        self.issued = true;
+        self
+    }
+
+    /// A request to a URL a server of the copy handed out (see `issued`).
+    pub fn to_issued(method: Method, url: Url) -> Request {
+        Request::new(method, url).issued()
     }
 
     pub fn header(mut self, name: &str, value: impl Into<String>) -> Request {
@@ -195,11 +213,6 @@ pub struct SendError {
     pub retryable: bool,
 }
 
-/// The hosts requests may go to (`MLFLOW_COPY_ALLOWED_HOSTS`: comma-separated `host` or
-/// `host:port`). Every request is checked, not only the servers a copy names.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AllowedHosts(Vec<String>);
-
 /// How long one request may wait (connect, first byte, between bytes): seconds, as for MLflow.
 pub const TIMEOUT_VAR: &str = "MLFLOW_HTTP_REQUEST_TIMEOUT";
 /// How often a failed request is retried, as for MLflow.
@@ -213,11 +226,16 @@ const MAX_RETRIES_LIMIT: u32 = 10;
 pub struct Settings {
     pub timeout: Duration,
     pub policy: RetryPolicy,
-    pub allowed: Option<AllowedHosts>,
+    /// The hosts requests may go to; every request is checked, not only the servers a copy
+    /// names.
+    pub hosts: HostPolicy,
 }
 
 impl Settings {
-    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, CopyError> {
+    pub fn from_env(
+        env: &dyn Fn(&str) -> Option<String>,
+        caller: Caller,
+    ) -> Result<Settings, CopyError> {
         let number = |name: &str| -> Result<Option<f64>, CopyError> {
             let Some(raw) = env(name).filter(|v| !v.trim().is_empty()) else {
                 return Ok(None);
@@ -252,33 +270,11 @@ impl Settings {
         policy.max_elapsed = policy
             .max_elapsed
             .max((timeout + policy.max_delay) * policy.max_attempts);
-        let allowed = env(ALLOWED_HOSTS_VAR).and_then(|l| AllowedHosts::parse(&l));
         Ok(Settings {
             timeout,
             policy,
-            allowed,
+            hosts: HostPolicy::from_env(env, caller),
         })
-    }
-}
-
-/// The environment variable that sets `AllowedHosts`.
-pub const ALLOWED_HOSTS_VAR: &str = "MLFLOW_COPY_ALLOWED_HOSTS";
-
-impl AllowedHosts {
-    /// `None` when the list is empty (every host allowed).
-    pub fn parse(list: &str) -> Option<AllowedHosts> {
-        let entries: Vec<String> = list
-            .split(',')
-            .map(|e| e.trim().to_ascii_lowercase())
-            .filter(|e| !e.is_empty())
-            .collect();
-        (!entries.is_empty()).then_some(AllowedHosts(entries))
-    }
-
-    pub fn allows(&self, url: &Url) -> bool {
-        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-        let with_port = format!("{host}:{}", url.port_or_known_default().unwrap_or(0));
-        self.0.iter().any(|e| *e == host || *e == with_port)
     }
 }
 
@@ -1332,43 +1328,40 @@ mod tests {
     #[test]
     fn settings_come_from_mlflow_variables() {
         let env = fixed_env;
-        let default = Settings::from_env(&env(&[])).unwrap();
+        let default = Settings::from_env(&env(&[]), Caller::User).unwrap();
         assert_eq!(default.timeout, Duration::from_secs(120));
         assert_eq!(default.policy.max_attempts, 5);
-        assert_eq!(default.allowed, None);
-        let set = Settings::from_env(&env(&[
-            ("MLFLOW_HTTP_REQUEST_TIMEOUT", "2.5"),
-            ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1"),
-            ("MLFLOW_COPY_ALLOWED_HOSTS", "h:1"),
-        ]))
+        assert_eq!(default.hosts, HostPolicy::any());
+        let set = Settings::from_env(
+            &env(&[
+                ("MLFLOW_HTTP_REQUEST_TIMEOUT", "2.5"),
+                ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1"),
+                ("MLFLOW_COPY_ALLOWED_HOSTS", "h:1"),
+            ]),
+            Caller::User,
+        )
         .unwrap();
         assert_eq!(set.timeout, Duration::from_millis(2500));
         assert_eq!(set.policy.max_attempts, 2);
-        assert!(set.allowed.is_some());
+        assert!(set.hosts.listed().is_some());
         for bad in [
             ("MLFLOW_HTTP_REQUEST_TIMEOUT", "soon"),
             ("MLFLOW_HTTP_REQUEST_TIMEOUT", "0"),
         ] {
-            let err = Settings::from_env(&move |k: &str| (k == bad.0).then(|| bad.1.to_string()));
+            let err = Settings::from_env(
+                &move |k: &str| (k == bad.0).then(|| bad.1.to_string()),
+                Caller::User,
+            );
             assert!(err
                 .unwrap_err()
                 .message
                 .contains("MLFLOW_HTTP_REQUEST_TIMEOUT"));
         }
-        let err = Settings::from_env(&env(&[("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "11")]));
+        let err = Settings::from_env(
+            &env(&[("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "11")]),
+            Caller::User,
+        );
         assert!(err.unwrap_err().message.contains("from 0 to 10"));
-    }
-
-    #[test]
-    fn allowed_hosts_match_host_or_host_and_port() {
-        let allowed = AllowedHosts::parse(" mlflow.example.com , 127.0.0.1:5000").unwrap();
-        let ok = |u: &str| allowed.allows(&Url::parse(u).unwrap());
-        assert!(ok("https://mlflow.example.com/api"));
-        assert!(ok("http://MLflow.example.com:8080/x"));
-        assert!(ok("http://127.0.0.1:5000/api"));
-        assert!(!ok("http://127.0.0.1:5001/api"));
-        assert!(!ok("http://other.example.com/"));
-        assert_eq!(AllowedHosts::parse(" , "), None);
     }
 
     #[test]

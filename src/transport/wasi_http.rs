@@ -13,7 +13,7 @@
 //! that order, because Rust drops fields in declaration order.
 
 use super::{
-    AllowedHosts, Attempts, Http, NextJob, Part, Request, Response, SendError, StreamEvent,
+    Attempts, HostPolicy, Http, NextJob, Part, Request, Response, SendError, StreamEvent,
     StreamFailure, StreamJob,
 };
 use crate::transport::retry::{is_transient_status, parse_retry_after};
@@ -38,8 +38,8 @@ pub struct WasiHttp {
     /// How long a request may wait to connect, for its answer, or between two bytes in either
     /// direction. The host is asked to enforce it too; the guest enforces it regardless.
     pub timeout: Duration,
-    /// Hosts requests may go to (`None`: any).
-    pub allowed: Option<AllowedHosts>,
+    /// Hosts requests may go to.
+    pub hosts: HostPolicy,
 }
 
 impl Http for WasiHttp {
@@ -777,19 +777,14 @@ impl WasiHttp {
     }
 
     /// The WASI request for `request`, declaring `content_length` when given. A host the
-    /// allow-list does not name is refused here, whatever asked for it.
+    /// copy's host policy refuses is refused here, whatever asked for it.
     fn outgoing_request(
         &self,
         request: &Request,
         content_length: Option<u64>,
     ) -> Result<OutgoingRequest, StreamFailure> {
-        if let Some(allowed) = self.allowed.as_ref().filter(|a| !a.allows(&request.url)) {
-            let _ = allowed;
-            return Err(permanent(format!(
-                "{}: host not in {}",
-                request.describe(),
-                super::ALLOWED_HOSTS_VAR
-            )));
+        if let Err(why) = self.hosts.check_request(request) {
+            return Err(permanent(format!("{}: {why}", request.describe())));
         }
         outgoing_request(request, content_length)
     }

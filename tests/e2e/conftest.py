@@ -145,9 +145,15 @@ def copy_version_args(src_model, version, dst_model, src_uri, dst_uri, *extra):
 
 
 class Served:
-    """The component as an HTTP function under `wasmtime serve -S cli`, with `env` passed to it."""
+    """The component as an HTTP function under `wasmtime serve -S cli`, with `env` passed to it.
+    The function refuses every copy until its operator lists the hosts it may reach: unless `env`
+    sets the list (or the opt-out), it gets `allowed_hosts` (every port of 127.0.0.1, where the
+    test servers listen; None: no list)."""
 
-    def __init__(self, env):
+    def __init__(self, env, allowed_hosts="127.0.0.1"):
+        env = dict(env)
+        if allowed_hosts and not {"MLFLOW_COPY_ALLOWED_HOSTS", "MLFLOW_COPY_ALLOW_ANY_HOST"} & set(env):
+            env["MLFLOW_COPY_ALLOWED_HOSTS"] = allowed_hosts
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = ["wasmtime", "serve", "-S", "cli", "--addr", f"127.0.0.1:{self.port}"]

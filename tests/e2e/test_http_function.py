@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 import seed
 from compare import assert_run_copied
 from conftest import HOST, ROOT, WASM, Served, free_port, unique
+from hostile_server import RecordingServer
 
 TOKEN = "http-fn-token-7f3a9c"
 UPSTREAM_SECRET = "upstream-secret-b81d"
@@ -162,11 +163,67 @@ def test_fails_closed_without_a_token_and_opens_only_on_explicit_opt_out(src, ds
         opened.stop()
 
 
-def test_outbound_host_allow_list(src, dst, small_run):
-    s = Served({"MLFLOW_COPY_API_TOKEN": TOKEN, "MLFLOW_COPY_ALLOWED_HOSTS": f"127.0.0.1:{src.port}"})
+def copy_from(uri, dst, run_id="a" * 32):
+    return {"run_id": run_id, "experiment_name": unique("http-hosts"), "src_mlflow_uri": uri,
+            "dst_mlflow_uri": dst.uri}
+
+
+def test_without_an_allow_list_every_copy_is_refused_and_nothing_is_contacted(dst):
+    """The operator set a token and one upstream credential, but no host list: a caller naming
+    a server of its own gets 403 naming the variable to set, and that server hears nothing."""
+    caller_server = RecordingServer()
+    s = Served({"MLFLOW_COPY_API_TOKEN": TOKEN, "MLFLOW_TRACKING_TOKEN": UPSTREAM_SECRET}, allowed_hosts=None)
     try:
-        r = requests.post(s.url + "/copy-run", json=copy_body(small_run, src, dst), headers=auth())
-        assert r.status_code == 403 and str(dst.port) in r.json()["error"]["message"]
+        runs = requests.post(s.url + "/copy-run", json=copy_from(caller_server.uri, dst), headers=auth())
+        versions = requests.post(s.url + "/copy-model-version", headers=auth(), json={
+            "src_model": "m", "src_version": "1", "dst_model": "n", "src_registry_uri": caller_server.uri,
+            "dst_registry_uri": caller_server.uri})
+    finally:
+        s.stop()
+        caller_server.close()
+    for r in (runs, versions):
+        assert r.status_code == 403, r.text
+        assert r.json()["error"]["code"] == "forbidden"
+        assert "MLFLOW_COPY_ALLOWED_HOSTS" in r.json()["error"]["message"]
+        assert UPSTREAM_SECRET not in r.text
+    assert len(caller_server.traffic) == 0, caller_server.traffic.matching()
+
+
+def test_an_allow_list_refuses_foreign_and_metadata_hosts_uncontacted(src, dst, small_run):
+    foreign = RecordingServer()
+    s = Served({"MLFLOW_COPY_API_TOKEN": TOKEN, "MLFLOW_TRACKING_TOKEN": UPSTREAM_SECRET},
+               allowed_hosts=f"127.0.0.1:{src.port},127.0.0.1:{dst.port}")
+    try:
+        refused = {
+            "foreign source": copy_from(foreign.uri, dst, small_run),
+            "foreign destination": {**copy_from(src.uri, dst, small_run), "dst_mlflow_uri": foreign.uri},
+            "instance metadata": copy_from("http://169.254.169.254", dst, small_run),
+            "metadata as a number": copy_from("http://2852039166", dst, small_run),
+            "AWS IPv6 metadata": copy_from("http://[fd00:ec2::254]", dst, small_run),
+            "GCP metadata name": copy_from("http://metadata.google.internal", dst, small_run),
+        }
+        for what, body in refused.items():
+            r = requests.post(s.url + "/copy-run", json=body, headers=auth())
+            assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden", (what, r.text)
+            assert UPSTREAM_SECRET not in r.text
+        allowed = copy_from(src.uri, dst, small_run)
+        r = requests.post(s.url + "/copy-run", json=allowed, headers=auth())
+        assert r.status_code == 200, r.text
+        assert_run_copied(src.uri, small_run, dst.uri, r.json()["dst_run_id"], allowed["experiment_name"])
+    finally:
+        s.stop()
+        foreign.close()
+    assert len(foreign.traffic) == 0, foreign.traffic.matching()
+
+
+def test_the_opt_out_allows_any_host_but_metadata_and_says_so(src, dst, small_run):
+    s = Served({"MLFLOW_COPY_API_TOKEN": TOKEN, "MLFLOW_COPY_ALLOW_ANY_HOST": "true"}, allowed_hosts=None)
+    try:
+        r = requests.post(s.url + "/copy-run", json=copy_from(src.uri, dst, small_run), headers=auth())
+        assert r.status_code == 200, r.text
+        metadata = requests.post(s.url + "/copy-run", json=copy_from("http://169.254.169.254", dst), headers=auth())
+        assert metadata.status_code == 403 and "special-purpose" in metadata.json()["error"]["message"]
+        assert "MLFLOW_COPY_ALLOW_ANY_HOST=true" in s.logs(), "the opt-out is logged"
     finally:
         s.stop()
 

@@ -13,6 +13,7 @@ import contextlib
 import os
 import sys
 import tempfile
+import urllib.parse
 
 import mlflow
 import numpy as np
@@ -304,7 +305,11 @@ def test_every_entry_point_copies_into_unity_catalog(src, oss_version, metastore
     assert invoked.code == 0 and invoked.stdout.startswith("ok(") and "outcome: created" in invoked.stdout, invoked
     hosted = run_host("copy-model-version", {**request, "dst_model": models[1]}, env=env)
     assert hosted.code == 0 and '"ok"' in hosted.stdout, hosted
-    served = Served({"MLFLOW_COPY_ALLOW_UNAUTHENTICATED": "true", **env})
+    # Only the source server and the workspace are listed: the S3 endpoint UC hands out
+    # credentials for (moto, on its own port) is allowed for this copy as a host UC issued.
+    workspace = urllib.parse.urlsplit(test.pat_env()["DATABRICKS_HOST"]).netloc
+    served = Served({"MLFLOW_COPY_ALLOW_UNAUTHENTICATED": "true", **env,
+                     "MLFLOW_COPY_ALLOWED_HOSTS": f"127.0.0.1:{src.port},{workspace}"})
     try:
         answer = requests.post(f"{served.url}/copy-model-version", timeout=600,
                                json={**request, "dst_model": models[2]})

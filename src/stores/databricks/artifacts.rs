@@ -411,7 +411,7 @@ fn signed_request(
         Direction::Read => Method::Get,
         Direction::Write => Method::Put,
     };
-    let mut request = Request::new(method, url);
+    let mut request = Request::to_issued(method, url);
     for header in &info.headers {
         request = request.header(&header.name.to_ascii_lowercase(), header.value.clone());
     }

@@ -20,6 +20,19 @@ use std::rc::Rc;
 
 pub use workspace::SKIPPED_TAGS;
 
+fn read_config_file(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+/// The host of the workspace a `databricks[-uc][://PROFILE]` URI names, resolved as `connect`
+/// resolves it (the HTTP function checks it against its allow-list before any request).
+pub fn workspace_host(
+    profile: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<url::Url, CopyError> {
+    config::resolve(profile, env, &read_config_file).map(|workspace| workspace.host)
+}
+
 /// The stores of the workspace a `databricks[://PROFILE]` URI names, or with `unity_catalog`
 /// (`databricks-uc[://PROFILE]`) its tracking with the Unity Catalog registry.
 pub fn connect(
@@ -34,8 +47,7 @@ pub fn connect(
     } else {
         "databricks"
     };
-    let read_file = |path: &str| std::fs::read_to_string(path).ok();
-    let found = config::resolve(profile, env, &read_file).map_err(|e| CopyError {
+    let found = config::resolve(profile, env, &read_config_file).map_err(|e| CopyError {
         message: format!(
             "{} URI {scheme}{}: {}",
             side.label(),

@@ -220,7 +220,7 @@ pub fn object(
     key: &str,
     encryption: Option<&Encryption>,
 ) -> Request {
-    let mut request = Request::new(method, endpoint.url(&location.bucket, key));
+    let mut request = Request::to_issued(method, endpoint.url(&location.bucket, key));
     if method == Method::Put {
         request = request.header("content-type", "application/octet-stream");
         if let Some(encryption) = encryption {
@@ -269,7 +269,7 @@ pub fn multipart_request(url: Url, step: MultipartStep) -> Request {
     };
     match step {
         MultipartStep::Create(encryption) => {
-            let mut request = Request::new(Method::Post, with_query(&[("uploads", "")]))
+            let mut request = Request::to_issued(Method::Post, with_query(&[("uploads", "")]))
                 .header("content-type", "application/octet-stream");
             if let Some(encryption) = encryption {
                 request.headers.extend(encryption.headers());
@@ -279,7 +279,7 @@ pub fn multipart_request(url: Url, step: MultipartStep) -> Request {
         MultipartStep::Part { number, upload_id } => {
             let number = number.to_string();
             let query = [("partNumber", number.as_str()), ("uploadId", upload_id)];
-            Request::new(Method::Put, with_query(&query))
+            Request::to_issued(Method::Put, with_query(&query))
         }
         MultipartStep::Complete { upload_id, etags } => {
             let mut xml = String::from("<CompleteMultipartUpload>");
@@ -291,13 +291,14 @@ pub fn multipart_request(url: Url, step: MultipartStep) -> Request {
                 ));
             }
             xml.push_str("</CompleteMultipartUpload>");
-            let mut request = Request::new(Method::Post, with_query(&[("uploadId", upload_id)]))
-                .header("content-type", "application/xml");
+            let mut request =
+                Request::to_issued(Method::Post, with_query(&[("uploadId", upload_id)]))
+                    .header("content-type", "application/xml");
             request.body = xml.into_bytes();
             request
         }
         MultipartStep::Abort { upload_id } => {
-            Request::new(Method::Delete, with_query(&[("uploadId", upload_id)]))
+            Request::to_issued(Method::Delete, with_query(&[("uploadId", upload_id)]))
         }
     }
 }

@@ -178,7 +178,7 @@ impl BucketAccess {
     /// The request for one page of the listing below the location.
     fn list_page(&self, continuation: Option<&str>) -> Result<Request, CopyError> {
         let url = s3::list_url(&self.endpoint, &self.location, continuation);
-        self.authorize(Request::new(Method::Get, url))
+        self.authorize(Request::to_issued(Method::Get, url))
     }
 }
 
@@ -554,7 +554,7 @@ impl VersionFiles {
                         root.describe()
                     ))
                 })?;
-                let mut request = Request::new(method, url);
+                let mut request = Request::to_issued(method, url);
                 for header in answer.headers {
                     request = request.header(&header.name.to_ascii_lowercase(), header.value);
                 }
@@ -562,7 +562,7 @@ impl VersionFiles {
             }
             Access::Bucket(bucket) => (bucket.object(method, &bucket.location.key(path))?, true),
             // ADLS files are written by create, appends and flush (`adls_appends`).
-            Access::Adls(adls) => (Request::new(method, adls.file_url(path)), true),
+            Access::Adls(adls) => (Request::to_issued(method, adls.file_url(path)), true),
         })
     }
 }
@@ -643,7 +643,7 @@ fn list_adls(
     let mut files = Vec::new();
     let mut token: Option<String> = None;
     for _ in 0..MAX_PAGES {
-        let request = Request::new(Method::Get, adls.list_url(token.as_deref()));
+        let request = Request::to_issued(Method::Get, adls.list_url(token.as_deref()));
         let answer = uc.rest.transport().send(&request, true)?;
         if !answer.is_success() {
             return Err(storage_refusal(

@@ -259,7 +259,11 @@ impl Multipart for S3Parts {
         let Ok(url) = Url::parse(&info.signed_uri) else {
             return;
         };
-        let request = with_headers(Request::new(Method::Delete, url), &info.headers, |_| true);
+        let request = with_headers(
+            Request::to_issued(Method::Delete, url),
+            &info.headers,
+            |_| true,
+        );
         // Best effort: the error that ended the file is the one to report.
         let _ = self.target.send(&request, "abort the multipart upload");
     }
@@ -299,7 +303,7 @@ impl Multipart for BlobBlocks {
             url,
             &[("comp", "block"), ("blockid", &Self::block_id(index))],
         );
-        let request = Request::new(Method::Put, url).header("x-ms-blob-type", "BlockBlob");
+        let request = Request::to_issued(Method::Put, url).header("x-ms-blob-type", "BlockBlob");
         Ok(with_headers(
             request,
             &self.info.headers,
@@ -325,7 +329,7 @@ impl Multipart for BlobBlocks {
             |t, info| {
                 let url = with_query(sas_url(t, info)?, &[("comp", "blocklist")]);
                 let mut request = with_headers(
-                    Request::new(Method::Put, url),
+                    Request::to_issued(Method::Put, url),
                     &info.headers,
                     is_put_block_list_header,
                 );
@@ -354,7 +358,7 @@ impl Multipart for AdlsAppends {
             |t, info| {
                 let url = with_query(sas_url(t, info)?, &[("resource", "file")]);
                 Ok(with_headers(
-                    Request::new(Method::Put, url),
+                    Request::to_issued(Method::Put, url),
                     &info.headers,
                     is_adls_put_header,
                 ))
@@ -410,7 +414,7 @@ fn adls_patch(
         &[("action", action), ("position", &position.to_string())],
     );
     Ok(with_headers(
-        Request::new(Method::Patch, url),
+        Request::to_issued(Method::Patch, url),
         &info.headers,
         is_adls_patch_header,
     ))
