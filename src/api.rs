@@ -200,9 +200,15 @@ impl ErrorKind {
 pub struct CopyError {
     pub kind: ErrorKind,
     pub message: String,
-    /// The server's own error code (e.g. `RESOURCE_ALREADY_EXISTS`) when a server answered.
+    /// The server's own error code (e.g. `RESOURCE_ALREADY_EXISTS`) when a server answered,
+    /// or [`MAYBE_CREATED`].
     pub code: Option<String>,
 }
+
+/// The `code` of a failed create that the server may nevertheless have carried out: its answer
+/// was lost, or was a 500, 502 or 504 (MLflow's client retries those, and a workspace may have
+/// created the run before failing). Look for the object before sending the create again.
+pub const MAYBE_CREATED: &str = "MLFLOW_COPY_MAYBE_CREATED";
 
 impl CopyError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
@@ -223,6 +229,14 @@ impl CopyError {
     }
     pub fn upstream(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Upstream, message)
+    }
+
+    /// The error, marked as that of a create the server may have carried out.
+    pub fn maybe_created(self) -> CopyError {
+        CopyError {
+            code: Some(MAYBE_CREATED.to_string()),
+            ..self
+        }
     }
 
     /// Whether a server answered with this MLflow error code.

@@ -40,7 +40,8 @@ impl Side {
 pub trait Authorizer {
     /// The header value, if the server takes one (fetched first, for a token that expires).
     fn header(&self) -> Result<Option<String>, crate::api::CopyError>;
-    /// After the server answered 401: drops a cached token; whether a retry may help.
+    /// After the server refused the credentials (401, or 403 for an expired OAuth token):
+    /// drops a cached token; whether a retry may help.
     fn refresh(&self) -> bool {
         false
     }

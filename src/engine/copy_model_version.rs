@@ -15,6 +15,7 @@ use super::lineage;
 use super::mlmodel::{self, IdMap};
 use super::models;
 use super::version_source::{self, Copies, Repointed, SourceRef};
+use super::create_once::create_once;
 use super::Copier;
 use crate::api::{
     CopyError, CopyModelVersionReport, CopyModelVersionRequest, CopyRunRequest, ErrorKind, Outcome,
@@ -151,11 +152,13 @@ pub fn copy_model_version(
                 description: version.description.clone(),
                 tags: tags.clone(),
             };
-            let created = c
-                .dst
-                .registry
-                .create_model_version(&request.dst_model, &new)
-                .with_context(|| format!("creating a version of {:?}", request.dst_model))?;
+            let registry = c.dst.registry.as_ref();
+            let created = create_once(
+                c,
+                || registry.create_model_version(&request.dst_model, &new),
+                || found_copy(c, &request.dst_model, &target),
+            )
+            .with_context(|| format!("creating a version of {:?}", request.dst_model))?;
             let created = match &files {
                 Some(files) => write_files(c, &request.dst_model, created, files, &ids, false)?,
                 None => created,
@@ -470,6 +473,15 @@ fn earlier_copy(
     dst_model: &str,
     target: &Repointed,
 ) -> anyhow::Result<Option<ModelVersion>> {
+    Ok(found_copy(c, dst_model, target)?)
+}
+
+/// `earlier_copy`, for a create that may have happened.
+fn found_copy(
+    c: &Copier,
+    dst_model: &str,
+    target: &Repointed,
+) -> Result<Option<ModelVersion>, CopyError> {
     let versions = c.dst.registry.versions(dst_model)?;
     // A version whose registration failed is left as it is; a new one is made.
     Ok(versions
@@ -491,11 +503,13 @@ fn create_registered_model(
         .iter()
         .map(|t| KeyValue::new(c.dst.registry.tag_key(&t.key), &t.value))
         .collect();
-    match c
-        .dst
-        .registry
-        .create_registered_model(name, source.description.as_deref(), &tags)
-    {
+    let registry = c.dst.registry.as_ref();
+    let created = create_once(
+        c,
+        || registry.create_registered_model(name, source.description.as_deref(), &tags),
+        || Ok(registry.registered_model(name)?.map(|_| ())),
+    );
+    match created {
         Ok(()) => Ok(()),
         // Created in the meantime by someone else: then it is theirs, leave it alone.
         Err(e) if e.has_code("RESOURCE_ALREADY_EXISTS") => Ok(()),

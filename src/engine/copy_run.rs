@@ -15,6 +15,7 @@ use super::metric_pipeline::{Entities, MetricPipeline};
 use super::metrics::{ModelLinks, MAX_PARAMS_TAGS_PER_BATCH};
 use super::mlmodel::IdMap;
 use super::models::{self, ModelCopy};
+use super::create_once::create_once;
 use super::Copier;
 use crate::api::{CopyError, CopyRunReport, CopyRunRequest, Outcome};
 use crate::stores::model::{ArtifactRoot, KeyValue, LoggedModel, NewRun, Owner, Run, RunInfo};
@@ -35,7 +36,7 @@ pub fn copy_run(c: &mut Copier, request: &CopyRunRequest) -> anyhow::Result<Copy
     // run or a refused credential must leave nothing behind.
     let source = read_source(c, &request.run_id)?;
     let dst_experiment_id =
-        destination_experiment(c.dst.tracking.as_ref(), &request.experiment_name)?;
+        destination_experiment(c, &request.experiment_name)?;
     let mut report = copy_one(c, &source, &dst_experiment_id, None)?;
     if request.copy_children {
         let mut children = Vec::new();
@@ -84,10 +85,13 @@ fn copy_children(
 }
 
 /// The id of the destination experiment of that name, created if missing.
-fn destination_experiment(dst: &dyn Tracking, name: &str) -> anyhow::Result<String> {
+fn destination_experiment(c: &Copier, name: &str) -> anyhow::Result<String> {
+    let dst = c.dst.tracking.as_ref();
     let found = match dst.experiment_by_name(name)? {
         Some(found) => found,
-        None => match dst.create_experiment(name) {
+        None => match create_once(c, || dst.create_experiment(name), || {
+            Ok(dst.experiment_by_name(name)?.map(|e| e.experiment_id))
+        }) {
             Ok(id) => return Ok(id),
             // Someone created it in the meantime.
             Err(e) if e.has_code("RESOURCE_ALREADY_EXISTS") => {
@@ -169,15 +173,15 @@ fn earlier_copies(
     c: &Copier,
     dst_experiment_id: &str,
     src_run_id: &str,
-) -> anyhow::Result<Vec<Run>> {
+) -> Result<Vec<Run>, CopyError> {
     let src_server = c.src.tracking.server();
-    Ok(c.dst.tracking.runs_with_tags(
+    c.dst.tracking.runs_with_tags(
         dst_experiment_id,
         &[
             (lineage::SRC_RUN_ID, src_run_id),
             (lineage::SRC_TRACKING_URI, &src_server),
         ],
-    )?)
+    )
 }
 
 fn copy_one(
@@ -518,10 +522,13 @@ fn create_run(c: &mut Copier, src: &Run, dst_experiment_id: &str) -> anyhow::Res
         user_id: src.info.user_id.clone().filter(|u| !u.is_empty()),
         tags,
     };
-    let info = c
-        .dst
-        .tracking
-        .create_run(dst_experiment_id, &new)
+    // A create whose answer was lost may have made the run: it is found by its lineage tags
+    // (racing copies are sorted out after the create, whichever run this is).
+    let found = || {
+        let copies = earlier_copies(c, dst_experiment_id, &src.info.run_id)?;
+        Ok(copies.into_iter().map(|r| r.info).min_by(|a, b| a.run_id.cmp(&b.run_id)))
+    };
+    let info = create_once(c, || c.dst.tracking.create_run(dst_experiment_id, &new), found)
         .with_context(|| {
             format!("creating the destination run in experiment {dst_experiment_id}")
         })?;

@@ -4,6 +4,7 @@
 pub mod artifacts;
 pub mod copy_model_version;
 pub mod copy_run;
+pub mod create_once;
 pub mod lineage;
 pub mod metric_pipeline;
 pub mod metrics;

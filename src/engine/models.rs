@@ -2,6 +2,7 @@
 //! with the same name, type, params, tags, metrics and status, and linked to the copied run.
 
 use super::lineage;
+use super::create_once::create_once;
 use super::Copier;
 use crate::stores::model::{
     ArtifactRoot, KeyValue, LoggedModel, Metric, ModelOutput, NewLoggedModel, Owner, Run,
@@ -95,9 +96,18 @@ pub fn create_copies(
                     tags,
                     source_run_id: source_run.map(str::to_string),
                 };
-                c.dst
-                    .tracking
-                    .create_logged_model(dst_experiment_id, &new)
+                let tracking = c.dst.tracking.as_ref();
+                let found = || {
+                    let copies = tracking.logged_models_with_tag(
+                        dst_experiment_id,
+                        lineage::SRC_MODEL_ID,
+                        &src_id,
+                    )?;
+                    // This copy's, not one an earlier copy of another run made of it.
+                    let ours = |m: &LoggedModel| m.info.source_run_id == new.source_run_id;
+                    Ok(copies.into_iter().find(ours))
+                };
+                create_once(c, || tracking.create_logged_model(dst_experiment_id, &new), found)
                     .map(|m| (m.info.model_id, m.info.artifact_uri))
                     .with_context(|| format!("creating the copy of logged model {src_id}"))?
             }

@@ -45,10 +45,7 @@ fn world() -> World {
     let http = FakeHttp {
         servers: vec![src.clone(), dst.clone()],
     };
-    let policy = RetryPolicy {
-        base_delay: Duration::ZERO,
-        ..RetryPolicy::default()
-    };
+    let policy = RetryPolicy::without_waits();
     let transport = Rc::new(Transport::new(Box::new(http), policy));
     World {
         src,
@@ -1119,4 +1116,32 @@ fn a_unity_catalog_version_left_pending_is_finished_by_the_same_command() {
 
 fn the_source_run(src: &FakeServer) -> String {
     src.state.borrow().runs[0].info.run_id.clone()
+}
+
+#[test]
+fn creates_whose_answers_are_lost_are_found_not_made_twice() {
+    let w = world();
+    let run_id = seed_version(&w.src);
+    for op in [
+        "create_experiment",
+        "create_run",
+        "create_logged_model",
+        "create_registered_model",
+        "create_model_version",
+    ] {
+        w.dst.lose_answer(op);
+    }
+    let mut progress = Recorded::default();
+    let report = copy_model_version(&mut w.copier(&w.dst, &mut progress), &version_request(true))
+        .map_err(|e| CopyError::from_chain(&e))
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::Created);
+    assert_faithful(&w, &run_id);
+    let state = w.dst.state.borrow();
+    assert_eq!(state.experiments.len(), 1);
+    assert_eq!(state.runs.len(), 1, "one run, though its create was answered 500");
+    assert_eq!(state.models.len(), 1);
+    assert_eq!(state.registered.len(), 1);
+    assert_eq!(state.versions.len(), 1);
+    assert_eq!(report.dst_version, "1");
 }

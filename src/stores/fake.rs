@@ -52,6 +52,8 @@ pub struct FakeServer {
     racing: RefCell<Option<(&'static str, String, Run)>>,
     /// A run its writer deletes just before the next `get_run` of it (stepping aside).
     vanishing: RefCell<Option<String>>,
+    /// Creates carried out whose answer is then lost (see `lose_answer`).
+    lost_answers: RefCell<Vec<&'static str>>,
     /// Whether the registry behaves as Unity Catalog does: versions keep their own files
     /// (created pending, finalized once an `MLmodel` is there), no stages, `_` tag keys,
     /// signatures required.
@@ -66,6 +68,7 @@ impl FakeServer {
             faults: RefCell::new(Vec::new()),
             racing: RefCell::new(None),
             vanishing: RefCell::new(None),
+            lost_answers: RefCell::new(Vec::new()),
             unity_catalog: std::cell::Cell::new(false),
         })
     }
@@ -92,6 +95,24 @@ impl FakeServer {
     /// Has the run's writer delete it just before the next look at it.
     pub fn vanish_on_next_look(&self, run_id: &str) {
         *self.vanishing.borrow_mut() = Some(run_id.to_string());
+    }
+
+    /// Makes the next create `op` happen, and its answer be lost (a 500 after the fact).
+    pub fn lose_answer(&self, op: &'static str) {
+        self.lost_answers.borrow_mut().push(op);
+    }
+
+    /// The answer to a create carried out, unless it is to be lost.
+    fn answer<T>(&self, op: &'static str, value: T) -> Result<T, CopyError> {
+        let mut lost = self.lost_answers.borrow_mut();
+        match lost.iter().position(|o| *o == op) {
+            Some(at) => {
+                lost.remove(at);
+                Err(CopyError::upstream(format!("{}: HTTP 500 answering {op}", self.name))
+                    .maybe_created())
+            }
+            None => Ok(value),
+        }
     }
 
     /// Makes the call of `op` after `succeed_first` successful ones fail (once).
@@ -335,7 +356,7 @@ impl Tracking for FakeServer {
             ..Run::default()
         };
         let id = self.add_run(experiment_id, run, Vec::new());
-        Ok(self.run(&id).info)
+        self.answer("create_run", self.run(&id).info)
     }
 
     fn update_run(
@@ -421,7 +442,7 @@ impl Tracking for FakeServer {
             artifact_location: format!("fake://{}/{id}", self.name),
             lifecycle_stage: "active".into(),
         });
-        Ok(id)
+        self.answer("create_experiment", id)
     }
 
     fn get_logged_model(&self, model_id: &str) -> Result<LoggedModel, CopyError> {
@@ -495,7 +516,7 @@ impl Tracking for FakeServer {
             },
         };
         self.state.borrow_mut().models.push(model.clone());
-        Ok(model)
+        self.answer("create_logged_model", model)
     }
 
     fn finalize_logged_model(&self, model_id: &str, status: &str) -> Result<(), CopyError> {
@@ -601,7 +622,7 @@ impl Registry for FakeServer {
             tags: tags.to_vec(),
             aliases: Vec::new(),
         });
-        Ok(())
+        self.answer("create_registered_model", ())
     }
 
     fn model_version(&self, name: &str, version: &str) -> Result<ModelVersion, CopyError> {
@@ -655,7 +676,7 @@ impl Registry for FakeServer {
             ..ModelVersion::default()
         };
         self.state.borrow_mut().versions.push(created.clone());
-        Ok(created)
+        self.answer("create_model_version", created)
     }
 
     fn set_version_tag(

@@ -5,6 +5,7 @@
 //! HTTP (`wasi_http`); the retry loops here are host-independent and unit-tested with a scripted
 //! `Http`.
 
+pub mod credential;
 pub mod hosts;
 pub mod multipart;
 pub mod retry;
@@ -12,6 +13,7 @@ pub mod retry;
 pub mod wasi_http;
 
 use crate::api::CopyError;
+pub use credential::Credential;
 pub use hosts::{Caller, HostPolicy, ALLOWED_HOSTS_VAR};
 pub use multipart::Multipart;
 use multipart::Parted;
@@ -53,6 +55,9 @@ pub struct Request {
     /// issued temporary credentials for): it may go to a host the allow-list does not name
     /// (see `hosts::HostPolicy`), and it never carries credentials of ours.
     pub issued: bool,
+    /// The server's credentials, added as a header when the request is sent (see
+    /// `Request::ready_to_send`).
+    pub credential: Option<Credential>,
 }
 
 impl Request {
@@ -63,7 +68,14 @@ impl Request {
             headers: Vec::new(),
             body: Vec::new(),
             issued: false,
+            credential: None,
         }
+    }
+
+    /// The request with the server's credentials, added when it is sent.
+    pub fn with_credential(mut self, credential: Credential) -> Request {
+        self.credential = Some(credential);
+        self
     }
 
     /// Marks the URL as handed out by a server of the copy (see `issued`).
@@ -218,8 +230,14 @@ pub const TIMEOUT_VAR: &str = "MLFLOW_HTTP_REQUEST_TIMEOUT";
 /// How often a failed request is retried, as for MLflow.
 pub const MAX_RETRIES_VAR: &str = "MLFLOW_HTTP_REQUEST_MAX_RETRIES";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Seconds of the backoff's base, doubled each retry, as for MLflow.
+pub const BACKOFF_FACTOR_VAR: &str = "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR";
+/// Seconds of random jitter at most added to each backoff, as for MLflow.
+pub const BACKOFF_JITTER_VAR: &str = "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER";
 /// MLflow caps its own retries at 10 too.
 const MAX_RETRIES_LIMIT: u32 = 10;
+/// And its backoff factor at 120 (`_MLFLOW_HTTP_REQUEST_MAX_BACKOFF_FACTOR_LIMIT`).
+const MAX_BACKOFF_FACTOR: f64 = 120.0;
 
 /// The bounds of every request, from the environment variables MLflow users know.
 #[derive(Debug, Clone, PartialEq)]
@@ -265,11 +283,17 @@ impl Settings {
             }
             policy.max_attempts = retries as u32 + 1;
         }
-        // A request that timed out is retried like any transient failure: each attempt may
-        // use the whole timeout.
-        policy.max_elapsed = policy
-            .max_elapsed
-            .max((timeout + policy.max_delay) * policy.max_attempts);
+        if let Some(factor) = number(BACKOFF_FACTOR_VAR)? {
+            if factor > MAX_BACKOFF_FACTOR {
+                return Err(CopyError::bad_input(format!(
+                    "{BACKOFF_FACTOR_VAR} must be at most {MAX_BACKOFF_FACTOR}"
+                )));
+            }
+            policy.backoff_factor = Duration::from_secs_f64(factor);
+        }
+        if let Some(jitter) = number(BACKOFF_JITTER_VAR)? {
+            policy.backoff_jitter = Duration::from_secs_f64(jitter.min(MAX_BACKOFF_FACTOR));
+        }
         Ok(Settings {
             timeout,
             policy,
@@ -620,24 +644,16 @@ struct Attempt {
 
 impl Attempts for Retrying<'_> {
     fn next(&mut self) -> Option<(usize, Request)> {
-        let now = Instant::now();
-        let retry = self
-            .open
-            .iter_mut()
-            .find(|(_, a)| a.due.is_some_and(|due| due <= now));
-        if let Some((&id, attempt)) = retry {
-            attempt.due = None;
-            return Some((id, attempt.request.clone()));
+        loop {
+            let (id, request) = self.next_attempt()?;
+            match request.ready_to_send() {
+                Ok(ready) => return Some((id, ready)),
+                Err(error) => {
+                    self.open.remove(&id);
+                    self.calls.answer(id, Err(error));
+                }
+            }
         }
-        let (id, request) = self.calls.next()?;
-        let attempt = Attempt {
-            request: request.clone(),
-            attempts: 0,
-            first_sent: now,
-            due: None,
-        };
-        self.open.insert(id, attempt);
-        Some((id, request))
     }
 
     fn answer(&mut self, id: usize, answer: Result<Response, SendError>) {
@@ -677,6 +693,30 @@ impl Attempts for Retrying<'_> {
     }
 }
 
+impl Retrying<'_> {
+    /// A retry that is due, else the caller's next request (not yet given its credentials).
+    fn next_attempt(&mut self) -> Option<(usize, Request)> {
+        let now = Instant::now();
+        let retry = self
+            .open
+            .iter_mut()
+            .find(|(_, a)| a.due.is_some_and(|due| due <= now));
+        if let Some((&id, attempt)) = retry {
+            attempt.due = None;
+            return Some((id, attempt.request.clone()));
+        }
+        let (id, request) = self.calls.next()?;
+        let attempt = Attempt {
+            request: request.clone(),
+            attempts: 0,
+            first_sent: now,
+            due: None,
+        };
+        self.open.insert(id, attempt);
+        Some((id, request))
+    }
+}
+
 /// `Http` plus the retry policy: what store clients use.
 pub struct Transport {
     http: Box<dyn Http>,
@@ -690,6 +730,17 @@ const OPEN_AHEAD_PER_SLOT: usize = 4;
 impl Transport {
     pub fn new(http: Box<dyn Http>, policy: RetryPolicy) -> Transport {
         Transport { http, policy }
+    }
+
+    /// The wait before retry number `retry` (0 for the first) of something the transport does
+    /// not send itself (a create looked for before it is sent again).
+    pub fn backoff(&self, retry: u32) -> Duration {
+        self.policy.delay(retry, None, retry::jitter())
+    }
+
+    /// How many times anything is tried, the first included.
+    pub fn max_attempts(&self) -> u32 {
+        self.policy.max_attempts
     }
 
     /// Sends a request, retrying connection failures and transient statuses (408, 429, 5xx).
@@ -716,7 +767,18 @@ impl Transport {
         let mut attempts = 0;
         while !pending.is_empty() {
             attempts += 1;
-            let batch: Vec<Request> = pending.iter().map(|&i| requests[i].clone()).collect();
+            // Credentials are added to each attempt as it is sent.
+            let mut batch = Vec::new();
+            pending.retain(|&i| match requests[i].ready_to_send() {
+                Ok(ready) => {
+                    batch.push(ready);
+                    true
+                }
+                Err(error) => {
+                    results[i] = Some(Err(error));
+                    false
+                }
+            });
             let answers = self.http.send_all(&batch, concurrency);
             let (mut again, mut asked) = (Vec::new(), None);
             for (&i, answer) in pending.iter().zip(answers) {
@@ -904,7 +966,7 @@ impl Transport {
             let first = *file.budget.first_failure.get_or_insert(now);
             // A signed URL that is refused has expired, most likely: once, a fresh one.
             let refused = credentials_refused(failure.status, &failure.message);
-            let expired = file.signed && refused && file.first_refusal();
+            let expired = refused && file.refreshable() && file.first_refusal();
             let attempts = file.budget.attempts;
             let delay = self
                 .policy
@@ -936,6 +998,9 @@ struct FileState {
     size: u64,
     /// Whether its requests are signed URLs (a refusal may mean they expired).
     signed: bool,
+    /// The credentials its requests carry to their servers (a refusal may mean a token
+    /// expired: they are refreshed, and the file sent again once).
+    credentials: Vec<Credential>,
     budget: FileBudget,
     /// A file written in parts: the upload begun, and the parts accepted.
     parted: Option<Parted>,
@@ -948,9 +1013,11 @@ impl FileState {
         self.label = job.label;
         self.size = job.size;
         let download = job.download;
+        self.credentials = download.request.credential.iter().cloned().collect();
         let (offset, parts) = match job.upload.kind {
             UploadKind::Whole { request, signed } => {
                 self.signed = download.signed || signed;
+                self.credentials.extend(request.credential.clone());
                 let part = Part {
                     request,
                     length: job.size,
@@ -971,8 +1038,25 @@ impl FileState {
                 (offset, parts)
             }
         };
+        // Credentials are added now, as the transfer starts (the file may have been opened a
+        // while ago), and again for each retry.
+        let ready = |request: &Request| {
+            request.ready_to_send().map_err(|e| CopyError {
+                message: format!("{}: {}", self.label, e.message),
+                ..CopyError::from(e)
+            })
+        };
+        let parts = parts
+            .into_iter()
+            .map(|part| {
+                Ok(Part {
+                    request: ready(&part.request)?,
+                    length: part.length,
+                })
+            })
+            .collect::<Result<Vec<Part>, CopyError>>()?;
         Ok(Some(StreamJob {
-            download: download.request,
+            download: ready(&download.request)?,
             offset,
             size: job.size,
             parts,
@@ -1010,6 +1094,13 @@ impl FileState {
                 ..FileBudget::default()
             };
         }
+    }
+
+    /// Whether fresh credentials may cure a refusal: signed URLs are signed again when the
+    /// file is reopened, and a token the file's requests carry is fetched again.
+    fn refreshable(&self) -> bool {
+        let refreshed = self.credentials.iter().filter(|c| c.refresh()).count();
+        self.signed || refreshed > 0
     }
 
     /// Whether this refusal of a signed request is its first (then the next attempt gets
@@ -1144,7 +1235,7 @@ fn stream_error(label: &str, failure: &StreamFailure, attempts: u32) -> Error {
     }
 }
 
-fn sleep(wait: Duration) {
+pub fn sleep(wait: Duration) {
     if !wait.is_zero() {
         std::thread::sleep(wait);
     }
@@ -1237,9 +1328,10 @@ mod tests {
             sent: sent.clone(),
             stream_rounds: RefCell::new(VecDeque::new()),
         };
+        // Five attempts, as the scripts below are written for.
         let policy = RetryPolicy {
-            base_delay: Duration::ZERO,
-            ..RetryPolicy::default()
+            max_attempts: 5,
+            ..RetryPolicy::without_waits()
         };
         (Transport::new(Box::new(http), policy), sent)
     }
@@ -1330,13 +1422,16 @@ mod tests {
         let env = fixed_env;
         let default = Settings::from_env(&env(&[]), Caller::User).unwrap();
         assert_eq!(default.timeout, Duration::from_secs(120));
-        assert_eq!(default.policy.max_attempts, 5);
+        assert_eq!(default.policy.max_attempts, 8);
+        assert_eq!(default.policy.backoff_factor, Duration::from_secs(2));
         assert_eq!(default.hosts, HostPolicy::any());
         let set = Settings::from_env(
             &env(&[
                 ("MLFLOW_HTTP_REQUEST_TIMEOUT", "2.5"),
                 ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1"),
                 ("MLFLOW_COPY_ALLOWED_HOSTS", "h:1"),
+                ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0.5"),
+                ("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0"),
             ]),
             Caller::User,
         )
@@ -1344,6 +1439,8 @@ mod tests {
         assert_eq!(set.timeout, Duration::from_millis(2500));
         assert_eq!(set.policy.max_attempts, 2);
         assert!(set.hosts.listed().is_some());
+        assert_eq!(set.policy.backoff_factor, Duration::from_millis(500));
+        assert_eq!(set.policy.backoff_jitter, Duration::ZERO);
         for bad in [
             ("MLFLOW_HTTP_REQUEST_TIMEOUT", "soon"),
             ("MLFLOW_HTTP_REQUEST_TIMEOUT", "0"),
@@ -1499,7 +1596,7 @@ mod tests {
         // The whole transfer may take longer than one file's retry budget: a long file
         // (300 ms) must not use up the time of the file that fails after it.
         let (mut t, _) = transport(vec![]);
-        t.policy.max_elapsed = Duration::from_millis(200);
+        t.policy.max_elapsed = Some(Duration::from_millis(200));
         t.http = Box::new(Scripted {
             answers: RefCell::new(VecDeque::new()),
             sent: Default::default(),

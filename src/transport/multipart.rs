@@ -164,7 +164,6 @@ mod tests {
     use std::cell::RefCell;
     use std::collections::VecDeque;
     use std::rc::Rc;
-    use std::time::Duration;
     use url::Url;
 
     /// What the store's side of a multipart upload was asked.
@@ -264,9 +263,8 @@ mod tests {
 
     fn transport(http: Scripted, max_attempts: u32) -> Transport {
         let policy = RetryPolicy {
-            base_delay: Duration::ZERO,
             max_attempts,
-            ..RetryPolicy::default()
+            ..RetryPolicy::without_waits()
         };
         Transport::new(Box::new(http), policy)
     }

@@ -3,26 +3,36 @@
 
 use std::time::{Duration, SystemTime};
 
-/// Exponential backoff with jitter, bounded in attempts and in total time.
+/// Exponential backoff with jitter, bounded in attempts, as MLflow's own client retries
+/// (urllib3's `Retry` as `mlflow/utils/request_utils.py` configures it, with the defaults of
+/// `mlflow/environment_variables.py`): no wait before the first retry, then
+/// `backoff_factor * 2^retry` (4, 8, 16, 32, 64 s with the default factor of 2), at most
+/// `max_delay`, plus up to `backoff_jitter` of random jitter. Seven retries ride out about four
+/// minutes of throttling. A server's `Retry-After` replaces the backoff (as urllib3 does), up
+/// to `max_delay`: a server cannot park a copy for longer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included.
     pub max_attempts: u32,
-    /// Delay before the first retry (before jitter); doubles each retry.
-    pub base_delay: Duration,
-    /// No single backoff delay is longer than this (a server's `Retry-After` may ask for more).
+    /// `MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR`.
+    pub backoff_factor: Duration,
+    /// `MLFLOW_HTTP_REQUEST_BACKOFF_JITTER`.
+    pub backoff_jitter: Duration,
+    /// No wait is longer than this (urllib3's `DEFAULT_BACKOFF_MAX`).
     pub max_delay: Duration,
-    /// Give up rather than start a wait that would end later than this after the first attempt.
-    pub max_elapsed: Duration,
+    /// Give up rather than start a wait that would end later than this after the first
+    /// attempt. Unset, as in MLflow: each attempt is bounded by the request timeout instead.
+    pub max_elapsed: Option<Duration>,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            max_attempts: 5,
-            base_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(15),
-            max_elapsed: Duration::from_secs(120),
+            max_attempts: 8,
+            backoff_factor: Duration::from_secs(2),
+            backoff_jitter: Duration::from_secs(1),
+            max_delay: Duration::from_secs(120),
+            max_elapsed: None,
         }
     }
 }
@@ -39,25 +49,36 @@ pub fn is_not_processed_status(status: u16) -> bool {
 }
 
 impl RetryPolicy {
-    /// The wait before retry number `retry` (0 for the first retry). `jitter` in `[0, 1)` spreads
-    /// the wait over `[d/2, d)` so that many clients do not retry in lockstep. A server's
-    /// `Retry-After` is a lower bound.
-    pub fn delay(&self, retry: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
-        let exp = self
-            .base_delay
-            .saturating_mul(1u32.checked_shl(retry.min(20)).unwrap_or(u32::MAX));
-        let capped = exp.min(self.max_delay);
-        let jittered = capped.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0));
-        match retry_after {
-            Some(asked) => asked.max(jittered),
-            None => jittered,
+    /// Retries at once, for tests.
+    #[cfg(test)]
+    pub fn without_waits() -> RetryPolicy {
+        RetryPolicy {
+            backoff_factor: Duration::ZERO,
+            backoff_jitter: Duration::ZERO,
+            ..RetryPolicy::default()
         }
+    }
+
+    /// The wait before retry number `retry` (0 for the first retry); `jitter` in `[0, 1)` is
+    /// the share of `backoff_jitter` added.
+    pub fn delay(&self, retry: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
+        if let Some(asked) = retry_after {
+            return asked.min(self.max_delay);
+        }
+        let doubling = if retry == 0 {
+            0
+        } else {
+            1u32.checked_shl(retry.min(20)).unwrap_or(u32::MAX)
+        };
+        let backoff = self.backoff_factor.saturating_mul(doubling);
+        let jitter = self.backoff_jitter.mul_f64(jitter.clamp(0.0, 1.0));
+        (backoff + jitter).min(self.max_delay)
     }
 
     /// Whether another attempt may start: `attempts` made so far, `elapsed` since the first one,
     /// and the wait that would come before it.
     pub fn may_retry(&self, attempts: u32, elapsed: Duration, wait: Duration) -> bool {
-        attempts < self.max_attempts && elapsed + wait <= self.max_elapsed
+        attempts < self.max_attempts && self.max_elapsed.is_none_or(|max| elapsed + wait <= max)
     }
 }
 
@@ -96,34 +117,38 @@ mod tests {
     }
 
     #[test]
-    fn delay_doubles_is_capped_and_jittered() {
+    fn delays_follow_mlflows_schedule() {
         let p = RetryPolicy::default();
-        assert_eq!(p.delay(0, None, 1.0), Duration::from_millis(500));
-        assert_eq!(p.delay(1, None, 1.0), Duration::from_millis(1000));
-        assert_eq!(p.delay(3, None, 1.0), Duration::from_millis(4000));
-        assert_eq!(p.delay(10, None, 1.0), Duration::from_secs(15));
-        assert_eq!(p.delay(40, None, 1.0), Duration::from_secs(15));
-        assert_eq!(p.delay(1, None, 0.0), Duration::from_millis(500));
-    }
-
-    #[test]
-    fn retry_after_is_a_lower_bound() {
-        let p = RetryPolicy::default();
-        assert_eq!(
-            p.delay(0, Some(Duration::from_secs(7)), 0.3),
-            Duration::from_secs(7)
-        );
-        assert_eq!(
-            p.delay(3, Some(Duration::from_millis(1)), 1.0),
-            Duration::from_secs(4)
+        let waits: Vec<u64> = (0..7).map(|r| p.delay(r, None, 0.0).as_secs()).collect();
+        assert_eq!(waits, [0, 4, 8, 16, 32, 64, 120]);
+        assert_eq!(p.delay(40, None, 0.0), Duration::from_secs(120));
+        assert_eq!(p.delay(1, None, 0.5), Duration::from_millis(4500));
+        let throttled: Duration = (0..p.max_attempts - 1).map(|r| p.delay(r, None, 0.0)).sum();
+        assert!(
+            throttled > Duration::from_secs(30),
+            "30 s of 429 are ridden out"
         );
     }
 
     #[test]
-    fn bounded_in_attempts_and_time() {
+    fn retry_after_replaces_the_backoff_up_to_the_cap() {
         let p = RetryPolicy::default();
-        assert!(p.may_retry(1, Duration::ZERO, Duration::from_secs(1)));
-        assert!(!p.may_retry(5, Duration::ZERO, Duration::ZERO));
+        assert_eq!(
+            p.delay(3, Some(Duration::from_secs(1)), 0.3),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            p.delay(0, Some(Duration::from_secs(86_400)), 0.0),
+            Duration::from_secs(120)
+        );
+    }
+
+    #[test]
+    fn bounded_in_attempts_and_optionally_in_time() {
+        let mut p = RetryPolicy::default();
+        assert!(p.may_retry(7, Duration::from_secs(900), Duration::from_secs(100)));
+        assert!(!p.may_retry(8, Duration::ZERO, Duration::ZERO));
+        p.max_elapsed = Some(Duration::from_secs(120));
         assert!(!p.may_retry(1, Duration::from_secs(100), Duration::from_secs(30)));
     }
 

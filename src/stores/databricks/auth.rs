@@ -1,6 +1,6 @@
 //! The `Authorization` header of a workspace's requests: a personal access token as it is, or
 //! an OAuth machine-to-machine token fetched with the client credentials, cached, and fetched
-//! again before it expires and after a 401.
+//! again before it expires and after a refusal (401, or the 403 real workspaces answer).
 
 use super::config::{Credentials, Workspace};
 use crate::api::{CopyError, ErrorKind};

@@ -1,14 +1,20 @@
 //! Which workspace a `databricks[://PROFILE]` URI names, and with which credentials, resolved
-//! as the Databricks SDK and CLI do it ("unified auth"):
+//! as the Databricks SDK's `Config` does it ("unified auth"), with one rule on top: a workspace's
+//! host and its credentials always come from the same place, so that no credential is ever sent
+//! to another workspace's host.
 //!
-//! 1. environment variables (`DATABRICKS_HOST`, `DATABRICKS_TOKEN`, `DATABRICKS_CLIENT_ID`,
-//!    `DATABRICKS_CLIENT_SECRET`, `DATABRICKS_AUTH_TYPE`) come first;
-//! 2. then the profile's section of the config file (`DATABRICKS_CONFIG_FILE`, default
-//!    `~/.databrickscfg`) fills in what they left unset. The file is read when a profile is
-//!    named (by the URI, or `DATABRICKS_CONFIG_PROFILE`) or when the environment gave no host or
-//!    no credential. The profile is the URI's, else `DATABRICKS_CONFIG_PROFILE`, else the
-//!    file's `[__settings__] default_profile`, else `DEFAULT`; a named profile that is missing
-//!    is an error. Sections do not inherit `[DEFAULT]` keys (as in the SDK).
+//! 1. A profile the URI names is read from the config file (`DATABRICKS_CONFIG_FILE`, default
+//!    `~/.databrickscfg`), host and credentials together; the environment's host and
+//!    credentials are not mixed in. (The SDK would let `DATABRICKS_TOKEN` win over the
+//!    profile's token and send it to the profile's host.)
+//! 2. Otherwise, when the environment names a host or any credential, the environment alone is
+//!    used and the config file is not read at all (the SDK's `_known_file_config_loader` skips
+//!    the file then): `DATABRICKS_HOST=B` without a token is an error, never B with the
+//!    `DEFAULT` profile's token.
+//! 3. Otherwise the profile `DATABRICKS_CONFIG_PROFILE` names, else the file's
+//!    `[__settings__] default_profile`, else `DEFAULT` if the file has it. A profile named by
+//!    either of the first two that is missing is an error, as in the SDK. Sections do not
+//!    inherit `[DEFAULT]` keys (as in the SDK).
 //!
 //! Hosts get `https://` when they have no scheme; one given as `http://` is used as given (for
 //! proxies and emulators).
@@ -66,6 +72,27 @@ const KEYS: [(&str, &str); 5] = [
     ("auth_type", "DATABRICKS_AUTH_TYPE"),
 ];
 
+/// Variables of the SDK's credential attributes (`ConfigAttribute(auth=…)` in the SDK's
+/// `config.py`), ours and the kinds we do not support: any of them set means "the environment
+/// configures the workspace" (rule 2).
+const CREDENTIAL_VARS: [&str; 12] = [
+    "DATABRICKS_TOKEN",
+    "DATABRICKS_CLIENT_ID",
+    "DATABRICKS_CLIENT_SECRET",
+    "DATABRICKS_USERNAME",
+    "DATABRICKS_PASSWORD",
+    "DATABRICKS_AZURE_RESOURCE_ID",
+    "ARM_CLIENT_ID",
+    "ARM_CLIENT_SECRET",
+    "ARM_TENANT_ID",
+    "ARM_USE_MSI",
+    "GOOGLE_CREDENTIALS",
+    "DATABRICKS_GOOGLE_SERVICE_ACCOUNT",
+];
+
+/// The section of the config file that holds settings, not a profile.
+const SETTINGS_SECTION: &str = "__settings__";
+
 /// Resolves the workspace for `profile` (from the URI). `env` reads variables; `read_file`
 /// reads the config file (`None` when it does not exist).
 pub fn resolve(
@@ -74,55 +101,94 @@ pub fn resolve(
     read_file: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Workspace, CopyError> {
     let var = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+    let auth_type = var("DATABRICKS_AUTH_TYPE");
+    if let Some(named) = profile {
+        return from_profile(named, true, auth_type, env, read_file);
+    }
+    let env_configures =
+        var("DATABRICKS_HOST").is_some() || CREDENTIAL_VARS.iter().any(|n| var(n).is_some());
+    if env_configures {
+        let attrs = KEYS
+            .iter()
+            .filter_map(|(key, name)| Some((*key, var(name)?)))
+            .collect();
+        return from_attrs(attrs, "environment".to_string());
+    }
+    if let Some(named) = var("DATABRICKS_CONFIG_PROFILE") {
+        return from_profile(&named, true, auth_type, env, read_file);
+    }
+    from_profile_of_file(auth_type, env, read_file)
+}
+
+/// Rule 3 without `DATABRICKS_CONFIG_PROFILE`: the file's default profile, if it has one.
+fn from_profile_of_file(
+    auth_type: Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+    read_file: &dyn Fn(&str) -> Option<String>,
+) -> Result<Workspace, CopyError> {
+    let path = config_path(env);
+    let file = read_file(&path).map(|text| parse_ini(&text));
+    let chosen = file.as_ref().and_then(|f| {
+        f.get(SETTINGS_SECTION)
+            .and_then(|s| s.get("default_profile"))
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+    });
+    match chosen {
+        Some(named) => from_profile(&named, true, auth_type, env, read_file),
+        None => from_profile("DEFAULT", false, auth_type, env, read_file),
+    }
+}
+
+/// One profile of the config file, host and credentials together. A missing profile is an
+/// error when it was asked for (`explicit`); a missing `DEFAULT` is "nothing configured".
+fn from_profile(
+    named: &str,
+    explicit: bool,
+    auth_type: Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+    read_file: &dyn Fn(&str) -> Option<String>,
+) -> Result<Workspace, CopyError> {
+    let path = config_path(env);
+    let source = format!("profile {named:?} in {path}");
+    if named == SETTINGS_SECTION {
+        return Err(CopyError::bad_input(format!(
+            "{SETTINGS_SECTION} in {path} holds settings and cannot be used as a profile"
+        )));
+    }
+    let Some(text) = read_file(&path) else {
+        if !explicit {
+            return from_attrs(HashMap::new(), "environment".to_string());
+        }
+        return Err(CopyError::bad_input(format!(
+            "Databricks profile {named:?} named, but the config file {path} cannot be read \
+             (with wasmtime, give the guest the file: --dir HOSTDIR::/cfg --env \
+             DATABRICKS_CONFIG_FILE=/cfg/.databrickscfg)"
+        )));
+    };
+    let file = parse_ini(&text);
+    let Some(section) = file.get(named) else {
+        if !explicit {
+            return from_attrs(HashMap::new(), "environment".to_string());
+        }
+        return Err(CopyError::bad_input(format!(
+            "Databricks profile {named:?} not found in {path}"
+        )));
+    };
     let mut attrs: HashMap<&str, String> = KEYS
         .iter()
-        .filter_map(|(key, name)| Some((*key, var(name)?)))
+        .filter_map(|(key, _)| Some((*key, section.get(*key).filter(|v| !v.is_empty())?.clone())))
         .collect();
-    let mut source = "environment".to_string();
-    let named = profile
-        .map(str::to_string)
-        .or_else(|| var("DATABRICKS_CONFIG_PROFILE"));
-    let env_complete = attrs.contains_key("host")
-        && (attrs.contains_key("token") || attrs.contains_key("client_id"));
-    if named.is_some() || !env_complete {
-        let path = config_path(env);
-        match read_file(&path) {
-            Some(text) => {
-                let file = parse_ini(&text);
-                let chosen = named.clone().unwrap_or_else(|| {
-                    file.get("__settings__")
-                        .and_then(|s| s.get("default_profile"))
-                        .cloned()
-                        .unwrap_or_else(|| "DEFAULT".to_string())
-                });
-                match file.get(chosen.as_str()) {
-                    Some(section) => {
-                        for (key, _) in KEYS {
-                            if let Some(value) = section.get(key).filter(|v| !v.is_empty()) {
-                                attrs.entry(key).or_insert_with(|| value.clone());
-                            }
-                        }
-                        source = format!("profile {chosen:?} in {path}");
-                    }
-                    None if named.is_some() => {
-                        return Err(CopyError::bad_input(format!(
-                            "Databricks profile {chosen:?} not found in {path}"
-                        )))
-                    }
-                    None => {}
-                }
-            }
-            None if named.is_some() => {
-                return Err(CopyError::bad_input(format!(
-                    "Databricks profile {:?} named, but the config file {path} cannot be read \
-                     (with wasmtime, give the guest the file: --dir HOSTDIR::/cfg --env \
-                     DATABRICKS_CONFIG_FILE=/cfg/.databrickscfg)",
-                    named.unwrap_or_default()
-                )))
-            }
-            None => {}
-        }
+    // The method to use is not a credential: the environment may choose it for a profile
+    // that does not say.
+    if let Some(auth_type) = auth_type {
+        attrs.entry("auth_type").or_insert(auth_type);
     }
+    from_attrs(attrs, source)
+}
+
+/// The workspace the attributes describe (`source` says where they came from, for messages).
+fn from_attrs(attrs: HashMap<&str, String>, source: String) -> Result<Workspace, CopyError> {
     let missing = |what: &str| {
         CopyError::bad_input(format!(
             "Databricks {what} not set (from {source}); set DATABRICKS_HOST with DATABRICKS_TOKEN \
@@ -287,17 +353,85 @@ client_secret = s
     }
 
     #[test]
-    fn environment_variables_win_and_the_file_path_can_be_set() {
+    fn a_profile_brings_its_own_host_and_credentials_whatever_the_environment_says() {
         let e = env(&[
             ("DATABRICKS_CONFIG_FILE", "/cfg/x"),
+            ("DATABRICKS_HOST", "b.example"),
             ("DATABRICKS_TOKEN", "from-env"),
         ]);
         let ws = resolve(Some("dev"), &e, &file).unwrap();
         assert_eq!(ws.host.as_str(), "https://dev.example/");
-        assert_eq!(ws.credentials, Credentials::Token("from-env".into()));
+        assert_eq!(ws.credentials, Credentials::Token("dapi-dev".into()));
+    }
+
+    #[test]
+    fn an_environment_that_names_a_host_or_credential_is_used_alone() {
+        let no_file = |_: &str| -> Option<String> { panic!("the config file is not read") };
         let only_env = env(&[("DATABRICKS_HOST", "e.example"), ("DATABRICKS_TOKEN", "t")]);
-        let ws = resolve(None, &only_env, &|_: &str| panic!("file not read")).unwrap();
+        let ws = resolve(None, &only_env, &no_file).unwrap();
         assert_eq!(ws.source, "environment");
+        // The case that leaked: workspace B's host, and the DEFAULT profile (workspace A) has
+        // a token. B gets an error, never A's token.
+        let host_only = env(&[("HOME", "/home/u"), ("DATABRICKS_HOST", "b.example")]);
+        let err = resolve(None, &host_only, &no_file).unwrap_err();
+        assert!(err
+            .message
+            .contains("token or client id/secret not set (from environment)"));
+        let token_only = env(&[("HOME", "/home/u"), ("DATABRICKS_TOKEN", "t")]);
+        assert!(resolve(None, &token_only, &no_file)
+            .unwrap_err()
+            .message
+            .contains("host not set"));
+        let other_kind = env(&[("HOME", "/home/u"), ("ARM_CLIENT_SECRET", "x")]);
+        assert!(
+            resolve(None, &other_kind, &no_file).is_err(),
+            "any credential counts"
+        );
+        let profile_too = env(&[
+            ("DATABRICKS_CONFIG_PROFILE", "dev"),
+            ("DATABRICKS_HOST", "e.example"),
+            ("DATABRICKS_TOKEN", "t"),
+        ]);
+        assert_eq!(
+            resolve(None, &profile_too, &no_file).unwrap().source,
+            "environment"
+        );
+    }
+
+    #[test]
+    fn the_default_profile_is_the_settings_choice_else_default() {
+        let settings = |choice: &'static str| {
+            move |path: &str| {
+                (path == "/home/u/.databrickscfg")
+                    .then(|| format!("[__settings__]\ndefault_profile = {choice}\n{FILE}"))
+            }
+        };
+        let home = env(&[("HOME", "/home/u")]);
+        let ws = resolve(None, &home, &settings("sp")).unwrap();
+        assert_eq!(ws.host.as_str(), "http://127.0.0.1:9000/");
+        let err = resolve(None, &home, &settings("gone")).unwrap_err();
+        assert!(
+            err.message.contains("profile \"gone\" not found"),
+            "{}",
+            err.message
+        );
+        let err = resolve(None, &home, &settings("__settings__")).unwrap_err();
+        assert!(
+            err.message.contains("cannot be used as a profile"),
+            "{}",
+            err.message
+        );
+        let by_env = env(&[("HOME", "/home/u"), ("DATABRICKS_CONFIG_PROFILE", "dev")]);
+        assert_eq!(
+            resolve(None, &by_env, &settings("sp"))
+                .unwrap()
+                .host
+                .as_str(),
+            "https://dev.example/"
+        );
+        let no_default = |_: &str| Some("[dev]\nhost = d\ntoken = t\n".to_string());
+        let err = resolve(None, &home, &no_default).unwrap_err();
+        assert!(err.message.contains("host not set"), "{}", err.message);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use crate::api::{CopyError, ErrorKind};
 use crate::credentials::{Authorizer, Side};
 use crate::stores::Call;
-use crate::transport::{self, Method, Request, Response, Transport};
+use crate::transport::{self, Credential, Method, Request, Response, Transport};
 use crate::uri::HttpBase;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -96,12 +96,18 @@ impl MlflowRest {
         self.base.join(path)
     }
 
-    /// Adds this server's credentials to a request for one of its URLs.
-    pub fn authorize(&self, mut request: Request) -> Result<Request, CopyError> {
-        if let Some(value) = self.auth.header()? {
-            request.headers.push(("authorization".into(), value));
-        }
-        Ok(request)
+    /// Gives a request for one of this server's URLs the server's credentials; the transport
+    /// turns them into a header each time it sends the request. (Infallible: a token is
+    /// fetched when the request is sent.)
+    pub fn authorize(&self, request: Request) -> Result<Request, CopyError> {
+        Ok(request.with_credential(Credential::new(self.auth.clone())))
+    }
+
+    /// Whether an answer refused credentials that a fresh token may cure: 401, or 403 as real
+    /// workspaces answer an expired OAuth token (n8n-io/n8n#34147; the SDK refreshes ahead).
+    /// The authorizer drops its cached token; a personal access token is not retried.
+    fn refreshed_after(&self, response: &Response) -> bool {
+        matches!(response.status, 401 | 403) && self.auth.refresh()
     }
 
     pub fn transport(&self) -> &Transport {
@@ -157,11 +163,11 @@ impl MlflowRest {
     /// An idempotent request as a call the engine sends along with other work (see
     /// `stores::Call`); its answer is read as `call` reads one.
     pub fn prepare<'s, T: DeserializeOwned + 's>(&'s self, request: Request) -> Call<'s, T> {
-        let unauthorized = request.clone();
         let request = match self.authorize(request) {
             Ok(request) => request,
             Err(e) => return Call::Done(Err(e)),
         };
+        let again = request.clone();
         // What error messages name: the call without its body (a log-batch body is large).
         let named = Request {
             body: Vec::new(),
@@ -171,8 +177,8 @@ impl MlflowRest {
             let response = answer.map_err(|e| self.named(e))?;
             // A token that expired while the call waited (short-lived OAuth tokens): sent again
             // at once with a fresh one, as `send` does.
-            if response.status == 401 && self.auth.refresh() {
-                let response = self.send(unauthorized, true)?;
+            if self.refreshed_after(&response) {
+                let response = self.send(again, true)?;
                 return self.parse(&named, &response);
             }
             if !response.is_success() {
@@ -209,23 +215,30 @@ impl MlflowRest {
 
     /// Sends a request for one of this server's URLs with its credentials; any non-2xx answer
     /// becomes an error naming the server and the call.
+    /// A create (`idempotent` false) whose answer was lost or a 500/502/504 fails with
+    /// `MAYBE_CREATED`: the caller looks for the object before creating it again.
     pub fn send(&self, request: Request, idempotent: bool) -> Result<Response, CopyError> {
+        let uncertain = |e: CopyError| if idempotent { e } else { e.maybe_created() };
         let mut refreshed = false;
         loop {
             let authorized = self.authorize(request.clone())?;
             let response = self
                 .transport
                 .send(&authorized, idempotent)
-                .map_err(|e| self.named(e))?;
+                .map_err(|e| uncertain(self.named(e)))?;
             if response.is_success() {
                 return Ok(response);
             }
-            // An expired token is fetched again once; a 401 refuses nothing else.
-            if response.status == 401 && !refreshed && self.auth.refresh() {
+            // An expired token is fetched again once.
+            if !refreshed && self.refreshed_after(&response) {
                 refreshed = true;
                 continue;
             }
-            return Err(self.error_for(&authorized, &response));
+            let error = self.error_for(&authorized, &response);
+            return Err(match response.status {
+                500 | 502 | 504 => uncertain(error),
+                _ => error,
+            });
         }
     }
 
