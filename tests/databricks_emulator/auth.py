@@ -11,6 +11,12 @@ credentials), as Databricks serves them.
 Unknown tokens are answered as Databricks does (`403 {"error_code": 403, "message": "Invalid access
 token."}`), expired OAuth tokens with `401 {"error_code": 401, "message": "Token is expired"}`, a
 request without credentials with 401.
+
+Like production (`expired_status=403`, `refuse_before_expiry=S`): public reports of real
+workspaces (n8n-io/n8n#34147 and its fix; databricks/databricks-vscode#583) say an expired M2M token
+is answered with 403, not 401, and that tokens are refused about 30 s before their expiry, which is
+why the Databricks SDK (`databricks/sdk/oauth.py`, `Refreshable`) refreshes stale tokens ahead of
+time. The exact margin of a real workspace is UNKNOWN; tests scale it to their short-lived tokens.
 """
 import base64
 import hashlib
@@ -45,9 +51,15 @@ class OAuthError(Exception):
 
 
 class Auth:
-    def __init__(self, pats, oauth_clients, oauth_token_ttl=3600.0):
+    def __init__(self, pats, oauth_clients, oauth_token_ttl=3600.0, expired_status=401,
+                 refuse_before_expiry=0.0):
         """pats: {token: user_name}; oauth_clients: {client_id: client_secret} (the service
-        principal's name is its client id, as for Databricks-managed service principals)."""
+        principal's name is its client id, as for Databricks-managed service principals).
+        expired_status: the status an expired OAuth token gets (401; 403 like production);
+        refuse_before_expiry: seconds before its expiry from which a token is refused already."""
+        self.expired_status = int(expired_status)
+        self.refuse_before_expiry = float(refuse_before_expiry)
+        self.tokens_refused = 0
         self.pats = dict(pats)
         self.oauth_clients = dict(oauth_clients)
         self.oauth_token_ttl = float(oauth_token_ttl)
@@ -114,7 +126,10 @@ class Auth:
             issued = self._issued.get(token)
         if issued is not None:
             client_id, exp = issued
-            if time.time() >= exp:
-                raise ApiError(401, "Token is expired", status=401)
+            if time.time() >= exp - self.refuse_before_expiry:
+                with self._lock:
+                    self.tokens_refused += 1
+                status = self.expired_status
+                raise ApiError(status, "Token is expired", status=status)
             return Principal(client_id, "oauth", is_service_principal=True)
         raise ApiError(403, "Invalid access token.", status=403)

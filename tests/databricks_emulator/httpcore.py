@@ -140,12 +140,23 @@ class HttpApp:
         self.requests = []
         self._lock = threading.Lock()
         self.server = None
-        self.faults = []  # [{"method", "rx", "status", "body", "headers", "times"}]
+        # [{"method", "rx", "status", "body", "headers", "times", "seconds", "performed"}]: `times`
+        # requests answer the error, or (`seconds`) every request for that long from the first
+        # one; a `performed` fault lets the request take effect and answers the error after.
+        self.faults = []
 
     def take_fault(self, method, path):
+        now = time.time()
         with self._lock:
             for f in self.faults:
-                if f["times"] > 0 and (f["method"] in (None, method)) and f["rx"].search(path):
+                if not ((f["method"] in (None, method)) and f["rx"].search(path)):
+                    continue
+                if f.get("seconds") is not None:
+                    f.setdefault("until", now + f["seconds"])
+                    if now < f["until"]:
+                        f["hits"] = f.get("hits", 0) + 1
+                        return f
+                elif f["times"] > 0:
                     f["times"] -= 1
                     return f
         return None
@@ -163,7 +174,7 @@ class HttpApp:
                 raise no_endpoint(req.method, req.path)
             req.match = m
             fault = self.take_fault(req.method, req.path)
-            if fault is not None:
+            if fault is not None and not fault.get("performed"):
                 entry["injected"] = True
                 raise ApiError(fault["body"]["error_code"], fault["body"]["message"], status=fault["status"],
                                headers=fault["headers"])
@@ -174,6 +185,10 @@ class HttpApp:
                 entry["auth"] = req.principal.kind
                 entry["user"] = req.principal.name
             resp = fn(req)
+            if fault is not None:  # performed: the answer is lost, an error goes back instead
+                entry["injected"] = True
+                raise ApiError(fault["body"]["error_code"], fault["body"]["message"], status=fault["status"],
+                               headers=fault["headers"])
         except ApiError as e:
             resp = Response(e.status, e.body(), headers=e.headers)
         except Exception as e:  # an emulator bug: answer 500 like a server would, and keep the trace

@@ -59,7 +59,8 @@ class Emulator:
                  extra_users=(), groups=("admins", "users"), extra_service_principals=(), catalogs=None,
                  uc_sdk_models_repo=False, uc_storage_mode="CUSTOMER_HOSTED", ws_aliases=False,
                  ws_registration_delay=0.0, signed_url_headers=(), workspace_id=None, name="ws", port=0,
-                 region="us-west-2", host_metadata=True, cloud="aws"):
+                 region="us-west-2", host_metadata=True, cloud="aws", expired_token_status=None,
+                 refuse_tokens_before_expiry=None, like_production=False):
         if users is None:
             users = {"dapi" + secrets.token_hex(16): "alice@example.com"}
         if oauth_clients is None:
@@ -67,6 +68,14 @@ class Emulator:
         self.users = dict(users)
         self.oauth_clients = dict(oauth_clients)
         self._oauth_token_ttl = float(oauth_token_ttl)
+        # Like production (see auth.py for the sources): expired tokens answered 403, and
+        # refused shortly before they expire (30 s of a real token's hour; scaled to a test's
+        # short-lived tokens as 30 % of their life).
+        self.like_production = like_production
+        self.expired_token_status = expired_token_status or (403 if like_production else 401)
+        if refuse_tokens_before_expiry is None:
+            refuse_tokens_before_expiry = min(30.0, 0.3 * self._oauth_token_ttl) if like_production else 0.0
+        self.refuse_tokens_before_expiry = float(refuse_tokens_before_expiry)
         self._presign_ttl = float(presign_ttl)
         self._temp_credentials_ttl = float(temp_credentials_ttl)
         self.auth = None
@@ -179,13 +188,30 @@ class Emulator:
 
     # ---- fault injection ----------------------------------------------------------------------------
     def inject_api_error(self, path_regex, status=503, error_code="TEMPORARILY_UNAVAILABLE",
-                         message="injected by the emulator", method=None, times=1, headers=None):
+                         message="injected by the emulator", method=None, times=1, headers=None,
+                         seconds=None, performed=False):
         """The next `times` API requests whose path matches answer this error (checked after routing,
         before authentication), e.g. inject_api_error("/runs/log-batch", 429, "REQUEST_LIMIT_EXCEEDED",
-        headers={"Retry-After": "1"})."""
+        headers={"Retry-After": "1"}). With `seconds`, every matching request answers it for that long
+        from the first one (a throttled API). With `performed`, the request takes effect and the
+        error is answered after (a create that happened although its answer says 500).
+        Returns the fault; its "hits" counts the requests a `seconds` fault answered."""
         import re
-        self.app.faults.append({"method": method, "rx": re.compile(path_regex), "status": status, "times": times,
-                                "body": {"error_code": error_code, "message": message}, "headers": headers or {}})
+        fault = {"method": method, "rx": re.compile(path_regex), "status": status, "times": times,
+                 "body": {"error_code": error_code, "message": message}, "headers": headers or {},
+                 "seconds": seconds, "performed": performed}
+        self.app.faults.append(fault)
+        return fault
+
+    def throttle(self, path_regex, seconds, method="POST"):
+        """Real workspaces answer bursts with `429 REQUEST_LIMIT_EXCEEDED` (documented under "Rate
+        limits" in the Databricks REST API reference; MLflow's `environment_variables.py` sets 7
+        retries because "it's common for MLflow backends to rate limit requests for more than 1
+        minute"). Whether a real 429 carries Retry-After is UNKNOWN: this one does not (the worst
+        case for a client)."""
+        return self.inject_api_error(path_regex, 429, "REQUEST_LIMIT_EXCEEDED",
+                                     "Too many requests. Please wait a moment and try again.",
+                                     method=method, seconds=seconds)
 
     def inject_storage_error(self, path_regex, status=503, code="SlowDown", message="Please reduce your request rate.",
                              method=None, times=1):
@@ -221,7 +247,9 @@ class Emulator:
                 self.ws_storage = AzureBlobStorage(presign_ttl=self._presign_ttl, name=self.name)
             else:
                 self.ws_storage = self.storage
-            self.auth = Auth(self.users, self.oauth_clients, self._oauth_token_ttl)
+            self.auth = Auth(self.users, self.oauth_clients, self._oauth_token_ttl,
+                             expired_status=self.expired_token_status,
+                             refuse_before_expiry=self.refuse_tokens_before_expiry)
             self.backend.wait()
             self.ws = Workspace(self)
             from .unity_catalog import UnityCatalog
