@@ -46,6 +46,15 @@ class Emulator:
       ws_registration_delay  seconds before a WS model version leaves PENDING_REGISTRATION (default 0)
       signed_url_headers  headers returned with each signed URL, [{"name":..., "value":...}]
       workspace_id        the x-databricks-org-id answered (default random 16 digits)
+      uc_short_error_codes  UC answers NOT_FOUND (404) / ALREADY_EXISTS (409) instead of
+                          RESOURCE_DOES_NOT_EXIST / RESOURCE_ALREADY_EXISTS (default False)
+      uc_r2               the metastore is on Cloudflare R2: new UC versions are stored at
+                          r2://<bucket>@<account>.r2.cloudflarestorage.com/... and get
+                          r2_temp_credentials (served by moto, reached at emu.s3_endpoint) (default False)
+      uc_foreign_model_id "accept" (default) or "refuse": what UC create does with a model_id that is
+                          no logged model of this workspace (real behaviour unknown)
+      uc_return_dependencies  UC get answers carry feature_deps / model_version_dependencies as
+                          created (default False: MLflow's ModelVersion proto has no such fields)
       name                a label used in bucket names
       region              the S3 region of the buckets (default us-west-2)
       port                port to listen on (default: a free one)
@@ -59,7 +68,8 @@ class Emulator:
                  extra_users=(), groups=("admins", "users"), extra_service_principals=(), catalogs=None,
                  uc_sdk_models_repo=False, uc_storage_mode="CUSTOMER_HOSTED", ws_aliases=False,
                  ws_registration_delay=0.0, signed_url_headers=(), workspace_id=None, name="ws", port=0,
-                 region="us-west-2", host_metadata=True, cloud="aws"):
+                 region="us-west-2", host_metadata=True, cloud="aws", uc_short_error_codes=False,
+                 uc_r2=False, uc_foreign_model_id="accept", uc_return_dependencies=False):
         if users is None:
             users = {"dapi" + secrets.token_hex(16): "alice@example.com"}
         if oauth_clients is None:
@@ -80,6 +90,12 @@ class Emulator:
         self.uc_sdk_models_repo = uc_sdk_models_repo
         self.uc_storage_mode = uc_storage_mode
         self.ws_aliases = ws_aliases
+        self.uc_short_error_codes = uc_short_error_codes
+        self.uc_r2 = uc_r2
+        if uc_foreign_model_id not in ("accept", "refuse"):
+            raise ValueError("uc_foreign_model_id must be 'accept' or 'refuse'")
+        self.uc_foreign_model_id = uc_foreign_model_id
+        self.uc_return_dependencies = uc_return_dependencies
         self.host_metadata = host_metadata
         if cloud not in ("aws", "azure"):
             raise ValueError("cloud must be 'aws' or 'azure'")
