@@ -239,9 +239,20 @@ impl CopyError {
         }
     }
 
-    /// Whether a server answered with this MLflow error code.
+    /// Whether a server answered with this MLflow error code, or with the short code newer
+    /// Databricks services (Unity Catalog) answer for it, which MLflow's client takes alike:
+    /// `NOT_FOUND` for `RESOURCE_DOES_NOT_EXIST` (`mlflow/tracking/client.py`),
+    /// `ALREADY_EXISTS` for `RESOURCE_ALREADY_EXISTS` (`mlflow/tracking/_model_registry/fluent.py`).
     pub fn has_code(&self, code: &str) -> bool {
-        self.code.as_deref() == Some(code)
+        let Some(own) = self.code.as_deref() else {
+            return false;
+        };
+        let long = match own {
+            "NOT_FOUND" => "RESOURCE_DOES_NOT_EXIST",
+            "ALREADY_EXISTS" => "RESOURCE_ALREADY_EXISTS",
+            other => other,
+        };
+        own == code || long == code
     }
 
     /// The kind a server's HTTP error status stands for.
@@ -294,6 +305,22 @@ mod tests {
             copy_children: false,
             concurrency: 8,
         }
+    }
+
+    #[test]
+    fn short_databricks_codes_mean_the_long_ones() {
+        let with = |code: &str| CopyError {
+            code: Some(code.into()),
+            ..CopyError::upstream("x")
+        };
+        assert!(with("NOT_FOUND").has_code("RESOURCE_DOES_NOT_EXIST"));
+        assert!(with("NOT_FOUND").has_code("NOT_FOUND"));
+        assert!(with("ALREADY_EXISTS").has_code("RESOURCE_ALREADY_EXISTS"));
+        assert!(with("RESOURCE_DOES_NOT_EXIST").has_code("RESOURCE_DOES_NOT_EXIST"));
+        // Not the other way round: a long code is not the short one.
+        assert!(!with("RESOURCE_DOES_NOT_EXIST").has_code("NOT_FOUND"));
+        assert!(!with("ENDPOINT_NOT_FOUND").has_code("RESOURCE_DOES_NOT_EXIST"));
+        assert!(!CopyError::upstream("x").has_code("NOT_FOUND"));
     }
 
     #[test]

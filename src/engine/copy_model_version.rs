@@ -151,6 +151,8 @@ pub fn copy_model_version(
                 model_id: target.model_id.clone(),
                 description: version.description.clone(),
                 tags: tags.clone(),
+                feature_deps: version.feature_deps.clone(),
+                model_version_dependencies: version.model_version_dependencies.clone(),
             };
             let registry = c.dst.registry.as_ref();
             let created = create_once(

@@ -720,6 +720,7 @@ fn seed_version(src: &FakeServer) -> String {
             KeyValue::new("validated", "yes"),
             KeyValue::new("mlflow_exim.src_version.name", "older"),
         ],
+        ..NewVersion::default()
     };
     let version = src.create_model_version("wine", &new).unwrap();
     src.transition_stage("wine", &version.version, "Production")

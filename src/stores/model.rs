@@ -262,6 +262,12 @@ pub struct ModelVersion {
     pub aliases: Vec<String>,
     /// Where a registry that keeps version files (Unity Catalog) stores this version's.
     pub storage_location: Option<String>,
+    /// Unity Catalog: the id of the workspace whose tracking server holds the version's run.
+    pub run_tracking_server_id: Option<String>,
+    /// Unity Catalog: the features and the resources (`{type, name}`) the version depends on,
+    /// when the registry's answer names them.
+    pub feature_deps: Option<String>,
+    pub model_version_dependencies: Vec<serde_json::Value>,
 }
 
 impl ModelVersion {
@@ -278,6 +284,9 @@ pub struct NewVersion {
     pub model_id: Option<String>,
     pub description: Option<String>,
     pub tags: Vec<KeyValue>,
+    /// Unity Catalog's dependency fields, carried from a source version that has them.
+    pub feature_deps: Option<String>,
+    pub model_version_dependencies: Vec<serde_json::Value>,
 }
 
 /// One principal's permission on one registered model, in the registry's own terms: an OSS

@@ -46,6 +46,20 @@ class Emulator:
       ws_registration_delay  seconds before a WS model version leaves PENDING_REGISTRATION (default 0)
       signed_url_headers  headers returned with each signed URL, [{"name":..., "value":...}]
       workspace_id        the x-databricks-org-id answered (default random 16 digits)
+      uc_short_error_codes  UC answers NOT_FOUND (404) / ALREADY_EXISTS (409) instead of
+                          RESOURCE_DOES_NOT_EXIST / RESOURCE_ALREADY_EXISTS (default False)
+      uc_r2               the metastore is on Cloudflare R2: new UC versions are stored at
+                          r2://<bucket>@<account>.r2.cloudflarestorage.com/... and get
+                          r2_temp_credentials (served by moto, reached at emu.s3_endpoint) (default False)
+      like_production     every real behaviour below that is modelled switched on (see README.md:
+                          "Like production"); the per-behaviour arguments still override it
+      expired_token_status  status of an expired OAuth token: 401, or 403 like production
+      refuse_tokens_before_expiry  seconds before expiry from which tokens are refused (production:
+                          30 % of the token's life, at most 30 s)
+      uc_foreign_model_id "accept" (default) or "refuse": what UC create does with a model_id that is
+                          no logged model of this workspace (real behaviour unknown)
+      uc_return_dependencies  UC get answers carry feature_deps / model_version_dependencies as
+                          created (default False: MLflow's ModelVersion proto has no such fields)
       name                a label used in bucket names
       region              the S3 region of the buckets (default us-west-2)
       port                port to listen on (default: a free one)
@@ -59,8 +73,9 @@ class Emulator:
                  extra_users=(), groups=("admins", "users"), extra_service_principals=(), catalogs=None,
                  uc_sdk_models_repo=False, uc_storage_mode="CUSTOMER_HOSTED", ws_aliases=False,
                  ws_registration_delay=0.0, signed_url_headers=(), workspace_id=None, name="ws", port=0,
-                 region="us-west-2", host_metadata=True, cloud="aws", expired_token_status=None,
-                 refuse_tokens_before_expiry=None, like_production=False):
+                 region="us-west-2", host_metadata=True, cloud="aws", uc_short_error_codes=None,
+                 uc_r2=False, uc_foreign_model_id=None, uc_return_dependencies=False,
+                 expired_token_status=None, refuse_tokens_before_expiry=None, like_production=False):
         if users is None:
             users = {"dapi" + secrets.token_hex(16): "alice@example.com"}
         if oauth_clients is None:
@@ -89,6 +104,19 @@ class Emulator:
         self.uc_sdk_models_repo = uc_sdk_models_repo
         self.uc_storage_mode = uc_storage_mode
         self.ws_aliases = ws_aliases
+        # Like production also for Unity Catalog: the short error codes MLflow's client accepts
+        # (which codes real UC answers is UNKNOWN: the stricter client-side case is modelled), and
+        # a foreign model_id refused (what real UC does with one is UNKNOWN; MLflow clears it).
+        if uc_short_error_codes is None:
+            uc_short_error_codes = like_production
+        if uc_foreign_model_id is None:
+            uc_foreign_model_id = "refuse" if like_production else "accept"
+        self.uc_short_error_codes = uc_short_error_codes
+        self.uc_r2 = uc_r2
+        if uc_foreign_model_id not in ("accept", "refuse"):
+            raise ValueError("uc_foreign_model_id must be 'accept' or 'refuse'")
+        self.uc_foreign_model_id = uc_foreign_model_id
+        self.uc_return_dependencies = uc_return_dependencies
         self.host_metadata = host_metadata
         if cloud not in ("aws", "azure"):
             raise ValueError("cloud must be 'aws' or 'azure'")

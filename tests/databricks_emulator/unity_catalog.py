@@ -30,6 +30,24 @@ class UnityCatalog:
         self.models = {}  # full name -> dict
         self.versions = {}  # full name -> {int version -> dict}
         self.grants = {}  # full name -> {principal -> set(privileges)}
+        # Every model-versions/create body as received, so tests can assert what a client sent
+        # (e.g. that a model_id from another workspace never arrives).
+        self.create_requests = []
+        # R2 account of the metastore when `uc_r2` is on (the host part of its r2:// locations).
+        self.r2_account = f"emu{uuid.uuid4().hex[:12]}"
+
+    # ---- error codes ---------------------------------------------------------------------------------
+    # With `uc_short_error_codes` UC answers the short codes `NOT_FOUND` / `ALREADY_EXISTS`, which
+    # MLflow's client takes as RESOURCE_DOES_NOT_EXIST / RESOURCE_ALREADY_EXISTS
+    # (mlflow/tracking/client.py for UC prompts, mlflow/tracking/_model_registry/fluent.py
+    # register_model). Which of the two a real UC model registry answers is UNKNOWN.
+    def _missing(self, message):
+        code = "NOT_FOUND" if self.emu.uc_short_error_codes else "RESOURCE_DOES_NOT_EXIST"
+        return ApiError(code, message, status=404)
+
+    def _duplicate(self, message):
+        code = "ALREADY_EXISTS" if self.emu.uc_short_error_codes else "RESOURCE_ALREADY_EXISTS"
+        return ApiError(code, message, status=409 if self.emu.uc_short_error_codes else 400)
 
     # ---- routes -----------------------------------------------------------------------------------
     def add_routes(self, r):
@@ -80,7 +98,7 @@ class UnityCatalog:
             raise ApiError("SCHEMA_DOES_NOT_EXIST", f"Schema '{catalog}.{schema}' does not exist.", status=404)
         full = f"{catalog}.{schema}.{model}"
         if must_exist and full not in self.models:
-            raise ApiError("RESOURCE_DOES_NOT_EXIST", f"Registered model '{full}' does not exist.", status=404)
+            raise self._missing(f"Registered model '{full}' does not exist.")
         return full
 
     @staticmethod
@@ -98,7 +116,7 @@ class UnityCatalog:
             raise invalid(f"Invalid model version number '{version}'.")
         mv = self.versions.get(full, {}).get(v)
         if mv is None:
-            raise ApiError("RESOURCE_DOES_NOT_EXIST", f"Model version {full}/{v} does not exist.", status=404)
+            raise self._missing(f"Model version {full}/{v} does not exist.")
         return mv
 
     # ---- answers ---------------------------------------------------------------------------------
@@ -121,6 +139,9 @@ class UnityCatalog:
                "tags": [{"key": k, "value": v} for k, v in sorted(mv["tags"].items())],
                "aliases": [{"alias": a, "version": str(mv["version"])} for a in sorted(aliases)],
                "model_id": mv["model_id"]}
+        if self.emu.uc_return_dependencies:
+            out["feature_deps"] = mv["feature_deps"]
+            out["model_version_dependencies"] = mv["model_version_dependencies"]
         return {k: v for k, v in out.items() if v not in ("", None, [])}
 
     # ---- registered models ---------------------------------------------------------------------------
@@ -134,7 +155,7 @@ class UnityCatalog:
             self.check_tag_key(t.get("key"))
         with self._lock:
             if full in self.models:
-                raise ApiError("RESOURCE_ALREADY_EXISTS", f"Registered model '{full}' already exists.", status=400)
+                raise self._duplicate(f"Registered model '{full}' already exists.")
             ts = now_ms()
             mid = str(uuid.uuid4())
             self.models[full] = {"created": ts, "updated": ts, "owner": req.principal.name, "id": mid,
@@ -158,8 +179,7 @@ class UnityCatalog:
             if new_name:
                 new_full = self.full_name(new_name, must_exist=False)
                 if new_full in self.models:
-                    raise ApiError("RESOURCE_ALREADY_EXISTS", f"Registered model '{new_full}' already exists.",
-                                   status=400)
+                    raise self._duplicate(f"Registered model '{new_full}' already exists.")
                 self.models[new_full] = self.models.pop(full)
                 self.versions[new_full] = self.versions.pop(full)
                 self.grants[new_full] = self.grants.pop(full)
@@ -219,13 +239,34 @@ class UnityCatalog:
         alias = (req.arg("alias") or "").lower()
         v = self.models[full]["aliases"].get(alias)
         if v is None:
-            raise ApiError("RESOURCE_DOES_NOT_EXIST", f"Alias '{alias}' does not exist for model '{full}'.",
-                           status=404)
+            raise self._missing(f"Alias '{alias}' does not exist for model '{full}'.")
         return Response(200, {"model_version": self._version_json(self._version(full, v))})
 
     # ---- model versions ------------------------------------------------------------------------------
+    def _check_model_id(self, model_id):
+        """`uc_foreign_model_id="refuse"`: a model_id that is no logged model of this workspace is
+        refused. What real UC does with one is UNKNOWN: MLflow's UC store clears such an id before
+        it creates the version (rest_store.py `_get_logged_model_from_model_id`, "cross-workspace
+        model copying") so that "the backend doesn't attempt to resolve an ID that doesn't exist
+        locally". The default ("accept") stores it, as this emulator always did."""
+        if not model_id or self.emu.uc_foreign_model_id != "refuse":
+            return
+        try:
+            self.emu.ws.get_logged_model(model_id)
+        except ApiError:
+            raise ApiError("RESOURCE_DOES_NOT_EXIST", f"Logged model '{model_id}' does not exist in this "
+                           "workspace.", status=404)
+
+    def _storage_location(self, prefix):
+        if self.emu.uc_r2:
+            # Unity Catalog's R2 form, parsed by mlflow/store/artifact/r2_artifact_repo.py.
+            return f"r2://{self.storage.uc_bucket}@{self.r2_account}.r2.cloudflarestorage.com/{prefix}"
+        return f"s3://{self.storage.uc_bucket}/{prefix}"
+
     def create_version(self, req):
+        self.create_requests.append(dict(req.json or {}))
         full = self.full_name(req.arg("name"))
+        self._check_model_id(req.arg("model_id"))
         source = req.arg("source")
         if not source:
             raise invalid("Missing value for required parameter 'source'.")
@@ -242,7 +283,9 @@ class UnityCatalog:
                   "description": req.arg("description") or "", "source": source, "run_id": req.arg("run_id"),
                   "run_tracking_server_id": req.arg("run_tracking_server_id"), "model_id": req.arg("model_id"),
                   "status": "PENDING_REGISTRATION", "status_message": "", "prefix": prefix,
-                  "storage_location": f"s3://{self.storage.uc_bucket}/{prefix}",
+                  "storage_location": self._storage_location(prefix),
+                  "feature_deps": req.arg("feature_deps") or "",
+                  "model_version_dependencies": list(req.json.get("model_version_dependencies") or []),
                   "tags": {t["key"]: t.get("value", "") for t in tags}}
             existing[v] = mv
         return Response(200, {"model_version": self._version_json(mv)})
@@ -261,10 +304,12 @@ class UnityCatalog:
             return Response(200, {"credentials": {"storage_mode": "DEFAULT_STORAGE",
                                                   "expiration_time": now_ms() + int(self.emu.presign_ttl * 1000)}})
         c = self.storage.temporary_credentials(self.storage.uc_bucket, mv["prefix"], write=write)
+        # An R2 location gets `r2_temp_credentials` (same three fields, `R2Credentials` in MLflow's
+        # databricks_uc_registry_messages.proto), used with S3's protocol against moto.
+        kind = "r2_temp_credentials" if mv["storage_location"].startswith("r2://") else "aws_temp_credentials"
         return Response(200, {"credentials": {
-            "aws_temp_credentials": {"access_key_id": c["access_key_id"],
-                                     "secret_access_key": c["secret_access_key"],
-                                     "session_token": c["session_token"]},
+            kind: {"access_key_id": c["access_key_id"], "secret_access_key": c["secret_access_key"],
+                   "session_token": c["session_token"]},
             "expiration_time": int(c["expires_at"] * 1000), "storage_mode": "CUSTOMER_HOSTED"}})
 
     def finalize(self, req):

@@ -71,10 +71,15 @@ pub fn connect(
     // One token (and one OAuth refresh) for the workspace's tracking and its catalog.
     let uc_rest = MlflowRest::new(base, side, auth, transport);
     let workspace = Rc::new(workspace);
+    let files = Rc::new(uc_files::VersionFiles::new(side, env)?);
     let uc = Rc::new(unity_catalog::UnityCatalog::new(uc_rest, env)?);
     Ok(Stores {
         tracking: workspace.clone(),
         registry: uc.clone(),
-        artifacts: Rc::new(uc_files::UcArtifacts { workspace, uc }),
+        artifacts: Rc::new(uc_files::UcArtifacts {
+            workspace,
+            uc,
+            files,
+        }),
     })
 }

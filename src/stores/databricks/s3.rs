@@ -77,6 +77,24 @@ impl Location {
         })
     }
 
+    /// `r2://<bucket>@<account>.r2.cloudflarestorage.com/<prefix>` (Cloudflare R2, as Unity
+    /// Catalog names R2 storage): the location and the account's S3-compatible endpoint,
+    /// `https://<account>.r2.cloudflarestorage.com` — derived as MLflow's `R2ArtifactRepository`
+    /// derives it (`mlflow/store/artifact/r2_artifact_repo.py`).
+    pub fn parse_r2(uri: &str) -> Option<(Location, Url)> {
+        let rest = uri.strip_prefix("r2://")?;
+        let (authority, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let (bucket, host) = authority.split_once('@')?;
+        let endpoint = Url::parse(&format!("https://{host}")).ok()?;
+        (!bucket.is_empty() && !host.is_empty()).then(|| {
+            let location = Location {
+                bucket: bucket.to_string(),
+                prefix: prefix.trim_matches('/').to_string(),
+            };
+            (location, endpoint)
+        })
+    }
+
     /// The key of a file below the location.
     pub fn key(&self, path: &str) -> String {
         if self.prefix.is_empty() {
@@ -395,6 +413,21 @@ mod tests {
         assert_eq!(Location::parse("abfss://x@y/z"), None);
         assert_eq!(Location::parse("gs://g/p").unwrap().key("f"), "p/f");
         assert_eq!(Location::parse("s3:///x"), None);
+        let (r2, endpoint) =
+            Location::parse_r2("r2://models@acct1.r2.cloudflarestorage.com/m/a/versions/b/")
+                .unwrap();
+        assert_eq!(
+            (r2.bucket.as_str(), r2.key("MLmodel").as_str()),
+            ("models", "m/a/versions/b/MLmodel")
+        );
+        assert_eq!(endpoint.as_str(), "https://acct1.r2.cloudflarestorage.com/");
+        assert_eq!(Location::parse_r2("r2://no-account/x"), None);
+        assert_eq!(Location::parse_r2("s3://b/x"), None);
+        // An R2 location is not an S3 one.
+        assert_eq!(
+            Location::parse("r2://models@acct1.r2.cloudflarestorage.com/m"),
+            None
+        );
     }
 
     #[test]

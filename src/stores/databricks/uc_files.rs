@@ -2,13 +2,15 @@
 //! client reaches them, in its order:
 //!
 //! 1. the Files API at `/Models/<catalog>/<schema>/<model>/<version>/…`, when the workspace
-//!    says its SDK models repository is enabled;
+//!    says its SDK models repository is enabled (or `MLFLOW_USE_DATABRICKS_SDK_MODEL_ARTIFACTS_REPO_FOR_UC`
+//!    says so; set to false, the workspace is not asked);
 //! 2. otherwise `generate-temporary-credentials` for the version, which names the storage:
 //!    - Databricks default storage: presigned URLs from `fs/create-upload-url` /
 //!      `fs/create-download-url`, listing through `fs/directories`;
 //!    - S3: requests to the version's `storage_location` signed with the temporary credentials
 //!      (SigV4 with the session token, encryption headers when asked for);
 //!    - GCS: the same object and listing protocol (GCS's XML API) with the OAuth token.
+//!    - Cloudflare R2: S3's protocol against the account endpoint of the `r2://` location.
 //!
 //! Credentials are fetched per version and direction, kept until shortly before they expire,
 //! and fetched again after that (a file retried after its URL or token was refused gets fresh
@@ -45,6 +47,7 @@ const MAX_PAGES: usize = 10_000;
 pub struct UcArtifacts {
     pub workspace: Rc<DatabricksWorkspace>,
     pub uc: Rc<UnityCatalog>,
+    pub files: Rc<VersionFiles>,
 }
 
 /// How one version's files are reached in one direction.
@@ -211,7 +214,8 @@ struct Credentials {
     aws_temp_credentials: Option<AwsCredentials>,
     azure_user_delegation_sas: Option<AzureSas>,
     gcp_oauth_token: Option<GcpToken>,
-    r2_temp_credentials: Option<Value>,
+    /// Cloudflare R2: the same three fields as AWS's (`R2Credentials` in MLflow's protos).
+    r2_temp_credentials: Option<AwsCredentials>,
     expiration_time: Option<i64>,
     storage_mode: Value,
     encryption_details: EncryptionDetails,
@@ -278,6 +282,18 @@ struct SdkRepoAnswer {
     is_databricks_sdk_models_artifact_repository_enabled: bool,
 }
 
+/// `MLFLOW_USE_DATABRICKS_SDK_MODEL_ARTIFACTS_REPO_FOR_UC` read as MLflow reads its boolean
+/// variables (`true`/`false`/`1`/`0`, any case; anything else refused).
+fn files_api_choice(value: &str) -> Result<bool, CopyError> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(CopyError::bad_input(format!(
+            "{FILES_API_VAR}={value:?}: expected true or false"
+        ))),
+    }
+}
+
 fn is_default_storage(mode: &Value) -> bool {
     mode == "DEFAULT_STORAGE" || mode.as_u64() == Some(2)
 }
@@ -294,6 +310,14 @@ fn encryption(details: &EncryptionDetails) -> Option<Encryption> {
         (Value::String(a), _) if a == "AWS_SSE_S3" => Some(Encryption::S3Managed),
         (_, Some(1)) => Some(Encryption::S3Managed),
         _ => None,
+    }
+}
+
+fn temp_credentials(keys: AwsCredentials) -> TempCredentials {
+    TempCredentials {
+        access_key_id: keys.access_key_id,
+        secret_access_key: keys.secret_access_key,
+        session_token: keys.session_token,
     }
 }
 
@@ -325,7 +349,9 @@ impl VersionFiles {
         side: Side,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<VersionFiles, CopyError> {
-        let forced = env(FILES_API_VAR).map(|v| v == "true" || v == "1");
+        let forced = env(FILES_API_VAR)
+            .map(|v| files_api_choice(&v))
+            .transpose()?;
         // `MLFLOW_SRC_S3_ENDPOINT_URL` / `MLFLOW_DST_S3_ENDPOINT_URL` for one side only (two
         // S3-compatible stores in one copy).
         let endpoint = env(&format!("MLFLOW_{}S3_ENDPOINT_URL", side.env_infix()))
@@ -334,7 +360,9 @@ impl VersionFiles {
             part_sizes: PartSizes::from_env(env)?,
             s3_endpoint: endpoint.and_then(|u| Url::parse(&u).ok()),
             region: env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")),
-            files_api: Cell::new(forced.filter(|f| *f)),
+            // Set either way, the variable decides and the workspace is not asked (as in
+            // `is_databricks_sdk_models_artifact_repository_enabled`, `_unity_catalog_utils.py`).
+            files_api: Cell::new(forced),
             granted: RefCell::new(HashMap::new()),
             regions: RefCell::new(HashMap::new()),
         })
@@ -412,18 +440,12 @@ impl VersionFiles {
         if is_default_storage(&c.storage_mode) {
             return Ok((Access::DefaultStorage, renew));
         }
-        let unsupported = |kind: &str| {
-            CopyError::upstream(format!(
-                "{}: model version {model}/{version} is stored in {kind}; mlflow-copy supports Unity \
-                 Catalog storage on S3, GCS, ADLS Gen2 and Databricks default storage (not yet {kind})",
-                uc.server()
-            ))
-        };
-        if c.r2_temp_credentials.is_some() {
-            return Err(unsupported("Cloudflare R2"));
-        }
         let stored = uc.model_version(model, version)?;
         let uri = stored.storage_location.unwrap_or_default();
+        if let Some(r2) = c.r2_temp_credentials {
+            let access = self.r2_access(uc, model, version, &uri, r2)?;
+            return Ok((Access::Bucket(Box::new(access)), renew));
+        }
         if let Some(sas) = c.azure_user_delegation_sas {
             let adls = AdlsAccess::parse(&uri, &sas.sas_token).ok_or_else(|| {
                 CopyError::upstream(format!(
@@ -437,11 +459,7 @@ impl VersionFiles {
         let location = Location::parse(&uri);
         let access = match (c.aws_temp_credentials, c.gcp_oauth_token, location) {
             (Some(aws), _, Some(location)) if uri.starts_with("s3") => {
-                let credentials = TempCredentials {
-                    access_key_id: aws.access_key_id,
-                    secret_access_key: aws.secret_access_key,
-                    session_token: aws.session_token,
-                };
+                let credentials = temp_credentials(aws);
                 BucketAccess {
                     endpoint: self.endpoint(uc, &location, &credentials)?,
                     location,
@@ -467,6 +485,39 @@ impl VersionFiles {
             }
         };
         Ok((Access::Bucket(Box::new(access)), renew))
+    }
+
+    /// A version on Cloudflare R2: S3's protocol (SigV4 with the session token) against the
+    /// account endpoint its `r2://` location names (or the configured S3 endpoint, which tests
+    /// point at an S3 emulator). R2's region is `auto` (Cloudflare's documentation; MLflow asks
+    /// `GetBucketLocation` instead) unless `AWS_REGION` says otherwise.
+    fn r2_access(
+        &self,
+        uc: &UnityCatalog,
+        model: &str,
+        version: &str,
+        uri: &str,
+        r2: AwsCredentials,
+    ) -> Result<BucketAccess, CopyError> {
+        let (location, derived) = Location::parse_r2(uri).ok_or_else(|| {
+            CopyError::upstream(format!(
+                "{}: model version {model}/{version} has R2 credentials but its storage location \
+                 {uri:?} is not an r2://<bucket>@<account host>/<path> URI",
+                uc.server()
+            ))
+        })?;
+        Ok(BucketAccess {
+            endpoint: Endpoint {
+                custom: Some(self.s3_endpoint.clone().unwrap_or(derived)),
+                region: self.region.clone().unwrap_or_else(|| "auto".into()),
+            },
+            location,
+            auth: BucketAuth::S3 {
+                credentials: temp_credentials(r2),
+                // MLflow asks R2 for no server-side encryption headers.
+                encryption: None,
+            },
+        })
     }
 
     /// The endpoint of a bucket, with its region: configured, or asked of S3 once per bucket
@@ -740,6 +791,7 @@ fn list_bucket(
 /// temporary credentials (fresh ones after a refusal).
 struct VersionFileParts {
     uc: Rc<UnityCatalog>,
+    files: Rc<VersionFiles>,
     root: ArtifactRoot,
     key: String,
     bucket: BucketAccess,
@@ -755,8 +807,8 @@ impl VersionFileParts {
     }
 
     fn refresh(&mut self) -> Result<(), CopyError> {
-        self.uc.files.forget(&self.root, true);
-        if let Access::Bucket(bucket) = self.uc.files.access(&self.uc, &self.root, true)? {
+        self.files.forget(&self.root, true);
+        if let Access::Bucket(bucket) = self.files.access(&self.uc, &self.root, true)? {
             self.bucket = *bucket;
         }
         Ok(())
@@ -848,7 +900,7 @@ impl Artifacts for UcArtifacts {
         if !is_version(root) {
             return self.workspace.list(root);
         }
-        self.uc.files.list(&self.uc, root)
+        self.files.list(&self.uc, root)
     }
 
     fn downloads(&self, root: &ArtifactRoot, paths: &[&str]) -> Result<Vec<Download>, CopyError> {
@@ -858,7 +910,7 @@ impl Artifacts for UcArtifacts {
         paths
             .iter()
             .map(|path| {
-                let (request, signed) = self.uc.files.request(&self.uc, root, path, false)?;
+                let (request, signed) = self.files.request(&self.uc, root, path, false)?;
                 Ok(if signed {
                     Download::signed(request)
                 } else {
@@ -881,7 +933,7 @@ impl Artifacts for UcArtifacts {
                 if let Some(appends) = self.adls_appends(root, &file.path, file.size)? {
                     return Ok(Upload::parts(Box::new(appends)));
                 }
-                let (request, signed) = self.uc.files.request(&self.uc, root, &file.path, true)?;
+                let (request, signed) = self.files.request(&self.uc, root, &file.path, true)?;
                 Ok(if signed {
                     Upload::signed(request)
                 } else {
@@ -896,7 +948,7 @@ impl Artifacts for UcArtifacts {
             return self.workspace.read_small(root, path);
         }
         self.once_more_if_refused(root, false, || {
-            let (request, signed) = self.uc.files.request(&self.uc, root, path, false)?;
+            let (request, signed) = self.files.request(&self.uc, root, path, false)?;
             match signed {
                 true => send_signed(&self.uc.rest, &request, path),
                 false => Ok(self.uc.rest.send(request, true)?.body),
@@ -912,7 +964,7 @@ impl Artifacts for UcArtifacts {
             return self.uc.rest.transport().send_parts(&mut appends, &body);
         }
         self.once_more_if_refused(root, true, || {
-            let (mut request, signed) = self.uc.files.request(&self.uc, root, path, true)?;
+            let (mut request, signed) = self.files.request(&self.uc, root, path, true)?;
             // The signature covers the headers, not the body (UNSIGNED-PAYLOAD).
             request.body = body.clone();
             match signed {
@@ -931,11 +983,11 @@ impl UcArtifacts {
         root: &ArtifactRoot,
         file: &FileEntry,
     ) -> Result<Option<VersionFileParts>, CopyError> {
-        let sizes = &self.uc.files.part_sizes;
+        let sizes = &self.files.part_sizes;
         if !sizes.s3_in_parts(file.size) {
             return Ok(None);
         }
-        let Access::Bucket(bucket) = self.uc.files.access(&self.uc, root, true)? else {
+        let Access::Bucket(bucket) = self.files.access(&self.uc, root, true)? else {
             return Ok(None);
         };
         if !matches!(bucket.auth, BucketAuth::S3 { .. }) {
@@ -943,6 +995,7 @@ impl UcArtifacts {
         }
         Ok(Some(VersionFileParts {
             uc: self.uc.clone(),
+            files: self.files.clone(),
             root: root.clone(),
             key: bucket.location.key(&file.path),
             bucket: *bucket,
@@ -959,13 +1012,14 @@ impl UcArtifacts {
         path: &str,
         size: u64,
     ) -> Result<Option<AdlsAppends>, CopyError> {
-        let Access::Adls(adls) = self.uc.files.access(&self.uc, root, true)? else {
+        let Access::Adls(adls) = self.files.access(&self.uc, root, true)? else {
             return Ok(None);
         };
-        let (uc, fresh_root, fresh_path) = (self.uc.clone(), root.clone(), path.to_string());
+        let (uc, files) = (self.uc.clone(), self.files.clone());
+        let (fresh_root, fresh_path) = (root.clone(), path.to_string());
         let fresh: FreshCredentials = Rc::new(move || {
-            uc.files.forget(&fresh_root, true);
-            match uc.files.access(&uc, &fresh_root, true)? {
+            files.forget(&fresh_root, true);
+            match files.access(&uc, &fresh_root, true)? {
                 Access::Adls(adls) => Ok(adls.credential(&fresh_path)),
                 _ => Err(CopyError::upstream(format!(
                     "{}: {} moved off ADLS during the copy",
@@ -982,7 +1036,7 @@ impl UcArtifacts {
                 fresh: Some(fresh),
             },
             info: adls.credential(path),
-            lengths: self.uc.files.part_sizes.adls_appends(size),
+            lengths: self.files.part_sizes.adls_appends(size),
         }))
     }
 
@@ -996,7 +1050,7 @@ impl UcArtifacts {
     ) -> Result<T, CopyError> {
         match transfer() {
             Err(e) if error_refuses_credentials(&e) => {
-                self.uc.files.forget(root, write);
+                self.files.forget(root, write);
                 transfer()
             }
             other => other,
@@ -1007,6 +1061,20 @@ impl UcArtifacts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_files_api_variable_decides_both_ways() {
+        assert!(files_api_choice("TRUE").unwrap() && files_api_choice("1").unwrap());
+        assert!(!files_api_choice("false").unwrap() && !files_api_choice("0").unwrap());
+        assert!(files_api_choice("yes").is_err());
+        let files = |value: &'static str| {
+            VersionFiles::new(Side::Dst, &move |k| {
+                (k == FILES_API_VAR).then(|| value.into())
+            })
+        };
+        assert_eq!(files("false").unwrap().files_api.get(), Some(false));
+        assert_eq!(files("true").unwrap().files_api.get(), Some(true));
+    }
 
     #[test]
     fn credentials_are_renewed_before_they_expire() {

@@ -5,14 +5,16 @@
 //! - tag keys without `. , - = / :` (translated, see [`uc_tag_key`]);
 //! - no stages (aliases only); grants instead of ACLs;
 //! - each version keeps its own files: created pending, files written to its storage
-//!   (see `uc_files`), then finalized;
+//!   (see `uc_files`, which uses this registry; this module knows nothing of files), then
+//!   finalized;
 //! - a version needs an `MLmodel` with a full signature (checked by the client, as MLflow does),
 //!   unless `MLFLOW_SKIP_SIGNATURE_CHECK_FOR_UC_REGISTRY_MIGRATION` says otherwise.
 
-use super::uc_files::VersionFiles;
 use crate::api::CopyError;
 use crate::stores::mlflow::{MlflowRest, RegistryApi};
-use crate::stores::model::{Grant, KeyValue, ModelVersion, NewVersion, RegisteredModel};
+use crate::stores::model::{
+    Grant, KeyValue, LoggedModel, ModelVersion, NewVersion, RegisteredModel,
+};
 use crate::stores::Registry;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -24,9 +26,12 @@ const UC_REGISTRY: &str = "/api/2.0/mlflow/unity-catalog";
 /// Characters Unity Catalog refuses in tag keys.
 const RESERVED_TAG_CHARS: [char; 6] = ['.', ',', '-', '=', '/', ':'];
 
+/// The header in which a workspace names its id (MLflow's UC store reads it from the GetRun
+/// answer: `_DATABRICKS_ORG_ID_HEADER` in `mlflow/store/_unity_catalog/registry/rest_store.py`).
+const ORG_ID_HEADER: &str = "x-databricks-org-id";
+
 pub struct UnityCatalog {
     pub(super) rest: MlflowRest,
-    pub(super) files: VersionFiles,
     skip_signature_check: bool,
 }
 
@@ -75,6 +80,47 @@ struct VersionEnvelope {
     model_version: ModelVersion,
 }
 
+#[derive(Deserialize)]
+struct LoggedModelEnvelope {
+    model: LoggedModel,
+}
+
+/// What a new version's `model_id` and `run_id` become in this workspace (see
+/// [`UnityCatalog::resolve_model_id`]).
+#[derive(Debug, PartialEq, Eq)]
+struct Lineage {
+    model_id: Option<String>,
+    run_id: Option<String>,
+    /// The `model_id` named a logged model this workspace does not have.
+    model_id_cleared: bool,
+}
+
+/// The create body UC gets, as MLflow's UC store builds it (`_create_and_finalize_model_version`
+/// in `rest_store.py`): the run's workspace id as `run_tracking_server_id`, and the source's
+/// dependencies, left out with a `model_id` that was cleared (MLflow sends none then either).
+fn create_body(
+    name: &str,
+    new: &NewVersion,
+    lineage: &Lineage,
+    workspace_id: Option<&str>,
+) -> Value {
+    let mut body = json!({ "name": name, "source": new.source, "tags": new.tags });
+    let mut put = |key: &str, value: Option<&str>| {
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            body[key] = json!(v);
+        }
+    };
+    put("run_id", lineage.run_id.as_deref());
+    put("model_id", lineage.model_id.as_deref());
+    put("description", new.description.as_deref());
+    put("run_tracking_server_id", workspace_id);
+    put("feature_deps", new.feature_deps.as_deref());
+    if !lineage.model_id_cleared && !new.model_version_dependencies.is_empty() {
+        body["model_version_dependencies"] = json!(new.model_version_dependencies);
+    }
+    body
+}
+
 impl UnityCatalog {
     pub fn new(
         rest: MlflowRest,
@@ -82,10 +128,49 @@ impl UnityCatalog {
     ) -> Result<UnityCatalog, CopyError> {
         let skip = env(SKIP_SIGNATURE_CHECK_VAR).is_some_and(|v| v == "true" || v == "1");
         Ok(UnityCatalog {
-            files: VersionFiles::new(rest.side(), env)?,
             rest,
             skip_signature_check: skip,
         })
+    }
+
+    /// A `model_id` as UC may get it: a logged model of this workspace gives the version its
+    /// run (its `source_run_id`); one this workspace does not know is dropped, as MLflow's UC
+    /// store drops it (`_get_logged_model_from_model_id`: "model_id may be from a different
+    /// workspace", e.g. during cross-workspace model copying), so that UC never gets an id it
+    /// cannot resolve.
+    fn resolve_model_id(&self, new: &NewVersion) -> Result<Lineage, CopyError> {
+        let keep_run = || Lineage {
+            model_id: None,
+            run_id: new.run_id.clone(),
+            model_id_cleared: new.model_id.is_some(),
+        };
+        let Some(model_id) = &new.model_id else {
+            return Ok(keep_run());
+        };
+        let path = format!("/api/2.0/mlflow/logged-models/{model_id}");
+        match self.rest.get::<LoggedModelEnvelope>(&path, &[]) {
+            Ok(found) => Ok(Lineage {
+                model_id: Some(model_id.clone()),
+                run_id: found.model.info.source_run_id.or(new.run_id.clone()),
+                model_id_cleared: false,
+            }),
+            // A cross-workspace copy: the logged model lives in the source workspace only.
+            Err(e) if e.has_code("RESOURCE_DOES_NOT_EXIST") => Ok(keep_run()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The id of this workspace when it holds the run, from the `x-databricks-org-id` header of
+    /// its GetRun answer (how MLflow's UC store finds `run_tracking_server_id`:
+    /// `_get_run_and_headers`, `_get_workspace_id`). A run it cannot read (another workspace's,
+    /// deleted) or an answer without the header gives none, as MLflow records no run link then.
+    fn run_workspace_id(&self, run_id: Option<&str>) -> Option<String> {
+        let run_id = run_id?;
+        let request = self
+            .rest
+            .get_request("/api/2.0/mlflow/runs/get", &[("run_id", run_id)]);
+        let answer = self.rest.send(request, true).ok()?;
+        answer.header(ORG_ID_HEADER).map(str::to_string)
     }
 
     fn api(&self) -> RegistryApi<'_> {
@@ -167,7 +252,16 @@ impl Registry for UnityCatalog {
         name: &str,
         new: &NewVersion,
     ) -> Result<ModelVersion, CopyError> {
-        self.api().create_model_version(name, new)
+        let lineage = self.resolve_model_id(new)?;
+        let workspace_id = self.run_workspace_id(lineage.run_id.as_deref());
+        let body = create_body(name, new, &lineage, workspace_id.as_deref());
+        self.rest
+            .create::<VersionEnvelope>(&format!("{UC_REGISTRY}/model-versions/create"), &body)
+            .map(|e| e.model_version)
+            .map_err(|e| CopyError {
+                message: format!("{} (model {name})", e.message),
+                ..e
+            })
     }
 
     fn finalize_version(&self, name: &str, version: &str) -> Result<ModelVersion, CopyError> {
@@ -245,6 +339,57 @@ mod tests {
         );
         assert_eq!(uc_tag_key("a,b-c=d/e:f"), "a_b_c_d_e_f");
         assert_eq!(uc_tag_key("plain_key"), "plain_key");
+    }
+
+    fn new_version() -> NewVersion {
+        NewVersion {
+            source: "models:/m-1".into(),
+            run_id: Some("run-src".into()),
+            model_id: Some("m-1".into()),
+            feature_deps: Some("feature_table_a".into()),
+            model_version_dependencies: vec![
+                json!({"type": "DATABRICKS_TABLE", "name": "main.default.t"}),
+            ],
+            ..NewVersion::default()
+        }
+    }
+
+    #[test]
+    fn create_body_carries_workspace_id_and_dependencies() {
+        let new = new_version();
+        let lineage = Lineage {
+            model_id: Some("m-1".into()),
+            run_id: Some("run-dst".into()),
+            model_id_cleared: false,
+        };
+        let body = create_body("c.s.m", &new, &lineage, Some("123"));
+        assert_eq!(body["run_id"], "run-dst");
+        assert_eq!(body["model_id"], "m-1");
+        assert_eq!(body["run_tracking_server_id"], "123");
+        assert_eq!(body["feature_deps"], "feature_table_a");
+        assert_eq!(
+            body["model_version_dependencies"][0]["type"],
+            "DATABRICKS_TABLE"
+        );
+    }
+
+    #[test]
+    fn a_cleared_model_id_sends_no_model_and_no_dependencies() {
+        let new = new_version();
+        let lineage = Lineage {
+            model_id: None,
+            run_id: Some("run-src".into()),
+            model_id_cleared: true,
+        };
+        let body = create_body("c.s.m", &new, &lineage, None);
+        for absent in [
+            "model_id",
+            "model_version_dependencies",
+            "run_tracking_server_id",
+        ] {
+            assert!(body.get(absent).is_none(), "{absent} in {body}");
+        }
+        assert_eq!(body["run_id"], "run-src");
     }
 
     #[test]

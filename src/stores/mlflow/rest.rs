@@ -281,7 +281,7 @@ impl MlflowRest {
             _ => String::new(),
         };
         let kind = match (response.status, code.as_deref()) {
-            (_, Some("RESOURCE_DOES_NOT_EXIST")) => ErrorKind::NotFound,
+            (_, Some("RESOURCE_DOES_NOT_EXIST" | "NOT_FOUND")) => ErrorKind::NotFound,
             (_, Some("ENDPOINT_NOT_FOUND")) => ErrorKind::Upstream,
             (status, _) => CopyError::kind_for_status(status),
         };
