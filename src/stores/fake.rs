@@ -829,12 +829,14 @@ impl Http for FakeHttp {
                     retryable: false,
                     retry_after: None,
                     status: Some(404),
+                    end: None,
                 }),
                 (Some(_), Err(e)) => Err(StreamFailure {
                     message: e.message,
                     retryable: false,
                     retry_after: None,
                     status: Some(500),
+                    end: None,
                 }),
                 (Some(bytes), Ok(())) => {
                     dst.state.borrow_mut().writes.push("upload");

@@ -121,6 +121,7 @@ mod tests {
                         retryable: false,
                         retry_after: None,
                         status: Some(403),
+                        end: Some(crate::transport::End::Source),
                     })
                 } else {
                     Ok(0)

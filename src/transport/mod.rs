@@ -329,11 +329,36 @@ impl From<Error> for CopyError {
     }
 }
 
+/// A route a store tries first and gives up for another when it is refused (a workspace's
+/// Files API, which may be off for an operation). The store and the files it planned on the
+/// route share it: a transfer refused on the route marks it, and the retried file, opened
+/// again, is planned by the store on its other route.
+#[derive(Debug, Clone, Default)]
+pub struct Fallback(std::rc::Rc<std::cell::Cell<bool>>);
+
+impl Fallback {
+    /// Whether the route was refused (then the store plans its other route).
+    pub fn refused(&self) -> bool {
+        self.0.get()
+    }
+
+    pub fn refuse(&self) {
+        self.0.set(true)
+    }
+
+    /// Marks the route refused (and says so).
+    fn refuse_now(&self) -> bool {
+        self.refuse();
+        true
+    }
+}
+
 /// How to read one file: a GET that its store has authorised (or signed).
 #[derive(Debug, Clone)]
 pub struct Download {
     request: Request,
     signed: bool,
+    fallback: Option<Fallback>,
 }
 
 impl Download {
@@ -341,6 +366,15 @@ impl Download {
         Download {
             request,
             signed: false,
+            fallback: None,
+        }
+    }
+
+    /// A GET on a route the store gives up when it is refused (see `Fallback`).
+    pub fn with_fallback(request: Request, fallback: Fallback) -> Download {
+        Download {
+            fallback: Some(fallback),
+            ..Download::get(request)
         }
     }
 
@@ -350,6 +384,7 @@ impl Download {
         Download {
             request,
             signed: true,
+            fallback: None,
         }
     }
 
@@ -363,6 +398,7 @@ impl Download {
 /// cloud storage requires of large files.
 pub struct Upload {
     kind: UploadKind,
+    fallback: Option<Fallback>,
 }
 
 enum UploadKind {
@@ -377,6 +413,16 @@ impl Upload {
                 request,
                 signed: false,
             },
+            fallback: None,
+        }
+    }
+
+    /// An upload (whole or in parts) on a route the store gives up when it is refused (see
+    /// `Fallback`): a refused PUT, or a refused start of the parts, is opened again.
+    pub fn with_fallback(self, fallback: Fallback) -> Upload {
+        Upload {
+            fallback: Some(fallback),
+            ..self
         }
     }
 
@@ -387,6 +433,7 @@ impl Upload {
                 request,
                 signed: true,
             },
+            fallback: None,
         }
     }
 
@@ -395,6 +442,7 @@ impl Upload {
     pub fn parts(upload: Box<dyn Multipart>) -> Upload {
         Upload {
             kind: UploadKind::Parts(upload),
+            fallback: None,
         }
     }
 
@@ -458,6 +506,15 @@ pub struct StreamFailure {
     pub retry_after: Option<Duration>,
     /// HTTP status of the failing side, if a server answered.
     pub status: Option<u16>,
+    /// Which side answered `status`, when one did.
+    pub end: Option<End>,
+}
+
+/// The two sides of a streamed file.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum End {
+    Source,
+    Destination,
 }
 
 /// What `Http::stream` reports as it goes.
@@ -906,6 +963,7 @@ impl Transport {
         let files = std::cell::RefCell::new(files);
         let fatal: std::cell::RefCell<Option<CopyError>> = Default::default();
         let mut only_commit = Vec::new();
+        let mut refused = Vec::new();
         let mut failures = Vec::new();
         let mut next = || loop {
             if fatal.borrow().is_some() {
@@ -913,8 +971,9 @@ impl Transport {
             }
             let (id, job) = feed.next()?;
             match files.borrow_mut()[id].prepare(job) {
-                Ok(Some(stream)) => return Some((id, stream)),
-                Ok(None) => only_commit.push(id),
+                Ok(Prepared::Stream(stream)) => return Some((id, stream)),
+                Ok(Prepared::OnlyCommit) => only_commit.push(id),
+                Ok(Prepared::Refused(failure)) => refused.push((id, failure)),
                 Err(e) => *fatal.borrow_mut() = Some(e),
             }
         };
@@ -942,6 +1001,7 @@ impl Transport {
         if let Some(error) = feed.failed_to_open.or(fatal.into_inner()) {
             return Err(error);
         }
+        failures.extend(refused);
         for id in only_commit {
             let bytes = complete(id, 0)?;
             *total += bytes;
@@ -965,8 +1025,10 @@ impl Transport {
             file.budget.attempts += 1;
             let first = *file.budget.first_failure.get_or_insert(now);
             // A signed URL that is refused has expired, most likely: once, a fresh one.
+            // Refused on a route the store can replace: opened again at once, on the other.
+            let rerouted = file.reroute(failure);
             let refused = credentials_refused(failure.status, &failure.message);
-            let expired = refused && file.refreshable() && file.first_refusal();
+            let expired = rerouted || (refused && file.refreshable() && file.first_refusal());
             let attempts = file.budget.attempts;
             let delay = self
                 .policy
@@ -991,9 +1053,20 @@ struct Round<'a> {
     on_progress: &'a mut dyn FnMut(Transferred),
 }
 
+/// What `FileState::prepare` makes of a file's next attempt.
+enum Prepared {
+    Stream(StreamJob),
+    /// Every part was accepted: only the commit is left.
+    OnlyCommit,
+    /// Its parts could not be begun on a route the store can replace (now marked refused).
+    Refused(StreamFailure),
+}
+
 /// What `stream_files` keeps of one file between its attempts.
 #[derive(Default)]
 struct FileState {
+    /// The routes of its last attempt that the store may replace: the download's, the upload's.
+    fallbacks: [Option<Fallback>; 2],
     label: String,
     size: u64,
     /// Whether its requests are signed URLs (a refusal may mean they expired).
@@ -1007,13 +1080,13 @@ struct FileState {
 }
 
 impl FileState {
-    /// The next attempt's transfer of this file, or `None` when only the commit of its parts
-    /// is left.
-    fn prepare(&mut self, job: FileJob) -> Result<Option<StreamJob>, CopyError> {
+    /// The next attempt's transfer of this file.
+    fn prepare(&mut self, job: FileJob) -> Result<Prepared, CopyError> {
         self.label = job.label;
         self.size = job.size;
         let download = job.download;
         self.credentials = download.request.credential.iter().cloned().collect();
+        self.fallbacks = [download.fallback.clone(), job.upload.fallback.clone()];
         let (offset, parts) = match job.upload.kind {
             UploadKind::Whole { request, signed } => {
                 self.signed = download.signed || signed;
@@ -1028,12 +1101,15 @@ impl FileState {
                 self.signed = true;
                 // A retry reopens the file for fresh URLs; its upload was begun the first time.
                 if self.parted.is_none() {
-                    self.parted = Some(Parted::begin(upload, job.size, &self.label)?);
+                    match Parted::begin(upload, job.size, &self.label) {
+                        Ok(parted) => self.parted = Some(parted),
+                        Err(e) => return self.refused_at_begin(e),
+                    }
                 }
                 let parted = self.parted.as_mut().expect("begun");
                 let (offset, parts) = parted.remaining()?;
                 if parts.is_empty() {
-                    return Ok(None);
+                    return Ok(Prepared::OnlyCommit);
                 }
                 (offset, parts)
             }
@@ -1055,12 +1131,42 @@ impl FileState {
                 })
             })
             .collect::<Result<Vec<Part>, CopyError>>()?;
-        Ok(Some(StreamJob {
+        Ok(Prepared::Stream(StreamJob {
             download: ready(&download.request)?,
             offset,
             size: job.size,
             parts,
         }))
+    }
+
+    /// Parts that could not be begun: on a route the store can replace, a failure to retry
+    /// on the other route; else the error that ends the copy.
+    fn refused_at_begin(&mut self, error: CopyError) -> Result<Prepared, CopyError> {
+        match &self.fallbacks[1] {
+            Some(fallback) if fallback.refuse_now() => Ok(Prepared::Refused(StreamFailure {
+                message: error.message,
+                retryable: true,
+                retry_after: None,
+                status: None,
+                end: Some(End::Destination),
+            })),
+            _ => Err(error),
+        }
+    }
+
+    /// Whether this failure is a refusal (an answer that retrying will not change) on a route
+    /// the store can replace: the route is marked refused, so that the store plans the file
+    /// on its other route when it is opened again.
+    fn reroute(&self, failure: &StreamFailure) -> bool {
+        let fallback = match failure.end {
+            Some(End::Source) => &self.fallbacks[0],
+            Some(End::Destination) => &self.fallbacks[1],
+            None => return false,
+        };
+        // A begun multipart upload keeps its route: a refused part is a signed URL that expired.
+        let refusal = failure.status.is_some() && !failure.retryable && self.parted.is_none();
+        // Every file planned on the route is moved, not only the first one refused.
+        refusal && fallback.as_ref().is_some_and(|f| f.refuse_now())
     }
 
     fn part_written(&mut self, part: usize, headers: Vec<(String, String)>) {
@@ -1490,6 +1596,7 @@ mod tests {
             retryable: true,
             retry_after: None,
             status: Some(503),
+            end: None,
         })
     }
 
@@ -1630,6 +1737,80 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_route_with_a_fallback_is_replaced_when_the_file_is_opened_again() {
+        let denied = |end| {
+            Err(StreamFailure {
+                message: "HTTP 403".into(),
+                retryable: false,
+                retry_after: None,
+                status: Some(403),
+                end: Some(end),
+            })
+        };
+        let run = |rounds: Vec<Vec<Result<u64, StreamFailure>>>| {
+            let count = rounds[0].len();
+            let (mut t, _) = transport(vec![]);
+            t.http = Box::new(Scripted {
+                answers: RefCell::new(VecDeque::new()),
+                sent: Default::default(),
+                stream_rounds: RefCell::new(rounds.into()),
+            });
+            let files_api = Fallback::default();
+            let mut routes = Vec::new();
+            let result = t.stream_files(
+                count,
+                count,
+                &mut NoCalls,
+                &mut |ids| {
+                    // The store: the Files API until it is refused, then a signed URL.
+                    let download = if files_api.refused() {
+                        routes.push("signed");
+                        Download::signed(get())
+                    } else {
+                        routes.push("files");
+                        Download::with_fallback(get(), files_api.clone())
+                    };
+                    Ok(ids
+                        .iter()
+                        .map(|_| FileJob {
+                            download: download.clone(),
+                            ..job("f")
+                        })
+                        .collect())
+                },
+                &mut |_| {},
+            );
+            (result.map_err(|e| e.message), routes, files_api.refused())
+        };
+        // Refused at the source, the Files API's side: the retry goes by signed URL, at once.
+        let (result, routes, refused) = run(vec![vec![denied(End::Source)], vec![Ok(4)]]);
+        assert_eq!(
+            (result, routes, refused),
+            (Ok(4), vec!["files", "signed"], true)
+        );
+        // Refused at the other end: nothing to replace, the refusal ends the copy.
+        let (result, routes, refused) = run(vec![vec![denied(End::Destination)]]);
+        assert!(result.unwrap_err().contains("HTTP 403"));
+        assert_eq!((routes, refused), (vec!["files"], false));
+        // Both files of a batch planned on the route are moved, not only the first refused.
+        let both = vec![
+            vec![denied(End::Source), denied(End::Source)],
+            vec![Ok(4), Ok(4)],
+        ];
+        let (result, routes, refused) = run(both);
+        assert_eq!(
+            (result, routes, refused),
+            (Ok(8), vec!["files", "signed"], true)
+        );
+        // A transient failure is retried on the same route.
+        let (result, routes, refused) = run(vec![vec![transient()], vec![Ok(4)]]);
+        assert_eq!(
+            (result, routes, refused),
+            (Ok(4), vec!["files", "files"], false)
+        );
+    }
+
+    #[test]
     fn a_refused_signed_url_is_opened_again_once() {
         let denied = || {
             Err(StreamFailure {
@@ -1637,6 +1818,7 @@ mod tests {
                 retryable: false,
                 retry_after: None,
                 status: Some(403),
+                end: None,
             })
         };
         let (mut t, _) = transport(vec![]);
@@ -1697,6 +1879,7 @@ mod tests {
             retryable: false,
             retry_after: None,
             status: Some(403),
+            end: None,
         };
         t.http = Box::new(Scripted {
             answers: RefCell::new(VecDeque::new()),

@@ -258,6 +258,7 @@ mod tests {
             retryable: status >= 500,
             retry_after: None,
             status: Some(status),
+            end: None,
         })
     }
 

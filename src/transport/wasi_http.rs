@@ -967,6 +967,15 @@ fn take_response(
     }
 }
 
+/// The side of a streamed file that a `side` name in messages stands for.
+fn end_of(side: &str) -> Option<super::End> {
+    match side {
+        "source" => Some(super::End::Source),
+        "destination" => Some(super::End::Destination),
+        _ => None,
+    }
+}
+
 fn check_status(response: &IncomingResponse, side: &str) -> Result<(), StreamFailure> {
     let status = response.status();
     if (200..300).contains(&status) {
@@ -983,6 +992,7 @@ fn check_status(response: &IncomingResponse, side: &str) -> Result<(), StreamFai
         retryable: is_transient_status(status),
         retry_after,
         status: Some(status),
+        end: end_of(side),
     })
 }
 
@@ -1036,6 +1046,7 @@ fn code_failure(code: &ErrorCode, side: &str) -> StreamFailure {
         retryable: !permanent_code,
         retry_after: None,
         status: None,
+        end: None,
     }
 }
 
@@ -1061,6 +1072,7 @@ fn transient(message: String) -> StreamFailure {
         retryable: true,
         retry_after: None,
         status: None,
+        end: None,
     }
 }
 
@@ -1070,6 +1082,7 @@ fn permanent(message: String) -> StreamFailure {
         retryable: false,
         retry_after: None,
         status: None,
+        end: None,
     }
 }
 

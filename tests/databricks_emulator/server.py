@@ -63,6 +63,25 @@ class Emulator:
       name                a label used in bucket names
       region              the S3 region of the buckets (default us-west-2)
       port                port to listen on (default: a free one)
+      model_credentials_without_path  answer logged-model credentials-for-upload/-download without
+                          credential_info.path (default False). MLflow matches credentials to paths by
+                          position (mlflow/store/artifact/databricks_artifact_repo.py,
+                          _get_credential_infos) and never reads it; whether real workspaces send it
+                          is UNKNOWN.
+      files_api_list_404  the Files API answers 404 NOT_FOUND on every directory listing
+                          (GET/HEAD fs/directories) of MLflow artifact paths (default False)
+      files_api_files_403 the Files API answers 403 PERMISSION_DENIED on file reads and writes
+                          (GET/HEAD/PUT fs/files) of MLflow artifact paths (default False). With
+                          files_api_list_404, a workspace whose listing says "empty" but whose files
+                          are refused: MLflow falls back per operation
+                          (databricks_tracking_artifact_repo.py)
+      files_api_max_put   largest body a single Files API PUT accepts (default 5 GiB, databricks-sdk
+                          mixins/files.py _WORKSPACE_MAX_SINGLE_SHOT_SIZE); larger ones answer 413.
+                          Larger files use the multipart routes (action=initiate-upload, ...)
+      external_artifact_locations  keep an s3:// artifact_location given to experiments/create
+                          (default False: Databricks chooses dbfs:/databricks/mlflow-tracking/<id>);
+                          runs of such experiments have s3:// artifact roots that the credential
+                          and Files APIs do not serve
       cloud               "aws" (default): run/logged-model/WS-registry artifacts in S3 with presigned
                           URLs; "azure": in Azure Blob (azurite) with SAS URLs (AZURE_SAS_URI). UC model
                           storage is S3 either way (azurite has no ADLS Gen2 endpoint).
@@ -75,6 +94,8 @@ class Emulator:
                  ws_registration_delay=0.0, signed_url_headers=(), workspace_id=None, name="ws", port=0,
                  region="us-west-2", host_metadata=True, cloud="aws", uc_short_error_codes=None,
                  uc_r2=False, uc_foreign_model_id=None, uc_return_dependencies=False,
+                 model_credentials_without_path=None, files_api_list_404=False, files_api_files_403=None,
+                 files_api_max_put=5 * 1024 ** 3, external_artifact_locations=None,
                  expired_token_status=None, refuse_tokens_before_expiry=None, like_production=False):
         if users is None:
             users = {"dapi" + secrets.token_hex(16): "alice@example.com"}
@@ -95,6 +116,22 @@ class Emulator:
         self._temp_credentials_ttl = float(temp_credentials_ttl)
         self.auth = None
         self.files_api = files_api
+        # Like production for artifacts: logged-model credentials without `path` and files refused by
+        # the Files API (so that files take the signed-URL routes, as MLflow falls back to them),
+        # experiments with their own artifact locations allowed. Listings keep answering: a real
+        # workspace that answered 404 on a full folder would leave MLflow's own client listing
+        # nothing, so `files_api_list_404` stays a switch of its own.
+        if model_credentials_without_path is None:
+            model_credentials_without_path = like_production
+        if files_api_files_403 is None:
+            files_api_files_403 = like_production
+        if external_artifact_locations is None:
+            external_artifact_locations = like_production
+        self.model_credentials_without_path = model_credentials_without_path
+        self.files_api_list_404 = files_api_list_404
+        self.files_api_files_403 = files_api_files_403
+        self.files_api_max_put = int(files_api_max_put)
+        self.external_artifact_locations = external_artifact_locations
         self.credentials_page_size = int(credentials_page_size)
         self.list_page_size = int(list_page_size)
         self.workspace_users = set(self.users.values()) | set(extra_users)
@@ -383,6 +420,8 @@ class Emulator:
         r.add("GET", M + r"/logged-models/(?P<model_id>[^/]+)/artifacts/directories", ws.list_model_artifacts)
         # Files API
         r.add("PUT", r"/api/2.0/fs/files(?P<path>/.+)", ws.fs_put)
+        r.add("POST", r"/api/2.0/fs/files(?P<path>/.+)", ws.fs_action)
+        r.add("POST", r"/api/2.0/fs/create-upload-part-urls", ws.fs_part_urls)
         r.add("GET|HEAD", r"/api/2.0/fs/files(?P<path>/.+)", ws.fs_get)
         r.add("DELETE", r"/api/2.0/fs/files(?P<path>/.+)", ws.fs_delete)
         r.add("GET|HEAD", r"/api/2.0/fs/directories(?P<path>/.+)", ws.fs_dir)

@@ -427,6 +427,9 @@ class S3Storage:
     def create_multipart(self, bucket, key):
         return self.s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
 
+    def abort_multipart(self, bucket, key, upload_id):
+        self.s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+
     def complete_multipart(self, bucket, key, upload_id, parts):
         self.s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={
             "Parts": [{"PartNumber": int(n), "ETag": e} for n, e in sorted(parts, key=lambda p: int(p[0]))]})

@@ -74,6 +74,8 @@ class Workspace:
         self.rm_ids = {}  # registered model name -> databricks id
         self.acls = {}  # (object_type, object_id) -> {(field, principal): level}
         self.owners = {}  # (object_type, object_id) -> creator
+        self.fs_uploads = {}  # Files API multipart session_token -> (bucket, key, upload_id)
+        self.fs_multipart_log = []  # ("initiate" | "part-urls" | "complete" | "abort", path) in order
 
     # ---- helpers ----------------------------------------------------------------------------------
     def _add_node(self, path, object_type, **extra):
@@ -187,7 +189,11 @@ class Workspace:
         with self._lock:
             name = self._check_experiment_name(body.get("name"))
             body["name"] = name
-            body.pop("artifact_location", None)  # Databricks chooses the artifact root itself
+            location = body.pop("artifact_location", None)  # Databricks chooses the artifact root itself
+            if self.emu.external_artifact_locations and (location or "").startswith("s3://"):
+                # An experiment with its own location: MLflow reads it with the cloud SDK and local
+                # credentials; the workspace's credential and Files APIs serve only dbfs roots.
+                body["artifact_location"] = location
             tags = [t for t in body.get("tags", []) or []]
             self._check_tags(tags, experiment=True)
             user = req.principal.name
@@ -311,8 +317,11 @@ class Workspace:
         model = self.get_logged_model(model_id)
         root = dbfs_key(model["info"]["artifact_uri"])
         paths, nxt = self._page(req.args("paths"), req.arg("page_token"), self.emu.credentials_page_size)
+        # Switch model_credentials_without_path: MLflow matches credentials by position
+        # (databricks_artifact_repo.py, _get_credential_infos), so a workspace need not echo the path.
+        echo = (lambda p: {}) if self.emu.model_credentials_without_path else (lambda p: {"path": p})
         creds = [{"model_id": model_id,
-                  "credential_info": self._cred_info(f"{root}/{check_rel_path(p)}", write, {"path": p})}
+                  "credential_info": self._cred_info(f"{root}/{check_rel_path(p)}", write, echo(p))}
                  for p in paths]
         out = {"credentials": creds}
         if nxt:
@@ -409,13 +418,22 @@ class Workspace:
     _WSI = re.compile(r"^/WorkspaceInternal/Mlflow/Artifacts/(?P<exp>[^/]+)/(?P<kind>Runs|LoggedModels)/"
                       r"(?P<id>[^/]+)(?P<rest>/.*)?$")
 
-    def fs_key(self, path, method):
+    def fs_key(self, path, method, listing=False):
         """Bucket and key of a Files API path, after checking the resource exists."""
         m = self._WSI.match(path)
         if m:
             if not self.emu.files_api:
                 raise ApiError("FEATURE_DISABLED", "The Files API is not enabled for MLflow artifacts in this "
                                "workspace.", status=403)
+            # Switches files_api_list_404 / files_api_files_403: a workspace whose Files API lists
+            # nothing and refuses files. What a real workspace answers with the Files API off for
+            # MLflow artifacts is UNKNOWN; MLflow falls back per operation on any error
+            # (mlflow/store/artifact/databricks_tracking_artifact_repo.py), and reads a 404 of
+            # HEAD fs/directories as an empty folder (databricks_sdk_artifact_repo.py, _is_dir).
+            if listing and self.emu.files_api_list_404:
+                raise ApiError("NOT_FOUND", "The directory being accessed is not found.", status=404)
+            if not listing and self.emu.files_api_files_403:
+                raise ApiError("PERMISSION_DENIED", f"Access to {path} is denied.", status=403)
             exp, kind, rid, rest = m.group("exp"), m.group("kind"), m.group("id"), (m.group("rest") or "")
             rest = check_rel_path(rest)
             if kind == "Runs":
@@ -461,6 +479,11 @@ class Workspace:
         overwrite = (req.arg("overwrite") or "false").lower() == "true"
         if not overwrite and store.head(bucket, key) is not None:
             raise ApiError("ALREADY_EXISTS", "The file being created already exists.", status=409)
+        # databricks-sdk mixins/files.py: "The workspace's Files API 2.0 handler rejects a request
+        # body over 5 GiB" (_WORKSPACE_MAX_SINGLE_SHOT_SIZE); the status and code are the emulator's.
+        if len(req.body) > self.emu.files_api_max_put:
+            raise ApiError("INVALID_PARAMETER_VALUE", f"The request body has {len(req.body)} bytes, more than "
+                           f"{self.emu.files_api_max_put}: use a multipart upload.", status=413)
         store.put(bucket, key, req.body)
         return Response(204, raw=b"")
 
@@ -491,9 +514,68 @@ class Workspace:
         store.delete(bucket, key)
         return Response(204, raw=b"")
 
+    # ---- Files API multipart (databricks-sdk 0.162 mixins/files.py, _PresignedEndpointClient and
+    # _PresignedMultipartSession: initiate-upload, create-upload-part-urls, complete-upload,
+    # abort-upload) -----------------------------------------------------------------------------
+    def fs_action(self, req):
+        """POST /api/2.0/fs/files<path>?action=initiate-upload|complete-upload|abort-upload."""
+        path = req.match.group("path")
+        action = req.arg("action")
+        store, bucket, key = self.fs_key(path, "PUT")
+        if store.credential_type != "AWS_PRESIGNED_URL":
+            raise ApiError("NOT_IMPLEMENTED", "Multipart uploads are only supported for AWS storage.", status=501)
+        if action == "initiate-upload":
+            overwrite = (req.arg("overwrite") or "false").lower() == "true"
+            if not overwrite and store.head(bucket, key) is not None:
+                raise ApiError("ALREADY_EXISTS", "The file being created already exists.", status=409)
+            token = uuid.uuid4().hex
+            with self._lock:
+                self.fs_uploads[token] = (path, bucket, key, store.create_multipart(bucket, key))
+                self.fs_multipart_log.append(("initiate", path))
+            return Response(200, {"multipart_upload": {"session_token": token}})
+        if req.arg("upload_type") != "multipart":
+            raise invalid(f"Unsupported upload_type {req.arg('upload_type')!r} for action {action!r}")
+        session = self._fs_session(req.arg("session_token"), path)
+        if action == "complete-upload":
+            parts = [(p.get("part_number"), p.get("etag")) for p in (req.json or {}).get("parts", [])]
+            try:
+                store.complete_multipart(bucket, key, session[3], parts)
+            except ClientError as e:
+                raise invalid(f"Failed to complete the upload: {e.response['Error'].get('Code')}")
+        elif action == "abort-upload":
+            store.abort_multipart(bucket, key, session[3])
+        else:
+            raise invalid(f"Unsupported action {action!r}")
+        with self._lock:
+            self.fs_uploads.pop(req.arg("session_token"), None)
+            self.fs_multipart_log.append(("complete" if action == "complete-upload" else "abort", path))
+        return Response(200, {})
+
+    def _fs_session(self, token, path):
+        with self._lock:
+            session = self.fs_uploads.get(token or "")
+        if session is None or session[0] != path:
+            raise ApiError("NOT_FOUND", "The upload session does not exist.", status=404)
+        return session
+
+    def fs_part_urls(self, req):
+        """POST /api/2.0/fs/create-upload-part-urls {path, session_token, start_part_number, count, expire_time}."""
+        body = req.json or {}
+        path = body.get("path") or ""
+        _, bucket, key, upload_id = self._fs_session(body.get("session_token"), path)
+        first, count = int(body.get("start_part_number") or 0), int(body.get("count") or 0)
+        if first < 1 or count < 1 or first + count - 1 > 10000 or not body.get("expire_time"):
+            raise invalid("start_part_number, count and expire_time are required (parts 1 to 10000)")
+        urls = [{"part_number": n, "headers": list(self.emu.signed_url_headers),
+                 "url": self.storage.presign("upload_part", bucket, key, UploadId=upload_id, PartNumber=n)}
+                for n in range(first, first + count)]
+        with self._lock:
+            self.fs_multipart_log.append(("part-urls", path))
+        return Response(200, {"upload_part_urls": urls})
+
     def fs_dir(self, req):
         path = req.match.group("path").rstrip("/")
-        store, bucket, key = self.fs_key(path, "GET")
+        store, bucket, key = self.fs_key(path, "GET", listing=True)
         objs, dirs = store.list(bucket, key + "/", delimiter="/")
         if not objs and not dirs:
             raise ApiError("NOT_FOUND", f"The directory being accessed is not found.", status=404)

@@ -351,7 +351,7 @@ impl Registry for DatabricksWorkspace {
 
 impl Artifacts for DatabricksWorkspace {
     fn list(&self, root: &ArtifactRoot) -> Result<Vec<FileEntry>, CopyError> {
-        self.rest.list(root)
+        self.files.list(&self.rest, root)
     }
 
     fn downloads(

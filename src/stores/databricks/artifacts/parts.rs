@@ -118,7 +118,7 @@ pub(in crate::stores::databricks) struct Target {
 pub type FreshCredentials = std::rc::Rc<dyn Fn() -> Result<CredentialInfo, CopyError>>;
 
 impl Target {
-    fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         format!(
             "{}: {} artifact {:?}",
             self.rest.base_display(),
@@ -430,13 +430,13 @@ fn sas_url(target: &Target, info: &CredentialInfo) -> Result<Url, CopyError> {
 }
 
 /// The URL with these query parameters added (the SAS already there is kept as it is).
-fn with_query(mut url: Url, pairs: &[(&str, &str)]) -> Url {
+pub(super) fn with_query(mut url: Url, pairs: &[(&str, &str)]) -> Url {
     url.query_pairs_mut().extend_pairs(pairs);
     url
 }
 
 /// The request with the returned headers that `allowed` accepts.
-fn with_headers(
+pub(super) fn with_headers(
     mut request: Request,
     headers: &[super::Header],
     allowed: impl Fn(&str) -> bool,
@@ -450,7 +450,7 @@ fn with_headers(
     request
 }
 
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(super) fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -578,7 +578,7 @@ fn is_adls_patch_header(name: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::credentials::{Auth, Side, StaticAuth};
     use crate::stores::model::Owner;
@@ -588,7 +588,7 @@ mod tests {
     use std::cell::RefCell;
     use std::rc::Rc;
 
-    type Answer = Box<dyn Fn(&Request) -> (u16, String)>;
+    pub(in crate::stores::databricks) type Answer = Box<dyn Fn(&Request) -> (u16, String)>;
 
     /// Answers every request with `answer`, and records them.
     struct Recorder {
@@ -619,7 +619,10 @@ mod tests {
         }
     }
 
-    fn target(answer: Answer) -> (Target, Rc<RefCell<Vec<Request>>>) {
+    /// A run artifact's target on a scripted workspace, and the requests it was sent.
+    pub(in crate::stores::databricks) fn target(
+        answer: Answer,
+    ) -> (Target, Rc<RefCell<Vec<Request>>>) {
         let sent = Rc::new(RefCell::new(Vec::new()));
         let http = Recorder {
             answer,
