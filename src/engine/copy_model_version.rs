@@ -11,11 +11,11 @@
 
 use super::artifacts::{self, Listed, TreeCopy};
 use super::copy_run;
+use super::create_once::create_once;
 use super::lineage;
 use super::mlmodel::{self, IdMap};
 use super::models;
 use super::version_source::{self, Copies, Repointed, SourceRef};
-use super::create_once::create_once;
 use super::Copier;
 use crate::api::{
     CopyError, CopyModelVersionReport, CopyModelVersionRequest, CopyRunRequest, ErrorKind, Outcome,

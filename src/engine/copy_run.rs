@@ -10,12 +10,12 @@
 //!    If anything fails, the run is marked FAILED and keeps the mark, so a re-run resumes it.
 
 use super::artifacts::{self, ArtifactStats, TreeCopy};
+use super::create_once::create_once;
 use super::lineage;
 use super::metric_pipeline::{Entities, MetricPipeline};
 use super::metrics::{ModelLinks, MAX_PARAMS_TAGS_PER_BATCH};
 use super::mlmodel::IdMap;
 use super::models::{self, ModelCopy};
-use super::create_once::create_once;
 use super::Copier;
 use crate::api::{CopyError, CopyRunReport, CopyRunRequest, Outcome};
 use crate::stores::model::{ArtifactRoot, KeyValue, LoggedModel, NewRun, Owner, Run, RunInfo};
@@ -35,8 +35,7 @@ pub fn copy_run(c: &mut Copier, request: &CopyRunRequest) -> anyhow::Result<Copy
     // The source is read in full before the destination is touched: a bad run id, a deleted
     // run or a refused credential must leave nothing behind.
     let source = read_source(c, &request.run_id)?;
-    let dst_experiment_id =
-        destination_experiment(c, &request.experiment_name)?;
+    let dst_experiment_id = destination_experiment(c, &request.experiment_name)?;
     let mut report = copy_one(c, &source, &dst_experiment_id, None)?;
     if request.copy_children {
         let mut children = Vec::new();
@@ -89,9 +88,11 @@ fn destination_experiment(c: &Copier, name: &str) -> anyhow::Result<String> {
     let dst = c.dst.tracking.as_ref();
     let found = match dst.experiment_by_name(name)? {
         Some(found) => found,
-        None => match create_once(c, || dst.create_experiment(name), || {
-            Ok(dst.experiment_by_name(name)?.map(|e| e.experiment_id))
-        }) {
+        None => match create_once(
+            c,
+            || dst.create_experiment(name),
+            || Ok(dst.experiment_by_name(name)?.map(|e| e.experiment_id)),
+        ) {
             Ok(id) => return Ok(id),
             // Someone created it in the meantime.
             Err(e) if e.has_code("RESOURCE_ALREADY_EXISTS") => {
@@ -526,12 +527,17 @@ fn create_run(c: &mut Copier, src: &Run, dst_experiment_id: &str) -> anyhow::Res
     // (racing copies are sorted out after the create, whichever run this is).
     let found = || {
         let copies = earlier_copies(c, dst_experiment_id, &src.info.run_id)?;
-        Ok(copies.into_iter().map(|r| r.info).min_by(|a, b| a.run_id.cmp(&b.run_id)))
+        Ok(copies
+            .into_iter()
+            .map(|r| r.info)
+            .min_by(|a, b| a.run_id.cmp(&b.run_id)))
     };
-    let info = create_once(c, || c.dst.tracking.create_run(dst_experiment_id, &new), found)
-        .with_context(|| {
-            format!("creating the destination run in experiment {dst_experiment_id}")
-        })?;
+    let info = create_once(
+        c,
+        || c.dst.tracking.create_run(dst_experiment_id, &new),
+        found,
+    )
+    .with_context(|| format!("creating the destination run in experiment {dst_experiment_id}"))?;
     c.phase(format!(
         "created destination run {} on {}",
         info.run_id,

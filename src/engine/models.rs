@@ -1,8 +1,8 @@
 //! MLflow 3 logged models a run produced: found on the source, recreated on the destination
 //! with the same name, type, params, tags, metrics and status, and linked to the copied run.
 
-use super::lineage;
 use super::create_once::create_once;
+use super::lineage;
 use super::Copier;
 use crate::stores::model::{
     ArtifactRoot, KeyValue, LoggedModel, Metric, ModelOutput, NewLoggedModel, Owner, Run,
@@ -107,9 +107,13 @@ pub fn create_copies(
                     let ours = |m: &LoggedModel| m.info.source_run_id == new.source_run_id;
                     Ok(copies.into_iter().find(ours))
                 };
-                create_once(c, || tracking.create_logged_model(dst_experiment_id, &new), found)
-                    .map(|m| (m.info.model_id, m.info.artifact_uri))
-                    .with_context(|| format!("creating the copy of logged model {src_id}"))?
+                create_once(
+                    c,
+                    || tracking.create_logged_model(dst_experiment_id, &new),
+                    found,
+                )
+                .map(|m| (m.info.model_id, m.info.artifact_uri))
+                .with_context(|| format!("creating the copy of logged model {src_id}"))?
             }
         };
         copies.push(ModelCopy {

@@ -1140,7 +1140,11 @@ fn creates_whose_answers_are_lost_are_found_not_made_twice() {
     assert_faithful(&w, &run_id);
     let state = w.dst.state.borrow();
     assert_eq!(state.experiments.len(), 1);
-    assert_eq!(state.runs.len(), 1, "one run, though its create was answered 500");
+    assert_eq!(
+        state.runs.len(),
+        1,
+        "one run, though its create was answered 500"
+    );
     assert_eq!(state.models.len(), 1);
     assert_eq!(state.registered.len(), 1);
     assert_eq!(state.versions.len(), 1);

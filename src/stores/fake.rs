@@ -108,8 +108,10 @@ impl FakeServer {
         match lost.iter().position(|o| *o == op) {
             Some(at) => {
                 lost.remove(at);
-                Err(CopyError::upstream(format!("{}: HTTP 500 answering {op}", self.name))
-                    .maybe_created())
+                Err(
+                    CopyError::upstream(format!("{}: HTTP 500 answering {op}", self.name))
+                        .maybe_created(),
+                )
             }
             None => Ok(value),
         }

@@ -32,8 +32,8 @@ BIG = "big/blob.bin"
 
 @pytest.fixture(scope="module")
 def clouds():
-    aws = Emulator(name="awsparts")
-    azure = Emulator(name="azparts", cloud="azure")
+    aws = Emulator(name="awsparts", like_production=True)
+    azure = Emulator(name="azparts", cloud="azure", like_production=True)
     Emulator.start_all(aws, azure)
     try:
         with workspace_profiles(aws, azure) as cfg_dir:

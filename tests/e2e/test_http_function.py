@@ -23,8 +23,9 @@ UPSTREAM_SECRET = "upstream-secret-b81d"
 def served():
     # An upstream password is configured (unused by the open test servers) so that tests can
     # check it never leaks.
+    # Two retries, not MLflow's seven: an unreachable server (a test below) fails in seconds.
     s = Served({"MLFLOW_COPY_API_TOKEN": TOKEN, "MLFLOW_SRC_TRACKING_PASSWORD": UPSTREAM_SECRET,
-                "MLFLOW_SRC_TRACKING_USERNAME": "nobody"})
+                "MLFLOW_SRC_TRACKING_USERNAME": "nobody", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"})
     yield s
     s.stop()
 

@@ -36,8 +36,9 @@ CATALOG = "main.default"
 
 @pytest.fixture(scope="module")
 def metastores():
-    test = Emulator(name="test-env", extra_users=["bob@example.com"], temp_credentials_ttl=900)
-    prod = Emulator(name="prod-env", extra_users=["bob@example.com"], uc_storage_mode="DEFAULT_STORAGE")
+    test = Emulator(name="test-env", like_production=True, extra_users=["bob@example.com"], temp_credentials_ttl=900)
+    prod = Emulator(name="prod-env", like_production=True, extra_users=["bob@example.com"],
+                    uc_storage_mode="DEFAULT_STORAGE")
     Emulator.start_all(test, prod)
     for uri, emu in ((TEST, test), (PROD, prod)):
         env = {**emu.pat_env(), "DATABRICKS_AUTH_TYPE": "pat", "MLFLOW_S3_ENDPOINT_URL": emu.s3_endpoint}

@@ -60,24 +60,29 @@ pub fn connect(
         unreachable!("a normalized host is an http(s) URL");
     };
     let auth: Rc<auth::WorkspaceAuth> = Rc::new(auth::WorkspaceAuth::new(found, transport.clone()));
-    let rest = MlflowRest::new(base.clone(), side, auth.clone(), transport.clone());
-    let workspace = workspace::DatabricksWorkspace {
-        rest,
+    let rest = MlflowRest::new(base.clone(), side, auth.clone(), transport.clone())
+        .with_flavor(Rc::new(workspace::WorkspaceFlavor));
+    let tracking = Rc::new(rest.clone());
+    let artifacts = Rc::new(workspace::WorkspaceArtifacts {
+        rest: rest.clone(),
         files: artifacts::ArtifactAccess::new(env),
-    };
+    });
     if !unity_catalog {
-        return Ok(Stores::all_in_one(workspace));
+        return Ok(Stores {
+            tracking,
+            registry: Rc::new(rest),
+            artifacts,
+        });
     }
     // One token (and one OAuth refresh) for the workspace's tracking and its catalog.
     let uc_rest = MlflowRest::new(base, side, auth, transport);
-    let workspace = Rc::new(workspace);
     let files = Rc::new(uc_files::VersionFiles::new(side, env)?);
     let uc = Rc::new(unity_catalog::UnityCatalog::new(uc_rest, env)?);
     Ok(Stores {
-        tracking: workspace.clone(),
+        tracking,
         registry: uc.clone(),
         artifacts: Rc::new(uc_files::UcArtifacts {
-            workspace,
+            workspace: artifacts,
             uc,
             files,
         }),

@@ -20,7 +20,7 @@ use super::artifacts::parts::{AdlsAppends, FreshCredentials, PartSizes, Target};
 use super::artifacts::{file_url, files_put, send_signed, CredentialInfo};
 use super::s3::{self, Encryption, Endpoint, Location, TempCredentials};
 use super::unity_catalog::UnityCatalog;
-use super::workspace::DatabricksWorkspace;
+use super::workspace::WorkspaceArtifacts;
 use crate::api::CopyError;
 use crate::credentials::Side;
 use crate::stores::mlflow::{push_path, walk, MlflowRest, Page};
@@ -45,7 +45,7 @@ const MAX_PAGES: usize = 10_000;
 /// A workspace's artifacts plus its Unity Catalog version files: one `Artifacts` for a
 /// `databricks-uc` side, dispatching on the root's owner.
 pub struct UcArtifacts {
-    pub workspace: Rc<DatabricksWorkspace>,
+    pub workspace: Rc<WorkspaceArtifacts>,
     pub uc: Rc<UnityCatalog>,
     pub files: Rc<VersionFiles>,
 }

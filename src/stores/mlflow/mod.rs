@@ -2,11 +2,13 @@
 //! (tracking, registry with basic-auth permissions, artifacts through its proxy).
 
 mod artifacts;
+mod flavor;
 mod permissions;
 mod registry;
 mod rest;
 mod tracking;
 
 pub use artifacts::{push_path, walk};
+pub use flavor::Flavor;
 pub use registry::RegistryApi;
 pub use rest::{all_pages, MlflowRest, Page};

@@ -39,7 +39,7 @@ struct PermissionRow {
 impl MlflowRest {
     /// The direct grants on a registered model, or `None` when the server has no permissions
     /// API (not a basic-auth server). Admins are left out: they need no grant.
-    pub(super) fn basic_auth_model_grants(
+    pub(crate) fn basic_auth_model_grants(
         &self,
         model: &str,
     ) -> Result<Option<Vec<Grant>>, CopyError> {
@@ -69,7 +69,7 @@ impl MlflowRest {
         Ok(Some(grants))
     }
 
-    pub(super) fn basic_auth_grant(&self, model: &str, grant: &Grant) -> Result<(), CopyError> {
+    pub(crate) fn basic_auth_grant(&self, model: &str, grant: &Grant) -> Result<(), CopyError> {
         let body = json!({
             "username": grant.principal, "resource_type": RESOURCE_TYPE,
             "resource_id": model, "permission": grant.permission,

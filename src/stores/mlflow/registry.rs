@@ -210,11 +210,23 @@ impl Registry for MlflowRest {
         self.registry_api().set_alias(name, alias, version)
     }
 
+    fn permission_scheme(&self) -> &'static str {
+        self.flavor().permission_scheme()
+    }
+
+    fn accepts_models_uri(&self) -> bool {
+        self.flavor().accepts_models_uri()
+    }
+
+    fn supports_aliases(&self) -> bool {
+        self.flavor().supports_aliases()
+    }
+
     fn model_grants(&self, name: &str) -> Result<Option<Vec<Grant>>, CopyError> {
-        self.basic_auth_model_grants(name)
+        self.flavor().model_grants(self, name)
     }
 
     fn grant_model_permission(&self, name: &str, grant: &Grant) -> Result<(), CopyError> {
-        self.basic_auth_grant(name, grant)
+        self.flavor().grant_model_permission(self, name, grant)
     }
 }

@@ -2,6 +2,7 @@
 //! credentials, sends them through the retrying transport, and turns error answers into
 //! classified errors that name the server and the call.
 
+use super::flavor::{Flavor, OpenSource};
 use crate::api::{CopyError, ErrorKind};
 use crate::credentials::{Authorizer, Side};
 use crate::stores::Call;
@@ -66,6 +67,8 @@ pub struct MlflowRest {
     auth: Rc<dyn Authorizer>,
     side: Side,
     transport: Rc<Transport>,
+    /// What this kind of server does differently from an open-source one.
+    flavor: Rc<dyn Flavor>,
 }
 
 impl MlflowRest {
@@ -80,7 +83,17 @@ impl MlflowRest {
             auth,
             side,
             transport,
+            flavor: Rc::new(OpenSource),
         }
+    }
+
+    /// The same client for a server of another flavor (a Databricks workspace).
+    pub fn with_flavor(self, flavor: Rc<dyn Flavor>) -> MlflowRest {
+        MlflowRest { flavor, ..self }
+    }
+
+    pub(super) fn flavor(&self) -> &dyn Flavor {
+        self.flavor.as_ref()
     }
 
     /// The server as shown in messages and lineage tags (never with credentials).

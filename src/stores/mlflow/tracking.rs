@@ -93,6 +93,10 @@ impl Tracking for MlflowRest {
         self.base_display()
     }
 
+    fn check_experiment_name(&self, name: &str) -> Result<(), CopyError> {
+        self.flavor().check_experiment_name(self, name)
+    }
+
     fn get_run(&self, run_id: &str) -> Result<Run, CopyError> {
         self.get::<RunEnvelope>("/api/2.0/mlflow/runs/get", &[("run_id", run_id)])
             .map(|e| e.run)
@@ -112,14 +116,19 @@ impl Tracking for MlflowRest {
     }
 
     fn create_run(&self, experiment_id: &str, run: &NewRun) -> Result<RunInfo, CopyError> {
-        let mut body = json!({ "experiment_id": experiment_id, "tags": run.tags });
+        let tags = self.flavor().writable_tags(&run.tags);
+        let mut body = json!({ "experiment_id": experiment_id, "tags": tags });
         if let Some(name) = &run.run_name {
             body["run_name"] = json!(name);
         }
         if let Some(t) = run.start_time {
             body["start_time"] = json!(t);
         }
-        if let Some(user) = &run.user_id {
+        if let Some(user) = run
+            .user_id
+            .as_ref()
+            .filter(|_| self.flavor().takes_run_user())
+        {
             body["user_id"] = json!(user);
         }
         self.create::<RunEnvelope>("/api/2.0/mlflow/runs/create", &body)
@@ -175,6 +184,10 @@ impl Tracking for MlflowRest {
     }
 
     fn log_batch_call(&self, run_id: &str, params: &[KeyValue], tags: &[KeyValue]) -> Call<'_, ()> {
+        let tags = self.flavor().writable_tags(tags);
+        if params.is_empty() && tags.is_empty() {
+            return Call::Done(Ok(()));
+        }
         let body = json!({ "run_id": run_id, "params": params, "tags": tags });
         self.prepare::<Value>(self.post_request(LOG_BATCH, &body))
             .map(drop)
@@ -214,6 +227,8 @@ impl Tracking for MlflowRest {
     }
 
     fn create_experiment(&self, name: &str) -> Result<String, CopyError> {
+        self.flavor().check_experiment_name(self, name)?;
+        self.flavor().before_create_experiment(self, name)?;
         let v: Value = self.create(
             "/api/2.0/mlflow/experiments/create",
             &json!({ "name": name }),
@@ -252,7 +267,7 @@ impl Tracking for MlflowRest {
     ) -> Result<LoggedModel, CopyError> {
         let mut body = json!({
             "experiment_id": experiment_id, "name": model.name,
-            "params": model.params, "tags": model.tags,
+            "params": model.params, "tags": self.flavor().writable_tags(&model.tags),
         });
         if let Some(t) = model.model_type.as_deref().filter(|t| !t.is_empty()) {
             body["model_type"] = json!(t);
