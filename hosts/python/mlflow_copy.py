@@ -35,6 +35,8 @@ RELEASE_BUILD = os.path.join("target", "wasm32-wasip2", "release", "mlflow_copy.
 # The host variables the guest may see: the credentials and HTTP settings MLflow clients read.
 # One list for the whole module; the Rust and Node.js hosts apply the same rule.
 GUEST_ENV_EXACT = ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+                   "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER",
+                   "MLFLOW_COPY_FILES_API_MAX_PUT", "MLFLOW_COPY_ALLOWED_HOSTS",
                    "MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE", "MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE",
                    "MLFLOW_SKIP_SIGNATURE_CHECK_FOR_UC_REGISTRY_MIGRATION",
                    "MLFLOW_USE_DATABRICKS_SDK_MODEL_ARTIFACTS_REPO_FOR_UC",

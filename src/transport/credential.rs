@@ -43,6 +43,9 @@ impl Request {
         })?;
         let mut request = self.clone();
         request.credential = None;
+        // Whoever handed out its URL, a request with a server's credentials goes only where the
+        // host policy lets credentials go (see `hosts::HostPolicy::check_request`).
+        request.issued = false;
         if let Some(value) = header {
             request.headers.retain(|(name, _)| name != "authorization");
             request.headers.push(("authorization".into(), value));

@@ -107,9 +107,10 @@ impl HostPolicy {
 
     /// Whether this request may be sent; why not, if not. A request to a URL a server of the
     /// copy handed out (`Request::issued`: a signed storage URL) may go to a host the list does
-    /// not name: the operator allowed the server that issued it, for this copy.
+    /// not name: the operator allowed the server that issued it, for this copy. Never one that
+    /// carries a server's credentials: those go to listed hosts only.
     pub fn check_request(&self, request: &Request) -> Result<(), String> {
-        self.check(&request.url, request.issued)
+        self.check(&request.url, request.issued && request.credential.is_none())
     }
 
     fn check(&self, url: &Url, issued: bool) -> Result<(), String> {
@@ -267,6 +268,18 @@ mod tests {
         assert!(policy.check_request(&signed).is_ok());
         let metadata = Request::new(Method::Get, url("http://169.254.169.254/")).issued();
         assert!(policy.check_request(&metadata).is_err());
+        let auth: std::rc::Rc<dyn crate::credentials::Authorizer> =
+            std::rc::Rc::new(crate::credentials::StaticAuth {
+                auth: crate::credentials::Auth::Bearer("t".into()),
+                side: crate::credentials::Side::Dst,
+            });
+        let with_token = Request::new(Method::Put, url("https://bucket.s3.amazonaws.com/k"))
+            .issued()
+            .with_credential(crate::transport::Credential::new(auth));
+        assert!(
+            policy.check_request(&with_token).is_err(),
+            "credentials go to listed hosts only"
+        );
     }
 
     #[test]
