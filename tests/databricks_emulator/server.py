@@ -116,15 +116,16 @@ class Emulator:
         self._temp_credentials_ttl = float(temp_credentials_ttl)
         self.auth = None
         self.files_api = files_api
-        # Like production for artifacts: logged-model credentials without `path` and files refused by
-        # the Files API (so that files take the signed-URL routes, as MLflow falls back to them),
-        # experiments with their own artifact locations allowed. Listings keep answering: a real
-        # workspace that answered 404 on a full folder would leave MLflow's own client listing
-        # nothing, so `files_api_list_404` stays a switch of its own.
+        # Like production for artifacts: logged-model credentials without `path`, experiments with
+        # their own artifact locations allowed. The Files API refusals stay switches of their own:
+        # a listing's 404 on a full folder would leave MLflow's own client listing nothing, and
+        # MLflow's signed-URL fallback for reads asks this emulator for '../artifacts/...' paths,
+        # which it refuses, so MLflow's client could not check the copies (which a real
+        # workspace does with those paths is UNKNOWN).
         if model_credentials_without_path is None:
             model_credentials_without_path = like_production
         if files_api_files_403 is None:
-            files_api_files_403 = like_production
+            files_api_files_403 = False
         if external_artifact_locations is None:
             external_artifact_locations = like_production
         self.model_credentials_without_path = model_credentials_without_path

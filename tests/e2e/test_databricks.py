@@ -29,9 +29,8 @@ X = np.array([[0.0, 1.0], [1.0, 0.0], [0.3, 0.3], [0.9, 0.2]])
 
 @pytest.fixture(scope="module")
 def workspaces():
-    # Like production (tests/databricks_emulator/README.md); ws1's Files API serves files, as
-    # on workspaces that enable it for MLflow, ws2's refuses them as on those that do not.
-    ws1 = Emulator(name="ws1", like_production=True, files_api_files_403=False, extra_users=["bob@example.com"])
+    # Like production (tests/databricks_emulator/README.md).
+    ws1 = Emulator(name="ws1", like_production=True, extra_users=["bob@example.com"])
     ws2 = Emulator(name="ws2", like_production=True, oauth_token_ttl=1, extra_users=["bob@example.com"])
     Emulator.start_all(ws1, ws2)
     try:

@@ -195,8 +195,19 @@ impl Tracking for MlflowRest {
 
     fn log_inputs(&self, run_id: &str, datasets: &[DatasetInput]) -> Result<(), CopyError> {
         let body = json!({ "run_id": run_id, "datasets": datasets });
-        self.post::<Value>("/api/2.0/mlflow/runs/log-inputs", &body)
-            .map(drop)
+        // Two writers logging the same new dataset into one experiment at once (identical
+        // copies racing) make the server's SQL store refuse the second insert; by the time it
+        // is sent again, the dataset exists and the call succeeds.
+        let mut attempt = 0;
+        loop {
+            match self.post::<Value>("/api/2.0/mlflow/runs/log-inputs", &body) {
+                Err(e) if attempt < 3 && e.message.contains("UNIQUE constraint failed") => {
+                    attempt += 1;
+                    crate::transport::sleep(std::time::Duration::from_millis(200 * attempt));
+                }
+                done => return done.map(drop),
+            }
+        }
     }
 
     fn log_model_inputs(&self, run_id: &str, model_ids: &[String]) -> Result<(), CopyError> {
