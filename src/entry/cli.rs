@@ -57,10 +57,12 @@ pub struct CopyRunArgs {
     /// Destination experiment name (found by name or created).
     #[arg(long, value_name = "TEXT")]
     pub experiment_name: String,
-    /// Source MLflow tracking server URI, e.g. http://localhost:5000.
+    /// Source tracking server: http(s)://host:port[/prefix] (e.g. http://localhost:5000), or a
+    /// Databricks workspace: databricks (from DATABRICKS_HOST/TOKEN or ~/.databrickscfg) or
+    /// databricks://PROFILE.
     #[arg(long, value_name = "TEXT")]
     pub src_mlflow_uri: String,
-    /// Destination MLflow tracking server URI.
+    /// Destination tracking server, in the same forms.
     #[arg(long, value_name = "TEXT")]
     pub dst_mlflow_uri: String,
     /// Also copy the run's child runs (recursively), nested under the copy.
@@ -83,10 +85,12 @@ pub struct CopyModelVersionArgs {
     /// Destination registered model (created, with the source's description and tags, if missing).
     #[arg(long, value_name = "TEXT")]
     pub dst_model: String,
-    /// Source MLflow registry URI.
+    /// Source registry: an MLflow server's tracking URI (http(s)://host:port), a Databricks
+    /// workspace registry (databricks, databricks://PROFILE) or Unity Catalog (databricks-uc,
+    /// databricks-uc://PROFILE).
     #[arg(long, value_name = "TEXT")]
     pub src_registry_uri: String,
-    /// Destination MLflow registry URI.
+    /// Destination registry, in the same forms.
     #[arg(long, value_name = "TEXT")]
     pub dst_registry_uri: String,
     /// Destination experiment name. If specified, the version's run is copied to a new run
@@ -369,5 +373,41 @@ mod tests {
             line,
             "mlflow-copy: error [not_found]: source run x not found on http://h"
         );
+    }
+}
+
+#[cfg(test)]
+mod typo_tests {
+    use super::*;
+
+    #[test]
+    fn a_mistyped_flag_suggests_the_right_one() {
+        // As mlflow-export-import's own README writes it.
+        let args = [
+            "mlflow_copy.wasm",
+            "copy-model-version",
+            "--src-registry-uri:",
+            "x",
+        ];
+        let err = Cli::try_parse_from(args).unwrap_err().to_string();
+        assert!(err.contains("'--src-registry-uri'"), "{err}");
+    }
+
+    #[test]
+    fn help_names_the_databricks_uri_forms() {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        let run = cmd
+            .find_subcommand_mut("copy-run")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(run.contains("databricks://PROFILE"), "{run}");
+        let version = Cli::command()
+            .find_subcommand_mut("copy-model-version")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(version.contains("databricks-uc://PROFILE"), "{version}");
     }
 }
