@@ -1009,7 +1009,7 @@ fn error_body(response: &IncomingResponse) -> String {
                 bytes = stream.read(4096).unwrap_or_default();
             }
             drop(stream);
-            super::snippet(&bytes)
+            super::storage_errors::snippet(&bytes)
         }
         Err(()) => String::new(),
     };
