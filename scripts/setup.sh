@@ -5,7 +5,7 @@
 #     cargo install --locked) if absent
 #   - MLflow (with the basic-auth extra), scikit-learn, pytest, moto[server] and azure-storage-blob
 #     (S3 and Azure Blob behind the Databricks emulator, tests/databricks_emulator) and wasmtime
-#     (PyPI) in a project-local venv (.venv), and the Python host hosts/python (editable) into it
+#     (PyPI) in a project-local venv (.venv), and the Python host hosts/python (editable; hatchling from PyPI builds it) into it
 #   - azurite (npm, the Azure Blob server of the emulator's cloud="azure" mode) under .work/azurite
 #   - target/wasm32-wasip2/release/mlflow_copy.wasm
 #   - the Node.js host's packages (jco, preview2-shim) in hosts/node, and its transpiled component
@@ -57,7 +57,7 @@ if ! .venv/bin/python -c "import mlflow, sklearn, pytest, pytest_timeout, flask_
     say "Installing MLflow $MLFLOW_VERSION into .venv"
     .venv/bin/pip install --quiet --disable-pip-version-check "mlflow[auth]==$MLFLOW_VERSION" scikit-learn pytest pytest-timeout "moto[server]" azure-storage-blob "wasmtime==$WASMTIME_PY_VERSION"
 fi
-if ! .venv/bin/python -c "import os, mlflow_copy; assert os.path.samefile(os.path.dirname(mlflow_copy.__file__), 'hosts/python')" 2>/dev/null; then
+if ! .venv/bin/python -c "import os, mlflow_copy; assert os.path.samefile(os.path.dirname(mlflow_copy.__file__), 'hosts/python/mlflow_copy')" 2>/dev/null; then
     say "Installing the Python host (hosts/python) into .venv"
     .venv/bin/pip install --quiet --disable-pip-version-check --no-deps -e ./hosts/python
 fi

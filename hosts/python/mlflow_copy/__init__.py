@@ -8,20 +8,23 @@
     print(report["dst_run_id"], report["outcome"])
 
 The component is found at `$MLFLOW_COPY_WASM` when set, else at the `wasm=` path given to a
-call (or to `load`), else at the repository's release build
-(`target/wasm32-wasip2/release/mlflow_copy.wasm`). It is compiled once per process, and the
+call (or to `load`), else inside this package (the wheel carries it), else at the repository's
+release build (`target/wasm32-wasip2/release/mlflow_copy.wasm`). It is compiled once per process, and the
 compiled code is cached on disk (keyed by the wasm's sha256 and the wasmtime version), so later
 processes start in milliseconds.
 
 The guest sees only the environment variables named by `passed_to_guest` (its credentials),
 never the rest of the host's environment. Failures raise a subclass of `CopyError`, one per
 `copy-error` case of the WIT interface.
+
+The console scripts `copy-run` and `copy-model-version` (`mlflow_copy.cli`) run the
+component's own command line, with mlflow-export-import's flags.
 """
 import hashlib
 import os
 import tempfile
 import threading
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import wasmtime
 from wasmtime import component as wc
@@ -31,6 +34,10 @@ __all__ = ["copy_run", "copy_model_version", "load", "Copier", "passed_to_guest"
 
 INTERFACE = "mlflow:copy/copier@0.2.0"
 RELEASE_BUILD = os.path.join("target", "wasm32-wasip2", "release", "mlflow_copy.wasm")
+# The file name inside the package: what the wheel carries (hatch_build.py puts it there).
+PACKAGED_WASM = "mlflow_copy.wasm"
+# The command-line export (the component's clap parser, --help and error line).
+CLI_INTERFACE = "wasi:cli/run@0.2.2"
 
 # The host variables the guest may see: the credentials and HTTP settings MLflow clients read.
 # One list for the whole module; the Rust and Node.js hosts apply the same rule.
@@ -95,15 +102,18 @@ _ERRORS = {"bad-input": BadInput, "not-found": NotFound, "unauthorized": Unautho
 
 
 def find_wasm(wasm: Optional[str] = None) -> str:
-    """`$MLFLOW_COPY_WASM`, else `wasm`, else the repository's release build: next to this
-    module's checkout (an editable install or the source tree), or in the current directory or
-    one of its parents."""
+    """`$MLFLOW_COPY_WASM`, else `wasm`, else the component this package carries (an installed
+    wheel), else the repository's release build: next to this package's checkout (an editable
+    install or the source tree), or in the current directory or one of its parents."""
     if os.environ.get("MLFLOW_COPY_WASM"):
         return os.path.abspath(os.environ["MLFLOW_COPY_WASM"])
     if wasm:
         return os.path.abspath(wasm)
+    packaged = _packaged_wasm()
+    if packaged:
+        return packaged
     here = os.path.dirname(os.path.abspath(__file__))
-    candidates = [os.path.join(here, "..", "..", RELEASE_BUILD)]
+    candidates = [os.path.join(here, "..", "..", "..", RELEASE_BUILD)]
     d = os.getcwd()
     while True:
         candidates.append(os.path.join(d, RELEASE_BUILD))
@@ -117,6 +127,18 @@ def find_wasm(wasm: Optional[str] = None) -> str:
     raise FileNotFoundError(
         "mlflow_copy.wasm not found: set MLFLOW_COPY_WASM, pass wasm=PATH, or build it in the "
         "repository with `cargo build --target wasm32-wasip2 --release`")
+
+
+def _packaged_wasm() -> Optional[str]:
+    """The wheel's own copy (`mlflow_copy/mlflow_copy.wasm`), as a file path: the compiled-code
+    cache and wasmtime need a real file, which an installed (unzipped) wheel always has."""
+    try:
+        from importlib.resources import files
+        candidate = files(__name__) / PACKAGED_WASM
+    except (ImportError, ModuleNotFoundError, TypeError):  # pragma: no cover - odd loaders
+        return None
+    path = str(candidate)
+    return os.path.abspath(path) if os.path.isfile(path) else None
 
 
 def _cache_dir() -> str:
@@ -169,19 +191,9 @@ class Copier:
     def call(self, function: str, request: Dict[str, Any], env: Optional[Mapping[str, str]] = None) -> dict:
         """Calls `function` of the interface with a request whose keys are the WIT field names
         in snake_case; returns the report as a dict, or raises a `CopyError` subclass."""
-        source = os.environ if env is None else env
-        wasi = wasmtime.WasiConfig()
-        wasi.env = [(k, v) for k, v in source.items() if passed_to_guest(k)]
+        wasi = _guest_wasi(env)
         wasi.inherit_stderr()
-        store = wasmtime.Store(self.engine)
-        store.set_wasi(wasi)
-        store.set_wasi_http()
-        instance = self.linker.instantiate(store, self.component)
-        iface = instance.get_export_index(store, INTERFACE)
-        index = instance.get_export_index(store, function, iface) if iface else None
-        func = instance.get_func(store, index) if index else None
-        if func is None:
-            raise RuntimeError(f"{self.path} does not export {INTERFACE}#{function}")
+        store, func = self._instantiate(wasi, INTERFACE, function)
         record = wc.Record()
         for key, value in request.items():
             setattr(record, key.replace("_", "-"), value)
@@ -189,6 +201,44 @@ class Copier:
         if isinstance(result, wc.Variant):
             raise _ERRORS[result.tag](result.payload)
         return _to_python(result)
+
+    def run_command(self, argv: Sequence[str], env: Optional[Mapping[str, str]] = None,
+                    stderr: Optional[Callable[[bytes], None]] = None) -> bool:
+        """Runs the component's own command line (`wasi:cli/run`) with `argv` (argv[0] is the
+        program name) and this process's stdout; stderr goes to `stderr` when given, else to
+        this process's stderr. Returns whether the command succeeded."""
+        wasi = _guest_wasi(env)
+        wasi.argv = list(argv)
+        wasi.inherit_stdout()
+        if stderr is None:
+            wasi.inherit_stderr()
+        else:
+            wasi.stderr_custom = stderr
+        store, func = self._instantiate(wasi, CLI_INTERFACE, "run")
+        result = func(store)
+        # `run` returns result<_, _>: wasmtime-py lifts both cases as a tagged Variant.
+        return isinstance(result, wc.Variant) and result.tag == "ok"
+
+    def _instantiate(self, wasi: "wasmtime.WasiConfig", interface: str, function: str):
+        """A fresh store (WASI as configured, WASI HTTP) and instance; the export's function."""
+        store = wasmtime.Store(self.engine)
+        store.set_wasi(wasi)
+        store.set_wasi_http()
+        instance = self.linker.instantiate(store, self.component)
+        iface = instance.get_export_index(store, interface)
+        index = instance.get_export_index(store, function, iface) if iface else None
+        func = instance.get_func(store, index) if index else None
+        if func is None:
+            raise RuntimeError(f"{self.path} does not export {interface}#{function}")
+        return store, func
+
+
+def _guest_wasi(env: Optional[Mapping[str, str]]) -> "wasmtime.WasiConfig":
+    """WASI with only the variables `passed_to_guest` allows (of `env`, else os.environ)."""
+    source = os.environ if env is None else env
+    wasi = wasmtime.WasiConfig()
+    wasi.env = [(k, v) for k, v in source.items() if passed_to_guest(k)]
+    return wasi
 
 
 def _to_python(value: Any) -> Any:
