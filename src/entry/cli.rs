@@ -7,7 +7,7 @@ use crate::engine::progress::{human_line, Event, Progress};
 use clap::{Args, Parser, Subcommand};
 
 const CREDENTIALS_HELP: &str = "\
-Credentials come from the environment, never from flags (pass them with wasmtime's --env):
+Credentials come from the environment, never from flags (under wasmtime, pass each with --env):
   MLFLOW_TRACKING_TOKEN                          bearer token for both servers
   MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD   HTTP basic auth for both servers
   MLFLOW_SRC_TRACKING_TOKEN, MLFLOW_SRC_TRACKING_USERNAME, MLFLOW_SRC_TRACKING_PASSWORD
@@ -20,7 +20,8 @@ set MLFLOW_COPY_ALLOWED_HOSTS (comma-separated host or host:port) to allow only 
 HTTP function, whose callers are not its operator, refuses every copy until that list is set.)
 
 On success one JSON report is printed on stdout and the exit code is 0; progress goes to stderr.
-On failure the exit code is 1 and stderr ends with one line
+On failure the exit code is non-zero (1 under wasmtime; the pip package's commands exit 3-7 by
+kind) and stderr ends with one line
   mlflow-copy: error [KIND]: MESSAGE
 where KIND is bad_input, not_found, unauthorized, conflict or upstream.";
 
