@@ -29,6 +29,19 @@ say() { printf '\n==> %s\n' "$*" >&2; }
 say "Rust target wasm32-wasip2"
 rustup target add wasm32-wasip2 >/dev/null
 
+# The example host's wasmtime crates take minutes to compile: built in the background while the
+# Python and Node.js packages install, in a cache outside the checkout keyed on the host's
+# Cargo.lock (as CI systems cache them); the binary is copied to hosts/rust/target/release, where
+# the tests look for it.
+if [ "${1:-}" = "--with-host" ]; then
+    key=$(sha256sum hosts/rust/Cargo.lock hosts/rust/Cargo.toml | sha256sum | cut -c1-16)
+    host_target="${MLFLOW_COPY_BUILD_CACHE:-$HOME/.cache/mlflow-copy/build}/host-$key"
+    host_log=$(mktemp)
+    say "Building the example embedding host in the background (hosts/rust/, crates cached in $host_target)"
+    (cd hosts/rust && CARGO_TARGET_DIR="$host_target" cargo build --quiet --release) >"$host_log" 2>&1 &
+    host_build=$!
+fi
+
 if [ ! -x .venv/bin/python ]; then
     say "Creating .venv"
     python3 -m venv .venv
@@ -80,14 +93,13 @@ fi
 say "Transpiling mlflow_copy.wasm for Node.js (hosts/node/dist)"
 (cd hosts/node && node build.js "$PWD/../../target/wasm32-wasip2/release/mlflow_copy.wasm")
 
-if [ "${1:-}" = "--with-host" ]; then
-    # The host's wasmtime crates take ~5 minutes to compile: they are built in a cache outside
-    # the checkout, keyed on the host's Cargo.lock (as CI systems cache them), and the binary is
-    # copied to hosts/rust/target/release, where the tests look for it.
-    key=$(sha256sum hosts/rust/Cargo.lock hosts/rust/Cargo.toml | sha256sum | cut -c1-16)
-    host_target="${MLFLOW_COPY_BUILD_CACHE:-$HOME/.cache/mlflow-copy/build}/host-$key"
-    say "Building the example embedding host (hosts/rust/, crates cached in $host_target)"
-    (cd hosts/rust && CARGO_TARGET_DIR="$host_target" cargo build --quiet --release)
+if [ -n "${host_build:-}" ]; then
+    say "Waiting for the example embedding host's build (log: $host_log)"
+    if ! wait "$host_build"; then
+        cat "$host_log" >&2
+        echo "building the example embedding host failed" >&2
+        exit 1
+    fi
     mkdir -p hosts/rust/target/release
     cp "$host_target/release/mlflow-copy-host" hosts/rust/target/release/mlflow-copy-host
 fi
