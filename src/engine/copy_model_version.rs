@@ -158,7 +158,7 @@ pub fn copy_model_version(
             let created = create_once(
                 c,
                 || registry.create_model_version(&request.dst_model, &new),
-                || found_copy(c, &request.dst_model, &target),
+                || earlier_copy(c, &request.dst_model, &target),
             )
             .with_context(|| format!("creating a version of {:?}", request.dst_model))?;
             let created = match &files {
@@ -471,15 +471,6 @@ fn write_files(
 
 /// A version of the destination model created by an earlier run of the same copy: same source.
 fn earlier_copy(
-    c: &Copier,
-    dst_model: &str,
-    target: &Repointed,
-) -> anyhow::Result<Option<ModelVersion>> {
-    Ok(found_copy(c, dst_model, target)?)
-}
-
-/// `earlier_copy`, for a create that may have happened.
-fn found_copy(
     c: &Copier,
     dst_model: &str,
     target: &Repointed,

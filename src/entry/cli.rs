@@ -375,11 +375,6 @@ mod tests {
             "mlflow-copy: error [not_found]: source run x not found on http://h"
         );
     }
-}
-
-#[cfg(test)]
-mod typo_tests {
-    use super::*;
 
     #[test]
     fn a_mistyped_flag_suggests_the_right_one() {

@@ -127,12 +127,12 @@ pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
 /// Whether the function may contact every server a request names, before anything is sent:
 /// 403 when the operator listed no hosts (fail closed), or when a server is not on the list or
 /// is a special-purpose address. A Databricks URI counts as its workspace's host
-/// (`workspace_host` resolves it from the function's own profiles and environment). The
-/// transport applies the same policy to every request the copy then makes.
+/// (`workspace_host` resolves its profile with the function's own config file and environment).
+/// The transport applies the same policy to every request the copy then makes.
 pub fn check_hosts(
     uris: &[&str],
     hosts: &HostPolicy,
-    workspace_host: &dyn Fn(&ServerUri) -> Result<Url, CopyError>,
+    workspace_host: &dyn Fn(Option<&str>) -> Result<Url, CopyError>,
 ) -> Result<(), Refusal> {
     if hosts.is_closed() {
         return Err(Refusal::new(
@@ -150,8 +150,9 @@ pub fn check_hosts(
             ServerUri::parse(uri).map_err(|e| Refusal::new(400, "bad_input", e.message))?;
         let url = match &parsed {
             ServerUri::Http(base) => base.url().clone(),
-            databricks => {
-                workspace_host(databricks).map_err(|e| Refusal::new(400, "bad_input", e.message))?
+            ServerUri::Databricks { profile } | ServerUri::DatabricksUc { profile } => {
+                workspace_host(profile.as_deref())
+                    .map_err(|e| Refusal::new(400, "bad_input", e.message))?
             }
         };
         if let Err(why) = hosts.check_named(&url) {
@@ -271,11 +272,9 @@ mod tests {
         )
     }
 
-    fn workspace(uri: &ServerUri) -> Result<Url, CopyError> {
-        match uri {
-            ServerUri::Databricks { profile: Some(p) } if p == "prod" => {
-                Ok(Url::parse("https://dbc-prod.cloud.databricks.com").unwrap())
-            }
+    fn workspace(profile: Option<&str>) -> Result<Url, CopyError> {
+        match profile {
+            Some("prod") => Ok(Url::parse("https://dbc-prod.cloud.databricks.com").unwrap()),
             _ => Err(CopyError::bad_input("Databricks profile not found")),
         }
     }

@@ -10,7 +10,6 @@ use crate::stores::databricks::workspace_host;
 use crate::transport::hosts::{any_host_allowed, ALLOW_ANY_HOST_VAR};
 use crate::transport::wasi_http::read_body;
 use crate::transport::{Caller, HostPolicy};
-use crate::uri::ServerUri;
 use serde::Serialize;
 use serde_json::json;
 use std::time::Instant;
@@ -95,12 +94,7 @@ fn copy<R: CopyRequest>(out: ResponseOutparam, body: &[u8], ndjson: bool) -> u16
     };
     let (src, dst) = request.ends();
     let hosts = HostPolicy::from_env(&env, Caller::Remote);
-    let workspace = |uri: &ServerUri| match uri {
-        ServerUri::Databricks { profile } | ServerUri::DatabricksUc { profile } => {
-            workspace_host(profile.as_deref(), &env)
-        }
-        ServerUri::Http(base) => Ok(base.url().clone()),
-    };
+    let workspace = |profile: Option<&str>| workspace_host(profile, &env);
     if let Err(refusal) = http_api::check_hosts(&[src, dst], &hosts, &workspace) {
         return refuse(out, &refusal);
     }

@@ -176,7 +176,8 @@ impl Transport {
             // Refused on a route the store can replace: opened again at once, on the other.
             let rerouted = file.reroute(failure);
             let refused = credentials_refused(failure.status, &failure.message);
-            let expired = rerouted || (refused && file.refreshable() && file.first_refusal());
+            let expired =
+                rerouted || (refused && file.refresh_credentials() && file.first_refusal());
             let attempts = file.budget.attempts;
             let delay = self
                 .policy
@@ -350,9 +351,10 @@ impl FileState {
         }
     }
 
-    /// Whether fresh credentials may cure a refusal: signed URLs are signed again when the
-    /// file is reopened, and a token the file's requests carry is fetched again.
-    fn refreshable(&self) -> bool {
+    /// After a refusal: drops the cached tokens its requests carry (fetched again when it is
+    /// next sent); whether fresh credentials may cure the refusal (signed URLs are signed
+    /// again when the file is reopened).
+    fn refresh_credentials(&self) -> bool {
         let refreshed = self.credentials.iter().filter(|c| c.refresh()).count();
         self.signed || refreshed > 0
     }

@@ -103,7 +103,7 @@ pub fn resolve(
     let var = |name: &str| env(name).filter(|v| !v.trim().is_empty());
     let auth_type = var("DATABRICKS_AUTH_TYPE");
     if let Some(named) = profile {
-        return from_profile(named, true, auth_type, env, read_file);
+        return ConfigFile::read(env, read_file).profile(named, true, auth_type);
     }
     let env_configures =
         var("DATABRICKS_HOST").is_some() || CREDENTIAL_VARS.iter().any(|n| var(n).is_some());
@@ -114,77 +114,82 @@ pub fn resolve(
             .collect();
         return from_attrs(attrs, "environment".to_string());
     }
-    if let Some(named) = var("DATABRICKS_CONFIG_PROFILE") {
-        return from_profile(&named, true, auth_type, env, read_file);
-    }
-    from_profile_of_file(auth_type, env, read_file)
-}
-
-/// Rule 3 without `DATABRICKS_CONFIG_PROFILE`: the file's default profile, if it has one.
-fn from_profile_of_file(
-    auth_type: Option<String>,
-    env: &dyn Fn(&str) -> Option<String>,
-    read_file: &dyn Fn(&str) -> Option<String>,
-) -> Result<Workspace, CopyError> {
-    let path = config_path(env);
-    let file = read_file(&path).map(|text| parse_ini(&text));
-    let chosen = file.as_ref().and_then(|f| {
-        f.get(SETTINGS_SECTION)
-            .and_then(|s| s.get("default_profile"))
-            .map(|p| p.trim().to_string())
-            .filter(|p| !p.is_empty())
-    });
-    match chosen {
-        Some(named) => from_profile(&named, true, auth_type, env, read_file),
-        None => from_profile("DEFAULT", false, auth_type, env, read_file),
+    let file = ConfigFile::read(env, read_file);
+    match var("DATABRICKS_CONFIG_PROFILE").or_else(|| file.default_profile()) {
+        Some(named) => file.profile(&named, true, auth_type),
+        None => file.profile("DEFAULT", false, auth_type),
     }
 }
 
-/// One profile of the config file, host and credentials together. A missing profile is an
-/// error when it was asked for (`explicit`); a missing `DEFAULT` is "nothing configured".
-fn from_profile(
-    named: &str,
-    explicit: bool,
-    auth_type: Option<String>,
-    env: &dyn Fn(&str) -> Option<String>,
-    read_file: &dyn Fn(&str) -> Option<String>,
-) -> Result<Workspace, CopyError> {
-    let path = config_path(env);
-    let source = format!("profile {named:?} in {path}");
-    if named == SETTINGS_SECTION {
-        return Err(CopyError::bad_input(format!(
-            "{SETTINGS_SECTION} in {path} holds settings and cannot be used as a profile"
-        )));
+/// The config file, read once: its path (for messages) and its sections, if it exists.
+struct ConfigFile {
+    path: String,
+    sections: Option<HashMap<String, HashMap<String, String>>>,
+}
+
+impl ConfigFile {
+    fn read(
+        env: &dyn Fn(&str) -> Option<String>,
+        read_file: &dyn Fn(&str) -> Option<String>,
+    ) -> ConfigFile {
+        let path = config_path(env);
+        let sections = read_file(&path).map(|text| parse_ini(&text));
+        ConfigFile { path, sections }
     }
-    let Some(text) = read_file(&path) else {
-        if !explicit {
-            return from_attrs(HashMap::new(), "environment".to_string());
-        }
-        return Err(CopyError::bad_input(format!(
-            "Databricks profile {named:?} named, but the config file {path} cannot be read \
-             (with wasmtime, give the guest the file: --dir HOSTDIR::/cfg --env \
-             DATABRICKS_CONFIG_FILE=/cfg/.databrickscfg)"
-        )));
-    };
-    let file = parse_ini(&text);
-    let Some(section) = file.get(named) else {
-        if !explicit {
-            return from_attrs(HashMap::new(), "environment".to_string());
-        }
-        return Err(CopyError::bad_input(format!(
-            "Databricks profile {named:?} not found in {path}"
-        )));
-    };
-    let mut attrs: HashMap<&str, String> = KEYS
-        .iter()
-        .filter_map(|(key, _)| Some((*key, section.get(*key).filter(|v| !v.is_empty())?.clone())))
-        .collect();
-    // The method to use is not a credential: the environment may choose it for a profile
-    // that does not say.
-    if let Some(auth_type) = auth_type {
-        attrs.entry("auth_type").or_insert(auth_type);
+
+    /// `[__settings__] default_profile`, if set.
+    fn default_profile(&self) -> Option<String> {
+        let settings = self.sections.as_ref()?.get(SETTINGS_SECTION)?;
+        let named = settings.get("default_profile")?.trim();
+        (!named.is_empty()).then(|| named.to_string())
     }
-    from_attrs(attrs, source)
+
+    /// One profile, host and credentials together. A missing profile is an error when it was
+    /// asked for (`explicit`); a missing `DEFAULT` is "nothing configured".
+    fn profile(
+        &self,
+        named: &str,
+        explicit: bool,
+        auth_type: Option<String>,
+    ) -> Result<Workspace, CopyError> {
+        let path = &self.path;
+        let source = format!("profile {named:?} in {path}");
+        if named == SETTINGS_SECTION {
+            return Err(CopyError::bad_input(format!(
+                "{SETTINGS_SECTION} in {path} holds settings and cannot be used as a profile"
+            )));
+        }
+        let Some(sections) = &self.sections else {
+            if !explicit {
+                return from_attrs(HashMap::new(), "environment".to_string());
+            }
+            return Err(CopyError::bad_input(format!(
+                "Databricks profile {named:?} named, but the config file {path} cannot be read \
+                 (with wasmtime, give the guest the file: --dir HOSTDIR::/cfg --env \
+                 DATABRICKS_CONFIG_FILE=/cfg/.databrickscfg)"
+            )));
+        };
+        let Some(section) = sections.get(named) else {
+            if !explicit {
+                return from_attrs(HashMap::new(), "environment".to_string());
+            }
+            return Err(CopyError::bad_input(format!(
+                "Databricks profile {named:?} not found in {path}"
+            )));
+        };
+        let mut attrs: HashMap<&str, String> = KEYS
+            .iter()
+            .filter_map(|(key, _)| {
+                Some((*key, section.get(*key).filter(|v| !v.is_empty())?.clone()))
+            })
+            .collect();
+        // The method to use is not a credential: the environment may choose it for a profile
+        // that does not say.
+        if let Some(auth_type) = auth_type {
+            attrs.entry("auth_type").or_insert(auth_type);
+        }
+        from_attrs(attrs, source)
+    }
 }
 
 /// The workspace the attributes describe (`source` says where they came from, for messages).

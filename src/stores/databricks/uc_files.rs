@@ -586,7 +586,7 @@ impl VersionFiles {
                 } else {
                     Request::new(Method::Get, file_url(&base, path))
                 };
-                (uc.rest.authorize(request)?, false)
+                (uc.rest.authorize(request), false)
             }
             Access::DefaultStorage => {
                 let route = if write {

@@ -125,7 +125,7 @@ impl Artifacts for MlflowRest {
             .iter()
             .map(|path| {
                 Ok(Download::get(
-                    self.authorize(self.read_request(root, path)?)?,
+                    self.authorize(self.read_request(root, path)?),
                 ))
             })
             .collect()
@@ -136,7 +136,7 @@ impl Artifacts for MlflowRest {
             .iter()
             .map(|file| {
                 Ok(Upload::put(
-                    self.authorize(self.write_request(root, &file.path)?)?,
+                    self.authorize(self.write_request(root, &file.path)?),
                 ))
             })
             .collect()

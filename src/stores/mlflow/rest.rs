@@ -110,10 +110,9 @@ impl MlflowRest {
     }
 
     /// Gives a request for one of this server's URLs the server's credentials; the transport
-    /// turns them into a header each time it sends the request. (Infallible: a token is
-    /// fetched when the request is sent.)
-    pub fn authorize(&self, request: Request) -> Result<Request, CopyError> {
-        Ok(request.with_credential(Credential::new(self.auth.clone())))
+    /// turns them into a header each time it sends the request (a token is fetched then).
+    pub fn authorize(&self, request: Request) -> Request {
+        request.with_credential(Credential::new(self.auth.clone()))
     }
 
     /// Whether an answer refused credentials that a fresh token may cure: 401, or 403 as real
@@ -176,10 +175,7 @@ impl MlflowRest {
     /// An idempotent request as a call the engine sends along with other work (see
     /// `stores::Call`); its answer is read as `call` reads one.
     pub fn prepare<'s, T: DeserializeOwned + 's>(&'s self, request: Request) -> Call<'s, T> {
-        let request = match self.authorize(request) {
-            Ok(request) => request,
-            Err(e) => return Call::Done(Err(e)),
-        };
+        let request = self.authorize(request);
         let again = request.clone();
         // What error messages name: the call without its body (a log-batch body is large).
         let named = Request {
@@ -232,9 +228,9 @@ impl MlflowRest {
     /// `MAYBE_CREATED`: the caller looks for the object before creating it again.
     pub fn send(&self, request: Request, idempotent: bool) -> Result<Response, CopyError> {
         let uncertain = |e: CopyError| if idempotent { e } else { e.maybe_created() };
+        let authorized = self.authorize(request);
         let mut refreshed = false;
         loop {
-            let authorized = self.authorize(request.clone())?;
             let response = self
                 .transport
                 .send(&authorized, idempotent)
