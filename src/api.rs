@@ -4,6 +4,9 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+mod migration;
+pub use migration::*;
+
 /// Default number of artifact files in flight at once.
 pub const DEFAULT_CONCURRENCY: u32 = 8;
 /// Upper bound on `concurrency`: beyond this the servers, not the copier, are the bottleneck.
@@ -22,7 +25,7 @@ pub struct CopyRunRequest {
     pub concurrency: u32,
 }
 
-fn default_concurrency() -> u32 {
+pub(crate) fn default_concurrency() -> u32 {
     DEFAULT_CONCURRENCY
 }
 
