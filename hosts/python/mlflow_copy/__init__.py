@@ -203,12 +203,16 @@ class Copier:
         return _to_python(result)
 
     def run_command(self, argv: Sequence[str], env: Optional[Mapping[str, str]] = None,
-                    stderr: Optional[Callable[[bytes], None]] = None) -> bool:
+                    stderr: Optional[Callable[[bytes], None]] = None,
+                    writable_dirs: Sequence[str] = ()) -> bool:
         """Runs the component's own command line (`wasi:cli/run`) with `argv` (argv[0] is the
         program name) and this process's stdout; stderr goes to `stderr` when given, else to
-        this process's stderr. Returns whether the command succeeded."""
+        this process's stderr. The guest may write in `writable_dirs` (absolute paths, seen
+        under the same paths), nowhere else. Returns whether the command succeeded."""
         wasi = _guest_wasi(env)
         wasi.argv = list(argv)
+        for folder in writable_dirs:
+            wasi.preopen_dir(folder, folder, fs_mutable=True)
         wasi.inherit_stdout()
         if stderr is None:
             wasi.inherit_stderr()
