@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 mod migration;
+mod verify;
 pub use migration::*;
+pub use verify::*;
 
 /// Default number of artifact files in flight at once.
 pub const DEFAULT_CONCURRENCY: u32 = 8;

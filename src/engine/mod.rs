@@ -14,6 +14,7 @@ pub mod migration;
 pub mod mlmodel;
 pub mod models;
 pub mod progress;
+pub mod verify;
 pub mod version_source;
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use crate::api::ErrorKind;
 use crate::api::{
     CopyError, CopyExperimentRequest, CopyModelRequest, CopyModelVersionRequest, CopyRunRequest,
-    DEFAULT_CONCURRENCY,
+    VerifyRunRequest, DEFAULT_CONCURRENCY,
 };
 use crate::engine::progress::{human_line, Event, Progress};
 use clap::{Args, Parser, Subcommand};
@@ -61,6 +61,38 @@ pub enum Command {
     /// last.
     #[command(after_help = CREDENTIALS_HELP)]
     CopyModel(CopyModelArgs),
+    /// Compare a copied run with its source field by field (run info, params, tags, full
+    /// metric histories, datasets, logged-model outputs, artifact paths and sizes); print every
+    /// difference and exit non-zero when there is one.
+    #[command(after_help = CREDENTIALS_HELP)]
+    VerifyRun(VerifyRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyRunArgs {
+    /// The source run.
+    #[arg(long, value_name = "ID")]
+    pub src_run_id: String,
+    /// Its copy.
+    #[arg(long, value_name = "ID")]
+    pub dst_run_id: String,
+    /// Source tracking server (as copy-run's --src-mlflow-uri).
+    #[arg(long, value_name = "TEXT")]
+    pub src_mlflow_uri: String,
+    /// The copy's tracking server.
+    #[arg(long, value_name = "TEXT")]
+    pub dst_mlflow_uri: String,
+}
+
+impl From<VerifyRunArgs> for VerifyRunRequest {
+    fn from(a: VerifyRunArgs) -> Self {
+        VerifyRunRequest {
+            src_run_id: a.src_run_id,
+            dst_run_id: a.dst_run_id,
+            src_mlflow_uri: a.src_mlflow_uri,
+            dst_mlflow_uri: a.dst_mlflow_uri,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -396,6 +428,7 @@ pub fn main(args: Vec<String>) -> bool {
             let report = args.bulk.report.clone();
             command(CopyModelRequest::from(args), report.as_deref())
         }
+        Command::VerifyRun(args) => command(VerifyRunRequest::from(args), None),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use crate::api::{
     self, CopyError, CopyExperimentRequest, CopyModelRequest, CopyModelVersionRequest,
-    CopyRunReport, CopyRunRequest, MigrationReport,
+    CopyRunReport, CopyRunRequest, MigrationReport, VerifyRunRequest,
 };
 use crate::engine::progress::Silent;
 
@@ -111,6 +111,33 @@ impl wit::Guest for Component {
             concurrency: request.concurrency.unwrap_or(api::DEFAULT_CONCURRENCY),
         };
         migrate(&request)
+    }
+
+    fn verify_run(request: wit::VerifyRunRequest) -> Result<wit::VerifyReport, wit::CopyError> {
+        let request = VerifyRunRequest {
+            src_run_id: request.src_run_id,
+            dst_run_id: request.dst_run_id,
+            src_mlflow_uri: request.src_mlflow_uri,
+            dst_mlflow_uri: request.dst_mlflow_uri,
+        };
+        let r = super::execute(
+            super::wasi_host(crate::transport::Caller::User),
+            &request,
+            &mut Silent,
+        )
+        .map_err(to_wit_error)?;
+        Ok(wit::VerifyReport {
+            src_run_id: r.src_run_id,
+            dst_run_id: r.dst_run_id,
+            params: r.params,
+            tags: r.tags,
+            metric_points: r.metric_points,
+            dataset_inputs: r.dataset_inputs,
+            logged_models: r.logged_models,
+            artifact_files: r.artifact_files,
+            artifact_bytes: r.artifact_bytes,
+            differences: r.differences,
+        })
     }
 }
 

@@ -24,6 +24,7 @@ pub enum Route {
     CopyModelVersion,
     CopyExperiment,
     CopyModel,
+    VerifyRun,
 }
 
 /// A failure answered before or instead of a copy: status, code and message.
@@ -59,13 +60,15 @@ pub fn route(method: &str, path: &str) -> Result<Route, Refusal> {
         "/copy-model-version" => (Route::CopyModelVersion, "POST"),
         "/copy-experiment" => (Route::CopyExperiment, "POST"),
         "/copy-model" => (Route::CopyModel, "POST"),
+        "/verify-run" => (Route::VerifyRun, "POST"),
         _ => {
             return Err(Refusal::new(
                 404,
                 "not_found",
                 format!(
                     "no route {path:?}; routes: GET /healthz, POST /copy-run, \
-                     POST /copy-model-version, POST /copy-experiment, POST /copy-model"
+                     POST /copy-model-version, POST /copy-experiment, POST /copy-model, \
+                     POST /verify-run"
                 ),
             ))
         }

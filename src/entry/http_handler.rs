@@ -6,6 +6,7 @@ use super::http_api::{self, Refusal, Route};
 use super::{execute, scrub_text, secrets, wasi_host, CopyRequest};
 use crate::api::{
     CopyError, CopyExperimentRequest, CopyModelRequest, CopyModelVersionRequest, CopyRunRequest,
+    VerifyRunRequest,
 };
 use crate::engine::progress::{human_line, Event, Progress};
 use crate::stores::databricks::workspace_host;
@@ -87,6 +88,7 @@ fn serve(method: &str, path: &str, request: IncomingRequest, out: ResponseOutpar
         Route::CopyModelVersion => copy::<CopyModelVersionRequest>(out, &body, ndjson),
         Route::CopyExperiment => copy::<CopyExperimentRequest>(out, &body, ndjson),
         Route::CopyModel => copy::<CopyModelRequest>(out, &body, ndjson),
+        Route::VerifyRun => copy::<VerifyRunRequest>(out, &body, ndjson),
         Route::Health => unreachable!("answered above"),
     }
 }

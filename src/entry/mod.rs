@@ -10,12 +10,13 @@ mod http_handler;
 
 use crate::api::{
     CopyError, CopyExperimentRequest, CopyModelRequest, CopyModelVersionReport,
-    CopyModelVersionRequest, CopyRunReport, CopyRunRequest, MigrationReport,
+    CopyModelVersionRequest, CopyRunReport, CopyRunRequest, MigrationReport, VerifyReport,
+    VerifyRunRequest,
 };
 use crate::credentials::Auth;
 use crate::credentials::Side;
 use crate::engine::progress::{Event, Progress};
-use crate::engine::{copy_experiment, copy_model, copy_model_version, copy_run, Copier};
+use crate::engine::{copy_experiment, copy_model, copy_model_version, copy_run, verify, Copier};
 use crate::stores;
 use crate::transport::{Caller, Http, Settings, Transport};
 use std::rc::Rc;
@@ -62,6 +63,30 @@ pub trait CopyRequest: serde::de::DeserializeOwned {
     }
     /// Removes secrets from the messages a report carries (a bulk copy's item errors).
     fn scrub(_report: &mut Self::Report, _secrets: &[String]) {}
+}
+
+impl CopyRequest for VerifyRunRequest {
+    type Report = VerifyReport;
+    fn ends(&self) -> (&str, &str) {
+        (&self.src_mlflow_uri, &self.dst_mlflow_uri)
+    }
+    fn concurrency(&self) -> u32 {
+        1
+    }
+    fn validate(&self) -> Result<(), CopyError> {
+        VerifyRunRequest::validate(self)
+    }
+    fn copy(&self, copier: &mut Copier) -> anyhow::Result<VerifyReport> {
+        verify::verify_run(copier, self)
+    }
+    fn failure(report: &VerifyReport) -> Option<CopyError> {
+        report.failure()
+    }
+    fn scrub(report: &mut VerifyReport, secrets: &[String]) {
+        for line in &mut report.differences {
+            *line = scrub_text(line, secrets);
+        }
+    }
 }
 
 /// The bulk commands: many copies, one report of items.

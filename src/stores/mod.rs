@@ -121,6 +121,16 @@ pub enum Call<'s, T> {
     Done(Result<T, CopyError>),
 }
 
+impl<T> Call<'_, T> {
+    /// Sends the call's request on its own (a read outside a pipeline) and reads its answer.
+    pub fn run_alone(self, transport: &Transport) -> Result<T, CopyError> {
+        match self {
+            Call::Done(result) => result,
+            Call::Send { request, read } => read(transport.send(&request, true)),
+        }
+    }
+}
+
 /// Reads the final answer to a call's request (after its retries) into the call's result.
 pub type Reader<'s, T> =
     Box<dyn FnOnce(Result<Response, transport::Error>) -> Result<T, CopyError> + 's>;

@@ -198,3 +198,37 @@ def test_a_model_plan_and_a_selection_over_http(src, dst):
         assert missing.status_code == 404 and "version 99" in missing.json()["error"]["message"]
     finally:
         served.stop()
+
+
+def verify_args(src_run, dst_run, src, dst):
+    return ["verify-run", "--src-run-id", src_run, "--dst-run-id", dst_run,
+            "--src-mlflow-uri", src, "--dst-mlflow-uri", dst]
+
+
+def test_verify_finds_a_faithful_copy_and_every_damage(src, dst):
+    name, dst_name = unique("verify"), unique("verify-copy")
+    _, ids = seed_experiment(src.uri, name)
+    copied = run_cli(experiment_args(name, dst_name, src.uri, dst.uri, "--run-ids", f"{ids['root']},{ids['child']}"))
+    assert copied.code == 0, copied
+    copy_of = {i["src_id"]: i["dst_id"] for i in copied.report["items"]}
+
+    for role in ("root", "child"):
+        ok = run_cli(verify_args(ids[role], copy_of[ids[role]], src.uri, dst.uri))
+        assert ok.code == 0, ok
+        assert ok.report["differences"] == [] and ok.report["metric_points"] == 5
+        assert ok.report["artifact_files"] == 1 and ok.report["params"] == 1
+
+    d = MlflowClient(dst.uri)
+    damaged = copy_of[ids["root"]]
+    d.set_tag(damaged, "team", "someone-else")
+    d.log_metric(damaged, "loss", 9.0, step=99)
+    d.log_text(damaged, "surprise\n", "notes/extra.txt")
+    bad = run_cli(verify_args(ids["root"], damaged, src.uri, dst.uri))
+    assert bad.code != 0 and "error [conflict]" in bad.stderr, bad
+    differences = "\n".join(bad.report["differences"])
+    assert 'tag "team"' in differences
+    assert 'metric "loss"' in differences
+    assert '"notes/extra.txt": only in the copy' in differences
+    # The child's copy is nested under the root's copy: comparing it with the wrong parent fails.
+    wrong = run_cli(verify_args(ids["child"], damaged, src.uri, dst.uri))
+    assert wrong.code != 0 and any("parent" in line for line in wrong.report["differences"]), wrong
