@@ -32,6 +32,10 @@ pub struct CopyExperimentRequest {
     /// Plan only: report what would be copied, write nothing.
     #[serde(default)]
     pub dry_run: bool,
+    /// Compare each copy with its source after copying it (as verify-run); a copy that
+    /// differs is a failed item.
+    #[serde(default)]
+    pub verify: bool,
     #[serde(default = "default_concurrency")]
     pub concurrency: u32,
 }

@@ -45,7 +45,7 @@ impl VerifyReport {
     pub fn failure(&self) -> Option<CopyError> {
         let first = self.differences.first()?;
         Some(CopyError::conflict(format!(
-            "run {} differs from its source {} in {} places; first: {first}",
+            "run {} differs from its source {} ({} differences); first: {first}",
             self.dst_run_id,
             self.src_run_id,
             self.differences.len()

@@ -8,13 +8,15 @@
 
 use super::copy_run;
 use super::migration::{self, Migration};
+use super::verify;
 use super::Copier;
 use crate::api::{
     CopyError, CopyExperimentRequest, ErrorKind, ItemStatus, MigrationItem, MigrationReport,
+    VerifyRunRequest,
 };
 use crate::stores::model::{Experiment, KeyValue, Run};
 use anyhow::Context;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Experiment tags a server sets itself (Databricks: owner, type, source notebook): not
 /// copied, the destination has its own.
@@ -82,11 +84,23 @@ pub fn copy_experiment(
         request.dry_run,
         runs.len(),
     );
+    // A child whose parent failed waits for the re-run: copied now, it could not be nested.
+    let mut failed: HashSet<String> = HashSet::new();
     for run in &runs {
-        migration.item(c, &run.run_id, |c| match &dst {
-            Some(dst) if !request.dry_run => copy_item(c, &run.run_id, dst),
-            _ => plan_item(c, &run.run_id, dst.as_deref()),
-        });
+        if let Some(parent) = run.parent_id.as_ref().filter(|p| failed.contains(*p)) {
+            let error = CopyError::upstream(format!(
+                "not attempted: its parent run {parent} failed (a re-run copies both, nested)"
+            ));
+            migration.record(c, migration::failed(&run.run_id, &error));
+        } else {
+            migration.item(c, &run.run_id, |c| match &dst {
+                Some(dst) if !request.dry_run => copy_item(c, &run.run_id, dst, request),
+                _ => plan_item(c, &run.run_id, dst.as_deref()),
+            });
+        }
+        if migration.last_failed() {
+            failed.insert(run.run_id.clone());
+        }
     }
     Ok(migration.finish())
 }
@@ -95,8 +109,20 @@ fn copy_item(
     c: &mut Copier,
     run_id: &str,
     dst_experiment_id: &str,
+    request: &CopyExperimentRequest,
 ) -> anyhow::Result<MigrationItem> {
     let report = copy_run::copy_into(c, run_id, dst_experiment_id)?;
+    if request.verify {
+        let check = VerifyRunRequest {
+            src_run_id: run_id.to_string(),
+            dst_run_id: report.dst_run_id.clone(),
+            src_mlflow_uri: request.src_mlflow_uri.clone(),
+            dst_mlflow_uri: request.dst_mlflow_uri.clone(),
+        };
+        if let Some(failure) = verify::verify_run(c, &check)?.failure() {
+            return Err(failure.into());
+        }
+    }
     Ok(MigrationItem {
         dst_id: Some(report.dst_run_id),
         artifact_bytes: report.artifact_bytes,

@@ -116,6 +116,13 @@ impl Migration {
         });
     }
 
+    pub fn last_failed(&self) -> bool {
+        self.report
+            .items
+            .last()
+            .is_some_and(|i| i.status == ItemStatus::Failed)
+    }
+
     /// Marks an item recorded earlier as failed after all (a step the bulk copy takes once
     /// every item is done, such as moving aliases, failed for it).
     pub fn fail_item(&mut self, src_id: &str, error: &CopyError) {

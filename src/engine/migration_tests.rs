@@ -51,6 +51,7 @@ fn experiment_request(exp: &str, dry_run: bool) -> CopyExperimentRequest {
         run_ids: Vec::new(),
         max_runs: None,
         dry_run,
+        verify: true,
         concurrency: 4,
     }
 }
@@ -120,8 +121,8 @@ fn an_experiment_is_planned_then_copied_parents_first_then_found_copied() {
 fn a_failed_item_does_not_stop_the_others_and_a_re_run_finishes_it() {
     let w = world();
     let (exp, ids) = seed_experiment(&w);
-    // The second run cannot be finished (once).
-    w.dst.fail("update_run", 1);
+    // The last run (the grandchild, a leaf) cannot be finished (once).
+    w.dst.fail("update_run", 3);
     let report = migrate_experiment(&w, &experiment_request(&exp, false));
     assert_eq!(
         (report.created, report.failed),
@@ -155,6 +156,35 @@ fn a_failed_item_does_not_stop_the_others_and_a_re_run_finishes_it() {
     assert!(ids
         .iter()
         .all(|id| the_copy(&w.dst, id).data.tag(lineage::INCOMPLETE).is_none()));
+}
+
+#[test]
+fn the_children_of_a_failed_run_wait_for_the_re_run_to_be_nested() {
+    let w = world();
+    let (exp, ids) = seed_experiment(&w);
+    // The root (second in order, after the older failed run) cannot be finished (once).
+    w.dst.fail("update_run", 1);
+    let report = migrate_experiment(&w, &experiment_request(&exp, false));
+    assert_eq!(
+        (report.created, report.failed),
+        (1, 3),
+        "{:?}",
+        report.items
+    );
+    let waiting = &report.items[2].error.as_ref().unwrap().message;
+    assert!(
+        waiting.contains(&format!("its parent run {} failed", ids[0])),
+        "{waiting}"
+    );
+
+    let again = migrate_experiment(&w, &experiment_request(&exp, false));
+    assert_eq!((again.resumed, again.created, again.existing), (1, 2, 1));
+    let root = the_copy(&w.dst, &ids[0]);
+    let child = the_copy(&w.dst, &ids[1]);
+    assert_eq!(
+        child.data.tag(lineage::PARENT_RUN_ID),
+        Some(root.info.run_id.as_str())
+    );
 }
 
 #[test]

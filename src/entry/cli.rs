@@ -217,6 +217,10 @@ pub struct CopyExperimentArgs {
     /// At most N runs (the most recent first).
     #[arg(long, value_name = "N")]
     pub max_runs: Option<u32>,
+    /// Compare each copy with its source after copying it, as verify-run does (a copy that
+    /// differs is a failed item).
+    #[arg(long)]
+    pub verify: bool,
     #[command(flatten)]
     pub bulk: BulkFlags,
     /// Artifact files copied at once (1-64).
@@ -265,6 +269,7 @@ impl From<CopyExperimentArgs> for CopyExperimentRequest {
             run_ids: a.run_ids,
             max_runs: a.max_runs,
             dry_run: a.bulk.dry_run,
+            verify: a.verify,
             concurrency: a.concurrency,
         }
     }

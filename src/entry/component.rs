@@ -89,6 +89,7 @@ impl wit::Guest for Component {
             run_ids: request.run_ids,
             max_runs: request.max_runs,
             dry_run: request.dry_run.unwrap_or(false),
+            verify: request.verify.unwrap_or(false),
             concurrency: request.concurrency.unwrap_or(api::DEFAULT_CONCURRENCY),
         };
         migrate(&request)

@@ -59,7 +59,7 @@ def test_an_experiment_is_planned_copied_with_nesting_and_found_copied_on_re_run
     assert MlflowClient(dst.uri).get_experiment_by_name(dst_name) is None, "a dry run writes nothing"
 
     with tempfile.TemporaryDirectory() as folder:
-        result = run_cli(experiment_args(name, dst_name, src.uri, dst.uri, "--report", "/out/ids.jsonl"),
+        result = run_cli(experiment_args(name, dst_name, src.uri, dst.uri, "--verify", "--report", "/out/ids.jsonl"),
                          wasmtime_args=("--dir", f"{folder}::/out"))
         assert result.code == 0, result
         with open(os.path.join(folder, "ids.jsonl")) as f:
