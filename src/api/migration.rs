@@ -1,7 +1,10 @@
 //! Requests and the report of the bulk commands (copy-experiment, copy-model): many one-object
 //! copies planned from the destination's lineage tags, each reported on its own.
 
-use super::{default_concurrency, require_non_empty, validate_concurrency, CopyError, ErrorKind};
+use super::{
+    default_concurrency, require_non_empty, validate_concurrency, validate_model_copy, CopyError,
+    ErrorKind,
+};
 use serde::{Deserialize, Serialize};
 
 /// Runs or versions named one by one at most (a longer list belongs in a filter).
@@ -119,13 +122,11 @@ pub struct CopyModelRequest {
 
 impl CopyModelRequest {
     pub fn validate(&self) -> Result<(), CopyError> {
-        require_non_empty("src_model", &self.src_model)?;
-        require_non_empty("dst_model", &self.dst_model)?;
-        require_non_empty("src_registry_uri", &self.src_registry_uri)?;
-        require_non_empty("dst_registry_uri", &self.dst_registry_uri)?;
-        if let Some(exp) = &self.dst_experiment_name {
-            require_non_empty("dst_experiment_name", exp)?;
-        }
+        validate_model_copy(
+            [&self.src_model, &self.dst_model],
+            [&self.src_registry_uri, &self.dst_registry_uri],
+            self.dst_experiment_name.as_deref(),
+        )?;
         check_list("versions", &self.versions, |v| v.parse::<u64>().is_ok())?;
         check_list("stages", &self.stages, |s| canonical_stage(s).is_some())?;
         check_list("aliases", &self.aliases, |a| !a.trim().is_empty())?;
