@@ -232,3 +232,25 @@ def test_verify_finds_a_faithful_copy_and_every_damage(src, dst):
     # The child's copy is nested under the root's copy: comparing it with the wrong parent fails.
     wrong = run_cli(verify_args(ids["child"], damaged, src.uri, dst.uri))
     assert wrong.code != 0 and any("parent" in line for line in wrong.report["differences"]), wrong
+
+
+def test_the_python_package_migrates_verifies_and_reports_item_errors_as_values(src, dst, proxy):
+    from conftest import WASM
+    import hosts
+    name = unique("py-bulk")
+    _, ids = seed_experiment(src.uri, name)
+    request = {"src_experiment_name": name, "dst_experiment_name": unique("py-bulk-copy"),
+               "src_mlflow_uri": src.uri, "dst_mlflow_uri": proxy.uri, "run_ids": [ids["failed"]]}
+    proxy.add("POST", "/runs/update", status=400,
+              answer=b'{"error_code": "INVALID_PARAMETER_VALUE", "message": "injected"}')
+    code, out, err = hosts.run("python", "copy-experiment", request, WASM)
+    assert code == 0, err  # failed items are in the report, not raised
+    item = out["ok"]["items"][0]
+    assert item["status"] == "failed" and item["error"]["kind"] == "bad_input", item
+
+    code, out, err = hosts.run("python", "copy-experiment", request, WASM)
+    assert out["ok"]["items"][0]["status"] == "resumed", out
+    check = {"src_run_id": ids["failed"], "dst_run_id": out["ok"]["items"][0]["dst_id"],
+             "src_mlflow_uri": src.uri, "dst_mlflow_uri": dst.uri}
+    code, out, err = hosts.run("python", "verify-run", check, WASM)
+    assert code == 0 and out["ok"]["differences"] == [], out
