@@ -12,13 +12,18 @@ use anyhow::Context;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 
-/// Run tags a server sets on the runs it makes (`mlflow.user` aside, which a copy keeps): a
-/// destination workspace writes its own.
-const SERVER_SET_TAGS: [&str; 3] = [
+/// Run tags a workspace manages on the runs it holds (it sets its own, and refuses
+/// `mlflow.rootRunId` from clients): not the copy's to match. `mlflow.user` is checked with the
+/// run's user.
+const SERVER_SET_TAGS: [&str; 5] = [
     "mlflow.databricks.workspaceURL",
     "mlflow.databricks.webappURL",
     "mlflow.databricks.workspaceID",
+    "mlflow.rootRunId",
+    USER_TAG,
 ];
+
+const USER_TAG: &str = "mlflow.user";
 
 /// Most history pages read for one metric (pages of up to 10,000 points).
 const MAX_HISTORY_PAGES: usize = 100_000;
@@ -121,14 +126,38 @@ fn compare_info(src: &Run, dst: &Run, diff: &mut Differences) {
     diff.field("status", &s.status, &d.status);
     diff.field("start time", s.start_time, d.start_time);
     diff.field("end time", s.end_time, d.end_time);
-    // A workspace sets the user of the runs it makes: the copy keeps the source's in a tag.
-    let user = d
-        .user_id
-        .as_ref()
-        .filter(|u| Some(*u) == s.user_id.as_ref());
-    let kept = dst.data.tag(lineage::SRC_USER_ID).map(str::to_string);
-    if user.is_none() && kept != s.user_id.clone().filter(|u| !u.is_empty()) {
-        diff.field("user", &s.user_id, &d.user_id);
+    compare_user(
+        "user",
+        s.user_id.as_deref(),
+        d.user_id.as_deref(),
+        dst,
+        diff,
+    );
+    let tag = |run: &Run| run.data.tag(USER_TAG).map(str::to_string);
+    compare_user(
+        "tag \"mlflow.user\"",
+        tag(src).as_deref(),
+        tag(dst).as_deref(),
+        dst,
+        diff,
+    );
+}
+
+/// A workspace sets the user of the runs it makes: a copy there keeps the source's user in a
+/// lineage tag, which then counts as the same user; a source without a user leaves the
+/// destination's own.
+fn compare_user(
+    what: &str,
+    src: Option<&str>,
+    dst: Option<&str>,
+    copy: &Run,
+    diff: &mut Differences,
+) {
+    let Some(src) = src.filter(|u| !u.is_empty()) else {
+        return;
+    };
+    if dst != Some(src) && copy.data.tag(lineage::SRC_USER_ID) != Some(src) {
+        diff.field(what, Some(src), dst);
     }
 }
 

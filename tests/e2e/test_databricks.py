@@ -262,3 +262,18 @@ def test_every_entry_point_copies_into_a_workspace(src, workspaces):
         runs = client.search_runs([client.get_experiment_by_name(exp).experiment_id])
         assert len(runs) == 1
         assert_run_copied(src.uri, run_id, "databricks://ws1", runs[0].info.run_id, exp, databricks_dst=True)
+
+
+def test_an_experiment_migrates_into_a_workspace_verified_and_found_copied(src, workspaces):
+    from test_migrations import experiment_args, seed_experiment
+    _, _, cfg_dir = workspaces
+    name, dst_name = unique("dbx-bulk"), f"{EXPERIMENT_ROOT}/{unique('bulk')}"
+    _, ids = seed_experiment(src.uri, name)
+    result = copy(cfg_dir, experiment_args(name, dst_name, src.uri, "databricks://ws1", "--verify"))
+    assert result.code == 0, result
+    assert (result.report["created"], result.report["failed"]) == (4, 0), result.report
+    copy_of = {i["src_id"]: i["dst_id"] for i in result.report["items"]}
+    child = MlflowClient("databricks://ws1").get_run(copy_of[ids["child"]])
+    assert child.data.tags["mlflow.parentRunId"] == copy_of[ids["root"]]
+    again = copy(cfg_dir, experiment_args(name, dst_name, src.uri, "databricks://ws1"))
+    assert [i["status"] for i in again.report["items"]] == ["existing"] * 4, again
