@@ -9,8 +9,7 @@ import tarfile
 
 import pytest
 
-import seed
-from compare import assert_run_copied
+from compare import assert_command_copies_a_run
 from conftest import ROOT, WASM, unique
 
 # The exit codes of hosts/node/exit-codes.js (the same as the Python package's).
@@ -81,21 +80,19 @@ def test_help_lists_the_python_tools_flags_and_a_typo_is_a_usage_error(installed
     for flag in ("--run-id", "--experiment-name", "--src-mlflow-uri", "--dst-mlflow-uri",
                  "--copy-children", "--concurrency"):
         assert flag in shown.stdout
+    # copy-model-version is dispatched to the component's own subcommand too.
+    shown_mv = installed.npx("copy-model-version", "--help")
+    assert shown_mv.returncode == 0, shown_mv.stderr
+    for flag in ("--src-model", "--src-version", "--dst-model", "--src-registry-uri",
+                 "--dst-registry-uri", "--dst-experiment-name", "--copy-stages-and-aliases"):
+        assert flag in shown_mv.stdout
     typo = installed.npx("copy-run", "--run-idd", "x")
     assert typo.returncode == EXIT_USAGE, typo.stderr
     assert "--run-id" in typo.stderr and typo.stdout == ""
 
 
 def test_copy_run_between_two_servers(installed, src, dst):
-    run_id = seed.seed_rich_run(src.uri, unique("npm-source"), metric_points=50, with_model=False)
-    exp = unique("npm-copy")
-    done = installed.npx("copy-run", "--run-id", run_id, "--experiment-name", exp,
-                         "--src-mlflow-uri", src.uri, "--dst-mlflow-uri", dst.uri)
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)  # stdout is the report and nothing else
-    assert report["src_run_id"] == run_id and report["outcome"] == "created"
-    assert "reading source run" in done.stderr  # progress on stderr
-    assert_run_copied(src.uri, run_id, dst.uri, report["dst_run_id"], exp)
+    assert_command_copies_a_run(installed.npx, src.uri, dst.uri, "npm")
 
 
 def test_unknown_run_exits_with_not_found(installed, src, dst):
@@ -106,19 +103,3 @@ def test_unknown_run_exits_with_not_found(installed, src, dst):
     assert done.stdout == ""
     last = done.stderr.rstrip("\n").splitlines()[-1]
     assert last.startswith("mlflow-copy: error [not_found]: ")
-
-
-def test_copy_model_version_shallow_within_one_server(installed, src):
-    from mlflow import MlflowClient
-    name = unique("npm-wine")
-    _run_id, version = seed.seed_registered_version(src.uri, name)
-    dst_model = unique("npm-wine-shallow")
-    done = installed.npx("copy-model-version", "--src-model", name, "--src-version", version,
-                         "--dst-model", dst_model, "--src-registry-uri", src.uri,
-                         "--dst-registry-uri", src.uri)
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
-    assert report["dst_model"] == dst_model and report["outcome"] == "created"
-    client = MlflowClient(src.uri, registry_uri=src.uri)
-    assert client.get_model_version(dst_model, report["dst_version"]).source == \
-        client.get_model_version(name, version).source
