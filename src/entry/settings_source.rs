@@ -38,15 +38,13 @@ mod spin {
     });
 
     /// A Spin variable's value. A key the manifest does not map for this component is `None`
-    /// (Spin answers `Ok(None)`); a provider failure (Vault unreachable, say) is reported once
-    /// on stderr, without the value, and treated as unset so the environment can still answer.
+    /// (Spin answers `Ok(None)`); a provider failure (Vault unreachable, say) is reported on
+    /// stderr (it carries no value) and treated as unset, so the environment can still answer.
     pub fn variable(key: &str) -> Option<String> {
-        match wasi::config::store::get(key) {
+        use wasi::config::store::{get, Error};
+        match get(key) {
             Ok(value) => super::present(value),
-            Err(error) => {
-                let detail = match error {
-                    wasi::config::store::Error::Upstream(m) | wasi::config::store::Error::Io(m) => m,
-                };
+            Err(Error::Upstream(detail) | Error::Io(detail)) => {
                 eprintln!("[mlflow-copy] warning: Spin variable {key} could not be read: {detail}");
                 None
             }
@@ -60,7 +58,10 @@ mod tests {
 
     #[test]
     fn a_setting_is_found_under_its_lower_snake_variable_name() {
-        assert_eq!(variable_name("MLFLOW_COPY_API_TOKEN"), "mlflow_copy_api_token");
+        assert_eq!(
+            variable_name("MLFLOW_COPY_API_TOKEN"),
+            "mlflow_copy_api_token"
+        );
         assert_eq!(
             variable_name("MLFLOW_DST_TRACKING_TOKEN"),
             "mlflow_dst_tracking_token"
