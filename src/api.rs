@@ -4,6 +4,11 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+mod migration;
+mod verify;
+pub use migration::*;
+pub use verify::*;
+
 /// Default number of artifact files in flight at once.
 pub const DEFAULT_CONCURRENCY: u32 = 8;
 /// Upper bound on `concurrency`: beyond this the servers, not the copier, are the bottleneck.
@@ -22,7 +27,7 @@ pub struct CopyRunRequest {
     pub concurrency: u32,
 }
 
-fn default_concurrency() -> u32 {
+pub(crate) fn default_concurrency() -> u32 {
     DEFAULT_CONCURRENCY
 }
 
@@ -56,6 +61,23 @@ pub fn validate_concurrency(concurrency: u32) -> Result<(), CopyError> {
     Ok(())
 }
 
+/// What a version copy and a model copy both name: the models, the registries and, for a
+/// deep copy, the experiment.
+pub(crate) fn validate_model_copy(
+    [src_model, dst_model]: [&str; 2],
+    [src_registry_uri, dst_registry_uri]: [&str; 2],
+    dst_experiment_name: Option<&str>,
+) -> Result<(), CopyError> {
+    require_non_empty("src_model", src_model)?;
+    require_non_empty("dst_model", dst_model)?;
+    require_non_empty("src_registry_uri", src_registry_uri)?;
+    require_non_empty("dst_registry_uri", dst_registry_uri)?;
+    match dst_experiment_name {
+        Some(exp) => require_non_empty("dst_experiment_name", exp),
+        None => Ok(()),
+    }
+}
+
 pub(crate) fn require_non_empty(field: &str, value: &str) -> Result<(), CopyError> {
     if value.trim().is_empty() {
         return Err(CopyError::bad_input(format!("{field} must not be empty")));
@@ -86,14 +108,12 @@ pub struct CopyModelVersionRequest {
 
 impl CopyModelVersionRequest {
     pub fn validate(&self) -> Result<(), CopyError> {
-        require_non_empty("src_model", &self.src_model)?;
         require_non_empty("src_version", &self.src_version)?;
-        require_non_empty("dst_model", &self.dst_model)?;
-        require_non_empty("src_registry_uri", &self.src_registry_uri)?;
-        require_non_empty("dst_registry_uri", &self.dst_registry_uri)?;
-        if let Some(exp) = &self.dst_experiment_name {
-            require_non_empty("dst_experiment_name", exp)?;
-        }
+        validate_model_copy(
+            [&self.src_model, &self.dst_model],
+            [&self.src_registry_uri, &self.dst_registry_uri],
+            self.dst_experiment_name.as_deref(),
+        )?;
         if self.src_version.parse::<u64>().is_err() {
             return Err(CopyError::bad_input(format!(
                 "src_version must be a version number, got {:?}",

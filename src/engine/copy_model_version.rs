@@ -18,7 +18,8 @@ use super::models;
 use super::version_source::{self, Copies, Repointed, SourceRef};
 use super::Copier;
 use crate::api::{
-    CopyError, CopyModelVersionReport, CopyModelVersionRequest, CopyRunRequest, ErrorKind, Outcome,
+    CopyError, CopyModelVersionReport, CopyModelVersionRequest, CopyRunRequest, ErrorKind,
+    ItemStatus, Outcome,
 };
 use crate::stores::model::{
     ArtifactRoot, KeyValue, ModelVersion, NewVersion, Owner, RegisteredModel, Run,
@@ -40,6 +41,24 @@ const LINEAGE_RUN_TAGS: [&str; 4] = [
 pub fn copy_model_version(
     c: &mut Copier,
     request: &CopyModelVersionRequest,
+) -> anyhow::Result<CopyModelVersionReport> {
+    copy_version(c, request, Aliases::WithVersion)
+}
+
+/// When a version's aliases move to its copy (with `copy_stages_and_aliases`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Aliases {
+    /// With the version (copy-model-version).
+    WithVersion,
+    /// Later, by the caller (copy-model moves them once every version is there, so that an
+    /// alias never points at a destination version older than the one it will end on).
+    Later,
+}
+
+pub(super) fn copy_version(
+    c: &mut Copier,
+    request: &CopyModelVersionRequest,
+    aliases: Aliases,
 ) -> anyhow::Result<CopyModelVersionReport> {
     let started = Instant::now();
     let (src_model, src_version) = (request.src_model.as_str(), request.src_version.as_str());
@@ -176,14 +195,19 @@ pub fn copy_model_version(
     // answer lost, or the process stopped): the same command finishes the job.
     let mut completed = complete_tags(c, &request.dst_model, &ready, &tags)?;
     if request.copy_stages_and_aliases {
-        completed |= copy_stage_and_aliases(
-            c,
-            &version,
-            &registered,
-            &request.dst_model,
-            &ready,
-            &mut report,
-        )?;
+        completed |= copy_stage(c, &version, &request.dst_model, &ready, &mut report)?;
+        if aliases == Aliases::WithVersion {
+            let names: Vec<String> = registered
+                .aliases
+                .iter()
+                .filter(|a| a.version == version.version)
+                .map(|a| a.alias.clone())
+                .collect();
+            completed |= move_aliases(c, &request.dst_model, &ready.version, &names)?;
+            if c.dst.registry.supports_aliases() {
+                report.aliases = names;
+            }
+        }
     }
     if completed && report.outcome == Outcome::Existing {
         report.outcome = Outcome::Resumed;
@@ -273,16 +297,43 @@ fn deep_target(
     experiment: &str,
 ) -> anyhow::Result<(Repointed, Option<crate::api::CopyRunReport>, IdMap)> {
     let name = format!("{}/{}", request.src_model, request.src_version);
+    let (src_run, source) = deep_source(&name, version, src_run)?;
+    let run_request = CopyRunRequest {
+        run_id: src_run.info.run_id.clone(),
+        experiment_name: experiment.to_string(),
+        src_mlflow_uri: request.src_registry_uri.clone(),
+        dst_mlflow_uri: request.dst_registry_uri.clone(),
+        copy_children: false,
+        concurrency: request.concurrency,
+    };
+    let run_report = copy_run::copy_run(c, &run_request)?;
+    let (target, ids) = repoint_at_copy(
+        c,
+        &name,
+        version,
+        src_run,
+        &source,
+        (&run_report.dst_experiment_id, &run_report.dst_run_id),
+    )?;
+    Ok((target, Some(run_report), ids))
+}
+
+/// The version's run and what its source names in it: checked before a deep copy.
+fn deep_source<'r>(
+    name: &str,
+    version: &ModelVersion,
+    src_run: Option<&'r Run>,
+) -> anyhow::Result<(&'r Run, SourceRef)> {
     let Some(src_run) = src_run else {
         return Err(CopyError::bad_input(format!(
             "model version {name} has no run, so there is nothing to deep-copy; copy it shallow (without --dst-experiment-name)"
         ))
         .into());
     };
-    let run_id = src_run.info.run_id.clone();
+    let run_id = src_run.info.run_id.as_str();
     let source = version_source::parse(
         &version.source,
-        Some(&run_id),
+        Some(run_id),
         Some(&src_run.info.artifact_uri),
     );
     if source == SourceRef::Other {
@@ -293,24 +344,25 @@ fn deep_target(
         ))
         .into());
     }
-    let run_request = CopyRunRequest {
-        run_id: run_id.clone(),
-        experiment_name: experiment.to_string(),
-        src_mlflow_uri: request.src_registry_uri.clone(),
-        dst_mlflow_uri: request.dst_registry_uri.clone(),
-        copy_children: false,
-        concurrency: request.concurrency,
-    };
-    let run_report = copy_run::copy_run(c, &run_request)?;
-    let dst_run = c.dst.tracking.get_run(&run_report.dst_run_id)?;
-    let copied = models::copied_models(
-        c.dst.tracking.as_ref(),
-        &run_report.dst_experiment_id,
-        &run_report.dst_run_id,
-    )?;
+    Ok((src_run, source))
+}
+
+/// The source of the version's copy, pointing at the copy `(experiment id, run id)` of its
+/// run, and the ids the version's files must be rewritten with.
+fn repoint_at_copy(
+    c: &Copier,
+    name: &str,
+    version: &ModelVersion,
+    src_run: &Run,
+    source: &SourceRef,
+    (dst_experiment_id, dst_run_id): (&str, &str),
+) -> anyhow::Result<(Repointed, IdMap)> {
+    let run_id = src_run.info.run_id.as_str();
+    let dst_run = c.dst.tracking.get_run(dst_run_id)?;
+    let copied = models::copied_models(c.dst.tracking.as_ref(), dst_experiment_id, dst_run_id)?;
     // The version's own files (Unity Catalog) name the copies, as the copied run's do.
     let mut ids = IdMap::default();
-    ids.add(&run_id, &run_report.dst_run_id);
+    ids.add(run_id, dst_run_id);
     for (src_id, (dst_id, dst_uri)) in &copied {
         ids.add(src_id, dst_id);
         let src_model = c.src.tracking.get_logged_model(src_id)?;
@@ -318,18 +370,87 @@ fn deep_target(
     }
     let lookup = |src_id: &str| copied.get(src_id).cloned();
     let copies = Copies {
-        run_id: &run_report.dst_run_id,
+        run_id: dst_run_id,
         run_artifact_uri: &dst_run.info.artifact_uri,
         model: &lookup,
         models_uri: c.dst.registry.accepts_models_uri(),
     };
-    let target = version_source::repoint(&source, &copies).ok_or_else(|| {
+    let target = version_source::repoint(source, &copies).ok_or_else(|| {
         CopyError::bad_input(format!(
             "model version {name} comes from logged model {:?}, which run {run_id} did not produce; it was not copied",
             version.source
         ))
     })?;
-    Ok((target, Some(run_report), ids))
+    Ok((target, ids))
+}
+
+/// What copying the version would do, the destination version it would complete or find,
+/// and why (a dry run: nothing is written).
+pub(super) fn planned(
+    c: &mut Copier,
+    request: &CopyModelVersionRequest,
+) -> anyhow::Result<(ItemStatus, Option<String>, &'static str)> {
+    let name = format!("{}/{}", request.src_model, request.src_version);
+    let version = read_version(c, &request.src_model, &request.src_version)?;
+    if c.dst
+        .registry
+        .registered_model(&request.dst_model)?
+        .is_none()
+    {
+        return Ok((
+            ItemStatus::WouldCreate,
+            None,
+            "the destination model does not exist yet",
+        ));
+    }
+    let target = match &request.dst_experiment_name {
+        None => shallow_target(c, &version)?,
+        Some(experiment) => {
+            let src_run = match version.run_id.as_deref().filter(|r| !r.is_empty()) {
+                Some(run_id) => Some(c.src.tracking.get_run(run_id)?),
+                None => None,
+            };
+            let (src_run, source) = deep_source(&name, &version, src_run.as_ref())?;
+            let Some(dst_experiment) = copy_run::existing_experiment(c, experiment)? else {
+                return Ok((
+                    ItemStatus::WouldCreate,
+                    None,
+                    "the destination experiment does not exist yet",
+                ));
+            };
+            match copy_run::planned(c, src_run, &dst_experiment)? {
+                (ItemStatus::Existing, Some(dst_run)) => {
+                    let copy = (dst_experiment.as_str(), dst_run.as_str());
+                    repoint_at_copy(c, &name, &version, src_run, &source, copy)?.0
+                }
+                (ItemStatus::WouldResume, _) => {
+                    return Ok((
+                        ItemStatus::WouldCreate,
+                        None,
+                        "its run's incomplete copy would be completed first",
+                    ))
+                }
+                _ => return Ok((ItemStatus::WouldCreate, None, "its run has no copy yet")),
+            }
+        }
+    };
+    Ok(match earlier_copy(c, &request.dst_model, &target)? {
+        Some(found) if is_pending(&found) => (
+            ItemStatus::WouldResume,
+            Some(found.version),
+            "a copy whose files are not all written would be finished",
+        ),
+        Some(found) => (
+            ItemStatus::Existing,
+            Some(found.version),
+            "a copy is in the destination model",
+        ),
+        None => (
+            ItemStatus::WouldCreate,
+            None,
+            "no copy in the destination model",
+        ),
+    })
 }
 
 /// The source version's files, for a registry that keeps its own (Unity Catalog): the source
@@ -625,53 +746,57 @@ fn complete_tags(
     Ok(!missing.is_empty())
 }
 
-/// Gives the new version the source's stage and moves the source version's aliases to it,
-/// where they are not so already. Returns whether it changed anything.
-fn copy_stage_and_aliases(
+/// Gives the new version the source's stage, where it is not so already. Returns whether it
+/// changed anything.
+fn copy_stage(
     c: &mut Copier,
     version: &ModelVersion,
-    registered: &RegisteredModel,
     dst_model: &str,
     dst: &ModelVersion,
     report: &mut CopyModelVersionReport,
 ) -> anyhow::Result<bool> {
-    let mut changed = false;
     let stage = version
         .current_stage
         .as_deref()
         .filter(|s| !s.is_empty() && *s != "None");
-    let stage = match stage {
-        Some(stage) if !c.dst.registry.supports_stages() => {
-            c.warn(format!(
-                "stage {stage} not copied: {} has no stages (use aliases)",
-                c.dst.registry.server()
-            ));
-            None
-        }
-        other => other,
+    let Some(stage) = stage else {
+        return Ok(false);
     };
-    if let Some(stage) = stage {
-        if dst.current_stage.as_deref() != Some(stage) {
-            c.dst
-                .registry
-                .transition_stage(dst_model, &dst.version, stage)
-                .with_context(|| format!("setting stage {stage}"))?;
-            changed = true;
-        }
-        report.stage = Some(stage.to_string());
-    }
-    let aliases: Vec<_> = registered
-        .aliases
-        .iter()
-        .filter(|a| a.version == version.version)
-        .collect();
-    if !aliases.is_empty() && !c.dst.registry.supports_aliases() {
-        let names: Vec<&str> = aliases.iter().map(|a| a.alias.as_str()).collect();
+    if !c.dst.registry.supports_stages() {
         c.warn(format!(
-            "aliases {names:?} not copied: {} has no aliases",
+            "stage {stage} not copied: {} has no stages (use aliases)",
             c.dst.registry.server()
         ));
-        return Ok(changed);
+        return Ok(false);
+    }
+    report.stage = Some(stage.to_string());
+    if dst.current_stage.as_deref() == Some(stage) {
+        return Ok(false);
+    }
+    c.dst
+        .registry
+        .transition_stage(dst_model, &dst.version, stage)
+        .with_context(|| format!("setting stage {stage}"))?;
+    Ok(true)
+}
+
+/// Moves these aliases to the destination version, where they are not on it already
+/// (setting an alias takes it off any other version). Returns whether it changed anything.
+pub(super) fn move_aliases(
+    c: &mut Copier,
+    dst_model: &str,
+    dst_version: &str,
+    aliases: &[String],
+) -> anyhow::Result<bool> {
+    if aliases.is_empty() {
+        return Ok(false);
+    }
+    if !c.dst.registry.supports_aliases() {
+        c.warn(format!(
+            "aliases {aliases:?} not copied: {} has no aliases",
+            c.dst.registry.server()
+        ));
+        return Ok(false);
     }
     let current = c
         .dst
@@ -679,19 +804,18 @@ fn copy_stage_and_aliases(
         .registered_model(dst_model)?
         .map(|m| m.aliases)
         .unwrap_or_default();
-    // Aliases move: setting one on the new version takes it off any other version.
+    let mut changed = false;
     for alias in aliases {
         let in_place = current
             .iter()
-            .any(|a| a.alias == alias.alias && a.version == dst.version);
+            .any(|a| &a.alias == alias && a.version == dst_version);
         if !in_place {
             c.dst
                 .registry
-                .set_alias(dst_model, &alias.alias, &dst.version)
-                .with_context(|| format!("setting alias {:?}", alias.alias))?;
+                .set_alias(dst_model, alias, dst_version)
+                .with_context(|| format!("setting alias {alias:?} on {dst_model}/{dst_version}"))?;
             changed = true;
         }
-        report.aliases.push(alias.alias.clone());
     }
     Ok(changed)
 }

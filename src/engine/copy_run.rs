@@ -17,7 +17,7 @@ use super::metrics::{ModelLinks, MAX_PARAMS_TAGS_PER_BATCH};
 use super::mlmodel::IdMap;
 use super::models::{self, ModelCopy};
 use super::Copier;
-use crate::api::{CopyError, CopyRunReport, CopyRunRequest, Outcome};
+use crate::api::{CopyError, CopyRunReport, CopyRunRequest, ItemStatus, Outcome};
 use crate::stores::model::{ArtifactRoot, KeyValue, LoggedModel, NewRun, Owner, Run, RunInfo};
 use crate::stores::Tracking;
 use anyhow::Context;
@@ -84,25 +84,33 @@ fn copy_children(
 }
 
 /// The id of the destination experiment of that name, created if missing.
-fn destination_experiment(c: &Copier, name: &str) -> anyhow::Result<String> {
+pub(super) fn destination_experiment(c: &Copier, name: &str) -> anyhow::Result<String> {
+    if let Some(id) = existing_experiment(c, name)? {
+        return Ok(id);
+    }
     let dst = c.dst.tracking.as_ref();
-    let found = match dst.experiment_by_name(name)? {
-        Some(found) => found,
-        None => match create_once(
-            c,
-            || dst.create_experiment(name),
-            || Ok(dst.experiment_by_name(name)?.map(|e| e.experiment_id)),
-        ) {
-            Ok(id) => return Ok(id),
-            // Someone created it in the meantime.
-            Err(e) if e.has_code("RESOURCE_ALREADY_EXISTS") => {
-                dst.experiment_by_name(name)?.ok_or(e)?
-            }
-            Err(e) => {
-                return Err(anyhow::Error::new(e)
-                    .context(format!("creating destination experiment {name:?}")))
-            }
-        },
+    match create_once(
+        c,
+        || dst.create_experiment(name),
+        || Ok(dst.experiment_by_name(name)?.map(|e| e.experiment_id)),
+    ) {
+        Ok(id) => Ok(id),
+        // Someone created it in the meantime.
+        Err(e) if e.has_code("RESOURCE_ALREADY_EXISTS") => {
+            existing_experiment(c, name)?.ok_or_else(|| anyhow::Error::new(e))
+        }
+        Err(e) => {
+            Err(anyhow::Error::new(e).context(format!("creating destination experiment {name:?}")))
+        }
+    }
+}
+
+/// The id of the destination experiment of that name if there is one; a deleted one is a
+/// conflict (it is never restored silently).
+pub(super) fn existing_experiment(c: &Copier, name: &str) -> anyhow::Result<Option<String>> {
+    let dst = c.dst.tracking.as_ref();
+    let Some(found) = dst.experiment_by_name(name)? else {
+        return Ok(None);
     };
     if found.lifecycle_stage == "deleted" {
         return Err(CopyError::conflict(format!(
@@ -112,7 +120,38 @@ fn destination_experiment(c: &Copier, name: &str) -> anyhow::Result<String> {
         ))
         .into());
     }
-    Ok(found.experiment_id)
+    Ok(Some(found.experiment_id))
+}
+
+/// Copies one run into an existing destination experiment, nested under the copy of its
+/// parent when there is one: one item of a bulk copy (parents are copied first).
+pub(super) fn copy_into(
+    c: &mut Copier,
+    run_id: &str,
+    dst_experiment_id: &str,
+) -> anyhow::Result<CopyRunReport> {
+    let started = Instant::now();
+    let source = read_source(c, run_id)?;
+    let mut report = copy_one(c, &source, dst_experiment_id, None)?;
+    report.elapsed_seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// What copying `src` into the destination experiment would do, and the copy it would
+/// complete or find (a dry run: nothing is written).
+pub(super) fn planned(
+    c: &Copier,
+    src: &Run,
+    dst_experiment_id: &str,
+) -> Result<(ItemStatus, Option<String>), CopyError> {
+    let earlier = earlier_copies(c, dst_experiment_id, &src.info.run_id)?;
+    if let Some(done) = earlier.iter().find(|r| is_complete_copy(r, src)) {
+        return Ok((ItemStatus::Existing, Some(done.info.run_id.clone())));
+    }
+    Ok(match earlier.into_iter().map(|r| r.info.run_id).min() {
+        Some(incomplete) => (ItemStatus::WouldResume, Some(incomplete)),
+        None => (ItemStatus::WouldCreate, None),
+    })
 }
 
 /// Everything read from the source before writing starts.

@@ -2,17 +2,23 @@
 //! and in which order; the stores know the wire.
 
 pub mod artifacts;
+pub mod copy_experiment;
+pub mod copy_model;
 pub mod copy_model_version;
 pub mod copy_run;
 pub mod create_once;
 pub mod lineage;
 pub mod metric_pipeline;
 pub mod metrics;
+pub mod migration;
 pub mod mlmodel;
 pub mod models;
 pub mod progress;
+pub mod verify;
 pub mod version_source;
 
+#[cfg(test)]
+mod migration_tests;
 #[cfg(test)]
 mod tests;
 

@@ -1,6 +1,7 @@
 //! What a copy reports while it runs. The command line prints these to stderr; the HTTP
 //! function can stream them as NDJSON.
 
+use crate::api::MigrationItem;
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -16,6 +17,16 @@ pub enum Event {
         files_total: u64,
         bytes_done: u64,
         bytes_total: u64,
+    },
+    /// A bulk copy finished one of its items (`done` of `total`): the item, the bytes and
+    /// metric points written so far, and the time the rest should take at this pace.
+    Item {
+        done: u64,
+        total: u64,
+        item: MigrationItem,
+        bytes_done: u64,
+        points_done: u64,
+        eta_seconds: Option<f64>,
     },
 }
 
@@ -45,6 +56,37 @@ pub fn human_line(event: &Event) -> String {
             human_bytes(*bytes_done),
             human_bytes(*bytes_total)
         ),
+        Event::Item {
+            done,
+            total,
+            item,
+            bytes_done,
+            points_done,
+            eta_seconds,
+        } => {
+            let dst = item.dst_id.as_deref().unwrap_or("-");
+            let eta = eta_seconds.map_or(String::new(), |s| format!(", ETA {}", human_seconds(s)));
+            let why = match (&item.error, &item.detail) {
+                (Some(e), _) => format!(": {}", e.message),
+                (None, Some(detail)) => format!(" ({detail})"),
+                (None, None) => String::new(),
+            };
+            format!(
+                "[mlflow-copy] {done}/{total} {} -> {dst}: {}{why} [{} and {points_done} points so far{eta}]",
+                item.src_id,
+                item.status.as_str(),
+                human_bytes(*bytes_done)
+            )
+        }
+    }
+}
+
+fn human_seconds(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    match s {
+        0..=99 => format!("{s} s"),
+        100..=5999 => format!("{} min", (s + 30) / 60),
+        _ => format!("{:.1} h", seconds / 3600.0),
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 /// Events a copy reported.
 #[derive(Default)]
-struct Recorded(Vec<Event>);
+pub(super) struct Recorded(pub(super) Vec<Event>);
 
 impl Progress for Recorded {
     fn event(&mut self, event: Event) {
@@ -34,13 +34,13 @@ impl Recorded {
     }
 }
 
-struct World {
-    src: Rc<FakeServer>,
-    dst: Rc<FakeServer>,
+pub(super) struct World {
+    pub(super) src: Rc<FakeServer>,
+    pub(super) dst: Rc<FakeServer>,
     transport: Rc<Transport>,
 }
 
-fn world() -> World {
+pub(super) fn world() -> World {
     let (src, dst) = (FakeServer::new("src"), FakeServer::new("dst"));
     let http = FakeHttp {
         servers: vec![src.clone(), dst.clone()],
@@ -55,7 +55,11 @@ fn world() -> World {
 }
 
 impl World {
-    fn copier<'p>(&self, dst: &Rc<FakeServer>, progress: &'p mut Recorded) -> Copier<'p> {
+    pub(super) fn copier<'p>(
+        &self,
+        dst: &Rc<FakeServer>,
+        progress: &'p mut Recorded,
+    ) -> Copier<'p> {
         Copier {
             src: self.src.stores(),
             dst: dst.stores(),
@@ -89,7 +93,7 @@ impl World {
     }
 }
 
-fn point(key: &str, value: f64, step: i64) -> Metric {
+pub(super) fn point(key: &str, value: f64, step: i64) -> Metric {
     Metric {
         key: key.into(),
         value,
@@ -103,7 +107,7 @@ const MLMODEL: &str = "artifact_path: model\nrun_id: RUN\nflavors: {}\n";
 
 /// A finished source run with 150 params, 2,600 metric points (one NaN), a dataset, a logged
 /// model it produced (with a linked metric) and artifacts of both.
-fn seed_run(src: &FakeServer) -> String {
+pub(super) fn seed_run(src: &FakeServer) -> String {
     let exp = src.create_experiment("source").unwrap();
     let mut run = Run::default();
     run.info.run_name = Some("training".into());
@@ -190,7 +194,7 @@ fn seed_run(src: &FakeServer) -> String {
 }
 
 /// The destination's copy of a source run (the one active run carrying its lineage).
-fn the_copy(dst: &FakeServer, src_run_id: &str) -> Run {
+pub(super) fn the_copy(dst: &FakeServer, src_run_id: &str) -> Run {
     let state = dst.state.borrow();
     let copies: Vec<&Run> = state
         .runs
@@ -706,7 +710,7 @@ fn child_runs_are_nested_under_the_copy_of_their_parent() {
 
 /// A registered model `wine` whose version 1 comes from the seeded run's logged model, with
 /// a stage, an alias, tags and a grant.
-fn seed_version(src: &FakeServer) -> String {
+pub(super) fn seed_version(src: &FakeServer) -> String {
     let run_id = seed_run(src);
     let model_id = src.state.borrow().models[0].info.model_id.clone();
     src.create_registered_model("wine", Some("wine model"), &[KeyValue::new("owner", "ml")])
@@ -748,7 +752,7 @@ fn seed_version(src: &FakeServer) -> String {
     run_id
 }
 
-fn version_request(deep: bool) -> CopyModelVersionRequest {
+pub(super) fn version_request(deep: bool) -> CopyModelVersionRequest {
     CopyModelVersionRequest {
         src_model: "wine".into(),
         src_version: "1".into(),

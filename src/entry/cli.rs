@@ -2,7 +2,10 @@
 
 #[cfg(test)]
 use crate::api::ErrorKind;
-use crate::api::{CopyError, CopyModelVersionRequest, CopyRunRequest, DEFAULT_CONCURRENCY};
+use crate::api::{
+    CopyError, CopyExperimentRequest, CopyModelRequest, CopyModelVersionRequest, CopyRunRequest,
+    VerifyRunRequest, DEFAULT_CONCURRENCY,
+};
 use crate::engine::progress::{human_line, Event, Progress};
 use clap::{Args, Parser, Subcommand};
 
@@ -48,6 +51,48 @@ pub enum Command {
     /// shallow (pointing at the source's run) without.
     #[command(after_help = CREDENTIALS_HELP)]
     CopyModelVersion(CopyModelVersionArgs),
+    /// Copy the runs of an experiment (all, --filter, --run-ids, --max-runs) into another
+    /// experiment, parents before children, with the experiment's description and tags. Each
+    /// run is a copy-run: a re-run copies only what is missing.
+    #[command(after_help = CREDENTIALS_HELP)]
+    CopyExperiment(CopyExperimentArgs),
+    /// Copy versions of a registered model (all, --versions, --stages, --aliases) in ascending
+    /// order, each as copy-model-version does (deep with --dst-experiment-name); aliases move
+    /// last.
+    #[command(after_help = CREDENTIALS_HELP)]
+    CopyModel(CopyModelArgs),
+    /// Compare a copied run with its source field by field (run info, params, tags, full
+    /// metric histories, datasets, logged-model outputs, artifact paths and sizes); print every
+    /// difference and exit non-zero when there is one.
+    #[command(after_help = CREDENTIALS_HELP)]
+    VerifyRun(VerifyRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyRunArgs {
+    /// The source run.
+    #[arg(long, value_name = "ID")]
+    pub src_run_id: String,
+    /// Its copy.
+    #[arg(long, value_name = "ID")]
+    pub dst_run_id: String,
+    /// Source tracking server (as copy-run's --src-mlflow-uri).
+    #[arg(long, value_name = "TEXT")]
+    pub src_mlflow_uri: String,
+    /// The copy's tracking server.
+    #[arg(long, value_name = "TEXT")]
+    pub dst_mlflow_uri: String,
+}
+
+impl From<VerifyRunArgs> for VerifyRunRequest {
+    fn from(a: VerifyRunArgs) -> Self {
+        VerifyRunRequest {
+            src_run_id: a.src_run_id,
+            dst_run_id: a.dst_run_id,
+            src_mlflow_uri: a.src_mlflow_uri,
+            dst_mlflow_uri: a.dst_mlflow_uri,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -86,6 +131,17 @@ pub struct CopyModelVersionArgs {
     /// Destination registered model (created, with the source's description and tags, if missing).
     #[arg(long, value_name = "TEXT")]
     pub dst_model: String,
+    #[command(flatten)]
+    pub registries: Registries,
+    #[command(flatten)]
+    pub version: VersionFlags,
+    /// Artifact files copied at once (1-64).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY)]
+    pub concurrency: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct Registries {
     /// Source registry: an MLflow server's tracking URI (http(s)://host:port), a Databricks
     /// workspace registry (databricks, databricks://PROFILE) or Unity Catalog (databricks-uc,
     /// databricks-uc://PROFILE).
@@ -94,6 +150,11 @@ pub struct CopyModelVersionArgs {
     /// Destination registry, in the same forms.
     #[arg(long, value_name = "TEXT")]
     pub dst_registry_uri: String,
+}
+
+/// How each version is copied (copy-model-version's flags, which copy-model shares).
+#[derive(Debug, Args)]
+pub struct VersionFlags {
     /// Destination experiment name. If specified, the version's run is copied to a new run
     /// there (deep copy); else the new version uses the source version's run (shallow copy).
     #[arg(long, value_name = "TEXT")]
@@ -110,9 +171,128 @@ pub struct CopyModelVersionArgs {
     #[arg(long, value_name = "BOOLEAN", num_args = 0..=1, default_missing_value = "true",
           default_value = "false", value_parser = parse_bool)]
     pub copy_lineage_tags: bool,
-    /// Artifact files copied at once (1-64), for deep copies.
+}
+
+/// What the bulk commands add: a plan without writes, and an id map.
+#[derive(Debug, Args)]
+pub struct BulkFlags {
+    /// Print the plan (each item: would_create, would_resume or existing, and why) and write
+    /// nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also write each item (source id, destination id, status, error) as one JSON line to
+    /// FILE as it completes: the id map. Under wasmtime, give its directory with --dir.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyExperimentArgs {
+    /// Source experiment name (or give --src-experiment-id).
+    #[arg(
+        long,
+        value_name = "TEXT",
+        required_unless_present = "src_experiment_id",
+        conflicts_with = "src_experiment_id"
+    )]
+    pub src_experiment_name: Option<String>,
+    /// Source experiment id.
+    #[arg(long, value_name = "ID")]
+    pub src_experiment_id: Option<String>,
+    /// Destination experiment name (found by name or created).
+    #[arg(long, value_name = "TEXT")]
+    pub dst_experiment_name: String,
+    /// Source tracking server (as copy-run's --src-mlflow-uri).
+    #[arg(long, value_name = "TEXT")]
+    pub src_mlflow_uri: String,
+    /// Destination tracking server, in the same forms.
+    #[arg(long, value_name = "TEXT")]
+    pub dst_mlflow_uri: String,
+    /// Only runs matching this MLflow search filter, e.g. "metrics.rmse < 0.8 and tags.team = 'x'".
+    #[arg(long, value_name = "FILTER")]
+    pub filter: Option<String>,
+    /// Only these runs (comma-separated ids).
+    #[arg(long, value_name = "IDS", value_delimiter = ',')]
+    pub run_ids: Vec<String>,
+    /// At most N runs (the most recent first).
+    #[arg(long, value_name = "N")]
+    pub max_runs: Option<u32>,
+    /// Compare each copy with its source after copying it, as verify-run does (a copy that
+    /// differs is a failed item).
+    #[arg(long)]
+    pub verify: bool,
+    #[command(flatten)]
+    pub bulk: BulkFlags,
+    /// Artifact files copied at once (1-64).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY)]
     pub concurrency: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyModelArgs {
+    /// Source registered model.
+    #[arg(long, value_name = "TEXT")]
+    pub src_model: String,
+    /// Destination registered model (created, with the source's description and tags, if missing).
+    #[arg(long, value_name = "TEXT")]
+    pub dst_model: String,
+    #[command(flatten)]
+    pub registries: Registries,
+    #[command(flatten)]
+    pub version: VersionFlags,
+    /// Only these versions (comma-separated numbers); with --stages and --aliases, each adds
+    /// versions. Default: every version.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub versions: Vec<String>,
+    /// Only versions in these stages (comma-separated: None, Staging, Production, Archived).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub stages: Vec<String>,
+    /// Only versions holding these aliases (comma-separated).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub aliases: Vec<String>,
+    #[command(flatten)]
+    pub bulk: BulkFlags,
+    /// Artifact files copied at once (1-64).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY)]
+    pub concurrency: u32,
+}
+
+impl From<CopyExperimentArgs> for CopyExperimentRequest {
+    fn from(a: CopyExperimentArgs) -> Self {
+        CopyExperimentRequest {
+            src_experiment_name: a.src_experiment_name,
+            src_experiment_id: a.src_experiment_id,
+            dst_experiment_name: a.dst_experiment_name,
+            src_mlflow_uri: a.src_mlflow_uri,
+            dst_mlflow_uri: a.dst_mlflow_uri,
+            filter: a.filter,
+            run_ids: a.run_ids,
+            max_runs: a.max_runs,
+            dry_run: a.bulk.dry_run,
+            verify: a.verify,
+            concurrency: a.concurrency,
+        }
+    }
+}
+
+impl From<CopyModelArgs> for CopyModelRequest {
+    fn from(a: CopyModelArgs) -> Self {
+        CopyModelRequest {
+            src_model: a.src_model,
+            dst_model: a.dst_model,
+            src_registry_uri: a.registries.src_registry_uri,
+            dst_registry_uri: a.registries.dst_registry_uri,
+            dst_experiment_name: a.version.dst_experiment_name,
+            versions: a.versions,
+            stages: a.stages,
+            aliases: a.aliases,
+            copy_permissions: a.version.copy_permissions,
+            copy_stages_and_aliases: a.version.copy_stages_and_aliases,
+            copy_lineage_tags: a.version.copy_lineage_tags,
+            dry_run: a.bulk.dry_run,
+            concurrency: a.concurrency,
+        }
+    }
 }
 
 impl From<CopyModelVersionArgs> for CopyModelVersionRequest {
@@ -121,12 +301,12 @@ impl From<CopyModelVersionArgs> for CopyModelVersionRequest {
             src_model: a.src_model,
             src_version: a.src_version,
             dst_model: a.dst_model,
-            src_registry_uri: a.src_registry_uri,
-            dst_registry_uri: a.dst_registry_uri,
-            dst_experiment_name: a.dst_experiment_name,
-            copy_permissions: a.copy_permissions,
-            copy_stages_and_aliases: a.copy_stages_and_aliases,
-            copy_lineage_tags: a.copy_lineage_tags,
+            src_registry_uri: a.registries.src_registry_uri,
+            dst_registry_uri: a.registries.dst_registry_uri,
+            dst_experiment_name: a.version.dst_experiment_name,
+            copy_permissions: a.version.copy_permissions,
+            copy_stages_and_aliases: a.version.copy_stages_and_aliases,
+            copy_lineage_tags: a.version.copy_lineage_tags,
             concurrency: a.concurrency,
         }
     }
@@ -172,33 +352,67 @@ fn to_json(report: &impl serde::Serialize) -> String {
 
 /// Progress as human-readable lines on stderr; artifact progress at most twice a second (and
 /// when the last file is done), so that thousands of small files do not flood the terminal.
+/// Progress on stderr (artifact lines at most twice a second), and each bulk item as one JSON
+/// line in the `--report` file as it completes.
 #[derive(Default)]
 pub struct StderrProgress {
     last_artifacts: Option<std::time::Instant>,
+    id_map: Option<std::fs::File>,
+}
+
+impl StderrProgress {
+    /// With the id map file of `--report FILE` (created, or appended to by a re-run).
+    pub fn with_report(path: Option<&str>) -> Result<StderrProgress, CopyError> {
+        let Some(path) = path else {
+            return Ok(StderrProgress::default());
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| {
+                CopyError::bad_input(format!(
+                    "cannot write the report file {path:?}: {e} (under wasmtime, give its directory with --dir)"
+                ))
+            })?;
+        Ok(StderrProgress {
+            id_map: Some(file),
+            ..StderrProgress::default()
+        })
+    }
 }
 
 impl Progress for StderrProgress {
     fn event(&mut self, event: Event) {
-        if let Event::Artifacts {
-            files_done,
-            files_total,
-            ..
-        } = &event
-        {
-            let recent = self
-                .last_artifacts
-                .is_some_and(|t| t.elapsed() < std::time::Duration::from_millis(500));
-            if recent && files_done < files_total {
-                return;
+        match &event {
+            Event::Artifacts {
+                files_done,
+                files_total,
+                ..
+            } => {
+                let recent = self
+                    .last_artifacts
+                    .is_some_and(|t| t.elapsed() < std::time::Duration::from_millis(500));
+                if recent && files_done < files_total {
+                    return;
+                }
+                self.last_artifacts = Some(std::time::Instant::now());
             }
-            self.last_artifacts = Some(std::time::Instant::now());
+            Event::Item { item, .. } => {
+                if let Some(file) = &mut self.id_map {
+                    use std::io::Write;
+                    let line = serde_json::to_string(item).expect("items serialize");
+                    if let Err(e) = writeln!(file, "{line}") {
+                        eprintln!("[mlflow-copy] warning: writing the report file: {e}");
+                    }
+                }
+            }
+            _ => {}
         }
         eprintln!("{}", human_line(&event));
     }
 }
 
-/// Runs the command line: parses `args`, copies, prints. Returns whether it succeeded.
-/// (WASI 0.2 exits with success or failure only, so the error kind is in the message.)
 #[cfg(target_arch = "wasm32")]
 pub fn main(args: Vec<String>) -> bool {
     let cli = match Cli::try_parse_from(args) {
@@ -208,35 +422,45 @@ pub fn main(args: Vec<String>) -> bool {
             return !e.use_stderr();
         }
     };
-    let result = match cli.command {
-        Command::CopyRun(args) => {
-            let request = CopyRunRequest::from(args);
-            super::execute(
-                super::wasi_host(crate::transport::Caller::User),
-                &request,
-                &mut StderrProgress::default(),
-            )
-            .map(|r| to_json(&r))
+    match cli.command {
+        Command::CopyRun(args) => command(CopyRunRequest::from(args), None),
+        Command::CopyModelVersion(args) => command(CopyModelVersionRequest::from(args), None),
+        Command::CopyExperiment(args) => {
+            let report = args.bulk.report.clone();
+            command(CopyExperimentRequest::from(args), report.as_deref())
         }
-        Command::CopyModelVersion(args) => {
-            let request = CopyModelVersionRequest::from(args);
-            super::execute(
-                super::wasi_host(crate::transport::Caller::User),
-                &request,
-                &mut StderrProgress::default(),
-            )
-            .map(|r| to_json(&r))
+        Command::CopyModel(args) => {
+            let report = args.bulk.report.clone();
+            command(CopyModelRequest::from(args), report.as_deref())
         }
+        Command::VerifyRun(args) => command(VerifyRunRequest::from(args), None),
+    }
+}
+
+/// Runs one command: the JSON report on stdout, and on failure (or a report that stands for
+/// one: a bulk copy with failed items) the error line on stderr and `false`.
+#[cfg(target_arch = "wasm32")]
+fn command<R: super::CopyRequest>(request: R, id_map: Option<&str>) -> bool {
+    let result = StderrProgress::with_report(id_map).and_then(|mut progress| {
+        super::execute(
+            super::wasi_host(crate::transport::Caller::User),
+            &request,
+            &mut progress,
+        )
+    });
+    let failure = match result {
+        Ok(report) => {
+            println!("{}", to_json(&report));
+            R::failure(&report)
+        }
+        Err(e) => Some(e),
     };
-    match result {
-        Ok(json) => {
-            println!("{json}");
-            true
-        }
-        Err(e) => {
+    match failure {
+        Some(e) => {
             eprintln!("{}", error_line(&e));
             false
         }
+        None => true,
     }
 }
 

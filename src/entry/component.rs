@@ -1,7 +1,10 @@
 //! The component's exports: the `mlflow:copy/copier` interface and `wasi:cli/run`. Only
 //! translation between the WIT types and the shared `api` types happens here.
 
-use crate::api::{self, CopyError, CopyModelVersionRequest, CopyRunReport, CopyRunRequest};
+use crate::api::{
+    self, CopyError, CopyExperimentRequest, CopyModelRequest, CopyModelVersionRequest,
+    CopyRunReport, CopyRunRequest, MigrationReport, VerifyRunRequest,
+};
 use crate::engine::progress::Silent;
 
 wit_bindgen::generate!({
@@ -71,6 +74,118 @@ impl wit::Guest for Component {
             run: r.run.map(run_report),
             elapsed_seconds: r.elapsed_seconds,
         })
+    }
+
+    fn copy_experiment(
+        request: wit::CopyExperimentRequest,
+    ) -> Result<wit::MigrationReport, wit::CopyError> {
+        let request = CopyExperimentRequest {
+            src_experiment_name: request.src_experiment_name,
+            src_experiment_id: request.src_experiment_id,
+            dst_experiment_name: request.dst_experiment_name,
+            src_mlflow_uri: request.src_mlflow_uri,
+            dst_mlflow_uri: request.dst_mlflow_uri,
+            filter: request.filter,
+            run_ids: request.run_ids,
+            max_runs: request.max_runs,
+            dry_run: request.dry_run.unwrap_or(false),
+            verify: request.verify.unwrap_or(false),
+            concurrency: request.concurrency.unwrap_or(api::DEFAULT_CONCURRENCY),
+        };
+        migrate(&request)
+    }
+
+    fn copy_model(request: wit::CopyModelRequest) -> Result<wit::MigrationReport, wit::CopyError> {
+        let request = CopyModelRequest {
+            src_model: request.src_model,
+            dst_model: request.dst_model,
+            src_registry_uri: request.src_registry_uri,
+            dst_registry_uri: request.dst_registry_uri,
+            dst_experiment_name: request.dst_experiment_name,
+            versions: request.versions,
+            stages: request.stages,
+            aliases: request.aliases,
+            copy_permissions: request.copy_permissions.unwrap_or(false),
+            copy_stages_and_aliases: request.copy_stages_and_aliases.unwrap_or(false),
+            copy_lineage_tags: request.copy_lineage_tags.unwrap_or(false),
+            dry_run: request.dry_run.unwrap_or(false),
+            concurrency: request.concurrency.unwrap_or(api::DEFAULT_CONCURRENCY),
+        };
+        migrate(&request)
+    }
+
+    fn verify_run(request: wit::VerifyRunRequest) -> Result<wit::VerifyReport, wit::CopyError> {
+        let request = VerifyRunRequest {
+            src_run_id: request.src_run_id,
+            dst_run_id: request.dst_run_id,
+            src_mlflow_uri: request.src_mlflow_uri,
+            dst_mlflow_uri: request.dst_mlflow_uri,
+        };
+        let r = super::execute(
+            super::wasi_host(crate::transport::Caller::User),
+            &request,
+            &mut Silent,
+        )
+        .map_err(to_wit_error)?;
+        Ok(wit::VerifyReport {
+            src_run_id: r.src_run_id,
+            dst_run_id: r.dst_run_id,
+            params: r.params,
+            tags: r.tags,
+            metric_points: r.metric_points,
+            dataset_inputs: r.dataset_inputs,
+            logged_models: r.logged_models,
+            artifact_files: r.artifact_files,
+            artifact_bytes: r.artifact_bytes,
+            differences: r.differences,
+        })
+    }
+}
+
+/// Runs a bulk copy; its failed items are in the report, not an error.
+fn migrate<R: super::CopyRequest<Report = MigrationReport>>(
+    request: &R,
+) -> Result<wit::MigrationReport, wit::CopyError> {
+    let r = super::execute(
+        super::wasi_host(crate::transport::Caller::User),
+        request,
+        &mut Silent,
+    )
+    .map_err(to_wit_error)?;
+    Ok(wit::MigrationReport {
+        src: r.src,
+        dst: r.dst,
+        dry_run: r.dry_run,
+        items: r.items.into_iter().map(migration_item).collect(),
+        created: r.created,
+        resumed: r.resumed,
+        existing: r.existing,
+        failed: r.failed,
+        artifact_bytes: r.artifact_bytes,
+        metric_points: r.metric_points,
+        elapsed_seconds: r.elapsed_seconds,
+    })
+}
+
+fn migration_item(item: api::MigrationItem) -> wit::MigrationItem {
+    let status = match item.status {
+        api::ItemStatus::Created => wit::ItemStatus::Created,
+        api::ItemStatus::Resumed => wit::ItemStatus::Resumed,
+        api::ItemStatus::Existing => wit::ItemStatus::Existing,
+        api::ItemStatus::Failed => wit::ItemStatus::Failed,
+        api::ItemStatus::WouldCreate => wit::ItemStatus::WouldCreate,
+        api::ItemStatus::WouldResume => wit::ItemStatus::WouldResume,
+    };
+    wit::MigrationItem {
+        src_id: item.src_id,
+        dst_id: item.dst_id,
+        status,
+        detail: item.detail,
+        error: item
+            .error
+            .map(|e| to_wit_error(CopyError::new(e.kind, e.message))),
+        artifact_bytes: item.artifact_bytes,
+        metric_points: item.metric_points,
     }
 }
 

@@ -22,6 +22,9 @@ pub enum Route {
     Health,
     CopyRun,
     CopyModelVersion,
+    CopyExperiment,
+    CopyModel,
+    VerifyRun,
 }
 
 /// A failure answered before or instead of a copy: status, code and message.
@@ -55,13 +58,18 @@ pub fn route(method: &str, path: &str) -> Result<Route, Refusal> {
         "/healthz" => (Route::Health, "GET"),
         "/copy-run" => (Route::CopyRun, "POST"),
         "/copy-model-version" => (Route::CopyModelVersion, "POST"),
+        "/copy-experiment" => (Route::CopyExperiment, "POST"),
+        "/copy-model" => (Route::CopyModel, "POST"),
+        "/verify-run" => (Route::VerifyRun, "POST"),
         _ => {
             return Err(Refusal::new(
                 404,
                 "not_found",
                 format!(
-                "no route {path:?}; routes: GET /healthz, POST /copy-run, POST /copy-model-version"
-            ),
+                    "no route {path:?}; routes: GET /healthz, POST /copy-run, \
+                     POST /copy-model-version, POST /copy-experiment, POST /copy-model, \
+                     POST /verify-run"
+                ),
             ))
         }
     };

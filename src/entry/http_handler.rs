@@ -4,7 +4,10 @@
 
 use super::http_api::{self, Refusal, Route};
 use super::{execute, scrub_text, secrets, wasi_host, CopyRequest};
-use crate::api::{CopyError, CopyModelVersionRequest, CopyRunRequest};
+use crate::api::{
+    CopyError, CopyExperimentRequest, CopyModelRequest, CopyModelVersionRequest, CopyRunRequest,
+    VerifyRunRequest,
+};
 use crate::engine::progress::{human_line, Event, Progress};
 use crate::stores::databricks::workspace_host;
 use crate::transport::hosts::{any_host_allowed, ALLOW_ANY_HOST_VAR};
@@ -83,6 +86,9 @@ fn serve(method: &str, path: &str, request: IncomingRequest, out: ResponseOutpar
     match route {
         Route::CopyRun => copy::<CopyRunRequest>(out, &body, ndjson),
         Route::CopyModelVersion => copy::<CopyModelVersionRequest>(out, &body, ndjson),
+        Route::CopyExperiment => copy::<CopyExperimentRequest>(out, &body, ndjson),
+        Route::CopyModel => copy::<CopyModelRequest>(out, &body, ndjson),
+        Route::VerifyRun => copy::<VerifyRunRequest>(out, &body, ndjson),
         Route::Health => unreachable!("answered above"),
     }
 }
@@ -98,26 +104,44 @@ fn copy<R: CopyRequest>(out: ResponseOutparam, body: &[u8], ndjson: bool) -> u16
     if let Err(refusal) = http_api::check_hosts(&[src, dst], &hosts, &workspace) {
         return refuse(out, &refusal);
     }
-    run(out, ndjson, |progress| {
-        execute(wasi_host(Caller::Remote), &request, progress)
-    })
+    run(
+        out,
+        ndjson,
+        |progress| execute(wasi_host(Caller::Remote), &request, progress),
+        R::failure,
+    )
 }
 
 /// Runs a copy and answers with its report: as one JSON document, or as NDJSON progress events
 /// ending with `{"event":"report",…}` or `{"event":"error",…}` (the status is then already 200).
+/// A report that stands for a failure (a bulk copy with failed items) is answered with the
+/// failure's status and `{"error":…,"report":…}`, or as a report event followed by an error
+/// event.
 fn run<R: Serialize>(
     out: ResponseOutparam,
     ndjson: bool,
     copy: impl FnOnce(&mut dyn Progress) -> Result<R, CopyError>,
+    failure: fn(&R) -> Option<CopyError>,
 ) -> u16 {
     if !ndjson {
         return match copy(&mut LogProgress) {
-            Ok(report) => respond(
-                out,
-                200,
-                "application/json",
-                json!(report).to_string().as_bytes(),
-            ),
+            Ok(report) => match failure(&report) {
+                None => respond(
+                    out,
+                    200,
+                    "application/json",
+                    json!(report).to_string().as_bytes(),
+                ),
+                Some(e) => {
+                    let body = json!({ "error": error_json(&e), "report": report });
+                    respond(
+                        out,
+                        http_api::status_for(&e),
+                        "application/json",
+                        body.to_string().as_bytes(),
+                    )
+                }
+            },
             Err(e) => respond(
                 out,
                 http_api::status_for(&e),
@@ -131,15 +155,22 @@ fn run<R: Serialize>(
         reply: &reply,
         secrets: secrets(&env),
     };
-    let last = match copy(&mut progress) {
-        Ok(report) => json!({ "event": "report", "report": report }),
-        Err(e) => {
-            json!({ "event": "error", "error": { "code": e.kind.as_str(), "message": e.message } })
+    let error = match copy(&mut progress) {
+        Ok(report) => {
+            progress.line(&json!({ "event": "report", "report": report }).to_string());
+            failure(&report)
         }
+        Err(e) => Some(e),
     };
-    progress.line(&last.to_string());
+    if let Some(e) = error {
+        progress.line(&json!({ "event": "error", "error": error_json(&e) }).to_string());
+    }
     reply.finish();
     200
+}
+
+fn error_json(e: &CopyError) -> serde_json::Value {
+    json!({ "code": e.kind.as_str(), "message": e.message })
 }
 
 /// Progress of a JSON (non-streaming) request: logged for the operator.

@@ -10,12 +10,14 @@ mod http_handler;
 pub mod settings_source;
 
 use crate::api::{
-    CopyError, CopyModelVersionReport, CopyModelVersionRequest, CopyRunReport, CopyRunRequest,
+    CopyError, CopyExperimentRequest, CopyModelRequest, CopyModelVersionReport,
+    CopyModelVersionRequest, CopyRunReport, CopyRunRequest, MigrationReport, VerifyReport,
+    VerifyRunRequest,
 };
 use crate::credentials::Auth;
 use crate::credentials::Side;
 use crate::engine::progress::{Event, Progress};
-use crate::engine::{copy_model_version, copy_run, Copier};
+use crate::engine::{copy_experiment, copy_model, copy_model_version, copy_run, verify, Copier};
 use crate::stores;
 use crate::transport::{Caller, Http, Settings, Transport};
 use std::rc::Rc;
@@ -55,6 +57,88 @@ pub trait CopyRequest: serde::de::DeserializeOwned {
     fn concurrency(&self) -> u32;
     fn validate(&self) -> Result<(), CopyError>;
     fn copy(&self, copier: &mut Copier) -> anyhow::Result<Self::Report>;
+    /// The failure a report stands for although the copy ran (a bulk copy with failed
+    /// items): the command exits non-zero, the HTTP function answers with its status.
+    fn failure(_report: &Self::Report) -> Option<CopyError> {
+        None
+    }
+    /// Removes secrets from the messages a report carries (a bulk copy's item errors).
+    fn scrub(_report: &mut Self::Report, _secrets: &[String]) {}
+}
+
+impl CopyRequest for VerifyRunRequest {
+    type Report = VerifyReport;
+    fn ends(&self) -> (&str, &str) {
+        (&self.src_mlflow_uri, &self.dst_mlflow_uri)
+    }
+    fn concurrency(&self) -> u32 {
+        1
+    }
+    fn validate(&self) -> Result<(), CopyError> {
+        VerifyRunRequest::validate(self)
+    }
+    fn copy(&self, copier: &mut Copier) -> anyhow::Result<VerifyReport> {
+        verify::verify_run(copier, self)
+    }
+    fn failure(report: &VerifyReport) -> Option<CopyError> {
+        report.failure()
+    }
+    fn scrub(report: &mut VerifyReport, secrets: &[String]) {
+        for line in &mut report.differences {
+            *line = scrub_text(line, secrets);
+        }
+    }
+}
+
+/// The bulk commands: many copies, one report of items.
+macro_rules! migration_request {
+    ($request:ty, $src:ident, $dst:ident, $copy:path) => {
+        impl CopyRequest for $request {
+            type Report = MigrationReport;
+            fn ends(&self) -> (&str, &str) {
+                (&self.$src, &self.$dst)
+            }
+            fn concurrency(&self) -> u32 {
+                self.concurrency
+            }
+            fn validate(&self) -> Result<(), CopyError> {
+                <$request>::validate(self)
+            }
+            fn copy(&self, copier: &mut Copier) -> anyhow::Result<MigrationReport> {
+                $copy(copier, self)
+            }
+            fn failure(report: &MigrationReport) -> Option<CopyError> {
+                report.failure()
+            }
+            fn scrub(report: &mut MigrationReport, secrets: &[String]) {
+                for item in &mut report.items {
+                    scrub_item(item, secrets);
+                }
+            }
+        }
+    };
+}
+
+migration_request!(
+    CopyExperimentRequest,
+    src_mlflow_uri,
+    dst_mlflow_uri,
+    copy_experiment::copy_experiment
+);
+migration_request!(
+    CopyModelRequest,
+    src_registry_uri,
+    dst_registry_uri,
+    copy_model::copy_model
+);
+
+fn scrub_item(item: &mut crate::api::MigrationItem, secrets: &[String]) {
+    if let Some(error) = &mut item.error {
+        error.message = scrub_text(&error.message, secrets);
+    }
+    if let Some(detail) = &mut item.detail {
+        *detail = scrub_text(detail, secrets);
+    }
 }
 
 impl CopyRequest for CopyRunRequest {
@@ -118,7 +202,9 @@ pub fn execute<R: CopyRequest>(
             .copy(&mut copier)
             .map_err(|e| CopyError::from_chain(&e))
     };
-    run().map_err(|e| scrub(e, &secrets))
+    let mut report = run().map_err(|e| scrub(e, &secrets))?;
+    R::scrub(&mut report, &secrets);
+    Ok(report)
 }
 
 /// Every credential value in the environment, in every form it travels in (a Basic header's
@@ -152,17 +238,14 @@ struct Scrubbed<'a> {
 }
 
 impl Progress for Scrubbed<'_> {
-    fn event(&mut self, event: Event) {
-        let scrubbed = match event {
-            Event::Phase { phase } => Event::Phase {
-                phase: scrub_text(&phase, self.secrets),
-            },
-            Event::Warning { message } => Event::Warning {
-                message: scrub_text(&message, self.secrets),
-            },
-            other => other,
-        };
-        self.inner.event(scrubbed);
+    fn event(&mut self, mut event: Event) {
+        match &mut event {
+            Event::Phase { phase } => *phase = scrub_text(phase, self.secrets),
+            Event::Warning { message } => *message = scrub_text(message, self.secrets),
+            Event::Item { item, .. } => scrub_item(item, self.secrets),
+            Event::Artifacts { .. } => {}
+        }
+        self.inner.event(event);
     }
 }
 

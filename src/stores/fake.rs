@@ -7,7 +7,7 @@
 //! `update_run`), so every half-done state of a copy can be produced and resumed.
 
 use super::model::*;
-use super::{Artifacts, Call, HistoryPage, Registry, Stores, Tracking};
+use super::{Artifacts, Call, HistoryPage, Registry, RunsPage, Stores, Tracking};
 use crate::api::CopyError;
 use crate::transport::{
     send_each, Attempts, Download, Http, Method, NextJob, Request, Response, SendError,
@@ -443,8 +443,66 @@ impl Tracking for FakeServer {
             name: name.to_string(),
             artifact_location: format!("fake://{}/{id}", self.name),
             lifecycle_stage: "active".into(),
+            tags: Vec::new(),
         });
         self.answer("create_experiment", id)
+    }
+
+    fn experiment_by_id(&self, experiment_id: &str) -> Result<Experiment, CopyError> {
+        let state = self.state.borrow();
+        let found = state
+            .experiments
+            .iter()
+            .find(|e| e.experiment_id == experiment_id);
+        found
+            .cloned()
+            .ok_or_else(|| self.not_found(format!("experiment {experiment_id}")))
+    }
+
+    fn set_experiment_tag(&self, experiment_id: &str, tag: &KeyValue) -> Result<(), CopyError> {
+        self.write("set_experiment_tag")?;
+        let mut state = self.state.borrow_mut();
+        let Some(experiment) = state
+            .experiments
+            .iter_mut()
+            .find(|e| e.experiment_id == experiment_id)
+        else {
+            return Err(self.not_found(format!("experiment {experiment_id}")));
+        };
+        experiment.tags.retain(|t| t.key != tag.key);
+        experiment.tags.push(tag.clone());
+        Ok(())
+    }
+
+    /// Pages of two runs, so that paging is exercised; `filter` is `tags.KEY = 'VALUE'` or empty.
+    fn runs_page(
+        &self,
+        experiment_id: &str,
+        filter: &str,
+        token: Option<&str>,
+    ) -> Result<RunsPage, CopyError> {
+        let wanted = filter
+            .strip_prefix("tags.")
+            .and_then(|f| f.split_once(" = "))
+            .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()));
+        let state = self.state.borrow();
+        let mut runs: Vec<Run> = state
+            .runs
+            .iter()
+            .filter(|r| r.info.experiment_id == experiment_id && !r.info.is_deleted())
+            .filter(|r| match &wanted {
+                Some((k, v)) => r.data.tag(k) == Some(v.as_str()),
+                None => true,
+            })
+            .cloned()
+            .collect();
+        runs.sort_by_key(|r| std::cmp::Reverse(r.info.start_time));
+        let start: usize = token.map_or(0, |t| t.parse().expect("fake page token"));
+        let next = (start + 2 < runs.len()).then(|| (start + 2).to_string());
+        Ok(RunsPage {
+            runs: runs.into_iter().skip(start).take(2).collect(),
+            next_token: next,
+        })
     }
 
     fn get_logged_model(&self, model_id: &str) -> Result<LoggedModel, CopyError> {

@@ -73,7 +73,18 @@ pub trait Tracking {
     fn log_outputs(&self, run_id: &str, models: &[ModelOutput]) -> Result<(), CopyError>;
 
     fn experiment_by_name(&self, name: &str) -> Result<Option<Experiment>, CopyError>;
+    fn experiment_by_id(&self, experiment_id: &str) -> Result<Experiment, CopyError>;
     fn create_experiment(&self, name: &str) -> Result<String, CopyError>;
+    /// Sets (or replaces) one tag of an experiment.
+    fn set_experiment_tag(&self, experiment_id: &str, tag: &KeyValue) -> Result<(), CopyError>;
+    /// One page of the experiment's active runs matching `filter` (MLflow search syntax;
+    /// empty for all), most recent first (`token`: the page's, `None` for the first).
+    fn runs_page(
+        &self,
+        experiment_id: &str,
+        filter: &str,
+        token: Option<&str>,
+    ) -> Result<RunsPage, CopyError>;
 
     fn get_logged_model(&self, model_id: &str) -> Result<LoggedModel, CopyError>;
     /// Logged models of the experiment whose source run is `run_id`.
@@ -110,6 +121,16 @@ pub enum Call<'s, T> {
     Done(Result<T, CopyError>),
 }
 
+impl<T> Call<'_, T> {
+    /// Sends the call's request on its own (a read outside a pipeline) and reads its answer.
+    pub fn run_alone(self, transport: &Transport) -> Result<T, CopyError> {
+        match self {
+            Call::Done(result) => result,
+            Call::Send { request, read } => read(transport.send(&request, true)),
+        }
+    }
+}
+
 /// Reads the final answer to a call's request (after its retries) into the call's result.
 pub type Reader<'s, T> =
     Box<dyn FnOnce(Result<Response, transport::Error>) -> Result<T, CopyError> + 's>;
@@ -124,6 +145,12 @@ impl<'s, T: 's> Call<'s, T> {
             Call::Done(result) => Call::Done(result.map(f)),
         }
     }
+}
+
+/// One page of runs, and the token of the next page if there is one.
+pub struct RunsPage {
+    pub runs: Vec<Run>,
+    pub next_token: Option<String>,
 }
 
 /// One page of a metric's history, and the token of the next page if there is one.

@@ -158,6 +158,8 @@ pub struct Experiment {
     pub name: String,
     pub artifact_location: String,
     pub lifecycle_stage: String,
+    /// Its tags, the description (`mlflow.note.content`) among them.
+    pub tags: Vec<KeyValue>,
 }
 
 /// An MLflow 3 LoggedModel.

@@ -158,3 +158,21 @@ def test_copy_model_version_shallow_within_one_server(venv, src):
     client = MlflowClient(src.uri, registry_uri=src.uri)
     copied = client.get_model_version(dst_model, report["dst_version"])
     assert copied.source == client.get_model_version(name, version).source
+
+
+def test_copy_model_writes_its_id_map_where_asked(venv, src, tmp_path):
+    name = unique("pkg-bulk")
+    seed.seed_small_version(src.uri, name)
+    dst_model = unique("pkg-bulk-copy")
+    id_map = tmp_path / "ids.jsonl"
+    done = venv.run("copy-model", "--src-model", name, "--dst-model", dst_model,
+                    "--src-registry-uri", src.uri, "--dst-registry-uri", src.uri,
+                    "--report", str(id_map))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert [(i["src_id"], i["dst_id"], i["status"]) for i in report["items"]] == [("1", "1", "created")]
+    assert [json.loads(line) for line in id_map.read_text().splitlines()] == report["items"]
+    # A version that is not there is not_found (exit 4), before anything is written.
+    missing = venv.run("copy-model", "--src-model", name, "--dst-model", unique("pkg-none"),
+                       "--src-registry-uri", src.uri, "--dst-registry-uri", src.uri, "--versions", "7")
+    assert missing.returncode == EXIT_NOT_FOUND, missing.stderr

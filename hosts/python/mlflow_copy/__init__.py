@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 import wasmtime
 from wasmtime import component as wc
 
-__all__ = ["copy_run", "copy_model_version", "load", "Copier", "passed_to_guest", "CopyError",
+__all__ = ["copy_run", "copy_model_version", "copy_experiment", "copy_model", "verify_run", "load", "Copier", "passed_to_guest", "CopyError",
            "BadInput", "NotFound", "Unauthorized", "Conflict", "Upstream"]
 
 INTERFACE = "mlflow:copy/copier@0.2.0"
@@ -203,12 +203,16 @@ class Copier:
         return _to_python(result)
 
     def run_command(self, argv: Sequence[str], env: Optional[Mapping[str, str]] = None,
-                    stderr: Optional[Callable[[bytes], None]] = None) -> bool:
+                    stderr: Optional[Callable[[bytes], None]] = None,
+                    writable_dirs: Sequence[str] = ()) -> bool:
         """Runs the component's own command line (`wasi:cli/run`) with `argv` (argv[0] is the
         program name) and this process's stdout; stderr goes to `stderr` when given, else to
-        this process's stderr. Returns whether the command succeeded."""
+        this process's stderr. The guest may write in `writable_dirs` (absolute paths, seen
+        under the same paths), nowhere else. Returns whether the command succeeded."""
         wasi = _guest_wasi(env)
         wasi.argv = list(argv)
+        for folder in writable_dirs:
+            wasi.preopen_dir(folder, folder, fs_mutable=True)
         wasi.inherit_stdout()
         if stderr is None:
             wasi.inherit_stderr()
@@ -242,6 +246,8 @@ def _guest_wasi(env: Optional[Mapping[str, str]]) -> "wasmtime.WasiConfig":
 
 
 def _to_python(value: Any) -> Any:
+    if isinstance(value, wc.Variant):  # an item's copy-error, as the command line shows it
+        return {"kind": value.tag.replace("-", "_"), "message": value.payload}
     if isinstance(value, wc.Record):
         return {k.replace("-", "_"): _to_python(v) for k, v in vars(value).items()}
     if isinstance(value, list):
@@ -290,3 +296,46 @@ def copy_model_version(*, src_model: str, src_version: str, dst_model: str, src_
         "dst_experiment_name": dst_experiment_name, "copy_permissions": copy_permissions,
         "copy_stages_and_aliases": copy_stages_and_aliases,
         "copy_lineage_tags": copy_lineage_tags, "concurrency": concurrency})
+
+
+def copy_experiment(*, dst_experiment_name: str, src_mlflow_uri: str, dst_mlflow_uri: str,
+                    src_experiment_name: Optional[str] = None, src_experiment_id: Optional[str] = None,
+                    filter: Optional[str] = None, run_ids: Sequence[str] = (),
+                    max_runs: Optional[int] = None, dry_run: Optional[bool] = None,
+                    verify: Optional[bool] = None, concurrency: Optional[int] = None,
+                    wasm: Optional[str] = None) -> dict:
+    """Copies the runs of an experiment (all, `filter`ed, `run_ids` or the newest `max_runs`),
+    parents before children. Returns the migration report: `src`, `dst`, `dry_run`, `items`
+    (each `src_id`, `dst_id`, `status`, `detail`, `error`), counts, `elapsed_seconds`. Failed
+    items are in the report (`failed` > 0), not raised: run the same call again."""
+    return load(wasm).call("copy-experiment", {
+        "src_experiment_name": src_experiment_name, "src_experiment_id": src_experiment_id,
+        "dst_experiment_name": dst_experiment_name, "src_mlflow_uri": src_mlflow_uri,
+        "dst_mlflow_uri": dst_mlflow_uri, "filter": filter, "run_ids": list(run_ids),
+        "max_runs": max_runs, "dry_run": dry_run, "verify": verify, "concurrency": concurrency})
+
+
+def copy_model(*, src_model: str, dst_model: str, src_registry_uri: str, dst_registry_uri: str,
+               dst_experiment_name: Optional[str] = None, versions: Sequence[str] = (),
+               stages: Sequence[str] = (), aliases: Sequence[str] = (),
+               copy_permissions: Optional[bool] = None, copy_stages_and_aliases: Optional[bool] = None,
+               copy_lineage_tags: Optional[bool] = None, dry_run: Optional[bool] = None,
+               concurrency: Optional[int] = None, wasm: Optional[str] = None) -> dict:
+    """Copies versions of a registered model (all, or those listed / in `stages` / holding
+    `aliases`) in ascending order, each as `copy_model_version` does. Returns the migration
+    report (see `copy_experiment`)."""
+    return load(wasm).call("copy-model", {
+        "src_model": src_model, "dst_model": dst_model, "src_registry_uri": src_registry_uri,
+        "dst_registry_uri": dst_registry_uri, "dst_experiment_name": dst_experiment_name,
+        "versions": [str(v) for v in versions], "stages": list(stages), "aliases": list(aliases),
+        "copy_permissions": copy_permissions, "copy_stages_and_aliases": copy_stages_and_aliases,
+        "copy_lineage_tags": copy_lineage_tags, "dry_run": dry_run, "concurrency": concurrency})
+
+
+def verify_run(*, src_run_id: str, dst_run_id: str, src_mlflow_uri: str, dst_mlflow_uri: str,
+               wasm: Optional[str] = None) -> dict:
+    """Compares a copied run with its source. Returns the report: what was compared and
+    `differences` (empty: the copy is faithful)."""
+    return load(wasm).call("verify-run", {
+        "src_run_id": src_run_id, "dst_run_id": dst_run_id,
+        "src_mlflow_uri": src_mlflow_uri, "dst_mlflow_uri": dst_mlflow_uri})

@@ -1,5 +1,5 @@
-"""The console scripts `copy-run` and `copy-model-version`: drop-ins for mlflow-export-import's
-commands of those names.
+"""The console scripts `copy-run` and `copy-model-version` (drop-ins for mlflow-export-import's
+commands of those names) and the bulk `copy-experiment` and `copy-model`.
 
 They run the component's own command line (its `wasi:cli/run` export) in-process, so the flags,
 the `--help` text, the validation messages and the JSON report are the component's, by
@@ -65,11 +65,31 @@ def exit_code(succeeded: bool, last_stderr_line: bytes) -> int:
     return EXIT_USAGE
 
 
+def report_file(args: Sequence[str]) -> "tuple[List[str], List[str]]":
+    """The arguments with a `--report FILE` made absolute, and the folder the guest must be
+    able to write it in (the bulk commands' id map)."""
+    args = list(args)
+    for i, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        if name != "--report":
+            continue
+        if not eq and i + 1 < len(args):
+            value = args[i + 1]
+        path = os.path.abspath(value)
+        if eq:
+            args[i] = f"--report={path}"
+        elif i + 1 < len(args):
+            args[i + 1] = path
+        return args, [os.path.dirname(path)]
+    return args, []
+
+
 def run(command: str, args: Sequence[str]) -> int:
     """Runs `mlflow-copy COMMAND ARGS…` in the component; returns the exit status."""
     tee = _StderrTee()
+    args, folders = report_file(args)
     try:
-        succeeded = load().run_command([PROGRAM, command, *args], stderr=tee)
+        succeeded = load().run_command([PROGRAM, command, *args], stderr=tee, writable_dirs=folders)
     except (FileNotFoundError, wasmtime.WasmtimeError) as e:  # Trap is a WasmtimeError
         print(f"{PROGRAM}: error: {e}", file=sys.stderr)
         return EXIT_FAILURE
@@ -93,6 +113,16 @@ def copy_run(argv: Optional[List[str]] = None) -> None:
 def copy_model_version(argv: Optional[List[str]] = None) -> None:
     """`copy-model-version`: the console script."""
     _exit(run("copy-model-version", sys.argv[1:] if argv is None else argv))
+
+
+def copy_experiment(argv: Optional[List[str]] = None) -> None:
+    """`copy-experiment`: the console script."""
+    _exit(run("copy-experiment", sys.argv[1:] if argv is None else argv))
+
+
+def copy_model(argv: Optional[List[str]] = None) -> None:
+    """`copy-model`: the console script."""
+    _exit(run("copy-model", sys.argv[1:] if argv is None else argv))
 
 
 def main(argv: Optional[List[str]] = None) -> None:

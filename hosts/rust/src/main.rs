@@ -2,7 +2,7 @@
 //! wasmtime with WASI (environment, stdio) and WASI HTTP (outgoing requests), the component's
 //! `mlflow:copy/copier` interface called as typed functions.
 //!
-//! Usage: mlflow-copy-host <mlflow_copy.wasm> copy-run|copy-model-version '<json request>'
+//! Usage: mlflow-copy-host <mlflow_copy.wasm> copy-run|copy-model-version|copy-experiment|copy-model '<json request>'
 //!
 //! The request's fields are those of the WIT record, in snake_case (`run_id`, `experiment_name`,
 //! `src_mlflow_uri`, …). Prints `{"ok": <report>}` and exits 0, or `{"err": {"kind", "message"}}`
@@ -34,7 +34,9 @@ wasmtime::component::bindgen!({
     additional_derives: [serde::Serialize, serde::Deserialize],
 });
 
-use exports::mlflow::copy::copier::{CopyError, CopyModelVersionRequest, CopyRunRequest};
+use exports::mlflow::copy::copier::{
+    CopyError, CopyExperimentRequest, CopyModelRequest, CopyModelVersionRequest, CopyRunRequest,
+};
 
 struct HostState {
     wasi: WasiCtx,
@@ -63,6 +65,9 @@ impl WasiHttpView for HostState {
     }
 }
 
+/// The exports this host calls.
+const FUNCTIONS: &str = "copy-run|copy-model-version|copy-experiment|copy-model";
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     match run().await {
@@ -85,7 +90,10 @@ async fn run() -> Result<i32> {
         return serve::serve(&args[2..]).await;
     }
     let [_, wasm, function, request] = args.as_slice() else {
-        bail!("usage: mlflow-copy-host <mlflow_copy.wasm> copy-run|copy-model-version '<json request>' | exports <wasm> | serve <wasm> [--listen ADDR] [--spin-variables FILE|key=value]...");
+        bail!(
+            "usage: mlflow-copy-host <mlflow_copy.wasm> {FUNCTIONS} '<json request>' | exports <wasm> \
+             | serve <wasm> [--listen ADDR] [--spin-variables FILE|key=value]..."
+        );
     };
     let engine = Engine::new(&Config::new())?;
     let component = Component::from_file(&engine, wasm)
@@ -124,7 +132,23 @@ async fn run() -> Result<i32> {
                 .await?
                 .map(report_json)
         }
-        other => bail!("unknown function {other:?}; expected copy-run or copy-model-version"),
+        "copy-experiment" => {
+            let request: CopyExperimentRequest =
+                serde_json::from_str(request).context("parsing the copy-experiment request")?;
+            copier
+                .call_copy_experiment(&mut store, &request)
+                .await?
+                .map(report_json)
+        }
+        "copy-model" => {
+            let request: CopyModelRequest =
+                serde_json::from_str(request).context("parsing the copy-model request")?;
+            copier
+                .call_copy_model(&mut store, &request)
+                .await?
+                .map(report_json)
+        }
+        other => bail!("unknown function {other:?}; expected {FUNCTIONS}"),
     };
     match outcome {
         Ok(report) => {
@@ -182,16 +206,31 @@ fn passed_to_guest(name: &str) -> bool {
         .is_some_and(|rest| rest.contains("TRACKING_") || rest.ends_with("S3_ENDPOINT_URL"))
 }
 
-/// A report as JSON with snake_case keys (the serde derive of the WIT records) and the
-/// `outcome` enum as its WIT case name (`created`, `resumed`, `existing`), as the command
-/// line prints it. The derive would spell the enum's Rust variant (`Created`).
+/// A report as JSON with snake_case keys (the serde derive of the WIT records), enums as their
+/// WIT case names (`created`, `would_create`) and an item's `copy-error` as `{kind, message}`,
+/// as the command line prints them. The derive would spell the Rust names (`WouldCreate`,
+/// `{"BadInput": "…"}`).
 fn report_json<T: serde::Serialize>(report: T) -> Value {
+    fn snake(name: &str) -> String {
+        let mut out = String::new();
+        for (i, c) in name.chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        }
+        out
+    }
     fn fix(value: &mut Value) {
         match value {
             Value::Object(map) => {
                 for (key, v) in map.iter_mut() {
                     match v {
-                        Value::String(s) if key == "outcome" => *s = s.to_lowercase(),
+                        Value::String(s) if key == "outcome" || key == "status" => *s = snake(s),
+                        Value::Object(case) if key == "error" && case.len() == 1 => {
+                            let (kind, message) = case.iter().next().expect("one case");
+                            *v = json!({ "kind": snake(kind), "message": message });
+                        }
                         _ => fix(v),
                     }
                 }

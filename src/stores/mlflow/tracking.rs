@@ -3,7 +3,7 @@
 use super::rest::{all_pages, filter_literal, MlflowRest, Page};
 use crate::api::CopyError;
 use crate::stores::model::*;
-use crate::stores::{Call, HistoryPage, Tracking};
+use crate::stores::{Call, HistoryPage, RunsPage, Tracking};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -235,6 +235,40 @@ impl Tracking for MlflowRest {
             Err(e) if e.has_code("RESOURCE_DOES_NOT_EXIST") => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    fn experiment_by_id(&self, experiment_id: &str) -> Result<Experiment, CopyError> {
+        self.get::<ExperimentEnvelope>(
+            "/api/2.0/mlflow/experiments/get",
+            &[("experiment_id", experiment_id)],
+        )
+        .map(|e| e.experiment)
+    }
+
+    fn set_experiment_tag(&self, experiment_id: &str, tag: &KeyValue) -> Result<(), CopyError> {
+        let body = json!({ "experiment_id": experiment_id, "key": tag.key, "value": tag.value });
+        self.post::<Value>("/api/2.0/mlflow/experiments/set-experiment-tag", &body)
+            .map(drop)
+    }
+
+    fn runs_page(
+        &self,
+        experiment_id: &str,
+        filter: &str,
+        token: Option<&str>,
+    ) -> Result<RunsPage, CopyError> {
+        let mut body = json!({
+            "experiment_ids": [experiment_id], "filter": filter,
+            "run_view_type": "ACTIVE_ONLY", "max_results": 1000,
+        });
+        if let Some(t) = token {
+            body["page_token"] = json!(t);
+        }
+        let page: Page<Run> = self.post("/api/2.0/mlflow/runs/search", &body)?;
+        Ok(RunsPage {
+            runs: page.items,
+            next_token: page.next_page_token.filter(|t| !t.is_empty()),
+        })
     }
 
     fn create_experiment(&self, name: &str) -> Result<String, CopyError> {
