@@ -11,5 +11,6 @@ cargo test --quiet
 
 printf '\n==> End-to-end tests (pytest tests/e2e)\n'
 export MLFLOW_COPY_WASM="$PWD/target/wasm32-wasip2/release/mlflow_copy.wasm"
+export MLFLOW_COPY_SPIN_WASM="$PWD/target/wasm32-wasip2/release/mlflow_copy_spin.wasm"
 export MLFLOW_COPY_HOST="$PWD/hosts/rust/target/release/mlflow-copy-host"
 .venv/bin/python -m pytest tests/e2e -v -p no:cacheprovider --durations=10 --timeout=600 "$@"

@@ -7,7 +7,7 @@
 // is transpiled again and an unchanged one never is.
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -44,7 +44,9 @@ function sha256(path) {
 export async function transpiled(wasm) {
   const path = findWasm(wasm);
   if (!path) {
-    if (existsSync(DEFAULT)) return JSON.parse(readFileSync(DEFAULT, 'utf8')).module;
+    // Recorded relative to dist/, so that the translation `npm pack` carries works wherever
+    // the package is installed.
+    if (existsSync(DEFAULT)) return join(DIST, JSON.parse(readFileSync(DEFAULT, 'utf8')).module);
     throw new Error('mlflow_copy.wasm not found: set MLFLOW_COPY_WASM, pass { wasm: PATH }, or build it in the '
       + 'repository with `cargo build --target wasm32-wasip2 --release`');
   }
@@ -52,7 +54,7 @@ export async function transpiled(wasm) {
   const dir = join(DIST, sha256(path).slice(0, 32));
   const module = join(dir, 'mlflow_copy.js');
   if (!existsSync(module)) {
-    const { transpile } = await import('@bytecodealliance/jco');
+    const { transpile } = await importJco(path);
     const { files } = await transpile(readFileSync(path), { name: 'mlflow_copy', quiet: true });
     // Written aside and renamed, so a concurrent process never sees half a translation.
     const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
@@ -70,6 +72,17 @@ export async function transpiled(wasm) {
   return module;
 }
 
+// jco is needed only to transpile: an installed package (`npm pack`) carries its translation
+// in dist/ and depends on preview2-shim alone.
+async function importJco(wasm) {
+  try {
+    return await import('@bytecodealliance/jco');
+  } catch {
+    throw new Error(`transpiling ${wasm} needs @bytecodealliance/jco (npm install @bytecodealliance/jco); `
+      + 'without MLFLOW_COPY_WASM the package uses the component it was packed with');
+  }
+}
+
 /** Transpiles the wasm found by findWasm(wasm) and records it as the package's default. */
 export async function build(wasm) {
   const source = findWasm(wasm);
@@ -79,6 +92,6 @@ export async function build(wasm) {
   }
   const module = await transpiled(source);
   mkdirSync(DIST, { recursive: true });
-  writeFileSync(DEFAULT, JSON.stringify({ wasm: source, module }, null, 2) + '\n');
+  writeFileSync(DEFAULT, JSON.stringify({ wasm: source, module: relative(DIST, module) }, null, 2) + '\n');
   return { source, module };
 }

@@ -31,6 +31,12 @@ export function passedToGuest(name) {
   return name.startsWith('MLFLOW_') && (rest.includes('TRACKING_') || rest.endsWith('S3_ENDPOINT_URL'));
 }
 
+/** The part of an environment the guest sees: the variables passedToGuest names. */
+export function guestEnv(env) {
+  return Object.fromEntries(
+    Object.entries(env).filter(([name, value]) => passedToGuest(name) && typeof value === 'string'));
+}
+
 /** A copy failed. `kind` is the WIT case in snake_case (`not_found`, …); the message names the
  * server and object and never contains credentials. */
 export class CopyError extends Error {
@@ -85,12 +91,11 @@ function workerFlags() {
 
 async function call(fn, request, { wasm, env = process.env } = {}) {
   const module = await transpiled(wasm);
-  const guestEnv = Object.fromEntries(
-    Object.entries(env).filter(([name, value]) => passedToGuest(name) && typeof value === 'string'));
+  const guest = guestEnv(env);
   return new Promise((resolve, reject) => {
     // The worker's own process.env is the guest's environment too, nothing more.
     const worker = new Worker(new URL('./worker.js', import.meta.url), {
-      workerData: { module, fn, request, env: guestEnv }, env: guestEnv, execArgv: workerFlags(),
+      workerData: { module, fn, request, env: guest }, env: guest, execArgv: workerFlags(),
     });
     let settled = false;
     const settle = (action) => {

@@ -50,7 +50,7 @@ impl Guest for HttpFunction {
 }
 
 fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok()
+    super::settings_source::setting(name)
 }
 
 fn serve(method: &str, path: &str, request: IncomingRequest, out: ResponseOutparam) -> u16 {

@@ -7,6 +7,7 @@ mod component;
 pub mod http_api;
 #[cfg(target_arch = "wasm32")]
 mod http_handler;
+pub mod settings_source;
 
 use crate::api::{
     CopyError, CopyExperimentRequest, CopyModelRequest, CopyModelVersionReport,
@@ -32,7 +33,7 @@ pub struct Host<'a> {
 #[cfg(target_arch = "wasm32")]
 pub fn wasi_host(caller: Caller) -> Host<'static> {
     fn env(name: &str) -> Option<String> {
-        std::env::var(name).ok()
+        settings_source::setting(name)
     }
     fn http(settings: &Settings) -> Box<dyn Http> {
         Box::new(crate::transport::wasi_http::WasiHttp {

@@ -146,3 +146,21 @@ def assert_run_copied(src_uri, src_run_id, dst_uri, dst_run_id, experiment_name,
         assert_trees_equal(src_uri, sm.artifact_location, dst_uri, dm.artifact_location, pairs)
     files = assert_trees_equal(src_uri, sr.info.artifact_uri, dst_uri, dr.info.artifact_uri, id_pairs)
     return {"metric_points": points, "run_files": files}
+
+
+def assert_command_copies_a_run(run, src_uri, dst_uri, prefix):
+    """Seeds a small run and copies it with an installed `copy-run` command line (`run(*args)`
+    runs it and returns the CompletedProcess): exit 0, the JSON report alone on stdout, progress
+    on stderr, and the copy faithful. The packaged hosts (wheel, npm tarball) share it."""
+    import json
+    import seed
+    run_id = seed.seed_rich_run(src_uri, f"{prefix}-source-{os.urandom(4).hex()}",
+                                metric_points=50, with_model=False)
+    exp = f"{prefix}-copy-{os.urandom(4).hex()}"
+    done = run("copy-run", "--run-id", run_id, "--experiment-name", exp,
+               "--src-mlflow-uri", src_uri, "--dst-mlflow-uri", dst_uri)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)  # stdout is the report and nothing else
+    assert report["src_run_id"] == run_id and report["outcome"] == "created"
+    assert "reading source run" in done.stderr  # progress on stderr
+    assert_run_copied(src_uri, run_id, dst_uri, report["dst_run_id"], exp)

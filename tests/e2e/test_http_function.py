@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import time
-import tomllib
 
 import pytest
 import requests
@@ -12,7 +11,7 @@ from mlflow import MlflowClient
 
 import seed
 from compare import assert_run_copied
-from conftest import HOST, ROOT, WASM, Served, free_port, unique
+from conftest import HOST, WASM, Served, free_port, unique
 from hostile_server import RecordingServer
 
 TOKEN = "http-fn-token-7f3a9c"
@@ -227,21 +226,6 @@ def test_the_opt_out_allows_any_host_but_metadata_and_says_so(src, dst, small_ru
         assert "MLFLOW_COPY_ALLOW_ANY_HOST=true" in s.logs(), "the opt-out is logged"
     finally:
         s.stop()
-
-
-def test_spin_manifest_points_at_the_built_component():
-    with open(os.path.join(ROOT, "spin.toml"), "rb") as f:
-        manifest = tomllib.load(f)
-    assert manifest["spin_manifest_version"] == 2
-    trigger = manifest["trigger"]["http"][0]
-    component = manifest["component"][trigger["component"]]
-    assert trigger["route"] == "/..."
-    assert os.path.samefile(os.path.join(ROOT, component["source"]), WASM)
-    assert component["build"]["command"] == "cargo build --target wasm32-wasip2 --release"
-    assert component["allowed_outbound_hosts"], "a documented default"
-    for host in component["allowed_outbound_hosts"]:
-        scheme, rest = host.split("://")
-        assert scheme in ("http", "https", "*") and ":" in rest, "Spin needs an explicit port for non-default ports"
 
 
 def test_component_exports_exactly_one_http_handler():

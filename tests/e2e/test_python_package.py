@@ -13,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 import seed
-from compare import assert_run_copied
+from compare import assert_command_copies_a_run
 from conftest import ROOT, WASM, unique
 
 WASMTIME_PY = "wasmtime==50.0.1"
@@ -130,16 +130,7 @@ def test_help_shows_the_python_tools_flags_and_the_cache_works(venv):
 
 
 def test_copy_run_between_two_servers(venv, src, dst):
-    run_id = seed.seed_rich_run(src.uri, unique("pkg-source"), metric_points=50, with_model=False)
-    exp = unique("pkg-copy")
-    done = venv.run("copy-run", "--run-id", run_id, "--experiment-name", exp,
-                    "--src-mlflow-uri", src.uri, "--dst-mlflow-uri", dst.uri)
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)  # stdout is the report and nothing else
-    assert report["src_run_id"] == run_id and report["outcome"] == "created"
-    assert "reading source run" in done.stderr  # progress on stderr
-    assert MlflowClient(dst.uri).get_run(report["dst_run_id"]).info.run_id == report["dst_run_id"]
-    assert_run_copied(src.uri, run_id, dst.uri, report["dst_run_id"], exp)
+    assert_command_copies_a_run(venv.run, src.uri, dst.uri, "pkg")
 
 
 def test_unknown_run_exits_with_not_found(venv, src, dst):

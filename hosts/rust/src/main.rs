@@ -11,13 +11,21 @@
 //! environment.
 //!
 //! `mlflow-copy-host exports <mlflow_copy.wasm>` prints the component's export names as JSON.
+//!
+//! `mlflow-copy-host serve <wasm> …` serves the component's HTTP function as Spin does, with
+//! Spin variables (`serve.rs`). The host is built on wasmtime 44.0.0, the version Spin 4.0.2
+//! pins, so that what loads here loads in Spin.
+
+mod serve;
+mod variables;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_http::p2::{WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_http::WasiHttpCtx;
 
 wasmtime::component::bindgen!({
     path: "../../wit",
@@ -34,6 +42,8 @@ struct HostState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
+    /// Spin variables (`serve --spin-variables`); none for a plugin call.
+    variables: variables::Variables,
 }
 
 impl WasiView for HostState {
@@ -76,15 +86,19 @@ async fn run() -> Result<i32> {
             return list_exports(wasm);
         }
     }
+    if args.get(1).is_some_and(|a| a == "serve") {
+        return serve::serve(&args[2..]).await;
+    }
     let [_, wasm, function, request] = args.as_slice() else {
-        bail!("usage: mlflow-copy-host <mlflow_copy.wasm> {FUNCTIONS} '<json request>'");
+        bail!(
+            "usage: mlflow-copy-host <mlflow_copy.wasm> {FUNCTIONS} '<json request>' | exports <wasm> \
+             | serve <wasm> [--listen ADDR] [--spin-variables FILE|key=value]..."
+        );
     };
     let engine = Engine::new(&Config::new())?;
     let component = Component::from_file(&engine, wasm)
         .map_err(|e| anyhow::anyhow!("loading {wasm}: {e:#}"))?;
-    let mut linker = Linker::<HostState>::new(&engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    let linker = linker(&engine)?;
 
     let mut wasi = WasiCtxBuilder::new();
     wasi.inherit_stderr();
@@ -95,6 +109,7 @@ async fn run() -> Result<i32> {
         wasi: wasi.build(),
         http: WasiHttpCtx::new(),
         table: ResourceTable::new(),
+        variables: Default::default(),
     };
     let mut store = Store::new(&engine, state);
     let plugin = Plugin::instantiate_async(&mut store, &component, &linker).await?;
@@ -152,6 +167,16 @@ async fn run() -> Result<i32> {
             Ok(1)
         }
     }
+}
+
+/// What a guest may import: WASI p2, wasi-http, and Spin's variables (`wasi:config/store`),
+/// the interfaces Spin 4 links for a component.
+fn linker(engine: &Engine) -> Result<Linker<HostState>> {
+    let mut linker = Linker::<HostState>::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    variables::add_to_linker(&mut linker, |state| &mut state.variables)?;
+    Ok(linker)
 }
 
 /// Whether a host environment variable is passed to the guest: `MLFLOW_*TRACKING_*` (the
