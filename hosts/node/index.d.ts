@@ -66,6 +66,85 @@ export interface Options {
 
 export function copyRun(request: CopyRunRequest, options?: Options): Promise<CopyRunReport>;
 export function copyModelVersion(request: CopyModelVersionRequest, options?: Options): Promise<CopyModelVersionReport>;
+export interface CopyExperimentRequest {
+  srcExperimentName?: string;
+  srcExperimentId?: string;
+  dstExperimentName: string;
+  srcMlflowUri: string;
+  dstMlflowUri: string;
+  filter?: string;
+  runIds?: string[];
+  maxRuns?: number;
+  dryRun?: boolean;
+  verify?: boolean;
+  concurrency?: number;
+}
+
+export interface CopyModelRequest {
+  srcModel: string;
+  dstModel: string;
+  srcRegistryUri: string;
+  dstRegistryUri: string;
+  dstExperimentName?: string;
+  versions?: string[];
+  stages?: string[];
+  aliases?: string[];
+  copyPermissions?: boolean;
+  copyStagesAndAliases?: boolean;
+  copyLineageTags?: boolean;
+  dryRun?: boolean;
+  concurrency?: number;
+}
+
+/** One run or version of a bulk copy (a line of the id map). */
+export interface MigrationItem {
+  srcId: string;
+  dstId?: string;
+  status: 'created' | 'resumed' | 'existing' | 'failed' | 'would-create' | 'would-resume';
+  detail?: string;
+  /** The item's copy-error: tag is the kind ('bad-input', …), val the message. */
+  error?: { tag: string; val: string };
+  artifactBytes: number;
+  metricPoints: number;
+}
+
+export interface MigrationReport {
+  src: string;
+  dst?: string;
+  dryRun: boolean;
+  items: MigrationItem[];
+  created: number;
+  resumed: number;
+  existing: number;
+  failed: number;
+  artifactBytes: number;
+  metricPoints: number;
+  elapsedSeconds: number;
+}
+
+export interface VerifyRunRequest {
+  srcRunId: string;
+  dstRunId: string;
+  srcMlflowUri: string;
+  dstMlflowUri: string;
+}
+
+export interface VerifyReport {
+  srcRunId: string;
+  dstRunId: string;
+  params: number;
+  tags: number;
+  metricPoints: number;
+  datasetInputs: number;
+  loggedModels: number;
+  artifactFiles: number;
+  artifactBytes: number;
+  differences: string[];
+}
+
+export function copyExperiment(request: CopyExperimentRequest, options?: Options): Promise<MigrationReport>;
+export function copyModel(request: CopyModelRequest, options?: Options): Promise<MigrationReport>;
+export function verifyRun(request: VerifyRunRequest, options?: Options): Promise<VerifyReport>;
 export function passedToGuest(name: string): boolean;
 export function findWasm(wasm?: string): string | undefined;
 export const GUEST_ENV_EXACT: string[];

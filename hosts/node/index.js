@@ -136,3 +136,32 @@ export function copyRun(request, options) {
 export function copyModelVersion(request, options) {
   return call('copyModelVersion', request, options);
 }
+
+/**
+ * Copies the runs of an experiment (all, `filter`ed, `runIds` or the newest `maxRuns`), parents
+ * before children. request: { srcExperimentName? | srcExperimentId?, dstExperimentName,
+ * srcMlflowUri, dstMlflowUri, filter?, runIds?, maxRuns?, dryRun?, verify?, concurrency? }.
+ * Resolves to the migration report: { src, dst, dryRun, items: [{ srcId, dstId, status, detail,
+ * error, artifactBytes, metricPoints }], created, resumed, existing, failed, artifactBytes,
+ * metricPoints, elapsedSeconds }. Failed items are in the report (failed > 0), not thrown.
+ */
+export function copyExperiment(request, options) {
+  return call('copyExperiment', { runIds: [], ...request }, options);
+}
+
+/**
+ * Copies versions of a registered model (all, or listed / in `stages` / holding `aliases`) in
+ * ascending order, each as copyModelVersion does. Resolves to the migration report.
+ */
+export function copyModel(request, options) {
+  return call('copyModel', { versions: [], stages: [], aliases: [], ...request }, options);
+}
+
+/**
+ * Compares a copied run with its source. request: { srcRunId, dstRunId, srcMlflowUri,
+ * dstMlflowUri }. Resolves to { srcRunId, dstRunId, params, tags, metricPoints, datasetInputs,
+ * loggedModels, artifactFiles, artifactBytes, differences } (no differences: faithful).
+ */
+export function verifyRun(request, options) {
+  return call('verifyRun', request, options);
+}
