@@ -16,6 +16,7 @@ use super::metric_pipeline::{Entities, MetricPipeline};
 use super::metrics::{ModelLinks, MAX_PARAMS_TAGS_PER_BATCH};
 use super::mlmodel::IdMap;
 use super::models::{self, ModelCopy};
+use super::traces;
 use super::Copier;
 use crate::api::{CopyError, CopyRunReport, CopyRunRequest, Outcome};
 use crate::stores::model::{ArtifactRoot, KeyValue, LoggedModel, NewRun, Owner, Run, RunInfo};
@@ -475,6 +476,9 @@ fn empty_report(src_run_id: &str, dst_experiment_id: &str) -> CopyRunReport {
         artifact_files: 0,
         artifact_bytes: 0,
         artifact_files_skipped: 0,
+        traces: 0,
+        assessments: 0,
+        prompts: 0,
         child_run_ids: Vec::new(),
         elapsed_seconds: 0.0,
     }
@@ -608,6 +612,10 @@ fn fill_run(
     report.artifact_files_skipped = stats.skipped;
 
     models::finalize(c, &copies)?;
+    // Before the run is marked complete: a copy whose traces failed is resumed.
+    let traces = traces::copy_traces(c, src_run, dst_id, &dst_experiment_id, &copies)?;
+    report.traces = traces.traces;
+    report.assessments = traces.assessments;
     finish_run(c, src_run, dst)
 }
 

@@ -40,6 +40,12 @@ pub trait Flavor {
         true
     }
 
+    /// Whether traces are read and written through the open-source routes (OTLP spans into
+    /// the tracking store). A Databricks workspace keeps spans elsewhere.
+    fn serves_traces(&self) -> bool {
+        true
+    }
+
     /// See `Registry::supports_aliases`.
     fn supports_aliases(&self) -> bool {
         true

@@ -1,0 +1,142 @@
+"""MLflow 3 traces (spans, assessments) travel with copy-run: the built component in `wasmtime run`
+and the embedding host against real MLflow servers, compared through MLflow's own client."""
+import os
+import re
+
+import pytest
+from mlflow import MlflowClient
+
+import seed_genai
+from conftest import HOST, copy_run_args, run_cli, run_host, unique
+
+# Tags and metadata a server sets for itself, and the copy's lineage tag.
+SERVER_KEYS = {"mlflow.artifactLocation", "mlflow.trace.spansLocation", "mlflow_exim.src_trace.trace_id"}
+ID_KEYS = ("mlflow.sourceRun", "mlflow.modelId", "mlflow.assessment.sourceRunId")
+
+
+@pytest.fixture(scope="module")
+def genai(src):
+    exp = unique("genai-source")
+    eval_run = seed_genai.seed_evaluation_run(src.uri, exp)
+    agent_run, model_id = seed_genai.seed_agent_run(src.uri, exp)
+    return {"eval_run": eval_run, "agent_run": agent_run, "model_id": model_id}
+
+
+def _ids(mapping, ids):
+    """Metadata with run/model ids replaced by their role (RUN, MODEL), comparable across copies."""
+    return {k: ids.get(v, v) if k in ID_KEYS else v for k, v in mapping.items()}
+
+
+def _assessment(a, ids):
+    return (a.name, repr(a.value), a.source.source_type, a.source.source_id, a.rationale,
+            _ids(a.metadata or {}, ids), a.create_time_ms, a.last_update_time_ms, a.span_id,
+            repr(a.error), a.valid)
+
+
+def _span(span, names):
+    events = [(e.name, e.timestamp, e.attributes) for e in span.events]
+    attributes = {k: v for k, v in span.attributes.items() if k != "mlflow.traceRequestId"}
+    return (span.name, span.span_type, span.start_time_ns, span.end_time_ns, names.get(span.parent_id),
+            span.status.status_code, span.status.description, span.inputs, span.outputs,
+            attributes, events)
+
+
+def _trace(t, ids):
+    info = t.info
+    names = {s.span_id: s.name for s in t.data.spans}
+    return {
+        "info": (info.request_time, info.execution_duration, info.state, info.request_preview,
+                 info.response_preview, info.client_request_id),
+        "metadata": _ids(info.trace_metadata, ids),
+        "tags": {k: v for k, v in info.tags.items() if k not in SERVER_KEYS},
+        "assessments": sorted(_assessment(a, ids) for a in info.assessments),
+        "spans": sorted((_span(s, names) for s in t.data.spans), key=repr),
+    }
+
+
+def traces_of(uri, run_id, model_id=None):
+    """What MLflow's client shows for the run's (or model's) traces, ids replaced by roles."""
+    client = MlflowClient(uri)
+    run = client.get_run(run_id)
+    ids = {run_id: "RUN"}
+    if model_id:
+        ids[model_id] = "MODEL"
+        found = client.search_traces(locations=[run.info.experiment_id], model_id=model_id)
+    else:
+        found = client.search_traces(locations=[run.info.experiment_id], run_id=run_id)
+    views = sorted((_trace(t, ids) for t in found), key=lambda v: repr(v["info"]))
+    return views, [t.info.trace_id for t in found]
+
+
+def _copied_model(uri, run_id):
+    return MlflowClient(uri).get_run(run_id).outputs.model_outputs[0].model_id
+
+
+def test_evaluation_run_traces_copy_faithfully_and_rerun_writes_nothing(src, dst, genai):
+    exp = unique("genai-cli")
+    run_id = genai["eval_run"]
+    result = run_cli(copy_run_args(run_id, exp, src.uri, dst.uri))
+    assert result.code == 0, result
+    report = result.report
+    source, src_ids = traces_of(src.uri, run_id)
+    copied, dst_ids = traces_of(dst.uri, report["dst_run_id"])
+    assert len(source) == len(seed_genai.QUESTIONS)
+    assert report["traces"] == len(source)
+    # Two scorers' feedback plus one expectation per row.
+    assert report["assessments"] == 3 * len(source) == sum(len(v["assessments"]) for v in copied)
+    assert copied == source
+    assert sorted(dst_ids) == sorted(src_ids), "ids are kept across servers"
+    again = run_cli(copy_run_args(run_id, exp, src.uri, dst.uri))
+    assert again.code == 0, again
+    assert (again.report["outcome"], again.report["traces"]) == ("existing", 0)
+    assert traces_of(dst.uri, report["dst_run_id"])[0] == source
+
+
+@pytest.mark.skipif(not os.path.exists(HOST), reason="embedding host not built")
+def test_embedding_host_copies_the_model_traces_with_exception_and_feedback(src, dst, genai):
+    exp = unique("genai-host")
+    result = run_host("copy-run", {"run_id": genai["agent_run"], "experiment_name": exp,
+                                   "src_mlflow_uri": src.uri, "dst_mlflow_uri": dst.uri})
+    assert result.code == 0, result
+    report = result.report["ok"]
+    dst_model = _copied_model(dst.uri, report["dst_run_id"])
+    source, _ = traces_of(src.uri, genai["agent_run"], genai["model_id"])
+    copied, _ = traces_of(dst.uri, report["dst_run_id"], dst_model)
+    assert len(source) == 3 and report["traces"] == 3 and report["assessments"] == 1
+    assert copied == source
+    spans = [s for v in copied for s in v["spans"]]
+    assert any(s[0] == "flaky_tool" and s[5] == "ERROR" and s[10][0][0] == "exception" for s in spans)
+    assert any(a[0] == "helpfulness" and a[2] == "HUMAN" for v in copied for a in v["assessments"])
+
+
+def test_same_server_copy_leaves_the_source_traces_alone(src, genai):
+    run_id = genai["eval_run"]
+    before, before_ids = traces_of(src.uri, run_id)
+    exp = unique("genai-same")
+    result = run_cli(copy_run_args(run_id, exp, src.uri, src.uri))
+    assert result.code == 0, result
+    after, after_ids = traces_of(src.uri, run_id)
+    assert (after, sorted(after_ids)) == (before, sorted(before_ids))
+    copied, copy_ids = traces_of(src.uri, result.report["dst_run_id"])
+    assert copied == before
+    assert not set(copy_ids) & set(before_ids), "new trace ids on the same server"
+
+
+def test_copy_interrupted_mid_traces_resumes_without_duplicates(src, dst, genai, proxy):
+    exp = unique("genai-resume")
+    run_id = genai["eval_run"]
+    # The third StartTraceV3 is refused: two traces are complete, the third has spans only.
+    proxy.add("POST", re.compile(r"^/api/3\.0/mlflow/traces(\?|$)"), nth=3, times=1, status=400,
+              answer=b'{"error_code": "INVALID_PARAMETER_VALUE", "message": "injected"}')
+    failed = run_cli(copy_run_args(run_id, exp, src.uri, proxy.uri))
+    assert failed.code != 0, failed
+    assert "copying trace" in failed.stderr
+    resumed = run_cli(copy_run_args(run_id, exp, src.uri, dst.uri))
+    assert resumed.code == 0, resumed
+    assert resumed.report["outcome"] == "resumed"
+    assert resumed.report["traces"] == len(seed_genai.QUESTIONS) - 2
+    source, _ = traces_of(src.uri, run_id)
+    copied, _ = traces_of(dst.uri, resumed.report["dst_run_id"])
+    assert copied == source
+    experiment = MlflowClient(dst.uri).get_experiment_by_name(exp).experiment_id
+    assert len(MlflowClient(dst.uri).search_traces(locations=[experiment])) == len(source)
