@@ -4,10 +4,11 @@ import os
 import re
 
 import pytest
+import requests
 from mlflow import MlflowClient
 
 import seed_genai
-from conftest import HOST, copy_run_args, run_cli, run_host, unique
+from conftest import HOST, Served, copy_run_args, run_cli, run_host, unique
 
 # Tags and metadata a server sets for itself, and the copy's lineage tag.
 SERVER_KEYS = {"mlflow.artifactLocation", "mlflow.trace.spansLocation", "mlflow_exim.src_trace.trace_id"}
@@ -69,7 +70,11 @@ def traces_of(uri, run_id, model_id=None):
 
 
 def _copied_model(uri, run_id):
-    return MlflowClient(uri).get_run(run_id).outputs.model_outputs[0].model_id
+    client = MlflowClient(uri)
+    experiment = client.get_run(run_id).info.experiment_id
+    [model] = client.search_logged_models(experiment_ids=[experiment],
+                                          filter_string=f"source_run_id = '{run_id}'")
+    return model.model_id
 
 
 def test_evaluation_run_traces_copy_faithfully_and_rerun_writes_nothing(src, dst, genai):
@@ -92,13 +97,31 @@ def test_evaluation_run_traces_copy_faithfully_and_rerun_writes_nothing(src, dst
     assert traces_of(dst.uri, report["dst_run_id"])[0] == source
 
 
-@pytest.mark.skipif(not os.path.exists(HOST), reason="embedding host not built")
-def test_embedding_host_copies_the_model_traces_with_exception_and_feedback(src, dst, genai):
-    exp = unique("genai-host")
-    result = run_host("copy-run", {"run_id": genai["agent_run"], "experiment_name": exp,
-                                   "src_mlflow_uri": src.uri, "dst_mlflow_uri": dst.uri})
+def _copy_by_host(request):
+    result = run_host("copy-run", request)
     assert result.code == 0, result
-    report = result.report["ok"]
+    return result.report["ok"]
+
+
+def _copy_by_http_function(request):
+    served = Served({"MLFLOW_COPY_API_TOKEN": "genai-token"})
+    try:
+        r = requests.post(served.url + "/copy-run", json=request,
+                          headers={"Authorization": "Bearer genai-token"}, timeout=600)
+    finally:
+        served.stop()
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+@pytest.mark.parametrize("runner", [
+    pytest.param(_copy_by_host, id="embedding-host",
+                 marks=pytest.mark.skipif(not os.path.exists(HOST), reason="embedding host not built")),
+    pytest.param(_copy_by_http_function, id="http-function"),
+])
+def test_model_traces_with_exception_and_feedback_are_copied(src, dst, genai, runner):
+    report = runner({"run_id": genai["agent_run"], "experiment_name": unique("genai-agent"),
+                     "src_mlflow_uri": src.uri, "dst_mlflow_uri": dst.uri})
     dst_model = _copied_model(dst.uri, report["dst_run_id"])
     source, _ = traces_of(src.uri, genai["agent_run"], genai["model_id"])
     copied, _ = traces_of(dst.uri, report["dst_run_id"], dst_model)
