@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod mlmodel;
 pub mod models;
 pub mod progress;
+pub mod prompts;
 pub mod traces;
 pub mod version_source;
 

@@ -14,6 +14,7 @@
 //! the same rule.
 
 use super::models::ModelCopy;
+use super::prompts::{self, PromptCopier, LINKED_PROMPTS};
 use super::Copier;
 use crate::stores::model::Run;
 use crate::stores::Traces;
@@ -60,6 +61,7 @@ pub fn copy_traces(
     dst_run_id: &str,
     dst_experiment_id: &str,
     copies: &[ModelCopy],
+    prompts: &mut PromptCopier,
 ) -> anyhow::Result<TraceCounts> {
     let (src_tracking, dst_tracking) = (c.src.tracking.clone(), c.dst.tracking.clone());
     let src_run_id = &src_run.info.run_id;
@@ -104,7 +106,7 @@ pub fn copy_traces(
         counts: TraceCounts::default(),
     };
     for group in &groups {
-        job.copy_group(group)
+        job.copy_group(c, prompts, group)
             .with_context(|| format!("copying the traces matching {:?}", group.filter))?;
     }
     if job.counts.traces > 0 || !job.done.is_empty() {
@@ -215,20 +217,36 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
-    fn copy_group(&mut self, group: &Group) -> anyhow::Result<()> {
+    fn copy_group(
+        &mut self,
+        c: &mut Copier,
+        prompts: &mut PromptCopier,
+        group: &Group,
+    ) -> anyhow::Result<()> {
         let src = self.src;
         for_each_trace(src, &group.experiment_id, &group.filter, |info| {
             let id = str_at(&info, "trace_id").to_string();
             if !self.seen.insert(id.clone()) || self.done.contains_key(&id) {
                 return Ok(());
             }
-            self.copy_trace(&id, group.link_to_run)
+            self.copy_trace(c, prompts, &id, group.link_to_run)
                 .with_context(|| format!("copying trace {id}"))
         })
     }
 
-    fn copy_trace(&mut self, src_id: &str, link_to_run: bool) -> anyhow::Result<()> {
-        let trace = self.src.get_trace(src_id)?;
+    fn copy_trace(
+        &mut self,
+        c: &mut Copier,
+        prompts: &mut PromptCopier,
+        src_id: &str,
+        link_to_run: bool,
+    ) -> anyhow::Result<()> {
+        let mut trace = self.src.get_trace(src_id)?;
+        // Prompts first: the copy's links name the destination's versions.
+        for value in prompt_links(&trace.info, &trace.spans) {
+            prompts.ensure_linked(c, &value)?;
+        }
+        relink_trace(&mut trace.info, &mut trace.spans, &prompts.map);
         let trace_id = self.destination_id(src_id)?;
         let rewrite = Rewrite {
             trace_id: trace_id.clone(),
@@ -244,6 +262,10 @@ impl Job<'_> {
                 .link_traces_to_run(self.dst_run_id, std::slice::from_ref(&trace_id))?;
         }
         let info = rewrite_info(&trace.info, src_id, &rewrite);
+        let linked = prompts::linked(info["tags"][LINKED_PROMPTS].as_str().unwrap_or_default());
+        if !linked.is_empty() {
+            self.dst.link_prompts(&trace_id, &linked)?;
+        }
         self.dst.start_trace(&info)?;
         self.counts.traces += 1;
         self.counts.assessments += info["assessments"].as_array().map_or(0, Vec::len) as u32;
@@ -265,6 +287,102 @@ impl Job<'_> {
             }
         };
         Ok(if free { src_id.to_string() } else { derived })
+    }
+}
+
+/// Every `mlflow.linkedPrompts` value of a trace: its tag and its spans' attributes.
+fn prompt_links(info: &Value, spans: &[Value]) -> Vec<String> {
+    let tag = info["tags"][LINKED_PROMPTS].as_str().map(str::to_string);
+    let attributes = spans
+        .iter()
+        .filter_map(|s| s["attributes"].as_array())
+        .flatten()
+        .filter(|a| a["key"] == LINKED_PROMPTS)
+        .filter_map(|a| match a["value"]["string_value"].as_str() {
+            Some(raw) => Some(unwrap_attribute(raw)),
+            None => Some(plain_json(&a["value"]).to_string()),
+        });
+    tag.into_iter().chain(attributes).collect()
+}
+
+/// An OTLP `AnyValue` as plain JSON (the server sends a list attribute as `array_value` of
+/// `kvlist_value`s).
+fn plain_json(any: &Value) -> Value {
+    if let Some(values) = any["array_value"]["values"].as_array() {
+        return Value::Array(values.iter().map(plain_json).collect());
+    }
+    if let Some(pairs) = any["kvlist_value"]["values"].as_array() {
+        let map = pairs
+            .iter()
+            .map(|kv| (str_at(kv, "key").to_string(), plain_json(&kv["value"])))
+            .collect();
+        return Value::Object(map);
+    }
+    let scalar = ["string_value", "int_value", "double_value", "bool_value"]
+        .iter()
+        .find_map(|k| any.get(*k));
+    scalar.cloned().unwrap_or(Value::Null)
+}
+
+/// Rewrites the `version` of each `{name, version}` kvlist in an `array_value` attribute.
+fn relink_any(any: &mut Value, map: &prompts::PromptMap) {
+    let Some(values) = any["array_value"]["values"].as_array_mut() else {
+        return;
+    };
+    for link in values {
+        let plain = plain_json(link);
+        let (Some(name), Some(version)) = (plain["name"].as_str(), plain["version"].as_str())
+        else {
+            continue;
+        };
+        let Some(new) = map.get(&(name.to_string(), version.to_string())) else {
+            continue;
+        };
+        let pairs = link["kvlist_value"]["values"].as_array_mut();
+        for kv in pairs
+            .into_iter()
+            .flatten()
+            .filter(|kv| kv["key"] == "version")
+        {
+            kv["value"] = json!({ "string_value": new });
+        }
+    }
+}
+
+/// MLflow keeps span attribute values JSON-encoded: a list becomes the string of its JSON.
+fn unwrap_attribute(raw: &str) -> String {
+    match serde_json::from_str::<Value>(raw) {
+        Ok(Value::String(inner)) => inner,
+        _ => raw.to_string(),
+    }
+}
+
+/// The trace tag and span attributes `mlflow.linkedPrompts` with destination versions.
+pub fn relink_trace(info: &mut Value, spans: &mut [Value], map: &prompts::PromptMap) {
+    if let Some(tag) = info["tags"][LINKED_PROMPTS].as_str() {
+        info["tags"][LINKED_PROMPTS] = json!(prompts::relink(tag, map));
+    }
+    let attributes = spans
+        .iter_mut()
+        .filter_map(|s| s["attributes"].as_array_mut())
+        .flatten()
+        .filter(|a| a["key"] == LINKED_PROMPTS);
+    for attribute in attributes {
+        let Some(raw) = attribute["value"]["string_value"].as_str() else {
+            relink_any(&mut attribute["value"], map);
+            continue;
+        };
+        let inner = unwrap_attribute(raw);
+        let relinked = prompts::relink(&inner, map);
+        if relinked != inner {
+            // Encoded as it came: a JSON string of the JSON list, or the list itself.
+            let encoded = if inner == raw {
+                relinked
+            } else {
+                json!(relinked).to_string()
+            };
+            attribute["value"]["string_value"] = json!(encoded);
+        }
     }
 }
 
@@ -473,6 +591,52 @@ mod tests {
             Some(1796163286959085413)
         );
         assert!(out[0].to_string().contains("1796163286959085413"));
+    }
+
+    #[test]
+    fn prompt_links_in_tags_and_json_encoded_span_attributes_are_relinked() {
+        let map = BTreeMap::from([(("qa".to_string(), "1".to_string()), "2".to_string())]);
+        let list = r#"[{"name": "qa", "version": "1"}]"#;
+        let mut info = json!({"tags": {"mlflow.linkedPrompts": list}});
+        let encoded = json!(list).to_string();
+        let mut spans = vec![json!({"attributes": [
+            {"key": "mlflow.linkedPrompts", "value": {"string_value": encoded}},
+            {"key": "other", "value": {"string_value": encoded}}]})];
+        assert_eq!(
+            prompt_links(&info, &spans),
+            vec![list.to_string(), list.to_string()]
+        );
+        relink_trace(&mut info, &mut spans, &map);
+        let want = r#"[{"name":"qa","version":"2"}]"#;
+        assert_eq!(info["tags"]["mlflow.linkedPrompts"], want);
+        let attribute = spans[0]["attributes"][0]["value"]["string_value"]
+            .as_str()
+            .unwrap();
+        assert_eq!(serde_json::from_str::<Value>(attribute).unwrap(), want);
+        assert_eq!(
+            spans[0]["attributes"][1]["value"]["string_value"],
+            json!(encoded)
+        );
+    }
+
+    #[test]
+    fn prompt_links_in_otlp_list_attributes_are_read_and_relinked() {
+        let map = BTreeMap::from([(("qa".to_string(), "1".to_string()), "2".to_string())]);
+        let link = |version: &str| {
+            json!({"kvlist_value": {"values": [
+            {"key": "name", "value": {"string_value": "qa"}},
+            {"key": "version", "value": {"string_value": version}}]}})
+        };
+        let attribute = |version: &str| {
+            json!({"key": "mlflow.linkedPrompts",
+            "value": {"array_value": {"values": [link(version)]}}})
+        };
+        let mut spans = vec![json!({"attributes": [attribute("1")]})];
+        let mut info = json!({"tags": {}});
+        let links = prompt_links(&info, &spans);
+        assert_eq!(prompts::linked(&links[0]), vec![("qa".into(), "1".into())]);
+        relink_trace(&mut info, &mut spans, &map);
+        assert_eq!(spans[0]["attributes"][0], attribute("2"));
     }
 
     #[test]

@@ -126,6 +126,8 @@ pub trait Traces {
     fn start_trace(&self, info: &serde_json::Value) -> Result<(), CopyError>;
     /// Associates traces with a run (at most `MAX_TRACE_LINKS` ids per call).
     fn link_traces_to_run(&self, run_id: &str, trace_ids: &[String]) -> Result<(), CopyError>;
+    /// Associates a trace with prompt versions (`name`, `version`), as searches by prompt see.
+    fn link_prompts(&self, trace_id: &str, versions: &[(String, String)]) -> Result<(), CopyError>;
 }
 
 /// Most trace infos one search page asks for (the server allows 500; infos carry their
@@ -254,6 +256,12 @@ pub trait Registry {
     /// permissions API.
     fn model_grants(&self, name: &str) -> Result<Option<Vec<Grant>>, CopyError>;
     fn grant_model_permission(&self, name: &str, grant: &Grant) -> Result<(), CopyError>;
+
+    /// Every version of a prompt (a registered model tagged `mlflow.prompt.is_prompt`, whose
+    /// versions plain searches hide), or `None` when the registry keeps no prompts that way.
+    fn prompt_versions(&self, _name: &str) -> Result<Option<Vec<ModelVersion>>, CopyError> {
+        Ok(None)
+    }
 }
 
 pub trait Artifacts {

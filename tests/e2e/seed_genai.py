@@ -1,5 +1,6 @@
 """Seeds an MLflow server with MLflow 3 GenAI objects a copy-run must carry: an evaluation run made
-by `mlflow.genai.evaluate` (plain predict function, custom scorers, no LLM), and a run with a
+by `mlflow.genai.evaluate` (plain predict function loading a registered prompt with an alias,
+custom scorers, no LLM), and a run with a
 logged model whose traced function made nested spans (one with an exception event) and got a
 human feedback assessment.
 
@@ -30,6 +31,18 @@ def predict_fn(question):
     return f"an answer about {question.split()[-1]}"
 
 
+TEMPLATE = "Answer {{question}} in one line."
+
+
+def register_prompt(tracking_uri, name):
+    """Version 1 of a text prompt with a tag and the alias `production`."""
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    mlflow.genai.register_prompt(name=name, template=TEMPLATE, commit_message="seed: first",
+                                 tags={"team": "qa"})
+    mlflow.genai.set_prompt_alias(name, alias="production", version=1)
+
+
 @mlflow.trace(span_type="RETRIEVER")
 def retrieve(question, top_k=2):
     return [f"doc-{i} for {question}" for i in range(top_k)]
@@ -56,12 +69,19 @@ def _flush():
         flush()
 
 
-def seed_evaluation_run(tracking_uri, experiment_name):
-    mlflow.set_tracking_uri(tracking_uri)
+def seed_evaluation_run(tracking_uri, experiment_name, prompt_name):
+    register_prompt(tracking_uri, prompt_name)
     mlflow.set_experiment(experiment_name)
     data = [{"inputs": {"question": q}, "expectations": {"topic": q.split()[-1]}} for q in QUESTIONS]
+
+    def prompted(question):
+        # Links the prompt version to the run, the trace (tag) and the span (attribute).
+        prompt = mlflow.genai.load_prompt(f"prompts:/{prompt_name}/1")
+        prompt.format(question=question)
+        return predict_fn(question)
+
     with mlflow.start_run(run_name="genai-eval") as run:
-        mlflow.genai.evaluate(data=data, predict_fn=predict_fn, scorers=[answer_length, mentions_topic])
+        mlflow.genai.evaluate(data=data, predict_fn=prompted, scorers=[answer_length, mentions_topic])
     _flush()
     return run.info.run_id
 
@@ -90,6 +110,6 @@ def seed_agent_run(tracking_uri, experiment_name, calls=3):
 if __name__ == "__main__":
     uri = sys.argv[1]
     exp = sys.argv[2] if len(sys.argv) > 2 else "genai-source"
-    eval_run = seed_evaluation_run(uri, exp)
+    eval_run = seed_evaluation_run(uri, exp, "genai_qa_prompt")
     agent_run, model_id = seed_agent_run(uri, exp)
     print(json.dumps({"eval_run": eval_run, "agent_run": agent_run, "model_id": model_id}))

@@ -1,5 +1,6 @@
 """MLflow 3 traces (spans, assessments) travel with copy-run: the built component in `wasmtime run`
 and the embedding host against real MLflow servers, compared through MLflow's own client."""
+import json
 import os
 import re
 
@@ -12,15 +13,39 @@ from conftest import HOST, Served, copy_run_args, run_cli, run_host, unique
 
 # Tags and metadata a server sets for itself, and the copy's lineage tag.
 SERVER_KEYS = {"mlflow.artifactLocation", "mlflow.trace.spansLocation", "mlflow_exim.src_trace.trace_id"}
+LINKED = "mlflow.linkedPrompts"
 ID_KEYS = ("mlflow.sourceRun", "mlflow.modelId", "mlflow.assessment.sourceRunId")
 
 
 @pytest.fixture(scope="module")
-def genai(src):
+def genai(src, dst):
     exp = unique("genai-source")
-    eval_run = seed_genai.seed_evaluation_run(src.uri, exp)
+    prompt = unique("qa_prompt").replace("-", "_")
+    eval_run = seed_genai.seed_evaluation_run(src.uri, exp, prompt)
     agent_run, model_id = seed_genai.seed_agent_run(src.uri, exp)
-    return {"eval_run": eval_run, "agent_run": agent_run, "model_id": model_id}
+    # The destination already has a different version 1 of the prompt: the copy becomes
+    # version 2, and every link must be rewritten to it.
+    _client(dst.uri).register_prompt(name=prompt, template="something else {{x}}")
+    return {"eval_run": eval_run, "agent_run": agent_run, "model_id": model_id, "prompt": prompt}
+
+
+def _client(uri):
+    # The registry too: the seeding set the process-wide registry URI to the source.
+    return MlflowClient(uri, registry_uri=uri)
+
+
+def prompt_versions(uri, name):
+    """The prompt's version numbers, by REST (plain searches hide prompts)."""
+    r = requests.get(uri + "/api/2.0/mlflow/model-versions/search", timeout=30, params={
+        "filter": f"name='{name}' AND tags.`mlflow.prompt.is_prompt` = 'true'"})
+    r.raise_for_status()
+    return sorted(v["version"] for v in r.json().get("model_versions", []))
+
+
+def _prompt_texts(client, links):
+    """Linked prompt versions (a JSON string or a list) as (name, template) on that side."""
+    links = json.loads(links) if isinstance(links, str) else links
+    return sorted((p["name"], client.load_prompt(p["name"], version=p["version"]).template) for p in links)
 
 
 def _ids(mapping, ids):
@@ -34,30 +59,35 @@ def _assessment(a, ids):
             repr(a.error), a.valid)
 
 
-def _span(span, names):
+def _span(span, names, client):
     events = [(e.name, e.timestamp, e.attributes) for e in span.events]
     attributes = {k: v for k, v in span.attributes.items() if k != "mlflow.traceRequestId"}
+    if LINKED in attributes:
+        attributes[LINKED] = _prompt_texts(client, attributes[LINKED])
     return (span.name, span.span_type, span.start_time_ns, span.end_time_ns, names.get(span.parent_id),
             span.status.status_code, span.status.description, span.inputs, span.outputs,
             attributes, events)
 
 
-def _trace(t, ids):
+def _trace(t, ids, client):
     info = t.info
     names = {s.span_id: s.name for s in t.data.spans}
+    tags = {k: v for k, v in info.tags.items() if k not in SERVER_KEYS}
+    if LINKED in tags:
+        tags[LINKED] = _prompt_texts(client, tags[LINKED])
     return {
         "info": (info.request_time, info.execution_duration, info.state, info.request_preview,
                  info.response_preview, info.client_request_id),
         "metadata": _ids(info.trace_metadata, ids),
-        "tags": {k: v for k, v in info.tags.items() if k not in SERVER_KEYS},
+        "tags": tags,
         "assessments": sorted(_assessment(a, ids) for a in info.assessments),
-        "spans": sorted((_span(s, names) for s in t.data.spans), key=repr),
+        "spans": sorted((_span(s, names, client) for s in t.data.spans), key=repr),
     }
 
 
 def traces_of(uri, run_id, model_id=None):
     """What MLflow's client shows for the run's (or model's) traces, ids replaced by roles."""
-    client = MlflowClient(uri)
+    client = _client(uri)
     run = client.get_run(run_id)
     ids = {run_id: "RUN"}
     if model_id:
@@ -65,12 +95,20 @@ def traces_of(uri, run_id, model_id=None):
         found = client.search_traces(locations=[run.info.experiment_id], model_id=model_id)
     else:
         found = client.search_traces(locations=[run.info.experiment_id], run_id=run_id)
-    views = sorted((_trace(t, ids) for t in found), key=lambda v: repr(v["info"]))
+    views = sorted((_trace(t, ids, client) for t in found), key=lambda v: repr(v["info"]))
     return views, [t.info.trace_id for t in found]
 
 
+def assert_same_traces(copied, source):
+    """Trace by trace, field by field: a difference names the field."""
+    assert len(copied) == len(source)
+    for c, s in zip(copied, source):
+        for field in s:
+            assert c[field] == s[field], f"{field}: copy {c[field]!r} != source {s[field]!r}"
+
+
 def _copied_model(uri, run_id):
-    client = MlflowClient(uri)
+    client = _client(uri)
     experiment = client.get_run(run_id).info.experiment_id
     [model] = client.search_logged_models(experiment_ids=[experiment],
                                           filter_string=f"source_run_id = '{run_id}'")
@@ -89,12 +127,24 @@ def test_evaluation_run_traces_copy_faithfully_and_rerun_writes_nothing(src, dst
     assert report["traces"] == len(source)
     # Two scorers' feedback plus one expectation per row.
     assert report["assessments"] == 3 * len(source) == sum(len(v["assessments"]) for v in copied)
-    assert copied == source
+    assert_same_traces(copied, source)
     assert sorted(dst_ids) == sorted(src_ids), "ids are kept across servers"
+    # The linked prompt: copied as version 2 (the destination had its own 1), every link says 2.
+    prompt = genai["prompt"]
+    assert report["prompts"] == 1 and prompt_versions(dst.uri, prompt) == ["1", "2"]
+    dst_client, src_client = _client(dst.uri), _client(src.uri)
+    copied_run = dst_client.get_run(report["dst_run_id"])
+    assert json.loads(copied_run.data.tags[LINKED]) == [{"name": prompt, "version": "2"}]
+    assert _prompt_texts(dst_client, copied_run.data.tags[LINKED]) == \
+        _prompt_texts(src_client, src_client.get_run(run_id).data.tags[LINKED])
+    assert dst_client.load_prompt(f"prompts:/{prompt}@production").version == 2
+    assert len(dst_client.search_traces(locations=[copied_run.info.experiment_id],
+                                        filter_string=f"prompt = '{prompt}/2'")) == len(source)
     again = run_cli(copy_run_args(run_id, exp, src.uri, dst.uri))
     assert again.code == 0, again
     assert (again.report["outcome"], again.report["traces"]) == ("existing", 0)
     assert traces_of(dst.uri, report["dst_run_id"])[0] == source
+    assert prompt_versions(dst.uri, prompt) == ["1", "2"]
 
 
 def _copy_by_host(request):
@@ -126,7 +176,7 @@ def test_model_traces_with_exception_and_feedback_are_copied(src, dst, genai, ru
     source, _ = traces_of(src.uri, genai["agent_run"], genai["model_id"])
     copied, _ = traces_of(dst.uri, report["dst_run_id"], dst_model)
     assert len(source) == 3 and report["traces"] == 3 and report["assessments"] == 1
-    assert copied == source
+    assert_same_traces(copied, source)
     spans = [s for v in copied for s in v["spans"]]
     assert any(s[0] == "flaky_tool" and s[5] == "ERROR" and s[10][0][0] == "exception" for s in spans)
     assert any(a[0] == "helpfulness" and a[2] == "HUMAN" for v in copied for a in v["assessments"])
@@ -141,8 +191,9 @@ def test_same_server_copy_leaves_the_source_traces_alone(src, genai):
     after, after_ids = traces_of(src.uri, run_id)
     assert (after, sorted(after_ids)) == (before, sorted(before_ids))
     copied, copy_ids = traces_of(src.uri, result.report["dst_run_id"])
-    assert copied == before
+    assert_same_traces(copied, before)
     assert not set(copy_ids) & set(before_ids), "new trace ids on the same server"
+    assert prompt_versions(src.uri, genai["prompt"]) == ["1"], "the identical version is reused"
 
 
 def test_copy_interrupted_mid_traces_resumes_without_duplicates(src, dst, genai, proxy):
@@ -160,6 +211,7 @@ def test_copy_interrupted_mid_traces_resumes_without_duplicates(src, dst, genai,
     assert resumed.report["traces"] == len(seed_genai.QUESTIONS) - 2
     source, _ = traces_of(src.uri, run_id)
     copied, _ = traces_of(dst.uri, resumed.report["dst_run_id"])
-    assert copied == source
-    experiment = MlflowClient(dst.uri).get_experiment_by_name(exp).experiment_id
-    assert len(MlflowClient(dst.uri).search_traces(locations=[experiment])) == len(source)
+    assert_same_traces(copied, source)
+    experiment = _client(dst.uri).get_experiment_by_name(exp).experiment_id
+    assert len(_client(dst.uri).search_traces(locations=[experiment])) == len(source)
+    assert prompt_versions(dst.uri, genai["prompt"]) == ["1", "2"]

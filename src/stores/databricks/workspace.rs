@@ -61,7 +61,7 @@ impl Flavor for WorkspaceFlavor {
 
     /// A workspace takes no OTLP spans for experiment traces: its client uploads `traces.json`
     /// through signed URLs instead (MLflow `tracing/export/mlflow_v3.py`), not done here yet.
-    fn serves_traces(&self) -> bool {
+    fn serves_genai_routes(&self) -> bool {
         false
     }
 

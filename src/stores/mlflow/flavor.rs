@@ -41,8 +41,9 @@ pub trait Flavor {
     }
 
     /// Whether traces are read and written through the open-source routes (OTLP spans into
-    /// the tracking store). A Databricks workspace keeps spans elsewhere.
-    fn serves_traces(&self) -> bool {
+    /// the tracking store) and prompts are registered models tagged as prompts. A Databricks
+    /// workspace keeps spans elsewhere.
+    fn serves_genai_routes(&self) -> bool {
         true
     }
 

@@ -94,4 +94,14 @@ impl Traces for MlflowRest {
         self.post::<Value>("/api/2.0/mlflow/traces/link-to-run", &body)
             .map(drop)
     }
+
+    fn link_prompts(&self, trace_id: &str, versions: &[(String, String)]) -> Result<(), CopyError> {
+        let versions: Vec<Value> = versions
+            .iter()
+            .map(|(name, version)| json!({ "name": name, "version": version }))
+            .collect();
+        let body = json!({ "trace_id": trace_id, "prompt_versions": versions });
+        self.post::<Value>("/api/2.0/mlflow/traces/link-prompts", &body)
+            .map(drop)
+    }
 }

@@ -303,7 +303,7 @@ impl Tracking for MlflowRest {
     }
 
     fn traces(&self) -> Option<&dyn crate::stores::Traces> {
-        self.flavor().serves_traces().then_some(self as _)
+        self.flavor().serves_genai_routes().then_some(self as _)
     }
 }
 
