@@ -171,7 +171,7 @@ pub struct CopyRunReport {
     pub traces: u32,
     /// Assessments (feedback, expectations) on those traces.
     pub assessments: u32,
-    /// Linked prompt versions created or found at the destination.
+    /// Linked prompt versions created or found (identical) at the destination.
     pub prompts: u32,
     pub child_run_ids: Vec<String>,
     pub elapsed_seconds: f64,
