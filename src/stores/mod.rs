@@ -17,6 +17,8 @@ pub mod model;
 
 #[cfg(test)]
 pub mod fake;
+#[cfg(test)]
+pub mod fake_traces;
 
 use crate::api::CopyError;
 use crate::credentials::{Auth, Side, StaticAuth};
