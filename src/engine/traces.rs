@@ -229,7 +229,7 @@ impl Job<'_> {
             if !self.seen.insert(id.clone()) || self.done.contains_key(&id) {
                 return Ok(());
             }
-            self.copy_trace(c, prompts, &id, group.link_to_run)
+            self.copy_trace(c, prompts, &info, group.link_to_run)
                 .with_context(|| format!("copying trace {id}"))
         })
     }
@@ -238,10 +238,11 @@ impl Job<'_> {
         &mut self,
         c: &mut Copier,
         prompts: &mut PromptCopier,
-        src_id: &str,
+        listed: &Value,
         link_to_run: bool,
     ) -> anyhow::Result<()> {
-        let mut trace = self.src.get_trace(src_id)?;
+        let src_id = str_at(listed, "trace_id");
+        let mut trace = self.src.get_trace(listed)?;
         // Prompts first: the copy's links name the destination's versions.
         for value in prompt_links(&trace.info, &trace.spans) {
             prompts.ensure_linked(c, &value)?;

@@ -95,8 +95,9 @@ impl Traces for FakeServer {
         })
     }
 
-    fn get_trace(&self, trace_id: &str) -> Result<FullTrace, CopyError> {
+    fn get_trace(&self, info: &Value) -> Result<FullTrace, CopyError> {
         self.check("get_trace")?;
+        let trace_id = info["trace_id"].as_str().unwrap_or_default();
         let state = self.state.borrow();
         let trace = state.traces.iter().find(|t| t.id() == trace_id);
         let trace = trace.ok_or_else(|| CopyError::not_found(format!("trace {trace_id}")))?;

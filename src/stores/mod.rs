@@ -118,8 +118,9 @@ pub trait Traces {
         filter: &str,
         token: Option<&str>,
     ) -> Result<TracePage, CopyError>;
-    /// One trace's info (with assessments) and spans.
-    fn get_trace(&self, trace_id: &str) -> Result<FullTrace, CopyError>;
+    /// One trace's info (with assessments) and spans; `info` is the trace's info as a search
+    /// returned it (it says where the spans are kept).
+    fn get_trace(&self, info: &serde_json::Value) -> Result<FullTrace, CopyError>;
     /// One trace's info, `None` when the server has no such trace.
     fn trace_info(&self, trace_id: &str) -> Result<Option<serde_json::Value>, CopyError>;
     /// Writes spans (OTLP JSON) into the experiment; repeating it rewrites the same rows.

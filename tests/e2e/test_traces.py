@@ -1,9 +1,12 @@
 """MLflow 3 traces (spans, assessments) travel with copy-run: the built component in `wasmtime run`
 and the embedding host against real MLflow servers, compared through MLflow's own client."""
+import base64
 import json
 import os
 import re
+import uuid
 
+import mlflow
 import pytest
 import requests
 from mlflow import MlflowClient
@@ -215,3 +218,50 @@ def test_copy_interrupted_mid_traces_resumes_without_duplicates(src, dst, genai,
     experiment = _client(dst.uri).get_experiment_by_name(exp).experiment_id
     assert len(_client(dst.uri).search_traces(locations=[experiment])) == len(source)
     assert prompt_versions(dst.uri, genai["prompt"]) == ["1", "2"]
+
+
+def _span_file_trace(uri, experiment_id, run_id):
+    """A trace whose spans are a `traces.json` artifact, not database rows (as older clients and
+    file stores leave them): its info by StartTraceV3, its spans in MLflow span JSON."""
+    trace_id = "tr-" + uuid.uuid4().hex
+    info = {"trace_id": trace_id, "state": "OK", "request_time": "2026-12-01T22:14:46.959Z",
+            "execution_duration": "0.500s", "request_preview": '{"q": "x"}',
+            "trace_location": {"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": experiment_id}},
+            "trace_metadata": {"mlflow.sourceRun": run_id, "mlflow.trace_schema.version": "3"},
+            "tags": {"mlflow.traceName": "root"}}
+    requests.post(uri + "/api/3.0/mlflow/traces", json={"trace": {"trace_info": info}}, timeout=30).raise_for_status()
+    b64 = lambda raw: base64.b64encode(raw).decode()  # noqa: E731
+    tid, start = b64(bytes.fromhex(trace_id[3:])), 1796163286959085413
+
+    def span(n, parent, name, attributes, **extra):
+        return {"trace_id": tid, "span_id": b64(n.to_bytes(8, "big")), "name": name,
+                "parent_span_id": b64(parent.to_bytes(8, "big")) if parent else None,
+                "start_time_unix_nano": start + n, "end_time_unix_nano": start + 500_000_000 - n,
+                "attributes": {k: json.dumps(v) for k, v in {"mlflow.traceRequestId": trace_id, **attributes}.items()},
+                "status": {"code": "STATUS_CODE_OK", "message": ""}, "events": [], **extra}
+    spans = [span(1, None, "root", {"mlflow.spanType": "CHAIN", "mlflow.spanInputs": {"q": "x"},
+                                    "top_k": 2, "score": 0.25}),
+             span(2, 1, "tool", {"mlflow.spanType": "TOOL", "mlflow.spanOutputs": ["a", {"id": 1}]},
+                  events=[{"name": "exception", "time_unix_nano": start + 7,
+                           "attributes": {"exception.message": json.dumps("boom")}}])]
+    path = f"/api/2.0/mlflow-artifacts/artifacts/{experiment_id}/traces/{trace_id}/artifacts/traces.json"
+    requests.put(uri + path, data=json.dumps({"spans": spans}), timeout=30).raise_for_status()
+    return trace_id
+
+
+def test_a_trace_whose_spans_are_an_artifact_file_is_copied(src, dst):
+    client = _client(src.uri)
+    experiment = client.create_experiment(unique("genai-file"))
+    run_id = client.create_run(experiment).info.run_id
+    client.set_terminated(run_id)
+    _span_file_trace(src.uri, experiment, run_id)
+    exp = unique("genai-file-copy")
+    result = run_cli(copy_run_args(run_id, exp, src.uri, dst.uri))
+    assert result.code == 0, result
+    assert result.report["traces"] == 1
+    # The client resolves `mlflow-artifacts:` span files against the global tracking URI.
+    mlflow.set_tracking_uri(src.uri)
+    source, _ = traces_of(src.uri, run_id)
+    copied, _ = traces_of(dst.uri, result.report["dst_run_id"])
+    assert len(source[0]["spans"]) == 2
+    assert_same_traces(copied, source)

@@ -6,6 +6,7 @@ mod flavor;
 mod permissions;
 mod registry;
 mod rest;
+mod span_json;
 mod traces;
 mod tracking;
 

@@ -3,6 +3,7 @@
 //! OTLP span ingest, StartTraceV3 and link-to-run.
 
 use super::rest::MlflowRest;
+use super::span_json;
 use crate::api::CopyError;
 use crate::stores::{FullTrace, TracePage, Traces, TRACE_PAGE};
 use serde::Deserialize;
@@ -25,6 +26,36 @@ struct TraceBody {
     trace_info: Value,
     #[serde(default)]
     spans: Vec<Value>,
+}
+
+/// Trace tag saying where the spans are; `TRACKING_STORE`: rows of the server's database, which
+/// `traces/get` reads. Otherwise they are a `traces.json` artifact (older clients, file stores),
+/// which `traces/get` refuses ("Trace data not stored in tracking store").
+const SPANS_LOCATION: &str = "mlflow.trace.spansLocation";
+const TRACKING_STORE: &str = "TRACKING_STORE";
+
+#[derive(Deserialize)]
+struct SpanFile {
+    spans: Vec<Value>,
+}
+
+impl MlflowRest {
+    /// The info, and the spans from the trace's span file, read by the server wherever it keeps
+    /// it (`server/handlers.py:get_trace_artifact_handler`; only under `/ajax-api`).
+    fn trace_from_file(&self, trace_id: &str) -> Result<FullTrace, CopyError> {
+        let info = self.trace_info(trace_id)?.ok_or_else(|| {
+            CopyError::not_found(format!(
+                "trace {trace_id} not found on {}",
+                self.base_display()
+            ))
+        })?;
+        let file: SpanFile = self.get(
+            "/ajax-api/2.0/mlflow/get-trace-artifact",
+            &[("request_id", trace_id)],
+        )?;
+        let spans = file.spans.into_iter().map(span_json::to_otlp).collect();
+        Ok(FullTrace { info, spans })
+    }
 }
 
 /// Where a trace lives, as TraceInfoV3 and the search request name it.
@@ -55,7 +86,11 @@ impl Traces for MlflowRest {
         })
     }
 
-    fn get_trace(&self, trace_id: &str) -> Result<FullTrace, CopyError> {
+    fn get_trace(&self, info: &Value) -> Result<FullTrace, CopyError> {
+        let trace_id = info["trace_id"].as_str().unwrap_or_default();
+        if info["tags"][SPANS_LOCATION] != TRACKING_STORE {
+            return self.trace_from_file(trace_id);
+        }
         let answer: GetAnswer =
             self.get("/api/3.0/mlflow/traces/get", &[("trace_id", trace_id)])?;
         Ok(FullTrace {
