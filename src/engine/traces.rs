@@ -299,9 +299,9 @@ fn prompt_links(info: &Value, spans: &[Value]) -> Vec<String> {
         .filter_map(|s| s["attributes"].as_array())
         .flatten()
         .filter(|a| a["key"] == LINKED_PROMPTS)
-        .filter_map(|a| match a["value"]["string_value"].as_str() {
-            Some(raw) => Some(unwrap_attribute(raw)),
-            None => Some(plain_json(&a["value"]).to_string()),
+        .map(|a| match a["value"]["string_value"].as_str() {
+            Some(raw) => unwrap_attribute(raw),
+            None => plain_json(&a["value"]).to_string(),
         });
     tag.into_iter().chain(attributes).collect()
 }
