@@ -34,6 +34,9 @@ const ID_KEYS: [&str; 3] = [
     "mlflow.modelId",
     "mlflow.assessment.sourceRunId",
 ];
+/// Metadata every client-logged trace has (`tracing/constant.py:TraceMetadataKey.SCHEMA_VERSION`)
+/// and a row made by OTLP span ingest alone lacks.
+const SCHEMA_VERSION: &str = "mlflow.trace_schema.version";
 /// Tags the destination server sets for itself (where it keeps the trace's data).
 const SERVER_TAGS: [&str; 2] = ["mlflow.artifactLocation", "mlflow.trace.spansLocation"];
 
@@ -273,8 +276,11 @@ impl Job<'_> {
         Ok(())
     }
 
-    /// The source id where the destination is another server and the id is free there (or
-    /// already this copy's, from an attempt that stopped halfway); else a derived one.
+    /// The source id where the destination is another server and the id is free there, or
+    /// already this copy's (its lineage tag, or the spans-only row an attempt that stopped
+    /// halfway left: OTLP ingest writes no metadata). Else a derived one: a trace with that id
+    /// elsewhere would be moved by StartTraceV3, and one that is the source itself (the same
+    /// server under another name) changed.
     fn destination_id(&self, src_id: &str) -> anyhow::Result<String> {
         let derived = derived_trace_id(src_id, self.dst_run_id);
         if self.same_server || otel_id(src_id).is_none() {
@@ -284,7 +290,9 @@ impl Job<'_> {
             None => true,
             Some(info) => {
                 let experiment = &info["trace_location"]["mlflow_experiment"]["experiment_id"];
-                experiment.as_str() == Some(self.dst_experiment_id)
+                let ours = info["tags"][SRC_TRACE_ID] == src_id
+                    || info["trace_metadata"].get(SCHEMA_VERSION).is_none();
+                experiment.as_str() == Some(self.dst_experiment_id) && ours
             }
         };
         Ok(if free { src_id.to_string() } else { derived })
