@@ -187,6 +187,12 @@ pub struct CopyRunReport {
     pub artifact_files: u64,
     pub artifact_bytes: u64,
     pub artifact_files_skipped: u64,
+    /// MLflow 3 traces of the run and its logged models written by this invocation.
+    pub traces: u32,
+    /// Assessments (feedback, expectations) on those traces.
+    pub assessments: u32,
+    /// Linked prompt versions created or found (identical) at the destination.
+    pub prompts: u32,
     pub child_run_ids: Vec<String>,
     pub elapsed_seconds: f64,
 }

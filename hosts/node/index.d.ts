@@ -22,6 +22,12 @@ export interface CopyRunReport {
   artifactFiles: number;
   artifactBytes: number;
   artifactFilesSkipped: number;
+  /** MLflow 3 traces of the run and its logged models written by this call. */
+  traces: number;
+  /** Assessments (feedback, expectations) on those traces. */
+  assessments: number;
+  /** Linked prompt versions created or found at the destination. */
+  prompts: number;
   childRunIds: string[];
   elapsedSeconds: number;
 }

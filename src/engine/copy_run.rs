@@ -16,6 +16,8 @@ use super::metric_pipeline::{Entities, MetricPipeline};
 use super::metrics::{ModelLinks, MAX_PARAMS_TAGS_PER_BATCH};
 use super::mlmodel::IdMap;
 use super::models::{self, ModelCopy};
+use super::prompts::{self, PromptCopier};
+use super::traces;
 use super::Copier;
 use crate::api::{CopyError, CopyRunReport, CopyRunRequest, ItemStatus, Outcome};
 use crate::stores::model::{ArtifactRoot, KeyValue, LoggedModel, NewRun, Owner, Run, RunInfo};
@@ -514,6 +516,9 @@ fn empty_report(src_run_id: &str, dst_experiment_id: &str) -> CopyRunReport {
         artifact_files: 0,
         artifact_bytes: 0,
         artifact_files_skipped: 0,
+        traces: 0,
+        assessments: 0,
+        prompts: 0,
         child_run_ids: Vec::new(),
         elapsed_seconds: 0.0,
     }
@@ -606,8 +611,18 @@ fn fill_run(
         dst.clone()
     };
 
+    // Prompts first: the copies' links name the destination's prompt versions.
+    let mut prompts = PromptCopier::default();
+    let linked = src_run.data.tag(prompts::LINKED_PROMPTS).into_iter();
+    let model_links = src
+        .models
+        .iter()
+        .filter_map(|m| m.info.tag(prompts::LINKED_PROMPTS));
+    for value in linked.chain(model_links) {
+        prompts.ensure_linked(c, value)?;
+    }
     // Params and tags are written with the metrics (below).
-    let entities = entities(src_run, dst_id, dst_parent);
+    let entities = entities(src_run, dst_id, dst_parent, &prompts.map);
     report.params = src_run.data.params.len() as u32;
     report.tags = entities.iter().map(|e| e.tags.len()).sum::<usize>() as u32;
 
@@ -627,9 +642,13 @@ fn fill_run(
         c.phase(format!("logged models: {}", src.models.len()));
     }
     let dst_experiment_id = report.dst_experiment_id.clone();
+    let mut src_models = src.models.clone();
+    for model in &mut src_models {
+        prompts::relink_tags(&mut model.info.tags, &prompts.map);
+    }
     let copies = models::create_copies(
         c,
-        src.models.clone(),
+        src_models,
         &src_run.info.run_id,
         &dst_experiment_id,
         dst_id,
@@ -647,13 +666,30 @@ fn fill_run(
     report.artifact_files_skipped = stats.skipped;
 
     models::finalize(c, &copies)?;
+    // Before the run is marked complete: a copy whose traces failed is resumed.
+    let traces = traces::copy_traces(
+        c,
+        src_run,
+        dst_id,
+        &dst_experiment_id,
+        &copies,
+        &mut prompts,
+    )?;
+    report.traces = traces.traces;
+    report.assessments = traces.assessments;
+    report.prompts = prompts.count;
     finish_run(c, src_run, dst)
 }
 
 /// The source's tags as the copy carries them: the parent link re-pointed at the parent's copy
 /// (or left out when there is none), and the old run id inside the MLflow 2 model history
 /// replaced by the new one.
-fn run_tags(src: &Run, dst_run_id: &str, dst_parent: Option<&str>) -> Vec<KeyValue> {
+fn run_tags(
+    src: &Run,
+    dst_run_id: &str,
+    dst_parent: Option<&str>,
+    prompt_versions: &prompts::PromptMap,
+) -> Vec<KeyValue> {
     let mut tags: Vec<KeyValue> = src
         .data
         .tags
@@ -670,11 +706,17 @@ fn run_tags(src: &Run, dst_run_id: &str, dst_parent: Option<&str>) -> Vec<KeyVal
     if let Some(parent) = dst_parent {
         tags.push(KeyValue::new(lineage::PARENT_RUN_ID, parent));
     }
+    prompts::relink_tags(&mut tags, prompt_versions);
     tags
 }
 
 /// The run's params and tags as log-batch requests.
-fn entities(src: &Run, dst_run_id: &str, dst_parent: Option<&str>) -> Vec<Entities> {
+fn entities(
+    src: &Run,
+    dst_run_id: &str,
+    dst_parent: Option<&str>,
+    prompt_versions: &prompts::PromptMap,
+) -> Vec<Entities> {
     let params = src
         .data
         .params
@@ -684,7 +726,7 @@ fn entities(src: &Run, dst_run_id: &str, dst_parent: Option<&str>) -> Vec<Entiti
             tags: Vec::new(),
             what: "params",
         });
-    let tags = run_tags(src, dst_run_id, dst_parent);
+    let tags = run_tags(src, dst_run_id, dst_parent, prompt_versions);
     let tags = tags
         .chunks(MAX_PARAMS_TAGS_PER_BATCH)
         .map(|chunk| Entities {
@@ -811,7 +853,7 @@ mod tests {
             ),
             KeyValue::new("team", "x"),
         ];
-        let tags = run_tags(&src, "new", Some("p-new"));
+        let tags = run_tags(&src, "new", Some("p-new"), &Default::default());
         assert_eq!(
             tags,
             vec![
@@ -823,7 +865,7 @@ mod tests {
                 KeyValue::new("mlflow.parentRunId", "p-new"),
             ]
         );
-        assert!(run_tags(&src, "new", None)
+        assert!(run_tags(&src, "new", None, &Default::default())
             .iter()
             .all(|t| t.key != "mlflow.parentRunId"));
     }

@@ -14,6 +14,8 @@ pub mod migration;
 pub mod mlmodel;
 pub mod models;
 pub mod progress;
+pub mod prompts;
+pub mod traces;
 pub mod verify;
 pub mod version_source;
 

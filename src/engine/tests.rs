@@ -1154,3 +1154,145 @@ fn creates_whose_answers_are_lost_are_found_not_made_twice() {
     assert_eq!(state.versions.len(), 1);
     assert_eq!(report.dst_version, "1");
 }
+
+mod traces {
+    use super::*;
+    use crate::stores::fake_traces::FakeTrace;
+    use serde_json::{json, Value};
+
+    /// Three traces of the run: two by metadata, one by association only; each with two spans
+    /// and a feedback.
+    fn seed_traces(src: &FakeServer, run_id: &str) -> Vec<String> {
+        let experiment = src.get_run(run_id).unwrap().info.experiment_id;
+        let mut ids = Vec::new();
+        for n in 1..=3u8 {
+            let hex = format!("{n:032x}");
+            let id = format!("tr-{hex}");
+            let b64 = base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                (0..16)
+                    .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+                    .collect::<Vec<_>>(),
+            );
+            let metadata = if n == 3 {
+                json!({})
+            } else {
+                json!({"mlflow.sourceRun": run_id})
+            };
+            let info = json!({
+                "trace_id": id, "trace_metadata": metadata, "state": "OK",
+                "trace_location": crate::stores::mlflow::experiment_location(&experiment),
+                "tags": {"mlflow.traceName": "agent", "mlflow.trace.spansLocation": "TRACKING_STORE"},
+                "assessments": [{"assessment_id": format!("a-{n}"), "trace_id": id,
+                    "assessment_name": "helpful", "feedback": {"value": true},
+                    "metadata": {"mlflow.assessment.sourceRunId": run_id}}],
+            });
+            let spans = vec![
+                json!({"trace_id": b64, "span_id": "AAAAAAAAAAE=", "name": "root",
+                       "start_time_unix_nano": 1796163286959085413u64}),
+                json!({"trace_id": b64, "span_id": "AAAAAAAAAAI=", "parent_span_id": "AAAAAAAAAAE=",
+                       "name": "child", "start_time_unix_nano": 1796163286959085999u64}),
+            ];
+            let runs = if n == 3 {
+                vec![run_id.to_string()]
+            } else {
+                Vec::new()
+            };
+            src.state
+                .borrow_mut()
+                .traces
+                .push(FakeTrace { info, spans, runs });
+            ids.push(id);
+        }
+        ids
+    }
+
+    fn traces_of(server: &FakeServer, run_id: &str) -> Vec<FakeTrace> {
+        let state = server.state.borrow();
+        let linked = |t: &&FakeTrace| {
+            t.info["trace_metadata"]["mlflow.sourceRun"] == run_id
+                || t.runs.iter().any(|r| r == run_id)
+        };
+        state.traces.iter().filter(linked).cloned().collect()
+    }
+
+    #[test]
+    fn traces_travel_with_their_ids_spans_and_assessments_repointed() {
+        let w = world();
+        let run = seed_run(&w.src);
+        let ids = seed_traces(&w.src, &run);
+        let report = w.copy_run(&run).unwrap();
+        assert_eq!((report.traces, report.assessments), (3, 3));
+        let copied = traces_of(&w.dst, &report.dst_run_id);
+        let mut copied_ids: Vec<&str> = copied.iter().map(FakeTrace::id).collect();
+        copied_ids.sort();
+        assert_eq!(copied_ids, ids, "ids kept across servers");
+        for t in &copied {
+            assert_eq!(t.spans.len(), 2);
+            assert_eq!(
+                t.spans[0]["start_time_unix_nano"].as_u64(),
+                Some(1796163286959085413)
+            );
+            let a = &t.info["assessments"][0];
+            assert_eq!(
+                a["metadata"]["mlflow.assessment.sourceRunId"],
+                json!(report.dst_run_id)
+            );
+            assert!(t.info["tags"].get("mlflow.trace.spansLocation").is_none());
+            assert_eq!(
+                t.info["tags"][crate::engine::traces::SRC_TRACE_ID],
+                json!(t.id())
+            );
+        }
+        let by_association = copied.iter().find(|t| t.id() == ids[2]).unwrap();
+        assert_eq!(by_association.runs, vec![report.dst_run_id.clone()]);
+    }
+
+    #[test]
+    fn a_copy_that_failed_mid_traces_resumes_without_duplicates() {
+        let w = world();
+        let run = seed_run(&w.src);
+        seed_traces(&w.src, &run);
+        w.dst.fail("start_trace", 1);
+        let err = w.copy_run(&run).unwrap_err();
+        assert!(err.message.contains("copying trace"), "{}", err.message);
+        let resumed = w.copy_run(&run).unwrap();
+        assert_eq!((resumed.outcome, resumed.traces), (Outcome::Resumed, 2));
+        assert_eq!(traces_of(&w.dst, &resumed.dst_run_id).len(), 3);
+        assert_eq!(w.dst.state.borrow().traces.len(), 3);
+        let again = w.copy_run(&run).unwrap();
+        assert_eq!((again.outcome, again.traces), (Outcome::Existing, 0));
+    }
+
+    #[test]
+    fn a_same_server_copy_mints_new_ids_and_leaves_the_source_alone() {
+        let w = world();
+        let run = seed_run(&w.src);
+        let ids = seed_traces(&w.src, &run);
+        let before: Vec<Value> = traces_of(&w.src, &run)
+            .into_iter()
+            .map(|t| t.info)
+            .collect();
+        let mut progress = Recorded::default();
+        let request = CopyRunRequest {
+            run_id: run.clone(),
+            experiment_name: "copies".into(),
+            src_mlflow_uri: "http://src".into(),
+            dst_mlflow_uri: "http://src".into(),
+            copy_children: false,
+            concurrency: 4,
+        };
+        let report = copy_run(&mut w.copier(&w.src, &mut progress), &request).unwrap();
+        let after: Vec<Value> = traces_of(&w.src, &run)
+            .into_iter()
+            .map(|t| t.info)
+            .collect();
+        assert_eq!(after, before, "the source's traces are unchanged");
+        let copied = traces_of(&w.src, &report.dst_run_id);
+        assert_eq!(copied.len(), 3);
+        assert!(copied.iter().all(|t| !ids.contains(&t.id().to_string())));
+        assert!(copied
+            .iter()
+            .all(|t| t.info["assessments"][0]["assessment_id"] != json!("a-1")));
+    }
+}

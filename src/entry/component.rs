@@ -203,6 +203,9 @@ fn run_report(report: CopyRunReport) -> wit::CopyRunReport {
         artifact_files: report.artifact_files,
         artifact_bytes: report.artifact_bytes,
         artifact_files_skipped: report.artifact_files_skipped,
+        traces: report.traces,
+        assessments: report.assessments,
+        prompts: report.prompts,
         child_run_ids: report.child_run_ids,
         elapsed_seconds: report.elapsed_seconds,
     }

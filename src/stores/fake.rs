@@ -40,6 +40,8 @@ pub struct State {
     pub metric_batches: Vec<usize>,
     /// Every write, by operation name, in order.
     pub writes: Vec<&'static str>,
+    /// MLflow 3 traces (see `fake_traces`).
+    pub traces: Vec<super::fake_traces::FakeTrace>,
     next_id: u64,
 }
 
@@ -129,7 +131,7 @@ impl FakeServer {
     }
 
     /// Records a write, or fails it when a fault is due.
-    fn write(&self, op: &'static str) -> Result<(), CopyError> {
+    pub(super) fn write(&self, op: &'static str) -> Result<(), CopyError> {
         self.check(op)?;
         let due = matches!(&*self.racing.borrow(), Some((at, _, _)) if *at == op);
         if due {
@@ -140,7 +142,7 @@ impl FakeServer {
         Ok(())
     }
 
-    fn check(&self, op: &'static str) -> Result<(), CopyError> {
+    pub(super) fn check(&self, op: &'static str) -> Result<(), CopyError> {
         let mut faults = self.faults.borrow_mut();
         if let Some(at) = faults.iter().position(|(name, _)| *name == op) {
             if faults[at].1 == 0 {
@@ -597,6 +599,10 @@ impl Tracking for FakeServer {
             .models
             .retain(|m| m.info.model_id != model_id);
         Ok(())
+    }
+
+    fn traces(&self) -> Option<&dyn super::Traces> {
+        Some(self)
     }
 }
 

@@ -17,6 +17,8 @@ pub mod model;
 
 #[cfg(test)]
 pub mod fake;
+#[cfg(test)]
+pub mod fake_traces;
 
 use crate::api::CopyError;
 use crate::credentials::{Auth, Side, StaticAuth};
@@ -108,6 +110,54 @@ pub trait Tracking {
     fn finalize_logged_model(&self, model_id: &str, status: &str) -> Result<(), CopyError>;
     /// Soft-deletes a logged model (a copy that lost a race removes the models it made).
     fn delete_logged_model(&self, model_id: &str) -> Result<(), CopyError>;
+
+    /// The server's MLflow 3 traces, when its REST API serves them the way an open-source
+    /// server does (`None`: traces are not copied, and the engine says so).
+    fn traces(&self) -> Option<&dyn Traces> {
+        None
+    }
+}
+
+/// MLflow 3 traces: a trace is its info (TraceInfoV3 JSON, assessments inside) and its spans
+/// (OTLP JSON as `traces/get` returns them). Both are kept as JSON values so that every field
+/// travels, including ones this tool does not know; integers (nanosecond times) stay exact.
+pub trait Traces {
+    /// One page (at most `TRACE_PAGE` infos) of the experiment's traces matching `filter`.
+    fn search_traces(
+        &self,
+        experiment_id: &str,
+        filter: &str,
+        token: Option<&str>,
+    ) -> Result<TracePage, CopyError>;
+    /// One trace's info (with assessments) and spans; `info` is the trace's info as a search
+    /// returned it (it says where the spans are kept).
+    fn get_trace(&self, info: &serde_json::Value) -> Result<FullTrace, CopyError>;
+    /// One trace's info, `None` when the server has no such trace.
+    fn trace_info(&self, trace_id: &str) -> Result<Option<serde_json::Value>, CopyError>;
+    /// Writes spans (OTLP JSON) into the experiment; repeating it rewrites the same rows.
+    fn log_spans(&self, experiment_id: &str, spans: &[serde_json::Value]) -> Result<(), CopyError>;
+    /// Writes a trace's info with its assessments (an upsert keyed by the trace id).
+    fn start_trace(&self, info: &serde_json::Value) -> Result<(), CopyError>;
+    /// Associates traces with a run (at most `MAX_TRACE_LINKS` ids per call).
+    fn link_traces_to_run(&self, run_id: &str, trace_ids: &[String]) -> Result<(), CopyError>;
+    /// Associates a trace with prompt versions (`name`, `version`), as searches by prompt see.
+    fn link_prompts(&self, trace_id: &str, versions: &[(String, String)]) -> Result<(), CopyError>;
+}
+
+/// Most trace infos one search page asks for (the server allows 500; infos carry their
+/// assessments, so pages stay small).
+pub const TRACE_PAGE: u32 = 100;
+/// Most trace ids one link-to-run call takes (`MAX_TRACE_LINKS_PER_REQUEST` in MLflow).
+pub const MAX_TRACE_LINKS: usize = 100;
+
+pub struct TracePage {
+    pub infos: Vec<serde_json::Value>,
+    pub next_token: Option<String>,
+}
+
+pub struct FullTrace {
+    pub info: serde_json::Value,
+    pub spans: Vec<serde_json::Value>,
 }
 
 /// A store operation the engine sends along with other work (the requests of other calls, file
@@ -236,6 +286,12 @@ pub trait Registry {
     /// permissions API.
     fn model_grants(&self, name: &str) -> Result<Option<Vec<Grant>>, CopyError>;
     fn grant_model_permission(&self, name: &str, grant: &Grant) -> Result<(), CopyError>;
+
+    /// Every version of a prompt (a registered model tagged `mlflow.prompt.is_prompt`, whose
+    /// versions plain searches hide), or `None` when the registry keeps no prompts that way.
+    fn prompt_versions(&self, _name: &str) -> Result<Option<Vec<ModelVersion>>, CopyError> {
+        Ok(None)
+    }
 }
 
 pub trait Artifacts {

@@ -59,6 +59,12 @@ impl Flavor for WorkspaceFlavor {
         writable(tags)
     }
 
+    /// A workspace takes no OTLP spans for experiment traces: its client uploads `traces.json`
+    /// through signed URLs instead (MLflow `tracing/export/mlflow_v3.py`), not done here yet.
+    fn serves_genai_routes(&self) -> bool {
+        false
+    }
+
     /// The workspace sets the user from the credentials.
     fn takes_run_user(&self) -> bool {
         false

@@ -40,6 +40,13 @@ pub trait Flavor {
         true
     }
 
+    /// Whether traces are read and written through the open-source routes (OTLP spans into
+    /// the tracking store) and prompts are registered models tagged as prompts. A Databricks
+    /// workspace keeps spans elsewhere.
+    fn serves_genai_routes(&self) -> bool {
+        true
+    }
+
     /// See `Registry::supports_aliases`.
     fn supports_aliases(&self) -> bool {
         true

@@ -6,9 +6,12 @@ mod flavor;
 mod permissions;
 mod registry;
 mod rest;
+mod span_json;
+mod traces;
 mod tracking;
 
 pub use artifacts::{push_path, walk};
 pub use flavor::Flavor;
 pub use registry::RegistryApi;
 pub use rest::{all_pages, MlflowRest, Page};
+pub use traces::experiment_location;

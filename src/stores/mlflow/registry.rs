@@ -89,10 +89,14 @@ impl RegistryApi<'_> {
 
     /// Every version of the model (a filter on the name alone: all Unity Catalog accepts).
     pub fn versions(&self, name: &str) -> Result<Vec<ModelVersion>, CopyError> {
-        let filter = format!("name={}", filter_literal(name));
+        self.versions_where(&format!("name={}", filter_literal(name)))
+    }
+
+    /// Every version matching a search filter.
+    pub fn versions_where(&self, filter: &str) -> Result<Vec<ModelVersion>, CopyError> {
         let path = self.path("model-versions/search");
         all_pages(|token| {
-            let mut query = vec![("filter", filter.as_str()), ("max_results", "1000")];
+            let mut query = vec![("filter", filter), ("max_results", "1000")];
             query.extend(token.map(|t| ("page_token", t)));
             self.rest.get(&path, &query)
         })
@@ -143,6 +147,19 @@ impl MlflowRest {
 impl Registry for MlflowRest {
     fn server(&self) -> String {
         self.base_display()
+    }
+
+    fn prompt_versions(&self, name: &str) -> Result<Option<Vec<ModelVersion>>, CopyError> {
+        if !self.flavor().serves_genai_routes() {
+            return Ok(None);
+        }
+        // Searches leave prompts out unless the filter names the prompt tag (MLflow
+        // `store/model_registry/sqlalchemy_store.py:_update_query_to_exclude_prompts`).
+        let filter = format!(
+            "name={} AND tags.`mlflow.prompt.is_prompt` = 'true'",
+            filter_literal(name)
+        );
+        self.registry_api().versions_where(&filter).map(Some)
     }
 
     /// MLflow's own rule: no `/` or `:`, and nothing a path normalisation would change.

@@ -335,6 +335,10 @@ impl Tracking for MlflowRest {
         let path = format!("/api/2.0/mlflow/logged-models/{model_id}");
         self.delete::<Value>(&path, &json!({})).map(drop)
     }
+
+    fn traces(&self) -> Option<&dyn crate::stores::Traces> {
+        self.flavor().serves_genai_routes().then_some(self as _)
+    }
 }
 
 fn str_field(v: &Value, name: &str) -> String {

@@ -1,0 +1,142 @@
+//! MLflow 3 trace routes of an open-source server (MLflow 3.17.2, `protos/service_pb2.py`;
+//! facts in `shared/reference/mlflow-genai-objects.md` §3-§4): search, get with spans, the
+//! OTLP span ingest, StartTraceV3 and link-to-run.
+
+use super::rest::MlflowRest;
+use super::span_json;
+use crate::api::CopyError;
+use crate::stores::{FullTrace, TracePage, Traces, TRACE_PAGE};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SearchAnswer {
+    traces: Vec<Value>,
+    next_page_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct GetAnswer {
+    trace: TraceBody,
+}
+
+#[derive(Deserialize)]
+struct TraceBody {
+    trace_info: Value,
+    #[serde(default)]
+    spans: Vec<Value>,
+}
+
+/// Trace tag saying where the spans are; `TRACKING_STORE`: rows of the server's database, which
+/// `traces/get` reads. Otherwise they are a `traces.json` artifact (older clients, file stores),
+/// which `traces/get` refuses ("Trace data not stored in tracking store").
+const SPANS_LOCATION: &str = "mlflow.trace.spansLocation";
+const TRACKING_STORE: &str = "TRACKING_STORE";
+
+#[derive(Deserialize)]
+struct SpanFile {
+    spans: Vec<Value>,
+}
+
+impl MlflowRest {
+    /// The info, and the spans from the trace's span file, read by the server wherever it keeps
+    /// it (`server/handlers.py:get_trace_artifact_handler`; only under `/ajax-api`).
+    fn trace_from_file(&self, trace_id: &str) -> Result<FullTrace, CopyError> {
+        let info = self.trace_info(trace_id)?.ok_or_else(|| {
+            CopyError::not_found(format!(
+                "trace {trace_id} not found on {}",
+                self.base_display()
+            ))
+        })?;
+        let file: SpanFile = self.get(
+            "/ajax-api/2.0/mlflow/get-trace-artifact",
+            &[("request_id", trace_id)],
+        )?;
+        let spans = file.spans.into_iter().map(span_json::to_otlp).collect();
+        Ok(FullTrace { info, spans })
+    }
+}
+
+/// Where a trace lives, as TraceInfoV3 and the search request name it.
+pub fn experiment_location(experiment_id: &str) -> Value {
+    json!({ "type": "MLFLOW_EXPERIMENT", "mlflow_experiment": { "experiment_id": experiment_id } })
+}
+
+impl Traces for MlflowRest {
+    fn search_traces(
+        &self,
+        experiment_id: &str,
+        filter: &str,
+        token: Option<&str>,
+    ) -> Result<TracePage, CopyError> {
+        let mut body = json!({
+            "locations": [experiment_location(experiment_id)],
+            "filter": filter,
+            "max_results": TRACE_PAGE,
+            "order_by": ["timestamp_ms ASC"],
+        });
+        if let Some(t) = token {
+            body["page_token"] = json!(t);
+        }
+        let answer: SearchAnswer = self.post("/api/3.0/mlflow/traces/search", &body)?;
+        Ok(TracePage {
+            infos: answer.traces,
+            next_token: answer.next_page_token.filter(|t| !t.is_empty()),
+        })
+    }
+
+    fn get_trace(&self, info: &Value) -> Result<FullTrace, CopyError> {
+        let trace_id = info["trace_id"].as_str().unwrap_or_default();
+        if info["tags"][SPANS_LOCATION] != TRACKING_STORE {
+            return self.trace_from_file(trace_id);
+        }
+        let answer: GetAnswer =
+            self.get("/api/3.0/mlflow/traces/get", &[("trace_id", trace_id)])?;
+        Ok(FullTrace {
+            info: answer.trace.trace_info,
+            spans: answer.trace.spans,
+        })
+    }
+
+    fn trace_info(&self, trace_id: &str) -> Result<Option<Value>, CopyError> {
+        let path = format!("/api/3.0/mlflow/traces/{trace_id}");
+        match self.get::<GetAnswer>(&path, &[]) {
+            Ok(answer) => Ok(Some(answer.trace.trace_info)),
+            Err(e) if e.has_code("RESOURCE_DOES_NOT_EXIST") || e.has_code("NOT_FOUND") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn log_spans(&self, experiment_id: &str, spans: &[Value]) -> Result<(), CopyError> {
+        // Proto field names with base64 ids: the shape `traces/get` returns, accepted as is.
+        let body = json!({ "resource_spans": [{ "scope_spans": [{ "spans": spans }] }] });
+        let request = self
+            .post_request("/v1/traces", &body)
+            .header("x-mlflow-experiment-id", experiment_id);
+        // The answer is an empty protobuf message, not JSON.
+        self.send(request, true).map(drop)
+    }
+
+    fn start_trace(&self, info: &Value) -> Result<(), CopyError> {
+        let body = json!({ "trace": { "trace_info": info } });
+        self.post::<Value>("/api/3.0/mlflow/traces", &body)
+            .map(drop)
+    }
+
+    fn link_traces_to_run(&self, run_id: &str, trace_ids: &[String]) -> Result<(), CopyError> {
+        let body = json!({ "trace_ids": trace_ids, "run_id": run_id });
+        self.post::<Value>("/api/2.0/mlflow/traces/link-to-run", &body)
+            .map(drop)
+    }
+
+    fn link_prompts(&self, trace_id: &str, versions: &[(String, String)]) -> Result<(), CopyError> {
+        let versions: Vec<Value> = versions
+            .iter()
+            .map(|(name, version)| json!({ "name": name, "version": version }))
+            .collect();
+        let body = json!({ "trace_id": trace_id, "prompt_versions": versions });
+        self.post::<Value>("/api/2.0/mlflow/traces/link-prompts", &body)
+            .map(drop)
+    }
+}

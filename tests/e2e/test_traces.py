@@ -1,0 +1,267 @@
+"""MLflow 3 traces (spans, assessments) travel with copy-run: the built component in `wasmtime run`
+and the embedding host against real MLflow servers, compared through MLflow's own client."""
+import base64
+import json
+import os
+import re
+import uuid
+
+import mlflow
+import pytest
+import requests
+from mlflow import MlflowClient
+
+import seed_genai
+from conftest import HOST, Served, copy_run_args, run_cli, run_host, unique
+
+# Tags and metadata a server sets for itself, and the copy's lineage tag.
+SERVER_KEYS = {"mlflow.artifactLocation", "mlflow.trace.spansLocation", "mlflow_exim.src_trace.trace_id"}
+LINKED = "mlflow.linkedPrompts"
+ID_KEYS = ("mlflow.sourceRun", "mlflow.modelId", "mlflow.assessment.sourceRunId")
+
+
+@pytest.fixture(scope="module")
+def genai(src, dst):
+    exp = unique("genai-source")
+    prompt = unique("qa_prompt").replace("-", "_")
+    eval_run = seed_genai.seed_evaluation_run(src.uri, exp, prompt)
+    agent_run, model_id = seed_genai.seed_agent_run(src.uri, exp)
+    # The destination already has a different version 1 of the prompt: the copy becomes
+    # version 2, and every link must be rewritten to it.
+    _client(dst.uri).register_prompt(name=prompt, template="something else {{x}}")
+    return {"eval_run": eval_run, "agent_run": agent_run, "model_id": model_id, "prompt": prompt}
+
+
+def _client(uri):
+    # The registry too: the seeding set the process-wide registry URI to the source.
+    return MlflowClient(uri, registry_uri=uri)
+
+
+def prompt_versions(uri, name):
+    """The prompt's version numbers, by REST (plain searches hide prompts)."""
+    r = requests.get(uri + "/api/2.0/mlflow/model-versions/search", timeout=30, params={
+        "filter": f"name='{name}' AND tags.`mlflow.prompt.is_prompt` = 'true'"})
+    r.raise_for_status()
+    return sorted(v["version"] for v in r.json().get("model_versions", []))
+
+
+def _prompt_texts(client, links):
+    """Linked prompt versions (a JSON string or a list) as (name, template) on that side."""
+    links = json.loads(links) if isinstance(links, str) else links
+    return sorted((p["name"], client.load_prompt(p["name"], version=p["version"]).template) for p in links)
+
+
+def _ids(mapping, ids):
+    """Metadata with run/model ids replaced by their role (RUN, MODEL), comparable across copies."""
+    return {k: ids.get(v, v) if k in ID_KEYS else v for k, v in mapping.items()}
+
+
+def _assessment(a, ids):
+    return (a.name, repr(a.value), a.source.source_type, a.source.source_id, a.rationale,
+            _ids(a.metadata or {}, ids), a.create_time_ms, a.last_update_time_ms, a.span_id,
+            repr(a.error), a.valid)
+
+
+def _span(span, names, client):
+    events = [(e.name, e.timestamp, e.attributes) for e in span.events]
+    attributes = {k: v for k, v in span.attributes.items() if k != "mlflow.traceRequestId"}
+    if LINKED in attributes:
+        attributes[LINKED] = _prompt_texts(client, attributes[LINKED])
+    return (span.name, span.span_type, span.start_time_ns, span.end_time_ns, names.get(span.parent_id),
+            span.status.status_code, span.status.description, span.inputs, span.outputs,
+            attributes, events)
+
+
+def _trace(t, ids, client):
+    info = t.info
+    names = {s.span_id: s.name for s in t.data.spans}
+    tags = {k: v for k, v in info.tags.items() if k not in SERVER_KEYS}
+    if LINKED in tags:
+        tags[LINKED] = _prompt_texts(client, tags[LINKED])
+    return {
+        "info": (info.request_time, info.execution_duration, info.state, info.request_preview,
+                 info.response_preview, info.client_request_id),
+        "metadata": _ids(info.trace_metadata, ids),
+        "tags": tags,
+        "assessments": sorted(_assessment(a, ids) for a in info.assessments),
+        "spans": sorted((_span(s, names, client) for s in t.data.spans), key=repr),
+    }
+
+
+def traces_of(uri, run_id, model_id=None):
+    """What MLflow's client shows for the run's (or model's) traces, ids replaced by roles."""
+    client = _client(uri)
+    run = client.get_run(run_id)
+    ids = {run_id: "RUN"}
+    if model_id:
+        ids[model_id] = "MODEL"
+        found = client.search_traces(locations=[run.info.experiment_id], model_id=model_id)
+    else:
+        found = client.search_traces(locations=[run.info.experiment_id], run_id=run_id)
+    views = sorted((_trace(t, ids, client) for t in found), key=lambda v: repr(v["info"]))
+    return views, [t.info.trace_id for t in found]
+
+
+def assert_same_traces(copied, source):
+    """Trace by trace, field by field: a difference names the field."""
+    assert len(copied) == len(source)
+    for c, s in zip(copied, source):
+        for field in s:
+            assert c[field] == s[field], f"{field}: copy {c[field]!r} != source {s[field]!r}"
+
+
+def _copied_model(uri, run_id):
+    client = _client(uri)
+    experiment = client.get_run(run_id).info.experiment_id
+    [model] = client.search_logged_models(experiment_ids=[experiment],
+                                          filter_string=f"source_run_id = '{run_id}'")
+    return model.model_id
+
+
+def test_evaluation_run_traces_copy_faithfully_and_rerun_writes_nothing(src, dst, genai):
+    exp = unique("genai-cli")
+    run_id = genai["eval_run"]
+    result = run_cli(copy_run_args(run_id, exp, src.uri, dst.uri))
+    assert result.code == 0, result
+    report = result.report
+    source, src_ids = traces_of(src.uri, run_id)
+    copied, dst_ids = traces_of(dst.uri, report["dst_run_id"])
+    assert len(source) == len(seed_genai.QUESTIONS)
+    assert report["traces"] == len(source)
+    # Two scorers' feedback plus one expectation per row.
+    assert report["assessments"] == 3 * len(source) == sum(len(v["assessments"]) for v in copied)
+    assert_same_traces(copied, source)
+    assert sorted(dst_ids) == sorted(src_ids), "ids are kept across servers"
+    # The linked prompt: copied as version 2 (the destination had its own 1), every link says 2.
+    prompt = genai["prompt"]
+    assert report["prompts"] == 1 and prompt_versions(dst.uri, prompt) == ["1", "2"]
+    dst_client, src_client = _client(dst.uri), _client(src.uri)
+    copied_run = dst_client.get_run(report["dst_run_id"])
+    assert json.loads(copied_run.data.tags[LINKED]) == [{"name": prompt, "version": "2"}]
+    assert _prompt_texts(dst_client, copied_run.data.tags[LINKED]) == \
+        _prompt_texts(src_client, src_client.get_run(run_id).data.tags[LINKED])
+    assert dst_client.load_prompt(f"prompts:/{prompt}@production").version == 2
+    assert len(dst_client.search_traces(locations=[copied_run.info.experiment_id],
+                                        filter_string=f"prompt = '{prompt}/2'")) == len(source)
+    again = run_cli(copy_run_args(run_id, exp, src.uri, dst.uri))
+    assert again.code == 0, again
+    assert (again.report["outcome"], again.report["traces"]) == ("existing", 0)
+    assert traces_of(dst.uri, report["dst_run_id"])[0] == source
+    assert prompt_versions(dst.uri, prompt) == ["1", "2"]
+
+
+def _copy_by_host(request):
+    result = run_host("copy-run", request)
+    assert result.code == 0, result
+    return result.report["ok"]
+
+
+def _copy_by_http_function(request):
+    served = Served({"MLFLOW_COPY_API_TOKEN": "genai-token"})
+    try:
+        r = requests.post(served.url + "/copy-run", json=request,
+                          headers={"Authorization": "Bearer genai-token"}, timeout=600)
+    finally:
+        served.stop()
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+@pytest.mark.parametrize("runner", [
+    pytest.param(_copy_by_host, id="embedding-host",
+                 marks=pytest.mark.skipif(not os.path.exists(HOST), reason="embedding host not built")),
+    pytest.param(_copy_by_http_function, id="http-function"),
+])
+def test_model_traces_with_exception_and_feedback_are_copied(src, dst, genai, runner):
+    report = runner({"run_id": genai["agent_run"], "experiment_name": unique("genai-agent"),
+                     "src_mlflow_uri": src.uri, "dst_mlflow_uri": dst.uri})
+    dst_model = _copied_model(dst.uri, report["dst_run_id"])
+    source, _ = traces_of(src.uri, genai["agent_run"], genai["model_id"])
+    copied, _ = traces_of(dst.uri, report["dst_run_id"], dst_model)
+    assert len(source) == 3 and report["traces"] == 3 and report["assessments"] == 1
+    assert_same_traces(copied, source)
+    spans = [s for v in copied for s in v["spans"]]
+    assert any(s[0] == "flaky_tool" and s[5] == "ERROR" and s[10][0][0] == "exception" for s in spans)
+    assert any(a[0] == "helpfulness" and a[2] == "HUMAN" for v in copied for a in v["assessments"])
+
+
+def test_same_server_copy_leaves_the_source_traces_alone(src, genai):
+    run_id = genai["eval_run"]
+    before, before_ids = traces_of(src.uri, run_id)
+    exp = unique("genai-same")
+    result = run_cli(copy_run_args(run_id, exp, src.uri, src.uri))
+    assert result.code == 0, result
+    after, after_ids = traces_of(src.uri, run_id)
+    assert (after, sorted(after_ids)) == (before, sorted(before_ids))
+    copied, copy_ids = traces_of(src.uri, result.report["dst_run_id"])
+    assert_same_traces(copied, before)
+    assert not set(copy_ids) & set(before_ids), "new trace ids on the same server"
+    assert prompt_versions(src.uri, genai["prompt"]) == ["1"], "the identical version is reused"
+
+
+def test_copy_interrupted_mid_traces_resumes_without_duplicates(src, dst, genai, proxy):
+    exp = unique("genai-resume")
+    run_id = genai["eval_run"]
+    # The third StartTraceV3 is refused: two traces are complete, the third has spans only.
+    proxy.add("POST", re.compile(r"^/api/3\.0/mlflow/traces(\?|$)"), nth=3, times=1, status=400,
+              answer=b'{"error_code": "INVALID_PARAMETER_VALUE", "message": "injected"}')
+    failed = run_cli(copy_run_args(run_id, exp, src.uri, proxy.uri))
+    assert failed.code != 0, failed
+    assert "copying trace" in failed.stderr
+    resumed = run_cli(copy_run_args(run_id, exp, src.uri, dst.uri))
+    assert resumed.code == 0, resumed
+    assert resumed.report["outcome"] == "resumed"
+    assert resumed.report["traces"] == len(seed_genai.QUESTIONS) - 2
+    source, _ = traces_of(src.uri, run_id)
+    copied, _ = traces_of(dst.uri, resumed.report["dst_run_id"])
+    assert_same_traces(copied, source)
+    experiment = _client(dst.uri).get_experiment_by_name(exp).experiment_id
+    assert len(_client(dst.uri).search_traces(locations=[experiment])) == len(source)
+    assert prompt_versions(dst.uri, genai["prompt"]) == ["1", "2"]
+
+
+def _span_file_trace(uri, experiment_id, run_id):
+    """A trace whose spans are a `traces.json` artifact, not database rows (as older clients and
+    file stores leave them): its info by StartTraceV3, its spans in MLflow span JSON."""
+    trace_id = "tr-" + uuid.uuid4().hex
+    info = {"trace_id": trace_id, "state": "OK", "request_time": "2026-12-01T22:14:46.959Z",
+            "execution_duration": "0.500s", "request_preview": '{"q": "x"}',
+            "trace_location": {"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": experiment_id}},
+            "trace_metadata": {"mlflow.sourceRun": run_id, "mlflow.trace_schema.version": "3"},
+            "tags": {"mlflow.traceName": "root"}}
+    requests.post(uri + "/api/3.0/mlflow/traces", json={"trace": {"trace_info": info}}, timeout=30).raise_for_status()
+    b64 = lambda raw: base64.b64encode(raw).decode()  # noqa: E731
+    tid, start = b64(bytes.fromhex(trace_id[3:])), 1796163286959085413
+
+    def span(n, parent, name, attributes, **extra):
+        return {"trace_id": tid, "span_id": b64(n.to_bytes(8, "big")), "name": name,
+                "parent_span_id": b64(parent.to_bytes(8, "big")) if parent else None,
+                "start_time_unix_nano": start + n, "end_time_unix_nano": start + 500_000_000 - n,
+                "attributes": {k: json.dumps(v) for k, v in {"mlflow.traceRequestId": trace_id, **attributes}.items()},
+                "status": {"code": "STATUS_CODE_OK", "message": ""}, "events": [], **extra}
+    spans = [span(1, None, "root", {"mlflow.spanType": "CHAIN", "mlflow.spanInputs": {"q": "x"},
+                                    "top_k": 2, "score": 0.25}),
+             span(2, 1, "tool", {"mlflow.spanType": "TOOL", "mlflow.spanOutputs": ["a", {"id": 1}]},
+                  events=[{"name": "exception", "time_unix_nano": start + 7,
+                           "attributes": {"exception.message": json.dumps("boom")}}])]
+    path = f"/api/2.0/mlflow-artifacts/artifacts/{experiment_id}/traces/{trace_id}/artifacts/traces.json"
+    requests.put(uri + path, data=json.dumps({"spans": spans}), timeout=30).raise_for_status()
+    return trace_id
+
+
+def test_a_trace_whose_spans_are_an_artifact_file_is_copied(src, dst):
+    client = _client(src.uri)
+    experiment = client.create_experiment(unique("genai-file"))
+    run_id = client.create_run(experiment).info.run_id
+    client.set_terminated(run_id)
+    _span_file_trace(src.uri, experiment, run_id)
+    exp = unique("genai-file-copy")
+    result = run_cli(copy_run_args(run_id, exp, src.uri, dst.uri))
+    assert result.code == 0, result
+    assert result.report["traces"] == 1
+    # The client resolves `mlflow-artifacts:` span files against the global tracking URI.
+    mlflow.set_tracking_uri(src.uri)
+    source, _ = traces_of(src.uri, run_id)
+    copied, _ = traces_of(dst.uri, result.report["dst_run_id"])
+    assert len(source[0]["spans"]) == 2
+    assert_same_traces(copied, source)
