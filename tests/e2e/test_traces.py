@@ -4,6 +4,8 @@ import base64
 import json
 import os
 import re
+import subprocess
+import sys
 import uuid
 
 import mlflow
@@ -24,8 +26,11 @@ ID_KEYS = ("mlflow.sourceRun", "mlflow.modelId", "mlflow.assessment.sourceRunId"
 def genai(src, dst):
     exp = unique("genai-source")
     prompt = unique("qa_prompt").replace("-", "_")
-    eval_run = seed_genai.seed_evaluation_run(src.uri, exp, prompt)
-    agent_run, model_id = seed_genai.seed_agent_run(src.uri, exp)
+    # Seeded in a process of its own (see seed_genai.py: MLflow's fluent state would leak).
+    seeded = subprocess.run([sys.executable, seed_genai.__file__, src.uri, exp, prompt],
+                            capture_output=True, text=True, timeout=600, check=True)
+    ids = json.loads(seeded.stdout.strip().splitlines()[-1])
+    eval_run, agent_run, model_id = ids["eval_run"], ids["agent_run"], ids["model_id"]
     # The destination already has a different version 1 of the prompt: the copy becomes
     # version 2, and every link must be rewritten to it.
     _client(dst.uri).register_prompt(name=prompt, template="something else {{x}}")
