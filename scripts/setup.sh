@@ -7,9 +7,10 @@
 #     (S3 and Azure Blob behind the Databricks emulator, tests/databricks_emulator) and wasmtime
 #     (PyPI) in a project-local venv (.venv), and the Python host hosts/python (editable; hatchling from PyPI builds it) into it
 #   - azurite (npm, the Azure Blob server of the emulator's cloud="azure" mode) under .work/azurite
-#   - target/wasm32-wasip2/release/mlflow_copy.wasm, and mlflow_copy_spin.wasm (scripts/build-spin.sh)
+#   - target/wasm32-wasip2/release/mlflow_copy.wasm
 #   - the Node.js host's packages (jco, preview2-shim) in hosts/node, and its transpiled component
-# With --with-host it also builds the example embedding host (hosts/rust/), which the tests use.
+# With --with-host it also builds what the tests use: the example embedding host (hosts/rust/) and
+# the Spin build (scripts/build-spin.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -89,8 +90,11 @@ fi
 say "Building mlflow_copy.wasm"
 cargo build --quiet --target wasm32-wasip2 --release
 ls -l target/wasm32-wasip2/release/mlflow_copy.wasm >&2
-say "Building mlflow_copy_spin.wasm (the Spin build: cargo feature spin, its own target dir)"
-scripts/build-spin.sh >/dev/null
+# The Spin build is for the tests (and `spin build`); the demo does without it.
+if [ -n "${host_build:-}" ]; then
+    say "Building mlflow_copy_spin.wasm (the Spin build: cargo feature spin, its own target dir)"
+    scripts/build-spin.sh >/dev/null
+fi
 
 if [ ! -d hosts/node/node_modules/@bytecodealliance/jco ] || [ hosts/node/package-lock.json -nt hosts/node/node_modules/.package-lock.json ]; then
     say "Installing the Node.js host's packages (hosts/node: jco, preview2-shim)"
