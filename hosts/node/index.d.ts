@@ -99,6 +99,7 @@ export interface CopyModelRequest {
   copyStagesAndAliases?: boolean;
   copyLineageTags?: boolean;
   dryRun?: boolean;
+  verify?: boolean;
   concurrency?: number;
 }
 

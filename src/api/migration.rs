@@ -116,6 +116,10 @@ pub struct CopyModelRequest {
     pub copy_lineage_tags: bool,
     #[serde(default)]
     pub dry_run: bool,
+    /// Compare each deep copy's run with its source after copying it (as verify-run); a run
+    /// that differs makes its version a failed item.
+    #[serde(default)]
+    pub verify: bool,
     #[serde(default = "default_concurrency")]
     pub concurrency: u32,
 }

@@ -6,10 +6,11 @@
 
 use super::copy_model_version::{self, Aliases};
 use super::migration::{self, Migration};
+use super::verify;
 use super::Copier;
 use crate::api::{
     canonical_stage, CopyError, CopyModelRequest, CopyModelVersionRequest, ItemStatus,
-    MigrationItem, MigrationReport,
+    MigrationItem, MigrationReport, VerifyRunRequest,
 };
 use crate::stores::model::{ModelVersion, RegisteredModel};
 
@@ -52,7 +53,7 @@ pub fn copy_model(c: &mut Copier, request: &CopyModelRequest) -> anyhow::Result<
         migration.item(c, &version.version, |c| {
             let item = match request.dry_run {
                 true => plan_item(c, &one)?,
-                false => copy_item(c, &one)?,
+                false => copy_item(c, &one, request.verify)?,
             };
             permissions &= item.status == ItemStatus::Failed;
             if let Some(dst) = &item.dst_id {
@@ -86,9 +87,24 @@ fn version_request(
     }
 }
 
-fn copy_item(c: &mut Copier, one: &CopyModelVersionRequest) -> anyhow::Result<MigrationItem> {
+fn copy_item(
+    c: &mut Copier,
+    one: &CopyModelVersionRequest,
+    verify_runs: bool,
+) -> anyhow::Result<MigrationItem> {
     let report = copy_model_version::copy_version(c, one, Aliases::Later)?;
     let run = report.run.as_ref();
+    if let Some(run) = run.filter(|_| verify_runs) {
+        let check = VerifyRunRequest {
+            src_run_id: run.src_run_id.clone(),
+            dst_run_id: run.dst_run_id.clone(),
+            src_mlflow_uri: one.src_registry_uri.clone(),
+            dst_mlflow_uri: one.dst_registry_uri.clone(),
+        };
+        if let Some(failure) = verify::verify_run(c, &check)?.failure() {
+            return Err(failure.into());
+        }
+    }
     Ok(MigrationItem {
         dst_id: Some(report.dst_version.clone()),
         detail: report.dst_run_id.as_ref().map(|r| format!("run {r}")),

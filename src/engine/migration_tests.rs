@@ -227,6 +227,7 @@ fn model_request(dry_run: bool) -> CopyModelRequest {
         copy_stages_and_aliases: true,
         copy_lineage_tags: true,
         dry_run,
+        verify: true,
         concurrency: 4,
     }
 }

@@ -184,6 +184,10 @@ pub struct BulkFlags {
     /// FILE as it completes: the id map. Under wasmtime, give its directory with --dir.
     #[arg(long, value_name = "FILE")]
     pub report: Option<String>,
+    /// Compare each copied run with its source right after copying it, as verify-run does (a
+    /// copy that differs is a failed item; for copy-model, the runs of deep copies).
+    #[arg(long)]
+    pub verify: bool,
 }
 
 #[derive(Debug, Args)]
@@ -217,10 +221,6 @@ pub struct CopyExperimentArgs {
     /// At most N runs (the most recent first).
     #[arg(long, value_name = "N")]
     pub max_runs: Option<u32>,
-    /// Compare each copy with its source after copying it, as verify-run does (a copy that
-    /// differs is a failed item).
-    #[arg(long)]
-    pub verify: bool,
     #[command(flatten)]
     pub bulk: BulkFlags,
     /// Artifact files copied at once (1-64).
@@ -269,7 +269,7 @@ impl From<CopyExperimentArgs> for CopyExperimentRequest {
             run_ids: a.run_ids,
             max_runs: a.max_runs,
             dry_run: a.bulk.dry_run,
-            verify: a.verify,
+            verify: a.bulk.verify,
             concurrency: a.concurrency,
         }
     }
@@ -290,6 +290,7 @@ impl From<CopyModelArgs> for CopyModelRequest {
             copy_stages_and_aliases: a.version.copy_stages_and_aliases,
             copy_lineage_tags: a.version.copy_lineage_tags,
             dry_run: a.bulk.dry_run,
+            verify: a.bulk.verify,
             concurrency: a.concurrency,
         }
     }

@@ -109,6 +109,7 @@ impl wit::Guest for Component {
             copy_stages_and_aliases: request.copy_stages_and_aliases.unwrap_or(false),
             copy_lineage_tags: request.copy_lineage_tags.unwrap_or(false),
             dry_run: request.dry_run.unwrap_or(false),
+            verify: request.verify.unwrap_or(false),
             concurrency: request.concurrency.unwrap_or(api::DEFAULT_CONCURRENCY),
         };
         migrate(&request)

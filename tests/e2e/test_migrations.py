@@ -156,7 +156,7 @@ def model_request(src_model, dst_model, src, dst, **extra):
 def test_a_model_is_copied_through_the_embedding_host_with_its_numbers_stages_and_alias(src, dst):
     name, dst_name = unique("wine"), unique("wine-prod")
     seed_model(src.uri, name)
-    request = model_request(name, dst_name, src.uri, dst.uri)
+    request = model_request(name, dst_name, src.uri, dst.uri, verify=True)  # each run verified
     result = run_host("copy-model", request)
     assert result.code == 0, result
     report = result.report["ok"]

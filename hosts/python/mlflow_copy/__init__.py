@@ -320,7 +320,8 @@ def copy_model(*, src_model: str, dst_model: str, src_registry_uri: str, dst_reg
                stages: Sequence[str] = (), aliases: Sequence[str] = (),
                copy_permissions: Optional[bool] = None, copy_stages_and_aliases: Optional[bool] = None,
                copy_lineage_tags: Optional[bool] = None, dry_run: Optional[bool] = None,
-               concurrency: Optional[int] = None, wasm: Optional[str] = None) -> dict:
+               verify: Optional[bool] = None, concurrency: Optional[int] = None,
+               wasm: Optional[str] = None) -> dict:
     """Copies versions of a registered model (all, or those listed / in `stages` / holding
     `aliases`) in ascending order, each as `copy_model_version` does. Returns the migration
     report (see `copy_experiment`)."""
@@ -329,7 +330,8 @@ def copy_model(*, src_model: str, dst_model: str, src_registry_uri: str, dst_reg
         "dst_registry_uri": dst_registry_uri, "dst_experiment_name": dst_experiment_name,
         "versions": [str(v) for v in versions], "stages": list(stages), "aliases": list(aliases),
         "copy_permissions": copy_permissions, "copy_stages_and_aliases": copy_stages_and_aliases,
-        "copy_lineage_tags": copy_lineage_tags, "dry_run": dry_run, "concurrency": concurrency})
+        "copy_lineage_tags": copy_lineage_tags, "dry_run": dry_run, "verify": verify,
+        "concurrency": concurrency})
 
 
 def verify_run(*, src_run_id: str, dst_run_id: str, src_mlflow_uri: str, dst_mlflow_uri: str,
