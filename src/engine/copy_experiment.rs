@@ -12,7 +12,6 @@ use super::verify;
 use super::Copier;
 use crate::api::{
     CopyError, CopyExperimentRequest, ErrorKind, ItemStatus, MigrationItem, MigrationReport,
-    VerifyRunRequest,
 };
 use crate::stores::model::{Experiment, KeyValue, Run};
 use anyhow::Context;
@@ -113,15 +112,7 @@ fn copy_item(
 ) -> anyhow::Result<MigrationItem> {
     let report = copy_run::copy_into(c, run_id, dst_experiment_id)?;
     if request.verify {
-        let check = VerifyRunRequest {
-            src_run_id: run_id.to_string(),
-            dst_run_id: report.dst_run_id.clone(),
-            src_mlflow_uri: request.src_mlflow_uri.clone(),
-            dst_mlflow_uri: request.dst_mlflow_uri.clone(),
-        };
-        if let Some(failure) = verify::verify_run(c, &check)?.failure() {
-            return Err(failure.into());
-        }
+        verify::check_copy(c, run_id, &report.dst_run_id)?;
     }
     Ok(MigrationItem {
         dst_id: Some(report.dst_run_id),

@@ -10,7 +10,7 @@ use super::verify;
 use super::Copier;
 use crate::api::{
     canonical_stage, CopyError, CopyModelRequest, CopyModelVersionRequest, ItemStatus,
-    MigrationItem, MigrationReport, VerifyRunRequest,
+    MigrationItem, MigrationReport,
 };
 use crate::stores::model::{ModelVersion, RegisteredModel};
 
@@ -95,15 +95,7 @@ fn copy_item(
     let report = copy_model_version::copy_version(c, one, Aliases::Later)?;
     let run = report.run.as_ref();
     if let Some(run) = run.filter(|_| verify_runs) {
-        let check = VerifyRunRequest {
-            src_run_id: run.src_run_id.clone(),
-            dst_run_id: run.dst_run_id.clone(),
-            src_mlflow_uri: one.src_registry_uri.clone(),
-            dst_mlflow_uri: one.dst_registry_uri.clone(),
-        };
-        if let Some(failure) = verify::verify_run(c, &check)?.failure() {
-            return Err(failure.into());
-        }
+        verify::check_copy(c, &run.src_run_id, &run.dst_run_id)?;
     }
     Ok(MigrationItem {
         dst_id: Some(report.dst_version.clone()),

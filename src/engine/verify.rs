@@ -29,7 +29,19 @@ const USER_TAG: &str = "mlflow.user";
 const MAX_HISTORY_PAGES: usize = 100_000;
 
 pub fn verify_run(c: &mut Copier, request: &VerifyRunRequest) -> anyhow::Result<VerifyReport> {
-    let (src_id, dst_id) = (request.src_run_id.as_str(), request.dst_run_id.as_str());
+    compare_runs(c, &request.src_run_id, &request.dst_run_id)
+}
+
+/// A bulk copy's `--verify`: the copy `dst_id` of run `src_id`, just made, must not differ
+/// from it (a difference is the item's `conflict`).
+pub fn check_copy(c: &mut Copier, src_id: &str, dst_id: &str) -> anyhow::Result<()> {
+    match compare_runs(c, src_id, dst_id)?.failure() {
+        Some(failure) => Err(failure.into()),
+        None => Ok(()),
+    }
+}
+
+fn compare_runs(c: &mut Copier, src_id: &str, dst_id: &str) -> anyhow::Result<VerifyReport> {
     let src = c
         .src
         .tracking

@@ -2,7 +2,6 @@
 and the embedding host against real MLflow servers, compared through MLflow's own client."""
 import base64
 import json
-import os
 import re
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import requests
 from mlflow import MlflowClient
 
 import seed_genai
-from conftest import HOST, Served, copy_run_args, run_cli, run_host, unique
+from conftest import Served, copy_run_args, run_cli, run_host, unique
 
 # Tags and metadata a server sets for itself, and the copy's lineage tag.
 SERVER_KEYS = {"mlflow.artifactLocation", "mlflow.trace.spansLocation", "mlflow_exim.src_trace.trace_id"}
@@ -173,8 +172,7 @@ def _copy_by_http_function(request):
 
 
 @pytest.mark.parametrize("runner", [
-    pytest.param(_copy_by_host, id="embedding-host",
-                 marks=pytest.mark.skipif(not os.path.exists(HOST), reason="embedding host not built")),
+    pytest.param(_copy_by_host, id="embedding-host"),  # setup.sh --with-host builds it
     pytest.param(_copy_by_http_function, id="http-function"),
 ])
 def test_model_traces_with_exception_and_feedback_are_copied(src, dst, genai, runner):
