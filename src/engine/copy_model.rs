@@ -6,7 +6,7 @@
 
 use super::copy_model_version::{self, Aliases};
 use super::migration::{self, Migration};
-use super::verify;
+use super::verify_model_version;
 use super::Copier;
 use crate::api::{
     canonical_stage, CopyError, CopyModelRequest, CopyModelVersionRequest, ItemStatus,
@@ -90,13 +90,13 @@ fn version_request(
 fn copy_item(
     c: &mut Copier,
     one: &CopyModelVersionRequest,
-    verify_runs: bool,
+    verify: bool,
 ) -> anyhow::Result<MigrationItem> {
     let report = copy_model_version::copy_version(c, one, Aliases::Later)?;
-    let run = report.run.as_ref();
-    if let Some(run) = run.filter(|_| verify_runs) {
-        verify::check_copy(c, &run.src_run_id, &run.dst_run_id)?;
+    if verify {
+        verify_model_version::check_copy(c, one, &report.dst_version)?;
     }
+    let run = report.run.as_ref();
     Ok(MigrationItem {
         dst_id: Some(report.dst_version.clone()),
         detail: report.dst_run_id.as_ref().map(|r| format!("run {r}")),

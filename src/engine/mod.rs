@@ -17,12 +17,16 @@ pub mod progress;
 pub mod prompts;
 pub mod traces;
 pub mod verify;
+pub mod verify_experiment;
+pub mod verify_model_version;
 pub mod version_source;
 
 #[cfg(test)]
 mod migration_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod verify_tests;
 
 use crate::stores::Stores;
 use crate::transport::Transport;
