@@ -17,8 +17,10 @@ pub mod progress;
 pub mod prompts;
 pub mod traces;
 pub mod verify;
+pub mod verify_artifacts;
 pub mod verify_experiment;
 pub mod verify_model_version;
+pub mod verify_models;
 pub mod version_source;
 
 #[cfg(test)]

@@ -1,15 +1,17 @@
 //! verify-run: compares a copy with its source field by field (run info, params, tags, full
-//! metric histories, datasets, logged-model outputs, the artifact tree with sizes) and lists
-//! every difference. Reads only; like `rclone check`, the proof before the old server goes.
+//! metric histories, datasets, the logged models with their files, the artifact tree with
+//! sizes and contents) and lists every difference. Reads only; like `rclone check`, the proof
+//! before the old server goes.
 
-use super::artifacts;
 use super::lineage;
-use super::mlmodel::{self, IdMap};
+use super::mlmodel::IdMap;
+use super::verify_artifacts::{compare_tree, Trees};
+use super::verify_models;
 use super::Copier;
-use crate::api::{CopyError, VerifyReport, VerifyRunRequest, MAX_DIFFERENCES};
-use crate::stores::model::{ArtifactRoot, FileEntry, Metric, Owner, Run};
+use crate::api::{VerifyReport, VerifyRunRequest, MAX_DIFFERENCES};
+use crate::stores::model::{ArtifactRoot, Metric, Owner, Run};
 use crate::stores::Stores;
-use crate::transport::{Digest, DigestJob, Transport};
+use crate::transport::Transport;
 use anyhow::Context;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -72,8 +74,14 @@ pub(super) fn compare_runs(
         steps
     };
     diff.lists("logged-model output steps", &steps(&src), &steps(&dst));
-    let src_files = files(&c.src, &src)?;
-    compare_artifacts(c, [&src, &dst], &src_files, &mut diff)?;
+    let run_tree = Trees {
+        src: root_of(&src),
+        dst: root_of(&dst),
+        ids: run_ids(&src, &dst),
+        prefix: String::new(),
+    };
+    let run_files = compare_tree(c, &run_tree, &mut diff)?;
+    let model_files = verify_models::compare_logged_models(c, [&src, &dst], &mut diff)?;
     c.phase(format!(
         "verified run {dst_id} against {src_id}: {} differences",
         diff.0.len()
@@ -85,9 +93,9 @@ pub(super) fn compare_runs(
         tags: src_tags.len() as u32,
         metric_points: points,
         dataset_inputs: src.inputs.dataset_inputs.len() as u32,
-        logged_models: src.outputs.model_outputs.len() as u32,
-        artifact_files: src_files.len() as u64,
-        artifact_bytes: src_files.values().sum(),
+        logged_models: model_files.models,
+        artifact_files: run_files.files + model_files.files,
+        artifact_bytes: run_files.bytes + model_files.bytes,
         differences: diff.0,
     })
 }
@@ -178,7 +186,7 @@ fn compare_user(
     }
 }
 
-fn pairs(items: &[crate::stores::model::KeyValue]) -> BTreeMap<String, String> {
+pub(super) fn pairs(items: &[crate::stores::model::KeyValue]) -> BTreeMap<String, String> {
     items
         .iter()
         .map(|kv| (kv.key.clone(), kv.value.clone()))
@@ -279,144 +287,23 @@ fn history(
     Ok(points)
 }
 
-fn point_key(m: &Metric) -> (i64, i64, u64) {
+pub(super) fn point_key(m: &Metric) -> (i64, i64, u64) {
     let value = if m.value.is_nan() { f64::NAN } else { m.value };
     (m.step, m.timestamp, value.to_bits())
 }
 
-/// The run's artifact tree: every file there, of the same size and content. `MLmodel` files
-/// are copied with their ids re-pointed at the copies: the copy's must be the source's so
-/// re-pointed.
-fn compare_artifacts(
-    c: &Copier,
-    [src, dst]: [&Run; 2],
-    src_files: &BTreeMap<String, u64>,
-    diff: &mut Differences,
-) -> anyhow::Result<()> {
-    let dst_files = files(&c.dst, dst)?;
-    type Files = BTreeMap<String, u64>;
-    // (MLmodel files, the others)
-    let split = |files: &Files| -> (Files, Files) {
-        files
-            .iter()
-            .map(|(path, size)| (path.clone(), *size))
-            .partition(|(path, size)| artifacts::is_mlmodel(path, *size))
-    };
-    let (src_mlmodels, src_plain) = split(src_files);
-    let (dst_mlmodels, dst_plain) = split(&dst_files);
-    diff.maps("artifact (size)", &src_plain, &dst_plain);
-    let names = |files: &Files| -> BTreeMap<String, ()> {
-        files.keys().map(|path| (path.clone(), ())).collect()
-    };
-    diff.maps("artifact", &names(&src_mlmodels), &names(&dst_mlmodels));
-    compare_contents(c, [src, dst], &src_plain, &dst_plain, diff)?;
-    for path in src_mlmodels
-        .keys()
-        .filter(|p| dst_mlmodels.contains_key(*p))
-    {
-        compare_mlmodel(c, [src, dst], path, diff)?;
-    }
-    Ok(())
-}
-
-/// An `MLmodel` of the run: the copy's is the source's with the run id re-pointed.
-fn compare_mlmodel(
-    c: &Copier,
-    [src, dst]: [&Run; 2],
-    path: &str,
-    diff: &mut Differences,
-) -> anyhow::Result<()> {
-    let read = |stores: &Stores, run: &Run| {
-        stores
-            .artifacts
-            .read_small(&root_of(run), path)
-            .with_context(|| format!("reading artifact {path} of run {}", run.info.run_id))
-    };
-    let (original, copied) = (read(&c.src, src)?, read(&c.dst, dst)?);
-    let mut ids = IdMap::default();
-    ids.add(&src.info.run_id, &dst.info.run_id);
-    let expected = mlmodel::rewrite(&original, &ids).unwrap_or(original);
-    if expected != copied {
-        diff.add(format!(
-            "artifact {path:?}: content differs from the source's with its run id re-pointed \
-             (sha256 {} expected, {} in the copy)",
-            Digest::of(&expected).hex(),
-            Digest::of(&copied).hex()
-        ));
-    }
-    Ok(())
-}
-
-/// The content of every file both trees have with the same size: SHA-256 of each side,
-/// computed while the two are streamed (nothing held whole, nothing written), both sides'
-/// files in flight together.
-fn compare_contents(
-    c: &Copier,
-    [src, dst]: [&Run; 2],
-    src_files: &BTreeMap<String, u64>,
-    dst_files: &BTreeMap<String, u64>,
-    diff: &mut Differences,
-) -> anyhow::Result<()> {
-    let same_size: Vec<(&str, u64)> = src_files
-        .iter()
-        .filter(|(path, size)| dst_files.get(*path) == Some(size))
-        .map(|(path, size)| (path.as_str(), *size))
-        .collect();
-    let n = same_size.len();
-    let sides = [(&c.src, src, "the source's"), (&c.dst, dst, "the copy's")];
-    let mut open =
-        |indices: &[usize]| -> Result<Vec<DigestJob>, CopyError> {
-            // Each side's files are opened together (a store may sign their URLs in one call).
-            let mut jobs = Vec::with_capacity(indices.len());
-            for (side, (stores, run, whose)) in sides.iter().enumerate() {
-                let files: Vec<(&str, u64)> = indices
-                    .iter()
-                    .filter(|&&i| i / n == side)
-                    .map(|&i| same_size[i % n])
-                    .collect();
-                let paths: Vec<&str> = files.iter().map(|(path, _)| *path).collect();
-                let downloads = stores.artifacts.downloads(&root_of(run), &paths)?;
-                jobs.extend(files.iter().zip(downloads).map(|((path, size), download)| {
-                    DigestJob {
-                        label: format!("{whose} run {} artifact {path}", run.info.run_id),
-                        size: *size,
-                        download,
-                    }
-                }));
-            }
-            Ok(jobs)
-        };
-    let digests = c
-        .transport
-        .digest_files(2 * n, c.concurrency, &mut open)
-        .context("comparing the artifacts' contents")?;
-    for (i, (path, _)) in same_size.iter().enumerate() {
-        let (from, to) = (&digests[i], &digests[n + i]);
-        if from != to {
-            diff.add(format!(
-                "artifact {path:?}: content differs (sha256 {} in the source, {} in the copy)",
-                from.hex(),
-                to.hex()
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn root_of(run: &Run) -> ArtifactRoot {
+pub(super) fn root_of(run: &Run) -> ArtifactRoot {
     ArtifactRoot {
         owner: Owner::Run(run.info.run_id.clone()),
         uri: run.info.artifact_uri.clone(),
     }
 }
 
-/// The run's artifact tree: path -> size.
-fn files(stores: &Stores, run: &Run) -> anyhow::Result<BTreeMap<String, u64>> {
-    let listed: Vec<FileEntry> = stores
-        .artifacts
-        .list(&root_of(run))
-        .with_context(|| format!("listing the artifacts of run {}", run.info.run_id))?;
-    Ok(listed.into_iter().map(|f| (f.path, f.size)).collect())
+/// What the copy re-points in the run's `MLmodel` files: the run id.
+pub(super) fn run_ids(src: &Run, dst: &Run) -> IdMap {
+    let mut ids = IdMap::default();
+    ids.add(&src.info.run_id, &dst.info.run_id);
+    ids
 }
 
 #[cfg(test)]

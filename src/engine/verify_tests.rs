@@ -172,3 +172,31 @@ fn a_version_copy_is_compared_by_source_tags_stage_aliases_and_run() {
         "{differences:?}"
     );
 }
+
+#[test]
+fn a_logged_model_copy_is_compared_field_by_field_and_file_by_file() {
+    let w = world();
+    let (src, dst) = copied_run(&w);
+    let copy_uri = {
+        let mut state = w.dst.state.borrow_mut();
+        let copy = state
+            .models
+            .iter_mut()
+            .find(|m| m.info.source_run_id.as_deref() == Some(dst.as_str()))
+            .unwrap();
+        copy.info.tags.retain(|t| t.key != "stage");
+        copy.data.params[0].value = "2.0".into();
+        copy.info.artifact_uri.clone()
+    };
+    w.dst.put_file(&copy_uri, "model.pkl", &[8u8; 3000]);
+    let differences = run_differences(&w, &src, &dst);
+    let fields: Vec<&str> = differences
+        .iter()
+        .map(|d| d.split(") ").nth(1).unwrap().split(':').next().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        ["param \"C\"", "tag \"stage\"", "artifact \"model.pkl\""],
+        "{differences:?}"
+    );
+}

@@ -241,6 +241,20 @@ impl FakeServer {
             .entry(run_id.into())
             .or_default()
             .extend_from_slice(batch);
+        // Like MLflow 3: a point logged for a model is one of the model's metrics too.
+        for metric in batch {
+            let model = metric.model_id.as_deref();
+            if let Some(m) = state
+                .models
+                .iter_mut()
+                .find(|m| Some(m.info.model_id.as_str()) == model)
+            {
+                m.data.metrics.push(Metric {
+                    run_id: Some(run_id.to_string()),
+                    ..metric.clone()
+                });
+            }
+        }
         Ok(())
     }
 
