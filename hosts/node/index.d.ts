@@ -146,6 +146,8 @@ export interface VerifyReport {
   loggedModels: number;
   artifactFiles: number;
   artifactBytes: number;
+  /** MLflow 3 traces of the run and its logged models, each compared with its copy. */
+  traces: number;
   differences: string[];
 }
 

@@ -33,6 +33,8 @@ pub struct VerifyReport {
     pub logged_models: u32,
     pub artifact_files: u64,
     pub artifact_bytes: u64,
+    /// MLflow 3 traces of the run and its logged models, each compared with its copy.
+    pub traces: u32,
     /// One line per difference, naming the field (at most `MAX_DIFFERENCES`).
     pub differences: Vec<String>,
 }

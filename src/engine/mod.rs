@@ -21,6 +21,7 @@ pub mod verify_artifacts;
 pub mod verify_experiment;
 pub mod verify_model_version;
 pub mod verify_models;
+pub mod verify_traces;
 pub mod version_source;
 
 #[cfg(test)]

@@ -34,6 +34,14 @@ pub fn linked(value: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The prompts a link value names, sorted, without their versions: a copy links the same
+/// prompts under the destination registry's version numbers (what verify compares).
+pub fn linked_names(value: &str) -> Vec<String> {
+    let mut names: Vec<String> = linked(value).into_iter().map(|(name, _)| name).collect();
+    names.sort();
+    names
+}
+
 /// Versions are strings in the tag, numbers in some clients' values.
 fn version_of(v: &Value) -> Option<String> {
     match v {

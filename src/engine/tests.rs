@@ -1155,14 +1155,14 @@ fn creates_whose_answers_are_lost_are_found_not_made_twice() {
     assert_eq!(report.dst_version, "1");
 }
 
-mod traces {
+pub(super) mod traces {
     use super::*;
     use crate::stores::fake_traces::FakeTrace;
     use serde_json::{json, Value};
 
     /// Three traces of the run: two by metadata, one by association only; each with two spans
     /// and a feedback.
-    fn seed_traces(src: &FakeServer, run_id: &str) -> Vec<String> {
+    pub(in crate::engine) fn seed_traces(src: &FakeServer, run_id: &str) -> Vec<String> {
         let experiment = src.get_run(run_id).unwrap().info.experiment_id;
         let mut ids = Vec::new();
         for n in 1..=3u8 {

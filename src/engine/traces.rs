@@ -38,7 +38,7 @@ const ID_KEYS: [&str; 3] = [
 /// and a row made by OTLP span ingest alone lacks.
 const SCHEMA_VERSION: &str = "mlflow.trace_schema.version";
 /// Tags the destination server sets for itself (where it keeps the trace's data).
-const SERVER_TAGS: [&str; 2] = ["mlflow.artifactLocation", "mlflow.trace.spansLocation"];
+pub(super) const SERVER_TAGS: [&str; 2] = ["mlflow.artifactLocation", "mlflow.trace.spansLocation"];
 
 #[derive(Default, Debug, PartialEq)]
 pub struct TraceCounts {
@@ -169,17 +169,17 @@ fn source_groups(src_run: &Run, copies: &[ModelCopy]) -> Vec<Group> {
 }
 
 /// Metadata `mlflow.sourceRun` or an association with the run (MLflow's `trace.run_id`).
-fn run_filter(run_id: &str) -> String {
+pub(super) fn run_filter(run_id: &str) -> String {
     format!("trace.run_id = '{run_id}'")
 }
 
-fn model_filter(model_id: &str) -> String {
+pub(super) fn model_filter(model_id: &str) -> String {
     format!("metadata.`mlflow.modelId` = '{model_id}'")
 }
 
 /// `Some(the server's answer)` when a search failed because the server has no such route (an
 /// MLflow server before 3.0 answers `ENDPOINT_NOT_FOUND`); other failures are errors.
-fn without_trace_routes<T>(
+pub(super) fn without_trace_routes<T>(
     search: Result<T, crate::api::CopyError>,
 ) -> Result<Option<String>, crate::api::CopyError> {
     match search {
@@ -196,7 +196,7 @@ fn without_trace_routes<T>(
 }
 
 /// Walks the pages of one search, bounded by `MAX_PAGES`.
-fn for_each_trace(
+pub(super) fn for_each_trace(
     store: &dyn Traces,
     experiment_id: &str,
     filter: &str,
@@ -466,7 +466,7 @@ pub fn rewrite_info(src: &Value, src_id: &str, rewrite: &Rewrite) -> Value {
 }
 
 /// Replaces run and model ids in a metadata map's id-valued keys.
-fn repoint(map: &mut Value, ids: &BTreeMap<String, String>) {
+pub(super) fn repoint(map: &mut Value, ids: &BTreeMap<String, String>) {
     let Some(map) = map.as_object_mut() else {
         return;
     };
@@ -525,7 +525,7 @@ fn hash128(text: &str) -> u128 {
     (u128::from(fnv(0xcbf2_9ce4_8422_2325)) << 64) | u128::from(fnv(0x6c62_272e_07bb_0142))
 }
 
-fn str_at<'v>(v: &'v Value, key: &str) -> &'v str {
+pub(super) fn str_at<'v>(v: &'v Value, key: &str) -> &'v str {
     v[key].as_str().unwrap_or_default()
 }
 

@@ -1,12 +1,14 @@
 //! verify-run: compares a copy with its source field by field (run info, params, tags, full
-//! metric histories, datasets, the logged models with their files, the artifact tree with
+//! metric histories, datasets, the logged models with their files, traces, the artifact tree with
 //! sizes and contents) and lists every difference. Reads only; like `rclone check`, the proof
 //! before the old server goes.
 
 use super::lineage;
 use super::mlmodel::IdMap;
+use super::prompts::{linked_names, LINKED_PROMPTS};
 use super::verify_artifacts::{compare_tree, Trees};
 use super::verify_models;
+use super::verify_traces;
 use super::Copier;
 use crate::api::{VerifyReport, VerifyRunRequest, MAX_DIFFERENCES};
 use crate::stores::model::{ArtifactRoot, Metric, Owner, Run};
@@ -82,6 +84,7 @@ pub(super) fn compare_runs(
     };
     let run_files = compare_tree(c, &run_tree, &mut diff)?;
     let model_files = verify_models::compare_logged_models(c, [&src, &dst], &mut diff)?;
+    let traces = verify_traces::compare_traces(c, [&src, &dst], &model_files.copies, &mut diff)?;
     c.phase(format!(
         "verified run {dst_id} against {src_id}: {} differences",
         diff.0.len()
@@ -96,6 +99,7 @@ pub(super) fn compare_runs(
         logged_models: model_files.models,
         artifact_files: run_files.files + model_files.files,
         artifact_bytes: run_files.bytes + model_files.bytes,
+        traces,
         differences: diff.0,
     })
 }
@@ -194,7 +198,8 @@ pub(super) fn pairs(items: &[crate::stores::model::KeyValue]) -> BTreeMap<String
 }
 
 /// The tags a copy must have as its source has them: lineage, the parent link (checked on
-/// its own) and server-set tags aside.
+/// its own) and server-set tags aside; linked prompts by name (the copy links the
+/// destination registry's versions of them).
 fn comparable_tags(run: &Run) -> BTreeMap<String, String> {
     let mut tags = pairs(&run.data.tags);
     tags.retain(|key, _| {
@@ -203,6 +208,9 @@ fn comparable_tags(run: &Run) -> BTreeMap<String, String> {
             && key != lineage::LOG_MODEL_HISTORY
             && !SERVER_SET_TAGS.contains(&key.as_str())
     });
+    if let Some(links) = tags.get_mut(LINKED_PROMPTS) {
+        *links = format!("prompts {:?}", linked_names(links));
+    }
     tags
 }
 

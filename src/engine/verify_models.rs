@@ -12,11 +12,13 @@ use crate::stores::model::{ArtifactRoot, LoggedModel, Owner, Run};
 use anyhow::Context;
 use std::collections::BTreeMap;
 
-/// What the source's models hold: how many, and their files and bytes.
+/// What the source's models hold: how many, and their files and bytes; and which copy is
+/// whose (source model id -> copy's id).
 pub struct ModelsCompared {
     pub models: u32,
     pub files: u64,
     pub bytes: u64,
+    pub copies: Vec<(String, String)>,
 }
 
 pub fn compare_logged_models(
@@ -35,6 +37,7 @@ pub fn compare_logged_models(
         models: models.len() as u32,
         files: 0,
         bytes: 0,
+        copies: Vec::new(),
     };
     for model in &models {
         let id = &model.info.model_id;
@@ -67,6 +70,7 @@ pub fn compare_logged_models(
         let Compared { files, bytes } = compare_tree(c, &trees, diff)?;
         total.files += files;
         total.bytes += bytes;
+        total.copies.push((id.clone(), dst_id.clone()));
     }
     Ok(total)
 }

@@ -200,3 +200,54 @@ fn a_logged_model_copy_is_compared_field_by_field_and_file_by_file() {
         "{differences:?}"
     );
 }
+
+#[test]
+fn traces_are_compared_with_their_copies_info_assessments_and_spans() {
+    let w = world();
+    let src = seed_run(&w.src);
+    let ids = super::tests::traces::seed_traces(&w.src, &src);
+    let exp = w.src.run(&src).info.experiment_id;
+    let mut progress = Recorded::default();
+    copy_experiment(&mut w.copier(&w.dst, &mut progress), &experiment_copy(&exp)).unwrap();
+    let dst = the_copy(&w.dst, &src).info.run_id;
+    let request = VerifyRunRequest {
+        src_run_id: src.clone(),
+        dst_run_id: dst.clone(),
+        src_mlflow_uri: "http://src".into(),
+        dst_mlflow_uri: "http://dst".into(),
+    };
+    let mut c = w.copier(&w.dst, &mut progress);
+    let clean = verify_run(&mut c, &request).unwrap();
+    assert_eq!(
+        (clean.traces, clean.differences.len()),
+        (3, 0),
+        "{:?}",
+        clean.differences
+    );
+
+    {
+        let mut state = w.dst.state.borrow_mut();
+        state.traces.retain(|t| t.id() != ids[0]);
+        let second = state.traces.iter_mut().find(|t| t.id() == ids[1]).unwrap();
+        second.info["state"] = "ERROR".into();
+        second.info["assessments"] = serde_json::json!([]);
+        let third = state.traces.iter_mut().find(|t| t.id() == ids[2]).unwrap();
+        third.spans.pop();
+    }
+    let damaged = verify_run(&mut c, &request).unwrap().differences;
+    let fields: Vec<String> = damaged
+        .iter()
+        .map(|d| d.split(": ").next().unwrap().to_string())
+        .collect();
+    let (a, b, c) = (&ids[0], &ids[1], &ids[2]);
+    assert_eq!(
+        fields,
+        [
+            format!("trace {a}"),
+            format!("trace {b} (copy {b}) state"),
+            format!("trace {b} (copy {b}) assessments"),
+            format!("trace {c} (copy {c}) spans"),
+        ],
+        "{damaged:?}"
+    );
+}

@@ -182,6 +182,7 @@ fn verify_report(r: api::VerifyReport) -> wit::VerifyReport {
         logged_models: r.logged_models,
         artifact_files: r.artifact_files,
         artifact_bytes: r.artifact_bytes,
+        traces: r.traces,
         differences: r.differences,
     }
 }

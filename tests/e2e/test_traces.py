@@ -147,6 +147,11 @@ def test_evaluation_run_traces_copy_faithfully_and_rerun_writes_nothing(src, dst
     assert dst_client.load_prompt(f"prompts:/{prompt}@production").version == 2
     assert len(dst_client.search_traces(locations=[copied_run.info.experiment_id],
                                         filter_string=f"prompt = '{prompt}/2'")) == len(source)
+    # verify-run compares every trace with its copy (info, metadata, tags, assessments, spans).
+    check = run_cli(["verify-run", "--src-run-id", run_id, "--dst-run-id", report["dst_run_id"],
+                     "--src-mlflow-uri", src.uri, "--dst-mlflow-uri", dst.uri])
+    assert check.code == 0 and check.report["differences"] == [], check
+    assert check.report["traces"] == len(source)
     again = run_cli(copy_run_args(run_id, exp, src.uri, dst.uri))
     assert again.code == 0, again
     assert (again.report["outcome"], again.report["traces"]) == ("existing", 0)
@@ -186,6 +191,14 @@ def test_model_traces_with_exception_and_feedback_are_copied(src, dst, genai, ru
     spans = [s for v in copied for s in v["spans"]]
     assert any(s[0] == "flaky_tool" and s[5] == "ERROR" and s[10][0][0] == "exception" for s in spans)
     assert any(a[0] == "helpfulness" and a[2] == "HUMAN" for v in copied for a in v["assessments"])
+    # A trace's copy damaged: verify-run names it (here a tag changed on the copy).
+    copied_id = traces_of(dst.uri, report["dst_run_id"], dst_model)[1][0]
+    _client(dst.uri).set_trace_tag(copied_id, "mlflow.traceName", "renamed")
+    check = run_cli(["verify-run", "--src-run-id", genai["agent_run"], "--dst-run-id", report["dst_run_id"],
+                     "--src-mlflow-uri", src.uri, "--dst-mlflow-uri", dst.uri])
+    assert check.code != 0 and check.report["traces"] == 3, check
+    [difference] = check.report["differences"]
+    assert difference.split(": ")[0].endswith(f'(copy {copied_id}) tag "mlflow.traceName"'), difference
 
 
 def test_same_server_copy_leaves_the_source_traces_alone(src, genai):
