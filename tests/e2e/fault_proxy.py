@@ -145,6 +145,8 @@ class FaultProxy:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.connections = set()
+        # Connections accepted so far (a client that reuses them opens few).
+        self.accepted = 0
         self._legacy = {}
         proxy = self
 
@@ -158,6 +160,7 @@ class FaultProxy:
                 super().setup()
                 with proxy.lock:
                     proxy.connections.add(self.connection)
+                    proxy.accepted += 1
 
             def finish(self):
                 with proxy.lock:

@@ -137,3 +137,30 @@ def test_guest_sees_only_the_credential_variables(host, src, dst):
     # The HTTP function's token is a secret of the host that a copy has no use for: not passed.
     hidden = message({"MLFLOW_COPY_API_TOKEN": marker, "SECRET_NOT_FOR_GUEST": marker})
     assert marker in hidden and "***" not in hidden, hidden
+
+
+def test_the_embedding_host_reuses_connections_where_wasmtime_run_opens_one_per_request(src, dst, proxy):
+    """Round trips: wasmtime's default outgoing handler (`wasmtime run`, `wasmtime serve`) opens
+    a connection per request; the Rust host's pooled handler keeps them open (as Spin does)."""
+    from conftest import copy_run_args, run_cli
+    client = MlflowClient(src.uri)
+    experiment = client.create_experiment(unique("connections"))
+    run = client.create_run(experiment).info.run_id
+    for i in range(12):
+        client.log_text(run, f"file {i}\n", f"files/{i}.txt")
+    client.log_batch(run, params=[mlflow.entities.Param(f"p{i}", "v") for i in range(5)])
+    client.set_terminated(run)
+
+    cli = run_cli(copy_run_args(run, unique("conn-cli"), src.uri, proxy.uri))
+    assert cli.code == 0, cli
+    requests, connections = len(proxy.traffic), proxy.accepted
+    assert requests > 20 and connections == requests, (requests, connections)
+
+    before_requests, before_connections = len(proxy.traffic), proxy.accepted
+    host = run_host("copy-run", {"run_id": run, "experiment_name": unique("conn-host"),
+                                 "src_mlflow_uri": src.uri, "dst_mlflow_uri": proxy.uri})
+    assert host.code == 0, host
+    requests = len(proxy.traffic) - before_requests
+    connections = proxy.accepted - before_connections
+    # At most one per request in flight at once (8 files, 4 metric writes), not one per request.
+    assert requests > 20 and connections <= 12, (requests, connections)

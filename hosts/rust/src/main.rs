@@ -18,6 +18,7 @@
 //! Spin variables (`serve.rs`). The host is built on wasmtime 44.0.0, the version Spin 4.0.2
 //! pins, so that what loads here loads in Spin.
 
+mod outgoing;
 mod serve;
 mod variables;
 
@@ -47,6 +48,8 @@ struct HostState {
     table: ResourceTable,
     /// Spin variables (`serve --spin-variables`); none for a plugin call.
     variables: variables::Variables,
+    /// Outgoing requests, on connections kept and reused (`outgoing.rs`).
+    outgoing: outgoing::Pool,
 }
 
 impl WasiView for HostState {
@@ -63,7 +66,7 @@ impl WasiHttpView for HostState {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: Default::default(),
+            hooks: &mut self.outgoing,
         }
     }
 }
@@ -113,6 +116,7 @@ async fn run() -> Result<i32> {
         http: WasiHttpCtx::new(),
         table: ResourceTable::new(),
         variables: Default::default(),
+        outgoing: outgoing::Pool::default(),
     };
     let mut store = Store::new(&engine, state);
     let plugin = Plugin::instantiate_async(&mut store, &component, &linker).await?;

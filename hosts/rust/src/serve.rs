@@ -25,6 +25,8 @@ use wasmtime_wasi_http::WasiHttpCtx;
 struct Server {
     pre: ProxyPre<HostState>,
     variables: Variables,
+    /// One pool of outgoing connections for every request the server handles.
+    outgoing: crate::outgoing::Pool,
 }
 
 pub async fn serve(args: &[String]) -> Result<i32> {
@@ -51,7 +53,11 @@ pub async fn serve(args: &[String]) -> Result<i32> {
     let pre = ProxyPre::new(linker.instantiate_pre(&component)?).map_err(|e| {
         anyhow::Error::from(e).context(format!("{wasm} does not export wasi:http/incoming-handler"))
     })?;
-    let server = Arc::new(Server { pre, variables });
+    let server = Arc::new(Server {
+        pre,
+        variables,
+        outgoing: Default::default(),
+    });
     let listener = TcpListener::bind(&listen).await?;
     println!("listening on http://{}", listener.local_addr()?);
     loop {
@@ -85,6 +91,7 @@ impl Server {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             variables: self.variables.clone(),
+            outgoing: self.outgoing.clone(),
         };
         let mut store = Store::new(self.pre.engine(), state);
         let (sender, receiver) = tokio::sync::oneshot::channel();
