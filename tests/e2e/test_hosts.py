@@ -139,9 +139,10 @@ def test_guest_sees_only_the_credential_variables(host, src, dst):
     assert marker in hidden and "***" not in hidden, hidden
 
 
-def test_the_embedding_host_reuses_connections_where_wasmtime_run_opens_one_per_request(src, dst, proxy):
-    """Round trips: wasmtime's default outgoing handler (`wasmtime run`, `wasmtime serve`) opens
-    a connection per request; the Rust host's pooled handler keeps them open (as Spin does)."""
+def test_the_rust_host_and_node_reuse_connections_where_wasmtime_opens_one_per_request(src, dst, proxy):
+    """Round trips: wasmtime's default outgoing handler (`wasmtime run`, `wasmtime serve`, the
+    Python package) opens a connection per request; the Rust host's pooled handler and Node keep
+    them open."""
     from conftest import copy_run_args, run_cli
     client = MlflowClient(src.uri)
     experiment = client.create_experiment(unique("connections"))
@@ -164,3 +165,15 @@ def test_the_embedding_host_reuses_connections_where_wasmtime_run_opens_one_per_
     connections = proxy.accepted - before_connections
     # At most one per request in flight at once (8 files, 4 metric writes), not one per request.
     assert requests > 20 and connections <= 12, (requests, connections)
+    # The packages: wasmtime-py's handler is wasmtime's default; jco's shim (Node's http agent)
+    # keeps connections alive. What the README says of each host.
+    for package, pooled in (("python", False), ("node", True)):
+        before_requests, before_connections = len(proxy.traffic), proxy.accepted
+        code, out, err = hosts.run(package, "copy-run", {
+            "run_id": run, "experiment_name": unique(f"conn-{package}"),
+            "src_mlflow_uri": src.uri, "dst_mlflow_uri": proxy.uri}, WASM)
+        assert code == 0, err
+        requests = len(proxy.traffic) - before_requests
+        connections = proxy.accepted - before_connections
+        assert requests > 20 and (connections <= 12 if pooled else connections == requests), \
+            (package, requests, connections)
