@@ -3,7 +3,8 @@
 //!
 //! Items run one at a time in one component instance: a copy's requests are already many in
 //! flight (files, metric pages), and the engine is single-threaded (WASI 0.2 has no threads),
-//! so runs are not interleaved here; wider fan-out belongs to the hosts or to `--via`.
+//! so runs are not interleaved here. With `--via` the items run elsewhere, several in flight
+//! (`item_executor`), and end in the order they finish.
 
 use super::progress::Event;
 use super::Copier;
@@ -18,7 +19,9 @@ pub const MAX_FAILURES_IN_A_ROW: u32 = 5;
 pub struct Migration {
     report: MigrationReport,
     total: usize,
-    started: Instant,
+    /// Items begun so far.
+    started: usize,
+    began_at: Instant,
     failures_in_a_row: u32,
 }
 
@@ -39,7 +42,8 @@ impl Migration {
                 elapsed_seconds: 0.0,
             },
             total,
-            started: Instant::now(),
+            started: 0,
+            began_at: Instant::now(),
             failures_in_a_row: 0,
         }
     }
@@ -51,15 +55,27 @@ impl Migration {
         src_id: &str,
         copy: impl FnOnce(&mut Copier) -> anyhow::Result<MigrationItem>,
     ) {
-        if let Some(reason) = self.giving_up() {
-            return self.record(c, failed(src_id, &reason));
+        if self.begin(c, src_id) {
+            let result = copy(c);
+            self.end(c, src_id, result);
         }
-        c.phase(format!(
-            "item {}/{}: {src_id}",
-            self.report.items.len() + 1,
-            self.total
-        ));
-        let item = match copy(c) {
+    }
+
+    /// Whether an item may start: not once enough items failed in a row (it is then recorded
+    /// as not attempted). Announces it. Items may be in flight several at once (`--via`).
+    pub fn begin(&mut self, c: &mut Copier, src_id: &str) -> bool {
+        if let Some(reason) = self.giving_up() {
+            self.record(c, failed(src_id, &reason));
+            return false;
+        }
+        self.started += 1;
+        c.phase(format!("item {}/{}: {src_id}", self.started, self.total));
+        true
+    }
+
+    /// Records how an item begun earlier ended.
+    pub fn end(&mut self, c: &mut Copier, src_id: &str, result: anyhow::Result<MigrationItem>) {
+        let item = match result {
             Ok(item) => item,
             Err(e) => failed(src_id, &CopyError::from_chain(&e)),
         };
@@ -104,7 +120,7 @@ impl Migration {
         r.metric_points += item.metric_points;
         r.items.push(item.clone());
         let done = r.items.len();
-        let elapsed = self.started.elapsed().as_secs_f64();
+        let elapsed = self.began_at.elapsed().as_secs_f64();
         let eta = (done < self.total).then(|| elapsed / done as f64 * (self.total - done) as f64);
         c.progress.event(Event::Item {
             done: done as u64,
@@ -142,7 +158,7 @@ impl Migration {
     }
 
     pub fn finish(mut self) -> MigrationReport {
-        self.report.elapsed_seconds = self.started.elapsed().as_secs_f64();
+        self.report.elapsed_seconds = self.began_at.elapsed().as_secs_f64();
         self.report
     }
 }

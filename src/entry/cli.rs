@@ -188,6 +188,16 @@ pub struct BulkFlags {
     /// copy that differs is a failed item; for copy-model, the runs of deep copies).
     #[arg(long)]
     pub verify: bool,
+    /// Run each item as one request to mlflow-copy's HTTP function at URL (its replicas behind
+    /// a load balancer share the work); the plan, the order and --verify stay here. Its bearer
+    /// token comes from MLFLOW_COPY_VIA_TOKEN; an item's request may take
+    /// MLFLOW_COPY_VIA_TIMEOUT seconds (default 7200). A lost replica means a retry.
+    #[arg(long, value_name = "URL")]
+    pub via: Option<String>,
+    /// Items in flight at once over --via (1-64, default 4; copy-model sends its versions one
+    /// after another whatever it says, so that they keep their numbers).
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -270,6 +280,8 @@ impl From<CopyExperimentArgs> for CopyExperimentRequest {
             max_runs: a.max_runs,
             dry_run: a.bulk.dry_run,
             verify: a.bulk.verify,
+            via: a.bulk.via,
+            parallel: a.bulk.parallel,
             concurrency: a.concurrency,
         }
     }
@@ -291,6 +303,8 @@ impl From<CopyModelArgs> for CopyModelRequest {
             copy_lineage_tags: a.version.copy_lineage_tags,
             dry_run: a.bulk.dry_run,
             verify: a.bulk.verify,
+            via: a.bulk.via,
+            parallel: a.bulk.parallel,
             concurrency: a.concurrency,
         }
     }

@@ -90,6 +90,8 @@ impl wit::Guest for Component {
             max_runs: request.max_runs,
             dry_run: request.dry_run.unwrap_or(false),
             verify: request.verify.unwrap_or(false),
+            via: request.via,
+            parallel: request.parallel,
             concurrency: request.concurrency.unwrap_or(api::DEFAULT_CONCURRENCY),
         };
         migrate(&request)
@@ -110,6 +112,8 @@ impl wit::Guest for Component {
             copy_lineage_tags: request.copy_lineage_tags.unwrap_or(false),
             dry_run: request.dry_run.unwrap_or(false),
             verify: request.verify.unwrap_or(false),
+            via: request.via,
+            parallel: request.parallel,
             concurrency: request.concurrency.unwrap_or(api::DEFAULT_CONCURRENCY),
         };
         migrate(&request)
