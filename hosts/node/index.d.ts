@@ -83,6 +83,10 @@ export interface CopyExperimentRequest {
   maxRuns?: number;
   dryRun?: boolean;
   verify?: boolean;
+  /** URL of mlflow-copy's HTTP function: each item one request to it (token: MLFLOW_COPY_VIA_TOKEN). */
+  via?: string;
+  /** Items in flight at once over `via` (default 4). */
+  parallel?: number;
   concurrency?: number;
 }
 
@@ -100,6 +104,10 @@ export interface CopyModelRequest {
   copyLineageTags?: boolean;
   dryRun?: boolean;
   verify?: boolean;
+  /** URL of mlflow-copy's HTTP function: each item one request to it (token: MLFLOW_COPY_VIA_TOKEN). */
+  via?: string;
+  /** Items in flight at once over `via` (default 4). */
+  parallel?: number;
   concurrency?: number;
 }
 

@@ -184,12 +184,14 @@ fn linker(engine: &Engine) -> Result<Linker<HostState>> {
 /// `MLFLOW_*S3_ENDPOINT_URL`, the MLflow and AWS settings the component reads (`EXACT`) and
 /// `DATABRICKS_*`. The same rule as the Python and Node.js hosts.
 fn passed_to_guest(name: &str) -> bool {
-    const EXACT: [&str; 13] = [
+    const EXACT: [&str; 15] = [
         "MLFLOW_HTTP_REQUEST_TIMEOUT",
         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
         "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER",
         "MLFLOW_COPY_FILES_API_MAX_PUT",
         "MLFLOW_COPY_ALLOWED_HOSTS",
+        "MLFLOW_COPY_VIA_TOKEN",
+        "MLFLOW_COPY_VIA_TIMEOUT",
         "MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE",
         "MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE",
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
