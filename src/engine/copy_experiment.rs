@@ -113,7 +113,7 @@ struct RunItems<'a> {
 impl Items for RunItems<'_> {
     fn next(&mut self, c: &mut Copier) -> Option<(usize, Job)> {
         loop {
-            match self.queue.next() {
+            match self.queue.next_step() {
                 Next::Start(i) => {
                     let run_id = self.queue.run(i).run_id.clone();
                     if self.migration.begin(c, &run_id) {
@@ -167,7 +167,7 @@ impl RunItems<'_> {
 fn plan(c: &mut Copier, runs: Vec<RunSummary>, dst: Option<&str>, migration: &mut Migration) {
     let mut queue = NestedQueue::new(runs);
     loop {
-        match queue.next() {
+        match queue.next_step() {
             Next::Start(i) => {
                 let run_id = queue.run(i).run_id.clone();
                 migration.item(c, &run_id, |c| plan_item(c, &run_id, dst));

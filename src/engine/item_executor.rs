@@ -25,7 +25,7 @@ pub enum Job {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Done {
     Run(CopyRunReport),
-    Version(CopyModelVersionReport),
+    Version(Box<CopyModelVersionReport>),
 }
 
 /// The bulk copy's side of the work: the items that may start, handed out one by one, and
@@ -61,14 +61,14 @@ impl ItemExecutor for Local {
     }
 }
 
-fn run_here(c: &mut Copier, job: &Job) -> anyhow::Result<Done> {
+/// Runs one job in this component instance.
+pub fn run_here(c: &mut Copier, job: &Job) -> anyhow::Result<Done> {
     match job {
         Job::Run {
             request,
             dst_experiment_id,
         } => copy_run::copy_into(c, &request.run_id, dst_experiment_id).map(Done::Run),
-        Job::Version(one) => {
-            copy_model_version::copy_version(c, one, Aliases::Later).map(Done::Version)
-        }
+        Job::Version(one) => copy_model_version::copy_version(c, one, Aliases::Later)
+            .map(|r| Done::Version(Box::new(r))),
     }
 }

@@ -14,7 +14,7 @@ use crate::stores::{Registry, Tracking};
 
 /// A source experiment: the seeded run, its child and grandchild (listed before it: newer),
 /// a failed run and a deleted one. Returns (experiment id, [root, child, grandchild, failed]).
-fn seed_experiment(w: &World) -> (String, Vec<String>) {
+pub(super) fn seed_experiment(w: &World) -> (String, Vec<String>) {
     let root = seed_run(&w.src);
     let exp = w.src.run(&root).info.experiment_id;
     w.src
@@ -41,7 +41,7 @@ fn seed_experiment(w: &World) -> (String, Vec<String>) {
     (exp, ids)
 }
 
-fn experiment_request(exp: &str, dry_run: bool) -> CopyExperimentRequest {
+pub(super) fn experiment_request(exp: &str, dry_run: bool) -> CopyExperimentRequest {
     CopyExperimentRequest {
         src_experiment_name: None,
         src_experiment_id: Some(exp.to_string()),

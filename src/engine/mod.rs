@@ -22,6 +22,8 @@ pub mod verify;
 pub mod version_source;
 
 #[cfg(test)]
+mod fan_out_tests;
+#[cfg(test)]
 mod migration_tests;
 #[cfg(test)]
 mod tests;

@@ -57,7 +57,7 @@ impl NestedQueue {
         &self.runs[index]
     }
 
-    pub fn next(&mut self) -> Next {
+    pub fn next_step(&mut self) -> Next {
         while self
             .state
             .get(self.first_waiting)
@@ -132,16 +132,20 @@ mod tests {
             run("a1", Some("a")),
             run("b1", Some("b")),
         ]);
-        assert_eq!(q.next(), Next::Start(0));
-        assert_eq!(q.next(), Next::Start(1));
-        assert_eq!(q.next(), Next::Wait, "children wait for their parents");
+        assert_eq!(q.next_step(), Next::Start(0));
+        assert_eq!(q.next_step(), Next::Start(1));
+        assert_eq!(q.next_step(), Next::Wait, "children wait for their parents");
         q.finished(1, true);
-        assert_eq!(q.next(), Next::Start(3), "b's child need not wait for a");
-        assert_eq!(q.next(), Next::Wait);
+        assert_eq!(
+            q.next_step(),
+            Next::Start(3),
+            "b's child need not wait for a"
+        );
+        assert_eq!(q.next_step(), Next::Wait);
         assert!(!q.exhausted());
         q.finished(0, true);
-        assert_eq!(q.next(), Next::Start(2));
-        assert_eq!(q.next(), Next::Empty);
+        assert_eq!(q.next_step(), Next::Start(2));
+        assert_eq!(q.next_step(), Next::Empty);
         assert!(q.exhausted());
     }
 
@@ -153,21 +157,25 @@ mod tests {
             run("a11", Some("a1")),
             run("orphan", Some("not-selected")),
         ]);
-        assert_eq!(q.next(), Next::Start(0));
-        assert_eq!(q.next(), Next::Start(3), "a parent outside the selection");
+        assert_eq!(q.next_step(), Next::Start(0));
+        assert_eq!(
+            q.next_step(),
+            Next::Start(3),
+            "a parent outside the selection"
+        );
         q.finished(0, false);
-        assert_eq!(q.next(), Next::Blocked(1, "a".into()));
-        assert_eq!(q.next(), Next::Blocked(2, "a1".into()));
-        assert_eq!(q.next(), Next::Empty);
+        assert_eq!(q.next_step(), Next::Blocked(1, "a".into()));
+        assert_eq!(q.next_step(), Next::Blocked(2, "a1".into()));
+        assert_eq!(q.next_step(), Next::Empty);
     }
 
     #[test]
     fn a_loop_of_parent_tags_blocks_nothing_forever() {
         // parents_first keeps such runs in some order; the later one waits for the earlier.
         let mut q = NestedQueue::new(vec![run("x", Some("y")), run("y", Some("x"))]);
-        assert_eq!(q.next(), Next::Start(0));
+        assert_eq!(q.next_step(), Next::Start(0));
         q.finished(0, true);
-        assert_eq!(q.next(), Next::Start(1));
-        assert_eq!(q.next(), Next::Empty);
+        assert_eq!(q.next_step(), Next::Start(1));
+        assert_eq!(q.next_step(), Next::Empty);
     }
 }

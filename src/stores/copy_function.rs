@@ -92,6 +92,25 @@ impl Via {
         })
     }
 
+    /// A `Via` over transports given (the tests' doubles of the function).
+    #[cfg(test)]
+    pub fn over(
+        base: &str,
+        parallel: usize,
+        token: Option<&str>,
+        [items, probe]: [Transport; 2],
+    ) -> Via {
+        let base = Url::parse(base).expect("a URL");
+        Via {
+            credential: token
+                .map(|t| Credential::for_origin_of(Rc::new(ViaToken(t.to_string())), &base)),
+            base,
+            parallel,
+            items,
+            probe,
+        }
+    }
+
     /// `URL/route`, under the URL's own path (a function behind a path prefix).
     fn route(&self, route: &str) -> Url {
         let mut url = self.base.clone();
@@ -242,7 +261,7 @@ fn report(job: &Job, body: &[u8]) -> Result<Done, CopyError> {
     };
     match job {
         Job::Run { .. } => serde_json::from_slice(body).map(Done::Run),
-        Job::Version(_) => serde_json::from_slice(body).map(Done::Version),
+        Job::Version(_) => serde_json::from_slice(body).map(|r| Done::Version(Box::new(r))),
     }
     .map_err(unreadable)
 }

@@ -4,6 +4,7 @@ built component behind a real load balancer (HAProxy from Debian: round robin, h
 copied exactly once, nested as in the source, each replica must have been sent items, and the
 copies must verify. Also: a wrong token and an unreachable URL fail clearly, and a dry run
 never contacts the function."""
+import json
 import os
 import re
 import shutil
@@ -17,7 +18,8 @@ import requests
 
 import seed
 from compare import runs_in
-from conftest import Result, Served, cli_command, free_port, run_cli, unique
+import hosts
+from conftest import WASM, Result, Served, cli_command, free_port, run_cli, run_host, unique
 
 TOKEN = "fanout-token-5c2e91d7"
 SRC_LINEAGE = "mlflow_exim.run_info.run_id"
@@ -226,3 +228,28 @@ def test_a_migration_fans_out_and_survives_a_lost_replica(fleet, src, dst, exper
     again = run_cli(command, env=env)
     assert again.code == 0, again
     assert again.report["existing"] == len(parents), again.report
+
+
+@pytest.mark.parametrize("host", ["python", "node", "rust"])
+def test_the_hosts_send_items_via_the_function(host, fleet, src, dst, experiment):
+    """`via` and `parallel` of the WIT request records, from each embedding host: a root and
+    its child copied through the balancer, nested."""
+    balancer, _ = fleet
+    _, parents = experiment
+    child = next(run_id for run_id, parent in parents.items() if parent)
+    dst_name = unique(f"fanout-{host}")
+    request = {"src_experiment_name": experiment[0], "dst_experiment_name": dst_name,
+               "src_mlflow_uri": src.uri, "dst_mlflow_uri": dst.uri, "run_ids": [child, parents[child]],
+               "via": balancer.url, "parallel": 2}
+    env = {"MLFLOW_COPY_VIA_TOKEN": TOKEN, **FAST_RETRIES}
+    if host == "rust":
+        result = run_host("copy-experiment", request, env=env)
+        code, out = result.code, json.loads(result.stdout)
+    else:
+        code, out, _ = hosts.run(host, "copy-experiment", request, WASM, env=env)
+    assert code == 0, out
+    report = out["ok"]
+    assert (report["created"], report["failed"]) == (2, 0), report
+    copies = {r.data.tags[SRC_LINEAGE]: r for r in runs_in(dst.uri, dst_name)}
+    assert sorted(copies) == sorted([child, parents[child]])
+    assert copies[child].data.tags[PARENT] == copies[parents[child]].info.run_id
