@@ -19,7 +19,7 @@ import requests
 import seed
 from compare import runs_in
 import hosts
-from conftest import WASM, Result, Served, cli_command, free_port, run_cli, run_host, unique
+from conftest import WASM, Result, Served, cli_command, free_port, run_cli, run_host, unique, wait_for_health
 
 TOKEN = "fanout-token-5c2e91d7"
 SRC_LINEAGE = "mlflow_exim.run_info.run_id"
@@ -72,14 +72,8 @@ listen stats
             f.write(config)
         self.log = open(os.path.join(self.dir, "haproxy.log"), "wb")
         self.proc = subprocess.Popen(["haproxy", "-db", "-f", path], stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                time.sleep(0.2)
-        raise RuntimeError(f"haproxy did not start; see {self.log.name}")
+        if not wait_for_health(self.url + "/healthz", 20):
+            raise RuntimeError(f"haproxy did not start; see {self.log.name}")
 
     def sessions(self):
         """Requests sent to each replica so far (HAProxy's `stot`; health checks aside)."""
