@@ -17,6 +17,8 @@ Credentials come from the environment, never from flags (under wasmtime, pass ea
                                                  source server only (replace the shared ones)
   MLFLOW_DST_TRACKING_TOKEN, MLFLOW_DST_TRACKING_USERNAME, MLFLOW_DST_TRACKING_PASSWORD
                                                  destination server only
+  MLFLOW_COPY_VIA_TOKEN                          bearer token of the HTTP function of --via
+                                                 (sent to that host only)
 
 Hosts: the servers you name are contacted, and the hosts they hand out (signed storage URLs);
 set MLFLOW_COPY_ALLOWED_HOSTS (comma-separated host or host:port) to allow only those. (The

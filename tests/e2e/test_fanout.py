@@ -154,6 +154,29 @@ def test_an_unreachable_function_fails_clearly_and_a_dry_run_never_calls_it(src,
     assert [i["status"] for i in plan.report["items"]] == ["would_create"] * len(parents)
 
 
+def test_a_model_goes_via_the_function_version_by_version(fleet, src, dst):
+    """copy-model --via: versions sent one after another (so they keep their numbers), deep
+    copies verified here, stages and the alias as in the source."""
+    from mlflow import MlflowClient
+    from test_migrations import seed_model
+    balancer, replicas = fleet
+    name, dst_name = unique("fanout-wine"), unique("fanout-wine-prod")
+    seed_model(src.uri, name)
+    command = ["copy-model", "--src-model", name, "--dst-model", dst_name, "--src-registry-uri", src.uri,
+               "--dst-registry-uri", dst.uri, "--dst-experiment-name", unique("fanout-model-runs"),
+               "--copy-stages-and-aliases", "--verify", "--via", balancer.url, "--parallel", "4"]
+    result = run_cli(command, env={"MLFLOW_COPY_VIA_TOKEN": TOKEN, **FAST_RETRIES})
+    assert result.code == 0, result
+    assert [(i["src_id"], i["dst_id"], i["status"]) for i in result.report["items"]] == [
+        ("1", "1", "created"), ("2", "2", "created"), ("3", "3", "created")]
+    s, d = MlflowClient(src.uri, registry_uri=src.uri), MlflowClient(dst.uri, registry_uri=dst.uri)
+    for v in ("1", "2", "3"):
+        assert d.get_model_version(dst_name, v).current_stage == s.get_model_version(name, v).current_stage
+    assert d.get_registered_model(dst_name).aliases == {"champion": "3"}
+    served = sum(len(re.findall(r"POST /copy-model-version -> 200", r.logs())) for r in replicas)
+    assert served >= 3, "each version was copied by a replica"
+
+
 def run_killing_a_replica(command, env, victim, after_items):
     """Runs the CLI, SIGKILLs `victim` once `after_items` items are done (read from its
     progress lines on stderr); returns the result and the progress lines."""
