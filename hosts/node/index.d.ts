@@ -117,6 +117,8 @@ export interface MigrationItem {
   dstId?: string;
   status: 'created' | 'resumed' | 'existing' | 'failed' | 'would-create' | 'would-resume';
   detail?: string;
+  /** copy-experiment: the source run's parent when it is an item too (this item waits for it). */
+  srcParentId?: string;
   /** The item's copy-error: tag is the kind ('bad-input', …), val the message. */
   error?: { tag: string; val: string };
   artifactBytes: number;

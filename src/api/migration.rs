@@ -252,6 +252,10 @@ pub struct MigrationItem {
     pub status: ItemStatus,
     /// Why (a dry run's reason, a deep copy's run), in words.
     pub detail: Option<String>,
+    /// copy-experiment: the source run's parent, when that parent is an item too (this item
+    /// waits for it). What a host needs to run the items in waves by nesting depth.
+    #[serde(default)]
+    pub src_parent_id: Option<String>,
     pub error: Option<ItemError>,
     /// Artifact bytes and metric points this item wrote.
     pub artifact_bytes: u64,
@@ -379,6 +383,7 @@ mod tests {
             dst_id: None,
             status,
             detail: None,
+            src_parent_id: None,
             error: error.as_ref().map(ItemError::from),
             artifact_bytes: 0,
             metric_points: 0,

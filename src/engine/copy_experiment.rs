@@ -18,7 +18,7 @@ use crate::api::{
 };
 use crate::stores::model::{Experiment, KeyValue, Run};
 use anyhow::Context;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Experiment tags a server sets itself (Databricks: owner, type, source notebook): not
 /// copied, the destination has its own.
@@ -86,7 +86,8 @@ pub fn copy_experiment(
         dst.clone(),
         request.dry_run,
         runs.len(),
-    );
+    )
+    .with_parents(parents_among(&runs));
     match &dst {
         Some(dst) if !request.dry_run => {
             let mut items = RunItems {
@@ -317,6 +318,19 @@ fn select_runs(
             _ => return Ok(runs),
         }
     }
+}
+
+/// The parent of each run whose parent is among the runs too.
+fn parents_among(runs: &[RunSummary]) -> HashMap<String, String> {
+    let selected: HashSet<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
+    runs.iter()
+        .filter_map(|r| {
+            let parent = r.parent_id.as_ref()?;
+            selected
+                .contains(parent.as_str())
+                .then(|| (r.run_id.clone(), parent.clone()))
+        })
+        .collect()
 }
 
 /// Parents before their children (so that each child finds its parent's copy and is nested

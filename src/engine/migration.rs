@@ -9,6 +9,7 @@
 use super::progress::Event;
 use super::Copier;
 use crate::api::{CopyError, ErrorKind, ItemError, ItemStatus, MigrationItem, MigrationReport};
+use std::collections::HashMap;
 use std::time::Instant;
 
 /// Failures in a row, of a kind that says the servers rather than the items are failing,
@@ -23,6 +24,8 @@ pub struct Migration {
     started: usize,
     began_at: Instant,
     failures_in_a_row: u32,
+    /// The parent item of each item that has one (copy-experiment), given to its report line.
+    parents: HashMap<String, String>,
 }
 
 impl Migration {
@@ -45,7 +48,13 @@ impl Migration {
             started: 0,
             began_at: Instant::now(),
             failures_in_a_row: 0,
+            parents: HashMap::new(),
         }
+    }
+
+    /// With the parent item of each item that has one (`src_parent_id` of its report line).
+    pub fn with_parents(self, parents: HashMap<String, String>) -> Migration {
+        Migration { parents, ..self }
     }
 
     /// Runs one item, recording its result or its failure.
@@ -99,7 +108,8 @@ impl Migration {
         ))
     }
 
-    pub fn record(&mut self, c: &mut Copier, item: MigrationItem) {
+    pub fn record(&mut self, c: &mut Copier, mut item: MigrationItem) {
+        item.src_parent_id = self.parents.get(&item.src_id).cloned();
         let r = &mut self.report;
         match item.status {
             ItemStatus::Created => r.created += 1,
@@ -177,6 +187,7 @@ pub fn item(src_id: &str, status: ItemStatus) -> MigrationItem {
         dst_id: None,
         status,
         detail: None,
+        src_parent_id: None,
         error: None,
         artifact_bytes: 0,
         metric_points: 0,

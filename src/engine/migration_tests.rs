@@ -77,6 +77,17 @@ fn an_experiment_is_planned_then_copied_parents_first_then_found_copied() {
     assert_eq!(w.dst.writes(), 0, "a dry run writes nothing");
     assert_eq!(plan.dst, None);
     assert_eq!(statuses(&plan), vec![ItemStatus::WouldCreate; 4]);
+    let parent_of = |id: &String| {
+        let item = plan.items.iter().find(|i| &i.src_id == id).unwrap();
+        item.src_parent_id.clone()
+    };
+    assert_eq!(
+        parent_of(&ids[1]),
+        Some(ids[0].clone()),
+        "what a host's waves need"
+    );
+    assert_eq!(parent_of(&ids[2]), Some(ids[1].clone()));
+    assert_eq!(parent_of(&ids[0]), None);
 
     let report = migrate_experiment(&w, &experiment_request(&exp, false));
     assert_eq!((report.created, report.failed), (4, 0));

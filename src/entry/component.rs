@@ -186,6 +186,7 @@ fn migration_item(item: api::MigrationItem) -> wit::MigrationItem {
         dst_id: item.dst_id,
         status,
         detail: item.detail,
+        src_parent_id: item.src_parent_id,
         error: item
             .error
             .map(|e| to_wit_error(CopyError::new(e.kind, e.message))),
