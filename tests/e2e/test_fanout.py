@@ -177,6 +177,20 @@ def test_a_model_goes_via_the_function_version_by_version(fleet, src, dst):
     assert served >= 3, "each version was copied by a replica"
 
 
+def assert_copied_once_and_nested(dst, dst_name, parents):
+    """Every source run copied exactly once (by its lineage tag), complete, nested as in the
+    source. Returns {source run id: its copy's id}."""
+    copies = runs_in(dst.uri, dst_name)
+    sources = [r.data.tags.get(SRC_LINEAGE) for r in copies]
+    assert sorted(sources) == sorted(parents), "each source run once, no duplicates"
+    copy_of = {r.data.tags[SRC_LINEAGE]: r.info.run_id for r in copies}
+    for r in copies:
+        src_parent = parents[r.data.tags[SRC_LINEAGE]]
+        assert r.data.tags.get(PARENT) == (copy_of[src_parent] if src_parent else None), "nesting"
+        assert "mlflow_exim.copy_incomplete" not in r.data.tags
+    return copy_of
+
+
 def run_killing_a_replica(command, env, victim, after_items):
     """Runs the CLI, SIGKILLs `victim` once `after_items` items are done (read from its
     progress lines on stderr); returns the result and the progress lines."""
@@ -217,15 +231,7 @@ def test_a_migration_fans_out_and_survives_a_lost_replica(fleet, src, dst, exper
         assert report["failed"] == 0, result
     assert TOKEN not in result.stdout + result.stderr
 
-    # Every source run copied exactly once, nested as in the source.
-    copies = runs_in(dst.uri, dst_name)
-    sources = [r.data.tags.get(SRC_LINEAGE) for r in copies]
-    assert sorted(sources) == sorted(parents), "each source run once, no duplicates"
-    copy_of = {r.data.tags[SRC_LINEAGE]: r.info.run_id for r in copies}
-    for r in copies:
-        src_parent = parents[r.data.tags[SRC_LINEAGE]]
-        assert r.data.tags.get(PARENT) == (copy_of[src_parent] if src_parent else None), "nesting"
-        assert "mlflow_exim.copy_incomplete" not in r.data.tags
+    copy_of = assert_copied_once_and_nested(dst, dst_name, parents)
 
     # Each replica was sent items; the survivors answered some.
     sent = {k: v - before.get(k, 0) for k, v in balancer.sessions().items()}
@@ -270,3 +276,22 @@ def test_the_hosts_send_items_via_the_function(host, fleet, src, dst, experiment
     copies = {r.data.tags[SRC_LINEAGE]: r for r in runs_in(dst.uri, dst_name)}
     assert sorted(copies) == sorted([child, parents[child]])
     assert copies[child].data.tags[PARENT] == copies[parents[child]].info.run_id
+
+
+def test_the_rust_host_runs_instances_in_waves_without_via(src, dst, experiment):
+    """`parallel` without `via` in the embedding host: a dry run plans, then the items go in
+    waves by nesting depth over three component instances at once."""
+    name, parents = experiment
+    dst_name = unique("fanout-instances")
+    request = {"src_experiment_name": name, "dst_experiment_name": dst_name, "src_mlflow_uri": src.uri,
+               "dst_mlflow_uri": dst.uri, "run_ids": [], "parallel": 3}
+    started = time.time()
+    result = run_host("copy-experiment", request)
+    assert result.code == 0, result
+    report = result.report["ok"]
+    assert (report["created"], report["failed"], report["dry_run"]) == (len(parents), 0, False), report
+    order = [i["src_id"] for i in report["items"]]
+    assert all(order.index(parent) < order.index(run) for run, parent in parents.items() if parent)
+    assert all(i["src_parent_id"] == parents[i["src_id"]] for i in report["items"])
+    assert_copied_once_and_nested(dst, dst_name, parents)
+    print(f"12 runs over 3 instances in {time.time() - started:.1f} s")

@@ -10,12 +10,16 @@
 //! The guest sees only the host's credential variables (`GUEST_ENV`), never the whole
 //! environment.
 //!
+//! copy-experiment with `"parallel": N` (and no `via`) runs N component instances at once, the
+//! items in waves by nesting depth (`fan_out.rs`).
+//!
 //! `mlflow-copy-host exports <mlflow_copy.wasm>` prints the component's export names as JSON.
 //!
 //! `mlflow-copy-host serve <wasm> …` serves the component's HTTP function as Spin does, with
 //! Spin variables (`serve.rs`). The host is built on wasmtime 44.0.0, the version Spin 4.0.2
 //! pins, so that what loads here loads in Spin.
 
+mod fan_out;
 mod serve;
 mod variables;
 
@@ -38,7 +42,7 @@ use exports::mlflow::copy::copier::{
     CopyError, CopyExperimentRequest, CopyModelRequest, CopyModelVersionRequest, CopyRunRequest,
 };
 
-struct HostState {
+pub(crate) struct HostState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
@@ -98,21 +102,12 @@ async fn run() -> Result<i32> {
     let engine = Engine::new(&Config::new())?;
     let component = Component::from_file(&engine, wasm)
         .map_err(|e| anyhow::anyhow!("loading {wasm}: {e:#}"))?;
-    let linker = linker(&engine)?;
-
-    let mut wasi = WasiCtxBuilder::new();
-    wasi.inherit_stderr();
-    for (key, value) in std::env::vars().filter(|(k, _)| passed_to_guest(k)) {
-        wasi.env(key, value);
-    }
-    let state = HostState {
-        wasi: wasi.build(),
-        http: WasiHttpCtx::new(),
-        table: ResourceTable::new(),
-        variables: Default::default(),
+    let guest = Guest {
+        linker: linker(&engine)?,
+        engine,
+        component,
     };
-    let mut store = Store::new(&engine, state);
-    let plugin = Plugin::instantiate_async(&mut store, &component, &linker).await?;
+    let (mut store, plugin) = guest.instance().await?;
     let copier = plugin.mlflow_copy_copier();
 
     let outcome: Result<Value, CopyError> = match function.as_str() {
@@ -135,10 +130,15 @@ async fn run() -> Result<i32> {
         "copy-experiment" => {
             let request: CopyExperimentRequest =
                 serde_json::from_str(request).context("parsing the copy-experiment request")?;
-            copier
-                .call_copy_experiment(&mut store, &request)
-                .await?
-                .map(report_json)
+            match fan_out::instances_wanted(&request) {
+                Some(n) => fan_out::copy_experiment(&guest, request, n)
+                    .await?
+                    .map(report_json),
+                None => copier
+                    .call_copy_experiment(&mut store, &request)
+                    .await?
+                    .map(report_json),
+            }
         }
         "copy-model" => {
             let request: CopyModelRequest =
@@ -166,6 +166,34 @@ async fn run() -> Result<i32> {
             println!("{}", json!({ "err": { "kind": kind, "message": message } }));
             Ok(1)
         }
+    }
+}
+
+/// The loaded component, from which instances are made (one per call; several at once for a
+/// fanned-out copy-experiment).
+pub(crate) struct Guest {
+    engine: Engine,
+    component: Component,
+    linker: Linker<HostState>,
+}
+
+impl Guest {
+    /// A fresh instance, its guest given the host's credential variables and stderr.
+    pub(crate) async fn instance(&self) -> Result<(Store<HostState>, Plugin)> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.inherit_stderr();
+        for (key, value) in std::env::vars().filter(|(k, _)| passed_to_guest(k)) {
+            wasi.env(key, value);
+        }
+        let state = HostState {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            variables: Default::default(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        let plugin = Plugin::instantiate_async(&mut store, &self.component, &self.linker).await?;
+        Ok((store, plugin))
     }
 }
 
