@@ -159,9 +159,47 @@ export interface VerifyReport {
   differences: string[];
 }
 
+/** The copyExperiment request whose result is verified (dryRun, verify, concurrency ignored). */
+export type VerifyExperimentRequest = CopyExperimentRequest;
+
+export interface ExperimentVerifyReport {
+  srcExperimentId: string;
+  dstExperimentId: string;
+  runsCompared: number;
+  runsDiffering: number;
+  /** Selected source runs without a complete copy. */
+  missing: string[];
+  metricPoints: number;
+  artifactBytes: number;
+  differences: string[];
+}
+
+export interface VerifyModelVersionRequest {
+  srcModel: string;
+  srcVersion: string;
+  dstModel: string;
+  srcRegistryUri: string;
+  dstRegistryUri: string;
+  dstVersion?: string;
+  dstExperimentName?: string;
+  copyStagesAndAliases?: boolean;
+  copyLineageTags?: boolean;
+}
+
+export interface ModelVersionVerifyReport {
+  srcModel: string;
+  srcVersion: string;
+  dstModel: string;
+  dstVersion: string;
+  run?: VerifyReport;
+  differences: string[];
+}
+
 export function copyExperiment(request: CopyExperimentRequest, options?: Options): Promise<MigrationReport>;
 export function copyModel(request: CopyModelRequest, options?: Options): Promise<MigrationReport>;
 export function verifyRun(request: VerifyRunRequest, options?: Options): Promise<VerifyReport>;
+export function verifyExperiment(request: VerifyExperimentRequest, options?: Options): Promise<ExperimentVerifyReport>;
+export function verifyModelVersion(request: VerifyModelVersionRequest, options?: Options): Promise<ModelVersionVerifyReport>;
 export function passedToGuest(name: string): boolean;
 export function findWasm(wasm?: string): string | undefined;
 export const GUEST_ENV_EXACT: string[];

@@ -165,3 +165,23 @@ export function copyModel(request, options) {
 export function verifyRun(request, options) {
   return call('verifyRun', request, options);
 }
+
+/**
+ * Compares what copyExperiment copied with this request (the same selection of runs) with its
+ * source. request: copyExperiment's ({ srcExperimentName? | srcExperimentId?, dstExperimentName,
+ * srcMlflowUri, dstMlflowUri, filter?, runIds?, maxRuns? }). Resolves to { srcExperimentId, dstExperimentId,
+ * runsCompared, runsDiffering, missing, metricPoints, artifactBytes, differences }.
+ */
+export function verifyExperiment(request, options) {
+  return call('verifyExperiment', { runIds: [], ...request }, options);
+}
+
+/**
+ * Compares a copied model version with its source, as copyModelVersion made it. request:
+ * { srcModel, srcVersion, dstModel, srcRegistryUri, dstRegistryUri, dstVersion?,
+ * dstExperimentName?, copyStagesAndAliases?, copyLineageTags? }. Resolves to { srcModel,
+ * srcVersion, dstModel, dstVersion, run, differences }.
+ */
+export function verifyModelVersion(request, options) {
+  return call('verifyModelVersion', request, options);
+}

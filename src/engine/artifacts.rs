@@ -94,8 +94,9 @@ pub fn is_safe_path(path: &str) -> bool {
         && !path.chars().any(|c| c == '\\' || c.is_control())
 }
 
-fn is_mlmodel(file: &FileEntry) -> bool {
-    file.size <= MLMODEL_MAX && file.path.rsplit('/').next() == Some("MLmodel")
+/// An `MLmodel` file: copied with its ids re-pointed at the copies (`mlmodel::rewrite`).
+pub fn is_mlmodel(path: &str, size: u64) -> bool {
+    size <= MLMODEL_MAX && path.rsplit('/').next() == Some("MLmodel")
 }
 
 /// One file to stream: the index of its tree, and the file.
@@ -126,7 +127,7 @@ pub fn copy_trees(
             HashMap::new()
         };
         for file in &tree.src.files {
-            if is_mlmodel(file) {
+            if is_mlmodel(&file.path, file.size) {
                 total_bytes += file.size;
                 rewrites.push((tree, file));
                 continue;

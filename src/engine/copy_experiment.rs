@@ -22,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 
 /// Experiment tags a server sets itself (Databricks: owner, type, source notebook): not
 /// copied, the destination has its own.
-const SERVER_MANAGED_TAGS: [&str; 4] = [
+pub(super) const SERVER_MANAGED_TAGS: [&str; 4] = [
     "mlflow.ownerId",
     "mlflow.ownerEmail",
     "mlflow.experimentType",
@@ -234,7 +234,10 @@ fn plan_item(c: &mut Copier, run_id: &str, dst: Option<&str>) -> anyhow::Result<
     })
 }
 
-fn source_experiment(c: &Copier, request: &CopyExperimentRequest) -> anyhow::Result<Experiment> {
+pub(super) fn source_experiment(
+    c: &Copier,
+    request: &CopyExperimentRequest,
+) -> anyhow::Result<Experiment> {
     let src = c.src.tracking.as_ref();
     let found = match (&request.src_experiment_name, &request.src_experiment_id) {
         (Some(name), _) => src.experiment_by_name(name)?,
@@ -270,7 +273,7 @@ fn source_experiment(c: &Copier, request: &CopyExperimentRequest) -> anyhow::Res
 
 /// The runs to copy: those listed (each checked to be an active run of the experiment, before
 /// anything is written), else those matching the filter, at most `max_runs` of them.
-fn select_runs(
+pub(super) fn select_runs(
     c: &Copier,
     request: &CopyExperimentRequest,
     experiment: &Experiment,

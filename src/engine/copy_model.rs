@@ -7,7 +7,7 @@
 use super::copy_model_version;
 use super::item_executor::{Done, ItemExecutor, Items, Job};
 use super::migration::{self, Migration};
-use super::verify;
+use super::verify_model_version;
 use super::Copier;
 use crate::api::{
     canonical_stage, CopyError, CopyModelRequest, CopyModelVersionRequest, ItemStatus,
@@ -60,7 +60,7 @@ pub fn copy_model(
     let mut items = VersionItems {
         versions: &versions,
         next: 0,
-        in_flight: false,
+        in_flight: None,
         permissions: request.copy_permissions,
         copies: Vec::new(),
         migration: &mut migration,
@@ -82,7 +82,8 @@ struct VersionItems<'a> {
     versions: &'a [ModelVersion],
     /// The index of the next version to hand out.
     next: usize,
-    in_flight: bool,
+    /// The version in flight, as it was asked for (its `--verify` compares with that).
+    in_flight: Option<CopyModelVersionRequest>,
     /// Permissions go with the version that creates the destination model.
     permissions: bool,
     /// Source and destination version numbers of the versions copied.
@@ -93,29 +94,28 @@ struct VersionItems<'a> {
 
 impl Items for VersionItems<'_> {
     fn next(&mut self, c: &mut Copier) -> Option<(usize, Job)> {
-        while !self.in_flight && self.next < self.versions.len() {
+        while self.in_flight.is_none() && self.next < self.versions.len() {
             let (index, version) = (self.next, &self.versions[self.next].version);
             self.next += 1;
             if self.migration.begin(c, version) {
-                self.in_flight = true;
                 let one = version_request(self.request, version, self.permissions);
+                self.in_flight = Some(one.clone());
                 return Some((index, Job::Version(one)));
             }
         }
         None
     }
 
-    fn done(&mut self, c: &mut Copier, key: usize, result: anyhow::Result<Done>) {
-        self.in_flight = false;
-        let version = &self.versions[key].version;
-        let result = result.and_then(|done| copied_item(c, version, done, self.request.verify));
+    fn done(&mut self, c: &mut Copier, _: usize, result: anyhow::Result<Done>) {
+        let one = self.in_flight.take().expect("a version in flight");
+        let result = result.and_then(|done| copied_item(c, &one, done, self.request.verify));
         if let Ok(item) = &result {
             self.permissions &= item.status == ItemStatus::Failed;
             if let Some(dst) = &item.dst_id {
-                self.copies.push((version.clone(), dst.clone()));
+                self.copies.push((one.src_version.clone(), dst.clone()));
             }
         }
-        self.migration.end(c, version, result);
+        self.migration.end(c, &one.src_version, result);
     }
 
     fn exhausted(&self) -> bool {
@@ -146,23 +146,26 @@ fn version_request(
 /// asked to (locally, wherever the copy ran).
 fn copied_item(
     c: &mut Copier,
-    src_version: &str,
+    one: &CopyModelVersionRequest,
     done: Done,
-    verify_runs: bool,
+    verify: bool,
 ) -> anyhow::Result<MigrationItem> {
     let Done::Version(report) = done else {
-        anyhow::bail!("version {src_version}: the executor reported a run, not a version");
+        anyhow::bail!(
+            "version {}: the executor reported a run, not a version",
+            one.src_version
+        );
     };
-    let run = report.run.as_ref();
-    if let Some(run) = run.filter(|_| verify_runs) {
-        verify::check_copy(c, &run.src_run_id, &run.dst_run_id)?;
+    if verify {
+        verify_model_version::check_copy(c, one, &report.dst_version)?;
     }
+    let run = report.run.as_ref();
     Ok(MigrationItem {
         dst_id: Some(report.dst_version.clone()),
         detail: report.dst_run_id.as_ref().map(|r| format!("run {r}")),
         artifact_bytes: run.map_or(0, |r| r.artifact_bytes),
         metric_points: run.map_or(0, |r| r.metric_points),
-        ..migration::item(src_version, ItemStatus::from(report.outcome))
+        ..migration::item(&one.src_version, ItemStatus::from(report.outcome))
     })
 }
 

@@ -231,7 +231,7 @@ pub(super) fn copy_version(
     Ok(report)
 }
 
-fn read_version(c: &Copier, model: &str, version: &str) -> anyhow::Result<ModelVersion> {
+pub(super) fn read_version(c: &Copier, model: &str, version: &str) -> anyhow::Result<ModelVersion> {
     let found = c
         .src
         .registry
@@ -256,7 +256,7 @@ fn read_version(c: &Copier, model: &str, version: &str) -> anyhow::Result<ModelV
 
 /// A shallow copy points at the source's run and artifacts: only the same server can reach them,
 /// unless the destination keeps its own copy of the version's files (Unity Catalog).
-fn shallow_target(c: &Copier, version: &ModelVersion) -> anyhow::Result<Repointed> {
+pub(super) fn shallow_target(c: &Copier, version: &ModelVersion) -> anyhow::Result<Repointed> {
     let reachable =
         c.src.registry.server() == c.dst.registry.server() || c.dst.registry.keeps_version_files();
     if !reachable {
@@ -319,7 +319,7 @@ fn deep_target(
 }
 
 /// The version's run and what its source names in it: checked before a deep copy.
-fn deep_source<'r>(
+pub(super) fn deep_source<'r>(
     name: &str,
     version: &ModelVersion,
     src_run: Option<&'r Run>,
@@ -349,7 +349,7 @@ fn deep_source<'r>(
 
 /// The source of the version's copy, pointing at the copy `(experiment id, run id)` of its
 /// run, and the ids the version's files must be rewritten with.
-fn repoint_at_copy(
+pub(super) fn repoint_at_copy(
     c: &Copier,
     name: &str,
     version: &ModelVersion,
@@ -591,7 +591,7 @@ fn write_files(
 }
 
 /// A version of the destination model created by an earlier run of the same copy: same source.
-fn earlier_copy(
+pub(super) fn earlier_copy(
     c: &Copier,
     dst_model: &str,
     target: &Repointed,
@@ -633,7 +633,7 @@ fn create_registered_model(
 
 /// The source version's tags, plus the lineage tags when asked for (named as the Python tool
 /// names them, without its doubled `mlflow_exim.mlflow_exim.` prefix).
-fn version_tags(
+pub(super) fn version_tags(
     c: &Copier,
     request: &CopyModelVersionRequest,
     version: &ModelVersion,

@@ -14,7 +14,7 @@ use crate::stores::copy_function::Via;
 use crate::stores::fake::FakeServer;
 use crate::transport::retry::RetryPolicy;
 use crate::transport::{send_each, Attempts, Http, NextJob, Request, Response, SendError};
-use crate::transport::{StreamEvent, Transport};
+use crate::transport::{Digest, StreamEvent, StreamFailure, Transport};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -161,6 +161,10 @@ impl Http for Function {
         _: &mut dyn FnMut(StreamEvent),
     ) {
         send_each(self, calls);
+    }
+
+    fn digest(&self, _: &[(Request, u64)], _: usize) -> Vec<Result<Digest, StreamFailure>> {
+        unreachable!("the function's double streams no files")
     }
 }
 

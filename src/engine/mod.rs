@@ -19,6 +19,10 @@ pub mod progress;
 pub mod prompts;
 pub mod traces;
 pub mod verify;
+pub mod verify_artifacts;
+pub mod verify_experiment;
+pub mod verify_model_version;
+pub mod verify_models;
 pub mod version_source;
 
 #[cfg(test)]
@@ -27,6 +31,8 @@ mod fan_out_tests;
 mod migration_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod verify_tests;
 
 use crate::stores::Stores;
 use crate::transport::Transport;

@@ -1,11 +1,15 @@
 //! verify-run: compares a copy with its source field by field (run info, params, tags, full
-//! metric histories, datasets, logged-model outputs, the artifact tree with sizes) and lists
-//! every difference. Reads only; like `rclone check`, the proof before the old server goes.
+//! metric histories, datasets, the logged models with their files, the artifact tree with
+//! sizes and contents) and lists every difference. Reads only; like `rclone check`, the proof
+//! before the old server goes.
 
 use super::lineage;
+use super::mlmodel::IdMap;
+use super::verify_artifacts::{compare_tree, Trees};
+use super::verify_models;
 use super::Copier;
 use crate::api::{VerifyReport, VerifyRunRequest, MAX_DIFFERENCES};
-use crate::stores::model::{ArtifactRoot, FileEntry, Metric, Owner, Run};
+use crate::stores::model::{ArtifactRoot, Metric, Owner, Run};
 use crate::stores::Stores;
 use crate::transport::Transport;
 use anyhow::Context;
@@ -41,7 +45,11 @@ pub fn check_copy(c: &mut Copier, src_id: &str, dst_id: &str) -> anyhow::Result<
     }
 }
 
-fn compare_runs(c: &mut Copier, src_id: &str, dst_id: &str) -> anyhow::Result<VerifyReport> {
+pub(super) fn compare_runs(
+    c: &mut Copier,
+    src_id: &str,
+    dst_id: &str,
+) -> anyhow::Result<VerifyReport> {
     let src = c
         .src
         .tracking
@@ -66,9 +74,14 @@ fn compare_runs(c: &mut Copier, src_id: &str, dst_id: &str) -> anyhow::Result<Ve
         steps
     };
     diff.lists("logged-model output steps", &steps(&src), &steps(&dst));
-    let src_files = files(&c.src, &src)?;
-    let dst_files = files(&c.dst, &dst)?;
-    diff.maps("artifact (size)", &src_files, &dst_files);
+    let run_tree = Trees {
+        src: root_of(&src),
+        dst: root_of(&dst),
+        ids: run_ids(&src, &dst),
+        prefix: String::new(),
+    };
+    let run_files = compare_tree(c, &run_tree, &mut diff)?;
+    let model_files = verify_models::compare_logged_models(c, [&src, &dst], &mut diff)?;
     c.phase(format!(
         "verified run {dst_id} against {src_id}: {} differences",
         diff.0.len()
@@ -80,9 +93,9 @@ fn compare_runs(c: &mut Copier, src_id: &str, dst_id: &str) -> anyhow::Result<Ve
         tags: src_tags.len() as u32,
         metric_points: points,
         dataset_inputs: src.inputs.dataset_inputs.len() as u32,
-        logged_models: src.outputs.model_outputs.len() as u32,
-        artifact_files: src_files.len() as u64,
-        artifact_bytes: src_files.values().sum(),
+        logged_models: model_files.models,
+        artifact_files: run_files.files + model_files.files,
+        artifact_bytes: run_files.bytes + model_files.bytes,
         differences: diff.0,
     })
 }
@@ -92,13 +105,13 @@ fn compare_runs(c: &mut Copier, src_id: &str, dst_id: &str) -> anyhow::Result<Ve
 pub struct Differences(pub Vec<String>);
 
 impl Differences {
-    fn add(&mut self, line: String) {
+    pub fn add(&mut self, line: String) {
         if self.0.len() < MAX_DIFFERENCES {
             self.0.push(line);
         }
     }
 
-    fn field<T: PartialEq + Debug>(&mut self, name: &str, src: T, dst: T) {
+    pub fn field<T: PartialEq + Debug>(&mut self, name: &str, src: T, dst: T) {
         if src != dst {
             self.add(format!("{name}: source {src:?}, copy {dst:?}"));
         }
@@ -173,7 +186,7 @@ fn compare_user(
     }
 }
 
-fn pairs(items: &[crate::stores::model::KeyValue]) -> BTreeMap<String, String> {
+pub(super) fn pairs(items: &[crate::stores::model::KeyValue]) -> BTreeMap<String, String> {
     items
         .iter()
         .map(|kv| (kv.key.clone(), kv.value.clone()))
@@ -274,22 +287,23 @@ fn history(
     Ok(points)
 }
 
-fn point_key(m: &Metric) -> (i64, i64, u64) {
+pub(super) fn point_key(m: &Metric) -> (i64, i64, u64) {
     let value = if m.value.is_nan() { f64::NAN } else { m.value };
     (m.step, m.timestamp, value.to_bits())
 }
 
-/// The run's artifact tree: path -> size.
-fn files(stores: &Stores, run: &Run) -> anyhow::Result<BTreeMap<String, u64>> {
-    let root = ArtifactRoot {
+pub(super) fn root_of(run: &Run) -> ArtifactRoot {
+    ArtifactRoot {
         owner: Owner::Run(run.info.run_id.clone()),
         uri: run.info.artifact_uri.clone(),
-    };
-    let listed: Vec<FileEntry> = stores
-        .artifacts
-        .list(&root)
-        .with_context(|| format!("listing the artifacts of run {}", run.info.run_id))?;
-    Ok(listed.into_iter().map(|f| (f.path, f.size)).collect())
+    }
+}
+
+/// What the copy re-points in the run's `MLmodel` files: the run id.
+pub(super) fn run_ids(src: &Run, dst: &Run) -> IdMap {
+    let mut ids = IdMap::default();
+    ids.add(&src.info.run_id, &dst.info.run_id);
+    ids
 }
 
 #[cfg(test)]

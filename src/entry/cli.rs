@@ -4,7 +4,7 @@
 use crate::api::ErrorKind;
 use crate::api::{
     CopyError, CopyExperimentRequest, CopyModelRequest, CopyModelVersionRequest, CopyRunRequest,
-    VerifyRunRequest, DEFAULT_CONCURRENCY,
+    VerifyModelVersionRequest, VerifyRunRequest, DEFAULT_CONCURRENCY,
 };
 use crate::engine::progress::{human_line, Event, Progress};
 use clap::{Args, Parser, Subcommand};
@@ -64,10 +64,59 @@ pub enum Command {
     #[command(after_help = CREDENTIALS_HELP)]
     CopyModel(CopyModelArgs),
     /// Compare a copied run with its source field by field (run info, params, tags, full
-    /// metric histories, datasets, logged-model outputs, artifact paths and sizes); print every
+    /// metric histories, datasets, logged-model outputs, artifact paths, sizes and contents); print every
     /// difference and exit non-zero when there is one.
     #[command(after_help = CREDENTIALS_HELP)]
     VerifyRun(VerifyRunArgs),
+    /// Compare the copies of an experiment's runs (copy-experiment's selection: all, --filter,
+    /// --run-ids, --max-runs) with their sources, each as verify-run does, and the experiment's
+    /// description and tags; list runs without a complete copy and every difference, and exit
+    /// non-zero when there is one.
+    #[command(after_help = CREDENTIALS_HELP)]
+    VerifyExperiment(VerifyExperimentArgs),
+    /// Compare a copied model version (copy-model-version's flags, and --dst-version or the
+    /// copy found by its source) with its source: source, description, tags, status, stage
+    /// and aliases when copied, and a deep copy's run as verify-run does; print every
+    /// difference and exit non-zero when there is one.
+    #[command(after_help = CREDENTIALS_HELP)]
+    VerifyModelVersion(VerifyModelVersionArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyModelVersionArgs {
+    /// Source registered model.
+    #[arg(long, value_name = "TEXT")]
+    pub src_model: String,
+    /// Source model version.
+    #[arg(long, value_name = "TEXT")]
+    pub src_version: String,
+    /// The registered model holding the copy.
+    #[arg(long, value_name = "TEXT")]
+    pub dst_model: String,
+    /// The copy's version number (default: the version whose source points where the copy's
+    /// would, as copy-model-version finds an earlier copy).
+    #[arg(long, value_name = "N")]
+    pub dst_version: Option<String>,
+    #[command(flatten)]
+    pub registries: Registries,
+    #[command(flatten)]
+    pub version: VersionFlags,
+}
+
+impl From<VerifyModelVersionArgs> for VerifyModelVersionRequest {
+    fn from(a: VerifyModelVersionArgs) -> Self {
+        VerifyModelVersionRequest {
+            src_model: a.src_model,
+            src_version: a.src_version,
+            dst_model: a.dst_model,
+            src_registry_uri: a.registries.src_registry_uri,
+            dst_registry_uri: a.registries.dst_registry_uri,
+            dst_version: a.dst_version,
+            dst_experiment_name: a.version.dst_experiment_name,
+            copy_stages_and_aliases: a.version.copy_stages_and_aliases,
+            copy_lineage_tags: a.version.copy_lineage_tags,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -204,6 +253,19 @@ pub struct BulkFlags {
 
 #[derive(Debug, Args)]
 pub struct CopyExperimentArgs {
+    #[command(flatten)]
+    pub runs: ExperimentRuns,
+    #[command(flatten)]
+    pub bulk: BulkFlags,
+    /// Artifact files copied at once (1-64).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY)]
+    pub concurrency: u32,
+}
+
+/// Which runs of which experiment, and where their copies go: copy-experiment's selection,
+/// which verify-experiment shares.
+#[derive(Debug, Args)]
+pub struct ExperimentRuns {
     /// Source experiment name (or give --src-experiment-id).
     #[arg(
         long,
@@ -233,11 +295,12 @@ pub struct CopyExperimentArgs {
     /// At most N runs (the most recent first).
     #[arg(long, value_name = "N")]
     pub max_runs: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyExperimentArgs {
     #[command(flatten)]
-    pub bulk: BulkFlags,
-    /// Artifact files copied at once (1-64).
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY)]
-    pub concurrency: u32,
+    pub runs: ExperimentRuns,
 }
 
 #[derive(Debug, Args)]
@@ -272,19 +335,32 @@ pub struct CopyModelArgs {
 impl From<CopyExperimentArgs> for CopyExperimentRequest {
     fn from(a: CopyExperimentArgs) -> Self {
         CopyExperimentRequest {
-            src_experiment_name: a.src_experiment_name,
-            src_experiment_id: a.src_experiment_id,
-            dst_experiment_name: a.dst_experiment_name,
-            src_mlflow_uri: a.src_mlflow_uri,
-            dst_mlflow_uri: a.dst_mlflow_uri,
-            filter: a.filter,
-            run_ids: a.run_ids,
-            max_runs: a.max_runs,
             dry_run: a.bulk.dry_run,
             verify: a.bulk.verify,
             via: a.bulk.via,
             parallel: a.bulk.parallel,
             concurrency: a.concurrency,
+            ..CopyExperimentRequest::from(a.runs)
+        }
+    }
+}
+
+impl From<ExperimentRuns> for CopyExperimentRequest {
+    fn from(r: ExperimentRuns) -> Self {
+        CopyExperimentRequest {
+            src_experiment_name: r.src_experiment_name,
+            src_experiment_id: r.src_experiment_id,
+            dst_experiment_name: r.dst_experiment_name,
+            src_mlflow_uri: r.src_mlflow_uri,
+            dst_mlflow_uri: r.dst_mlflow_uri,
+            filter: r.filter,
+            run_ids: r.run_ids,
+            max_runs: r.max_runs,
+            dry_run: false,
+            verify: false,
+            via: None,
+            parallel: None,
+            concurrency: DEFAULT_CONCURRENCY,
         }
     }
 }
@@ -451,6 +527,10 @@ pub fn main(args: Vec<String>) -> bool {
             command(CopyModelRequest::from(args), report.as_deref())
         }
         Command::VerifyRun(args) => command(VerifyRunRequest::from(args), None),
+        Command::VerifyExperiment(args) => {
+            command(crate::api::VerifyExperimentRequest(args.runs.into()), None)
+        }
+        Command::VerifyModelVersion(args) => command(VerifyModelVersionRequest::from(args), None),
     }
 }
 

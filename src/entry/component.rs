@@ -3,7 +3,8 @@
 
 use crate::api::{
     self, CopyError, CopyExperimentRequest, CopyModelRequest, CopyModelVersionRequest,
-    CopyRunReport, CopyRunRequest, MigrationReport, VerifyRunRequest,
+    CopyRunReport, CopyRunRequest, MigrationReport, VerifyExperimentRequest,
+    VerifyModelVersionRequest, VerifyRunRequest,
 };
 use crate::engine::progress::Silent;
 
@@ -27,13 +28,7 @@ impl wit::Guest for Component {
             copy_children: request.copy_children.unwrap_or(false),
             concurrency: request.concurrency.unwrap_or(api::DEFAULT_CONCURRENCY),
         };
-        let report = super::execute(
-            super::wasi_host(crate::transport::Caller::User),
-            &request,
-            &mut Silent,
-        )
-        .map_err(to_wit_error)?;
-        Ok(run_report(report))
+        Ok(run_report(run_quietly(&request)?))
     }
 
     fn copy_model_version(
@@ -51,12 +46,7 @@ impl wit::Guest for Component {
             copy_lineage_tags: request.copy_lineage_tags.unwrap_or(false),
             concurrency: request.concurrency.unwrap_or(api::DEFAULT_CONCURRENCY),
         };
-        let r = super::execute(
-            super::wasi_host(crate::transport::Caller::User),
-            &request,
-            &mut Silent,
-        )
-        .map_err(to_wit_error)?;
+        let r = run_quietly(&request)?;
         Ok(wit::CopyModelVersionReport {
             src_model: r.src_model,
             src_version: r.src_version,
@@ -79,22 +69,7 @@ impl wit::Guest for Component {
     fn copy_experiment(
         request: wit::CopyExperimentRequest,
     ) -> Result<wit::MigrationReport, wit::CopyError> {
-        let request = CopyExperimentRequest {
-            src_experiment_name: request.src_experiment_name,
-            src_experiment_id: request.src_experiment_id,
-            dst_experiment_name: request.dst_experiment_name,
-            src_mlflow_uri: request.src_mlflow_uri,
-            dst_mlflow_uri: request.dst_mlflow_uri,
-            filter: request.filter,
-            run_ids: request.run_ids,
-            max_runs: request.max_runs,
-            dry_run: request.dry_run.unwrap_or(false),
-            verify: request.verify.unwrap_or(false),
-            via: request.via,
-            parallel: request.parallel,
-            concurrency: request.concurrency.unwrap_or(api::DEFAULT_CONCURRENCY),
-        };
-        migrate(&request)
+        migrate(&experiment_request(request))
     }
 
     fn copy_model(request: wit::CopyModelRequest) -> Result<wit::MigrationReport, wit::CopyError> {
@@ -126,24 +101,92 @@ impl wit::Guest for Component {
             src_mlflow_uri: request.src_mlflow_uri,
             dst_mlflow_uri: request.dst_mlflow_uri,
         };
-        let r = super::execute(
-            super::wasi_host(crate::transport::Caller::User),
-            &request,
-            &mut Silent,
-        )
-        .map_err(to_wit_error)?;
-        Ok(wit::VerifyReport {
-            src_run_id: r.src_run_id,
-            dst_run_id: r.dst_run_id,
-            params: r.params,
-            tags: r.tags,
+        run_quietly(&request).map(verify_report)
+    }
+
+    fn verify_experiment(
+        request: wit::CopyExperimentRequest,
+    ) -> Result<wit::ExperimentVerifyReport, wit::CopyError> {
+        let request = VerifyExperimentRequest(experiment_request(request));
+        let r = run_quietly(&request)?;
+        Ok(wit::ExperimentVerifyReport {
+            src_experiment_id: r.src_experiment_id,
+            dst_experiment_id: r.dst_experiment_id,
+            runs_compared: r.runs_compared,
+            runs_differing: r.runs_differing,
+            missing: r.missing,
             metric_points: r.metric_points,
-            dataset_inputs: r.dataset_inputs,
-            logged_models: r.logged_models,
-            artifact_files: r.artifact_files,
             artifact_bytes: r.artifact_bytes,
             differences: r.differences,
         })
+    }
+
+    fn verify_model_version(
+        request: wit::VerifyModelVersionRequest,
+    ) -> Result<wit::ModelVersionVerifyReport, wit::CopyError> {
+        let request = VerifyModelVersionRequest {
+            src_model: request.src_model,
+            src_version: request.src_version,
+            dst_model: request.dst_model,
+            src_registry_uri: request.src_registry_uri,
+            dst_registry_uri: request.dst_registry_uri,
+            dst_version: request.dst_version,
+            dst_experiment_name: request.dst_experiment_name,
+            copy_stages_and_aliases: request.copy_stages_and_aliases.unwrap_or(false),
+            copy_lineage_tags: request.copy_lineage_tags.unwrap_or(false),
+        };
+        let r = run_quietly(&request)?;
+        Ok(wit::ModelVersionVerifyReport {
+            src_model: r.src_model,
+            src_version: r.src_version,
+            dst_model: r.dst_model,
+            dst_version: r.dst_version,
+            run: r.run.map(verify_report),
+            differences: r.differences,
+        })
+    }
+}
+
+fn experiment_request(request: wit::CopyExperimentRequest) -> CopyExperimentRequest {
+    CopyExperimentRequest {
+        src_experiment_name: request.src_experiment_name,
+        src_experiment_id: request.src_experiment_id,
+        dst_experiment_name: request.dst_experiment_name,
+        src_mlflow_uri: request.src_mlflow_uri,
+        dst_mlflow_uri: request.dst_mlflow_uri,
+        filter: request.filter,
+        run_ids: request.run_ids,
+        max_runs: request.max_runs,
+        dry_run: request.dry_run.unwrap_or(false),
+        verify: request.verify.unwrap_or(false),
+        via: request.via,
+        parallel: request.parallel,
+        concurrency: request.concurrency.unwrap_or(api::DEFAULT_CONCURRENCY),
+    }
+}
+
+/// Runs a request for a plugin host: no progress, the user's own servers.
+fn run_quietly<R: super::CopyRequest>(request: &R) -> Result<R::Report, wit::CopyError> {
+    super::execute(
+        super::wasi_host(crate::transport::Caller::User),
+        request,
+        &mut Silent,
+    )
+    .map_err(to_wit_error)
+}
+
+fn verify_report(r: api::VerifyReport) -> wit::VerifyReport {
+    wit::VerifyReport {
+        src_run_id: r.src_run_id,
+        dst_run_id: r.dst_run_id,
+        params: r.params,
+        tags: r.tags,
+        metric_points: r.metric_points,
+        dataset_inputs: r.dataset_inputs,
+        logged_models: r.logged_models,
+        artifact_files: r.artifact_files,
+        artifact_bytes: r.artifact_bytes,
+        differences: r.differences,
     }
 }
 
@@ -151,12 +194,7 @@ impl wit::Guest for Component {
 fn migrate<R: super::CopyRequest<Report = MigrationReport>>(
     request: &R,
 ) -> Result<wit::MigrationReport, wit::CopyError> {
-    let r = super::execute(
-        super::wasi_host(crate::transport::Caller::User),
-        request,
-        &mut Silent,
-    )
-    .map_err(to_wit_error)?;
+    let r = run_quietly(request)?;
     Ok(wit::MigrationReport {
         src: r.src,
         dst: r.dst,

@@ -25,6 +25,8 @@ pub enum Route {
     CopyExperiment,
     CopyModel,
     VerifyRun,
+    VerifyExperiment,
+    VerifyModelVersion,
 }
 
 /// A failure answered before or instead of a copy: status, code and message.
@@ -61,6 +63,8 @@ pub fn route(method: &str, path: &str) -> Result<Route, Refusal> {
         "/copy-experiment" => (Route::CopyExperiment, "POST"),
         "/copy-model" => (Route::CopyModel, "POST"),
         "/verify-run" => (Route::VerifyRun, "POST"),
+        "/verify-experiment" => (Route::VerifyExperiment, "POST"),
+        "/verify-model-version" => (Route::VerifyModelVersion, "POST"),
         _ => {
             return Err(Refusal::new(
                 404,
@@ -68,7 +72,7 @@ pub fn route(method: &str, path: &str) -> Result<Route, Refusal> {
                 format!(
                     "no route {path:?}; routes: GET /healthz, POST /copy-run, \
                      POST /copy-model-version, POST /copy-experiment, POST /copy-model, \
-                     POST /verify-run"
+                     POST /verify-run, POST /verify-experiment, POST /verify-model-version"
                 ),
             ))
         }

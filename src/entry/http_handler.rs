@@ -6,7 +6,7 @@ use super::http_api::{self, Refusal, Route};
 use super::{execute, scrub_text, secrets, wasi_host, CopyRequest};
 use crate::api::{
     CopyError, CopyExperimentRequest, CopyModelRequest, CopyModelVersionRequest, CopyRunRequest,
-    VerifyRunRequest,
+    VerifyExperimentRequest, VerifyModelVersionRequest, VerifyRunRequest,
 };
 use crate::engine::progress::{human_line, Event, Progress};
 use crate::stores::databricks::workspace_host;
@@ -89,6 +89,8 @@ fn serve(method: &str, path: &str, request: IncomingRequest, out: ResponseOutpar
         Route::CopyExperiment => copy::<CopyExperimentRequest>(out, &body, ndjson),
         Route::CopyModel => copy::<CopyModelRequest>(out, &body, ndjson),
         Route::VerifyRun => copy::<VerifyRunRequest>(out, &body, ndjson),
+        Route::VerifyExperiment => copy::<VerifyExperimentRequest>(out, &body, ndjson),
+        Route::VerifyModelVersion => copy::<VerifyModelVersionRequest>(out, &body, ndjson),
         Route::Health => unreachable!("answered above"),
     }
 }

@@ -11,14 +11,18 @@ pub mod settings_source;
 
 use crate::api::{
     CopyError, CopyExperimentRequest, CopyModelRequest, CopyModelVersionReport,
-    CopyModelVersionRequest, CopyRunReport, CopyRunRequest, MigrationReport, VerifyReport,
-    VerifyRunRequest,
+    CopyModelVersionRequest, CopyRunReport, CopyRunRequest, ExperimentVerifyReport,
+    MigrationReport, ModelVersionVerifyReport, VerifyExperimentRequest, VerifyModelVersionRequest,
+    VerifyReport, VerifyRunRequest,
 };
 use crate::credentials::Auth;
 use crate::credentials::Side;
 use crate::engine::item_executor::{ItemExecutor, Local};
 use crate::engine::progress::{Event, Progress};
-use crate::engine::{copy_experiment, copy_model, copy_model_version, copy_run, verify, Copier};
+use crate::engine::{
+    copy_experiment, copy_model, copy_model_version, copy_run, verify, verify_experiment,
+    verify_model_version, Copier,
+};
 use crate::stores::{self, copy_function};
 use crate::transport::{Caller, Http, Settings, Transport};
 use std::rc::Rc;
@@ -76,29 +80,58 @@ pub trait CopyRequest: serde::de::DeserializeOwned {
     fn scrub(_report: &mut Self::Report, _secrets: &[String]) {}
 }
 
-impl CopyRequest for VerifyRunRequest {
-    type Report = VerifyReport;
-    fn ends(&self) -> (&str, &str) {
-        (&self.src_mlflow_uri, &self.dst_mlflow_uri)
-    }
-    fn concurrency(&self) -> u32 {
-        1
-    }
-    fn validate(&self) -> Result<(), CopyError> {
-        VerifyRunRequest::validate(self)
-    }
-    fn copy(&self, copier: &mut Copier, _: &mut dyn ItemExecutor) -> anyhow::Result<VerifyReport> {
-        verify::verify_run(copier, self)
-    }
-    fn failure(report: &VerifyReport) -> Option<CopyError> {
-        report.failure()
-    }
-    fn scrub(report: &mut VerifyReport, secrets: &[String]) {
-        for line in &mut report.differences {
-            *line = scrub_text(line, secrets);
+/// The verify commands: read only, one report listing every difference.
+macro_rules! verify_request {
+    ($request:ty, $report:ty, |$r:ident| $ends:expr, $verify:path) => {
+        impl CopyRequest for $request {
+            type Report = $report;
+            fn ends(&self) -> (&str, &str) {
+                let $r = self;
+                $ends
+            }
+            fn concurrency(&self) -> u32 {
+                crate::api::DEFAULT_CONCURRENCY
+            }
+            fn validate(&self) -> Result<(), CopyError> {
+                <$request>::validate(self)
+            }
+            fn copy(
+                &self,
+                copier: &mut Copier,
+                _: &mut dyn ItemExecutor,
+            ) -> anyhow::Result<$report> {
+                $verify(copier, self)
+            }
+            fn failure(report: &$report) -> Option<CopyError> {
+                report.failure()
+            }
+            fn scrub(report: &mut $report, secrets: &[String]) {
+                for line in &mut report.differences {
+                    *line = scrub_text(line, secrets);
+                }
+            }
         }
-    }
+    };
 }
+
+verify_request!(
+    VerifyRunRequest,
+    VerifyReport,
+    |r| (&r.src_mlflow_uri, &r.dst_mlflow_uri),
+    verify::verify_run
+);
+verify_request!(
+    VerifyExperimentRequest,
+    ExperimentVerifyReport,
+    |r| (&r.0.src_mlflow_uri, &r.0.dst_mlflow_uri),
+    verify_experiment::verify_experiment
+);
+verify_request!(
+    VerifyModelVersionRequest,
+    ModelVersionVerifyReport,
+    |r| (&r.src_registry_uri, &r.dst_registry_uri),
+    verify_model_version::verify_model_version
+);
 
 /// The bulk commands: many copies, one report of items.
 macro_rules! migration_request {

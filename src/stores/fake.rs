@@ -10,7 +10,7 @@ use super::model::*;
 use super::{Artifacts, Call, HistoryPage, Registry, RunsPage, Stores, Tracking};
 use crate::api::CopyError;
 use crate::transport::{
-    send_each, Attempts, Download, Http, Method, NextJob, Request, Response, SendError,
+    send_each, Attempts, Digest, Download, Http, Method, NextJob, Request, Response, SendError,
     StreamEvent, StreamFailure, Upload,
 };
 use std::cell::RefCell;
@@ -241,6 +241,20 @@ impl FakeServer {
             .entry(run_id.into())
             .or_default()
             .extend_from_slice(batch);
+        // Like MLflow 3: a point logged for a model is one of the model's metrics too.
+        for metric in batch {
+            let model = metric.model_id.as_deref();
+            if let Some(m) = state
+                .models
+                .iter_mut()
+                .find(|m| Some(m.info.model_id.as_str()) == model)
+            {
+                m.data.metrics.push(Metric {
+                    run_id: Some(run_id.to_string()),
+                    ..metric.clone()
+                });
+            }
+        }
         Ok(())
     }
 
@@ -913,5 +927,28 @@ impl Http for FakeHttp {
             };
             events(StreamEvent::Finished { id, result });
         }
+    }
+
+    fn digest(
+        &self,
+        downloads: &[(Request, u64)],
+        _concurrency: usize,
+    ) -> Vec<Result<Digest, StreamFailure>> {
+        downloads
+            .iter()
+            .map(|(request, _)| {
+                let (store, root, path) = self.file(request);
+                store
+                    .file(&root, &path)
+                    .map(|bytes| Digest::of(&bytes))
+                    .ok_or_else(|| StreamFailure {
+                        message: format!("source answered HTTP 404 for {path}"),
+                        retryable: false,
+                        retry_after: None,
+                        status: Some(404),
+                        end: None,
+                    })
+            })
+            .collect()
     }
 }

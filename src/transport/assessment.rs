@@ -82,10 +82,11 @@ fn plural(n: u32) -> &'static str {
     }
 }
 
-pub(super) fn stream_error(label: &str, failure: &StreamFailure, attempts: u32) -> Error {
+/// A file given up on: `doing` says what was done with it (`copying run r artifact a`).
+pub(super) fn stream_error(doing: &str, failure: &StreamFailure, attempts: u32) -> Error {
     Error {
         message: format!(
-            "copying {label}: {} (after {attempts} attempt{})",
+            "{doing}: {} (after {attempts} attempt{})",
             failure.message,
             plural(attempts)
         ),

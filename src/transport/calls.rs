@@ -257,6 +257,7 @@ mod tests {
             answers: RefCell::new(vec![status(503), status(200), status(404)].into()),
             sent: sent.clone(),
             stream_rounds: RefCell::new(vec![vec![Ok(5)]].into()),
+            digest_rounds: RefCell::default(),
         });
         let mut calls = some_calls(2);
         let total = t

@@ -161,6 +161,14 @@ mod tests {
                 events(StreamEvent::Finished { id, result });
             }
         }
+
+        fn digest(
+            &self,
+            _: &[(Request, u64)],
+            _: usize,
+        ) -> Vec<Result<crate::transport::Digest, crate::transport::StreamFailure>> {
+            unreachable!("these tests read no file through")
+        }
     }
 
     fn transport(status: u16, refusals: u32) -> (Transport, Rc<Recording>) {

@@ -14,6 +14,7 @@ pub mod wasi_http;
 
 mod assessment;
 mod calls;
+mod digests;
 mod files;
 mod request;
 mod settings;
@@ -26,6 +27,7 @@ use crate::api::CopyError;
 use assessment::{assess, give_up, Assessment};
 pub use calls::{send_each, Attempts, Calls, FixedAttempts, NoCalls};
 pub use credential::Credential;
+pub use digests::{Digest, DigestJob, OpenDigests};
 pub use files::{
     Download, End, Fallback, FileJob, NextJob, OpenFiles, Part, StreamEvent, StreamFailure,
     StreamJob, Transferred, Upload,
@@ -109,6 +111,15 @@ pub trait Http {
         calls: &mut dyn Attempts,
         events: &mut dyn FnMut(StreamEvent),
     );
+
+    /// Reads each download (with the size it must have) through to its end, at most
+    /// `concurrency` at once, hashing it chunk by chunk; the digests in request order. One
+    /// attempt each.
+    fn digest(
+        &self,
+        downloads: &[(Request, u64)],
+        concurrency: usize,
+    ) -> Vec<Result<Digest, StreamFailure>>;
 }
 
 /// `Http` plus the retry policy: what store clients use.

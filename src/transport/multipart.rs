@@ -250,6 +250,14 @@ mod tests {
             }
             assert!(next().is_none(), "every job scripted");
         }
+
+        fn digest(
+            &self,
+            _: &[(Request, u64)],
+            _: usize,
+        ) -> Vec<Result<crate::transport::Digest, crate::transport::StreamFailure>> {
+            unreachable!("these tests read no file through")
+        }
     }
 
     fn failure(status: u16) -> Result<(), StreamFailure> {

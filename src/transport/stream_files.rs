@@ -185,7 +185,9 @@ impl Transport {
             let retry = (failure.retryable || expired)
                 && self.policy.may_retry(attempts, now - first, delay);
             if !retry {
-                return Err(stream_error(&file.label, failure, attempts).into());
+                return Err(
+                    stream_error(&format!("copying {}", file.label), failure, attempts).into(),
+                );
             }
             wait = wait.max(if expired { Duration::ZERO } else { delay });
         }
@@ -434,6 +436,7 @@ mod tests {
             answers: RefCell::new(VecDeque::new()),
             sent: Default::default(),
             stream_rounds: RefCell::new(rounds.into()),
+            digest_rounds: RefCell::default(),
         });
         let mut opened = Vec::new();
         let mut done = Vec::new();
@@ -469,6 +472,7 @@ mod tests {
             answers: RefCell::new(VecDeque::new()),
             sent: Default::default(),
             stream_rounds: RefCell::new(vec![vec![Ok(3000), transient()], vec![Ok(1)]].into()),
+            digest_rounds: RefCell::default(),
         });
         let total = t
             .stream_files(
@@ -490,6 +494,7 @@ mod tests {
             answers: RefCell::new(VecDeque::new()),
             sent: Default::default(),
             stream_rounds: RefCell::new(rounds.into()),
+            digest_rounds: RefCell::default(),
         });
         let err = t
             .stream_files(1, 1, &mut NoCalls, &mut |_| Ok(vec![job("f")]), &mut |_| {})
@@ -515,6 +520,7 @@ mod tests {
                 answers: RefCell::new(VecDeque::new()),
                 sent: Default::default(),
                 stream_rounds: RefCell::new(rounds.into()),
+                digest_rounds: RefCell::default(),
             });
             let files_api = Fallback::default();
             let mut routes = Vec::new();
@@ -587,6 +593,7 @@ mod tests {
             answers: RefCell::new(VecDeque::new()),
             sent: Default::default(),
             stream_rounds: RefCell::new(vec![vec![denied()], vec![Ok(4)]].into()),
+            digest_rounds: RefCell::default(),
         });
         let signed = |ids: &[usize]| {
             let signed_job = |_| FileJob {
@@ -615,6 +622,7 @@ mod tests {
             answers: RefCell::new(VecDeque::new()),
             sent: Default::default(),
             stream_rounds: RefCell::new(vec![vec![denied()], vec![denied()]].into()),
+            digest_rounds: RefCell::default(),
         });
         let err = t
             .stream_files(1, 1, &mut NoCalls, &mut |ids| signed(ids), &mut |_| {})
@@ -625,6 +633,7 @@ mod tests {
             answers: RefCell::new(VecDeque::new()),
             sent: Default::default(),
             stream_rounds: RefCell::new(vec![vec![denied()]].into()),
+            digest_rounds: RefCell::default(),
         });
         let plain = |ids: &[usize]| Ok::<_, CopyError>(ids.iter().map(|_| job("f")).collect());
         assert!(t
@@ -646,6 +655,7 @@ mod tests {
             answers: RefCell::new(VecDeque::new()),
             sent: Default::default(),
             stream_rounds: RefCell::new(vec![vec![Ok(1), Err(denied)]].into()),
+            digest_rounds: RefCell::default(),
         });
         let err: CopyError = t
             .stream_files(

@@ -3,8 +3,8 @@
 
 use super::retry::RetryPolicy;
 use super::{
-    send_each, sleep, Attempts, Download, FileJob, Http, Method, NextJob, Request, Response,
-    SendError, StreamEvent, StreamFailure, Transport, Upload,
+    send_each, sleep, Attempts, Digest, Download, FileJob, Http, Method, NextJob, Request,
+    Response, SendError, StreamEvent, StreamFailure, Transport, Upload,
 };
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -28,6 +28,8 @@ pub(super) struct Scripted {
     pub(super) answers: RefCell<VecDeque<Result<Response, SendError>>>,
     pub(super) sent: std::rc::Rc<RefCell<u32>>,
     pub(super) stream_rounds: RefCell<VecDeque<Vec<Result<u64, StreamFailure>>>>,
+    /// The answers of each `digest` call, in turn.
+    pub(super) digest_rounds: RefCell<VecDeque<Vec<Result<Digest, StreamFailure>>>>,
 }
 
 impl Http for Scripted {
@@ -71,6 +73,20 @@ impl Http for Scripted {
             events(StreamEvent::Finished { id, result });
         }
     }
+
+    fn digest(&self, downloads: &[(Request, u64)], _: usize) -> Vec<Result<Digest, StreamFailure>> {
+        let round = self
+            .digest_rounds
+            .borrow_mut()
+            .pop_front()
+            .expect("no digest round scripted");
+        assert_eq!(
+            round.len(),
+            downloads.len(),
+            "a round reads the pending files"
+        );
+        round
+    }
 }
 
 pub(super) fn status(code: u16) -> Result<Response, SendError> {
@@ -89,6 +105,7 @@ pub(super) fn transport(
         answers: RefCell::new(answers.into()),
         sent: sent.clone(),
         stream_rounds: RefCell::new(VecDeque::new()),
+        digest_rounds: RefCell::new(VecDeque::new()),
     };
     // Five attempts, as the scripts below are written for.
     let policy = RetryPolicy {

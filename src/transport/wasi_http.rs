@@ -12,8 +12,10 @@
 //! future it watches, an input/output stream before its body. Struct fields are declared in
 //! that order, because Rust drops fields in declaration order.
 
+mod digest;
+
 use super::{
-    Attempts, HostPolicy, Http, NextJob, Part, Request, Response, SendError, StreamEvent,
+    Attempts, Digest, HostPolicy, Http, NextJob, Part, Request, Response, SendError, StreamEvent,
     StreamFailure, StreamJob,
 };
 use crate::transport::retry::{is_transient_status, parse_retry_after};
@@ -96,6 +98,14 @@ impl Http for WasiHttp {
             self.answer_calls(&mut asked, calls);
             self.drop_stalled(&mut active, events);
         }
+    }
+
+    fn digest(
+        &self,
+        downloads: &[(Request, u64)],
+        concurrency: usize,
+    ) -> Vec<Result<Digest, StreamFailure>> {
+        digest::read_through(self, downloads, concurrency)
     }
 }
 

@@ -32,6 +32,13 @@ def test_cli_copy_is_faithful(src, dst, rich_run):
     # Progress went to stderr, the report alone to stdout.
     assert "[mlflow-copy] artifacts:" in result.stderr
     assert result.stdout.strip().startswith("{") and result.stdout.strip().endswith("}")
+    # verify-run agrees, the logged model and its files (contents by SHA-256) included.
+    check = run_cli(["verify-run", "--src-run-id", rich_run, "--dst-run-id", report["dst_run_id"],
+                     "--src-mlflow-uri", src.uri, "--dst-mlflow-uri", dst.uri])
+    assert check.code == 0 and check.report["differences"] == [], check
+    assert check.report["logged_models"] == 1
+    assert (check.report["artifact_files"], check.report["artifact_bytes"]) == (
+        report["artifact_files"], report["artifact_bytes"])
 
 
 def test_copied_logged_model_loads_and_predicts_like_the_source(src, dst, rich_run):

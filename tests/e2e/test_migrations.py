@@ -173,6 +173,26 @@ def test_a_model_is_copied_through_the_embedding_host_with_its_numbers_stages_an
     again = run_host("copy-model", request)
     assert [i["status"] for i in again.report["ok"]["items"]] == ["existing"] * 3
 
+    check = {k: request[k] for k in ("src_model", "dst_model", "src_registry_uri", "dst_registry_uri",
+                                     "dst_experiment_name", "copy_stages_and_aliases")}
+    clean = run_host("verify-model-version", {**check, "src_version": "3"})
+    assert clean.code == 0 and clean.report["ok"]["differences"] == [], clean
+    assert clean.report["ok"]["dst_version"] == "3" and clean.report["ok"]["run"]["metric_points"] == 0
+    # Damage the copies: a tag, a stage, the alias, a description; each is found and named.
+    d.set_model_version_tag(dst_name, "2", "validated", "no")
+    d.transition_model_version_stage(dst_name, "3", "Staging")
+    d.delete_registered_model_alias(dst_name, "champion")
+    d.update_model_version(dst_name, "1", description="rewritten")
+    fields = {}
+    for v in ("1", "2", "3"):
+        args = ["verify-model-version", "--src-model", name, "--src-version", v, "--dst-model", dst_name,
+                "--src-registry-uri", src.uri, "--dst-registry-uri", dst.uri,
+                "--dst-experiment-name", request["dst_experiment_name"], "--copy-stages-and-aliases"]
+        result = run_cli(args)
+        assert result.code != 0 and "error [conflict]" in result.stderr, result
+        fields[v] = [line.split(":")[0] for line in result.report["differences"]]
+    assert fields == {"1": ["description"], "2": ['tag "validated"'], "3": ["stage", "aliases"]}, fields
+
 
 def test_a_model_plan_and_a_selection_over_http(src, dst):
     name, dst_name = unique("wine"), unique("wine-staged")
@@ -197,6 +217,16 @@ def test_a_model_plan_and_a_selection_over_http(src, dst):
 
         missing = requests.post(served.url + "/copy-model", json={**request, "versions": ["99"]}, timeout=300)
         assert missing.status_code == 404 and "version 99" in missing.json()["error"]["message"]
+
+        check = {k: request[k] for k in ("src_model", "dst_model", "src_registry_uri", "dst_registry_uri",
+                                         "dst_experiment_name", "copy_stages_and_aliases")}
+        ok = requests.post(served.url + "/verify-model-version", json={**check, "src_version": "3"}, timeout=300)
+        assert ok.status_code == 200 and ok.json()["dst_version"] == "2", ok.text
+        assert ok.json()["differences"] == []
+        # Version 2 was not selected: it has no copy to verify.
+        absent = requests.post(served.url + "/verify-model-version", json={**check, "src_version": "2"},
+                               timeout=300)
+        assert absent.status_code == 404 and "no copy of" in absent.json()["error"]["message"], absent.text
     finally:
         served.stop()
 
@@ -219,17 +249,34 @@ def test_verify_finds_a_faithful_copy_and_every_damage(src, dst):
         assert ok.report["differences"] == [] and ok.report["metric_points"] == 5
         assert ok.report["artifact_files"] == 1 and ok.report["params"] == 1
 
+    selection = ["--src-experiment-name", name, "--dst-experiment-name", dst_name,
+                 "--src-mlflow-uri", src.uri, "--dst-mlflow-uri", dst.uri]
+    whole = run_cli(["verify-experiment", *selection, "--run-ids", f"{ids['root']},{ids['child']}"])
+    assert whole.code == 0 and whole.report["runs_compared"] == 2, whole
+    assert whole.report["differences"] == [] and whole.report["missing"] == []
+    # Without --run-ids: every active run is selected, and two were never copied.
+    partial = run_cli(["verify-experiment", *selection])
+    assert partial.code != 0 and "error [conflict]" in partial.stderr, partial
+    assert sorted(partial.report["missing"]) == sorted([ids["grandchild"], ids["failed"]])
+
     d = MlflowClient(dst.uri)
     damaged = copy_of[ids["root"]]
     d.set_tag(damaged, "team", "someone-else")
     d.log_metric(damaged, "loss", 9.0, step=99)
     d.log_text(damaged, "surprise\n", "notes/extra.txt")
+    d.log_text(damaged, "NOTES of root\n", "notes/readme.txt")  # same size, other bytes
     bad = run_cli(verify_args(ids["root"], damaged, src.uri, dst.uri))
     assert bad.code != 0 and "error [conflict]" in bad.stderr, bad
     differences = "\n".join(bad.report["differences"])
     assert 'tag "team"' in differences
     assert 'metric "loss"' in differences
     assert '"notes/extra.txt": only in the copy' in differences
+    assert 'artifact "notes/readme.txt": content differs (sha256 ' in differences
+    assert len(bad.report["differences"]) == 4, differences
+    # verify-experiment finds the same damage, under the run's name.
+    found = run_cli(["verify-experiment", *selection, "--run-ids", ids["root"]])
+    assert found.code != 0 and found.report["runs_differing"] == 1, found
+    assert all(line.startswith(f"run {ids['root']} (copy {damaged}): ") for line in found.report["differences"])
     # The child's copy is nested under the root's copy: comparing it with the wrong parent fails.
     wrong = run_cli(verify_args(ids["child"], damaged, src.uri, dst.uri))
     assert wrong.code != 0 and any("parent" in line for line in wrong.report["differences"]), wrong
@@ -258,3 +305,9 @@ def test_the_packages_migrate_verify_and_report_item_errors_as_values(host, src,
              "src_mlflow_uri": src.uri, "dst_mlflow_uri": dst.uri}
     code, out, err = hosts.run(host, "verify-run", check, WASM)
     assert code == 0 and out["ok"]["differences"] == [], out
+    whole = {"src_experiment_name": name, "dst_experiment_name": request["dst_experiment_name"],
+             "src_mlflow_uri": src.uri, "dst_mlflow_uri": dst.uri}
+    code, out, err = hosts.run(host, "verify-experiment", whole, WASM)
+    # Only the failed run was copied: the others are missing, and the copy is faithful.
+    assert code == 0 and out["ok"]["runs_compared"] == 1 and out["ok"]["differences"] == [], out
+    assert sorted(out["ok"]["missing"]) == sorted(ids[r] for r in ("root", "child", "grandchild")), out

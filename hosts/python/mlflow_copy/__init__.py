@@ -29,7 +29,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 import wasmtime
 from wasmtime import component as wc
 
-__all__ = ["copy_run", "copy_model_version", "copy_experiment", "copy_model", "verify_run", "load", "Copier", "passed_to_guest", "CopyError",
+__all__ = ["copy_run", "copy_model_version", "copy_experiment", "copy_model", "verify_run", "verify_experiment",
+           "verify_model_version", "load", "Copier", "passed_to_guest", "CopyError",
            "BadInput", "NotFound", "Unauthorized", "Conflict", "Upstream"]
 
 INTERFACE = "mlflow:copy/copier@0.2.0"
@@ -347,3 +348,34 @@ def verify_run(*, src_run_id: str, dst_run_id: str, src_mlflow_uri: str, dst_mlf
     return load(wasm).call("verify-run", {
         "src_run_id": src_run_id, "dst_run_id": dst_run_id,
         "src_mlflow_uri": src_mlflow_uri, "dst_mlflow_uri": dst_mlflow_uri})
+
+
+def verify_experiment(*, dst_experiment_name: str, src_mlflow_uri: str, dst_mlflow_uri: str,
+                      src_experiment_name: Optional[str] = None, src_experiment_id: Optional[str] = None,
+                      filter: Optional[str] = None, run_ids: Sequence[str] = (),
+                      max_runs: Optional[int] = None, wasm: Optional[str] = None) -> dict:
+    """Compares what `copy_experiment` copied with these arguments (the same selection of runs)
+    with its source. Returns `runs_compared`, `runs_differing`, `missing` (runs without a complete
+    copy) and `differences` (both empty: every copy is faithful)."""
+    return load(wasm).call("verify-experiment", {
+        "src_experiment_name": src_experiment_name, "src_experiment_id": src_experiment_id,
+        "dst_experiment_name": dst_experiment_name, "src_mlflow_uri": src_mlflow_uri,
+        "dst_mlflow_uri": dst_mlflow_uri, "filter": filter, "run_ids": list(run_ids),
+        "max_runs": max_runs, "dry_run": None, "verify": None, "via": None, "parallel": None,
+        "concurrency": None})
+
+
+def verify_model_version(*, src_model: str, src_version: str, dst_model: str, src_registry_uri: str,
+                         dst_registry_uri: str, dst_version: Optional[str] = None,
+                         dst_experiment_name: Optional[str] = None,
+                         copy_stages_and_aliases: Optional[bool] = None,
+                         copy_lineage_tags: Optional[bool] = None, wasm: Optional[str] = None) -> dict:
+    """Compares a copied model version (`dst_version`, or the copy found by its source) with its
+    source, as `copy_model_version` made it with these flags. Returns `dst_version`, `run` (a
+    deep copy's run compared) and `differences` (empty: the copy is faithful)."""
+    return load(wasm).call("verify-model-version", {
+        "src_model": src_model, "src_version": str(src_version), "dst_model": dst_model,
+        "src_registry_uri": src_registry_uri, "dst_registry_uri": dst_registry_uri,
+        "dst_version": None if dst_version is None else str(dst_version),
+        "dst_experiment_name": dst_experiment_name, "copy_stages_and_aliases": copy_stages_and_aliases,
+        "copy_lineage_tags": copy_lineage_tags})

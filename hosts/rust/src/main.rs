@@ -2,7 +2,9 @@
 //! wasmtime with WASI (environment, stdio) and WASI HTTP (outgoing requests), the component's
 //! `mlflow:copy/copier` interface called as typed functions.
 //!
-//! Usage: mlflow-copy-host <mlflow_copy.wasm> copy-run|copy-model-version|copy-experiment|copy-model '<json request>'
+//! Usage: mlflow-copy-host <mlflow_copy.wasm> <export> '<json request>', where <export> is one of
+//! copy-run, copy-model-version, copy-experiment, copy-model, verify-run, verify-experiment,
+//! verify-model-version.
 //!
 //! The request's fields are those of the WIT record, in snake_case (`run_id`, `experiment_name`,
 //! `src_mlflow_uri`, …). Prints `{"ok": <report>}` and exits 0, or `{"err": {"kind", "message"}}`
@@ -40,6 +42,7 @@ wasmtime::component::bindgen!({
 
 use exports::mlflow::copy::copier::{
     CopyError, CopyExperimentRequest, CopyModelRequest, CopyModelVersionRequest, CopyRunRequest,
+    VerifyModelVersionRequest, VerifyRunRequest,
 };
 
 pub(crate) struct HostState {
@@ -70,7 +73,7 @@ impl WasiHttpView for HostState {
 }
 
 /// The exports this host calls.
-const FUNCTIONS: &str = "copy-run|copy-model-version|copy-experiment|copy-model";
+const FUNCTIONS: &str = "copy-run|copy-model-version|copy-experiment|copy-model|verify-run|verify-experiment|verify-model-version";
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
@@ -110,23 +113,17 @@ async fn run() -> Result<i32> {
     let (mut store, plugin) = guest.instance().await?;
     let copier = plugin.mlflow_copy_copier();
 
+    // Parses the request of an export, calls it, and turns its report into JSON.
+    macro_rules! call {
+        ($export:ident, $request:ty) => {{
+            let request: $request = serde_json::from_str(request)
+                .with_context(|| format!("parsing the {function} request"))?;
+            copier.$export(&mut store, &request).await?.map(report_json)
+        }};
+    }
     let outcome: Result<Value, CopyError> = match function.as_str() {
-        "copy-run" => {
-            let request: CopyRunRequest =
-                serde_json::from_str(request).context("parsing the copy-run request")?;
-            copier
-                .call_copy_run(&mut store, &request)
-                .await?
-                .map(report_json)
-        }
-        "copy-model-version" => {
-            let request: CopyModelVersionRequest =
-                serde_json::from_str(request).context("parsing the copy-model-version request")?;
-            copier
-                .call_copy_model_version(&mut store, &request)
-                .await?
-                .map(report_json)
-        }
+        "copy-run" => call!(call_copy_run, CopyRunRequest),
+        "copy-model-version" => call!(call_copy_model_version, CopyModelVersionRequest),
         "copy-experiment" => {
             let request: CopyExperimentRequest =
                 serde_json::from_str(request).context("parsing the copy-experiment request")?;
@@ -140,14 +137,10 @@ async fn run() -> Result<i32> {
                     .map(report_json),
             }
         }
-        "copy-model" => {
-            let request: CopyModelRequest =
-                serde_json::from_str(request).context("parsing the copy-model request")?;
-            copier
-                .call_copy_model(&mut store, &request)
-                .await?
-                .map(report_json)
-        }
+        "copy-model" => call!(call_copy_model, CopyModelRequest),
+        "verify-run" => call!(call_verify_run, VerifyRunRequest),
+        "verify-experiment" => call!(call_verify_experiment, CopyExperimentRequest),
+        "verify-model-version" => call!(call_verify_model_version, VerifyModelVersionRequest),
         other => bail!("unknown function {other:?}; expected {FUNCTIONS}"),
     };
     match outcome {

@@ -617,6 +617,14 @@ pub(super) mod tests {
         ) {
             send_each(self, calls)
         }
+
+        fn digest(
+            &self,
+            _: &[(Request, u64)],
+            _: usize,
+        ) -> Vec<Result<crate::transport::Digest, crate::transport::StreamFailure>> {
+            unreachable!("these tests read no file through")
+        }
     }
 
     /// A run artifact's target on a scripted workspace, and the requests it was sent.
