@@ -38,17 +38,17 @@ pub async fn copy_experiment(
         Ok(plan) if request.dry_run != Some(true) => plan,
         done => return Ok(done),
     };
-    let mut report = MigrationReport {
-        items: Vec::with_capacity(plan.items.len()),
-        dry_run: false,
-        created: 0,
-        resumed: 0,
-        existing: 0,
-        failed: 0,
-        artifact_bytes: 0,
-        metric_points: 0,
-        ..plan.clone()
-    };
+    // The plan's source and destination; its items and counts are replaced by the copies'.
+    let mut report = plan.clone();
+    report.dry_run = false;
+    report.items.clear();
+    (
+        report.created,
+        report.resumed,
+        report.existing,
+        report.failed,
+    ) = (0, 0, 0, 0);
+    (report.artifact_bytes, report.metric_points) = (0, 0);
     let mut failed: HashSet<String> = HashSet::new();
     // A share's report cannot name parents outside the share: the plan's are kept.
     let parents: HashMap<&str, &Option<String>> = plan
