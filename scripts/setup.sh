@@ -7,6 +7,7 @@
 #     (S3 and Azure Blob behind the Databricks emulator, tests/databricks_emulator) and wasmtime
 #     (PyPI) in a project-local venv (.venv), and the Python host hosts/python (editable; hatchling from PyPI builds it) into it
 #   - azurite (npm, the Azure Blob server of the emulator's cloud="azure" mode) under .work/azurite
+#   - haproxy (apt-get, when missing: the load balancer of tests/e2e/test_fanout.py)
 #   - target/wasm32-wasip2/release/mlflow_copy.wasm
 #   - the Node.js host's packages (jco, preview2-shim) in hosts/node, and its transpiled component
 # With --with-host it also builds what the tests use: the example embedding host (hosts/rust/) and
@@ -85,6 +86,14 @@ if [ ! -x .work/azurite/node_modules/.bin/azurite-blob ]; then
     say "Installing azurite $AZURITE_VERSION (npm) into .work/azurite"
     mkdir -p .work/azurite
     (cd .work/azurite && npm install --no-audit --no-fund --silent "azurite@$AZURITE_VERSION")
+fi
+
+# HAProxy (Debian's package): the load balancer in front of the HTTP function's replicas in
+# tests/e2e/test_fanout.py (copy-experiment --via).
+if ! command -v haproxy >/dev/null && command -v apt-get >/dev/null; then
+    say "Installing haproxy (apt-get)"
+    sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo"
+    $sudo_ apt-get install -y -qq haproxy >/dev/null || { $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq haproxy >/dev/null; }
 fi
 
 say "Building mlflow_copy.wasm"

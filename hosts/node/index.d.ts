@@ -83,6 +83,10 @@ export interface CopyExperimentRequest {
   maxRuns?: number;
   dryRun?: boolean;
   verify?: boolean;
+  /** URL of mlflow-copy's HTTP function: each item one request to it (token: MLFLOW_COPY_VIA_TOKEN). */
+  via?: string;
+  /** Items in flight at once over `via` (default 4). */
+  parallel?: number;
   concurrency?: number;
 }
 
@@ -100,6 +104,10 @@ export interface CopyModelRequest {
   copyLineageTags?: boolean;
   dryRun?: boolean;
   verify?: boolean;
+  /** URL of mlflow-copy's HTTP function: each item one request to it (token: MLFLOW_COPY_VIA_TOKEN). */
+  via?: string;
+  /** Items in flight at once over `via` (default 4). */
+  parallel?: number;
   concurrency?: number;
 }
 
@@ -109,6 +117,8 @@ export interface MigrationItem {
   dstId?: string;
   status: 'created' | 'resumed' | 'existing' | 'failed' | 'would-create' | 'would-resume';
   detail?: string;
+  /** copy-experiment: the source run's parent when it is an item too (this item waits for it). */
+  srcParentId?: string;
   /** The item's copy-error: tag is the kind ('bad-input', …), val the message. */
   error?: { tag: string; val: string };
   artifactBytes: number;

@@ -39,6 +39,14 @@ pub struct CopyExperimentRequest {
     /// differs is a failed item.
     #[serde(default)]
     pub verify: bool,
+    /// Run each item as one request to the HTTP function deployed at this URL
+    /// (`POST URL/copy-run`): the plan and the order stay here, the copies spread over the
+    /// function's replicas. Its bearer token comes from `MLFLOW_COPY_VIA_TOKEN`.
+    #[serde(default)]
+    pub via: Option<String>,
+    /// Items in flight at once over `via` (default 4, 1..=64; only with `via`).
+    #[serde(default)]
+    pub parallel: Option<u32>,
     #[serde(default = "default_concurrency")]
     pub concurrency: u32,
 }
@@ -61,7 +69,41 @@ impl CopyExperimentRequest {
         if self.max_runs == Some(0) {
             return Err(CopyError::bad_input("max_runs must be at least 1"));
         }
+        validate_via(self.via.as_deref(), self.parallel)?;
         validate_concurrency(self.concurrency)
+    }
+}
+
+/// Items in flight at once over `via` when `parallel` is not given.
+pub const DEFAULT_PARALLEL: u32 = 4;
+/// Most items in flight at once over `via`.
+pub const MAX_PARALLEL: u32 = 64;
+
+/// `via` must be an http(s) URL; `parallel` is in range, and only says something with `via`
+/// (one component instance copies its items one at a time: see `engine::migration`).
+fn validate_via(via: Option<&str>, parallel: Option<u32>) -> Result<(), CopyError> {
+    if let Some(n) = parallel {
+        if n == 0 || n > MAX_PARALLEL {
+            return Err(CopyError::bad_input(format!(
+                "parallel must be between 1 and {MAX_PARALLEL}, got {n}"
+            )));
+        }
+    }
+    let Some(via) = via else {
+        return match parallel {
+            Some(n) if n > 1 => Err(CopyError::bad_input(
+                "parallel needs via: one component instance copies the items one at a time \
+                 (each with many requests in flight); give via URL of the copy function to \
+                 spread them over its replicas",
+            )),
+            _ => Ok(()),
+        };
+    };
+    match url::Url::parse(via) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => Ok(()),
+        _ => Err(CopyError::bad_input(format!(
+            "via {via:?} is not an http(s) URL of the copy function"
+        ))),
     }
 }
 
@@ -120,6 +162,14 @@ pub struct CopyModelRequest {
     /// that differs makes its version a failed item.
     #[serde(default)]
     pub verify: bool,
+    /// Run each version as one request to the HTTP function deployed at this URL
+    /// (`POST URL/copy-model-version`), one after another (versions are numbered in the order
+    /// they are created). Its bearer token comes from `MLFLOW_COPY_VIA_TOKEN`.
+    #[serde(default)]
+    pub via: Option<String>,
+    /// Accepted for symmetry with copy-experiment; versions go one at a time whatever it says.
+    #[serde(default)]
+    pub parallel: Option<u32>,
     #[serde(default = "default_concurrency")]
     pub concurrency: u32,
 }
@@ -134,6 +184,7 @@ impl CopyModelRequest {
         check_list("versions", &self.versions, |v| v.parse::<u64>().is_ok())?;
         check_list("stages", &self.stages, |s| canonical_stage(s).is_some())?;
         check_list("aliases", &self.aliases, |a| !a.trim().is_empty())?;
+        validate_via(self.via.as_deref(), self.parallel)?;
         validate_concurrency(self.concurrency)
     }
 
@@ -201,6 +252,10 @@ pub struct MigrationItem {
     pub status: ItemStatus,
     /// Why (a dry run's reason, a deep copy's run), in words.
     pub detail: Option<String>,
+    /// copy-experiment: the source run's parent, when that parent is an item too (this item
+    /// waits for it). What a host needs to run the items in waves by nesting depth.
+    #[serde(default)]
+    pub src_parent_id: Option<String>,
     pub error: Option<ItemError>,
     /// Artifact bytes and metric points this item wrote.
     pub artifact_bytes: u64,
@@ -285,6 +340,28 @@ mod tests {
     }
 
     #[test]
+    fn via_takes_an_http_url_and_parallel_needs_via() {
+        let with = |via: Option<&str>, parallel: Option<u32>| {
+            let mut r = experiment_request();
+            r.via = via.map(str::to_string);
+            r.parallel = parallel;
+            r.validate()
+        };
+        assert!(with(Some("http://127.0.0.1:8080"), Some(8)).is_ok());
+        assert!(with(Some("https://copy.example.com/fn"), None).is_ok());
+        assert!(with(None, Some(1)).is_ok());
+        let bad = with(Some("ftp://x"), None).unwrap_err();
+        assert!(bad.message.contains("via \"ftp://x\""), "{bad}");
+        assert!(with(Some("not a url"), None).is_err());
+        assert!(with(None, Some(4))
+            .unwrap_err()
+            .message
+            .contains("needs via"));
+        let zero = with(Some("http://h"), Some(0)).unwrap_err();
+        assert!(zero.message.contains("between 1 and 64"), "{zero}");
+    }
+
+    #[test]
     fn model_requests_check_versions_and_stages() {
         let mut r: CopyModelRequest = serde_json::from_str(
             r#"{"src_model":"m","dst_model":"n","src_registry_uri":"s","dst_registry_uri":"d","stages":["production"]}"#,
@@ -306,6 +383,7 @@ mod tests {
             dst_id: None,
             status,
             detail: None,
+            src_parent_id: None,
             error: error.as_ref().map(ItemError::from),
             artifact_bytes: 0,
             metric_points: 0,

@@ -7,11 +7,14 @@
 //! and any machine can resume a migration another one started.
 
 use super::copy_run;
+use super::item_executor::{Done, ItemExecutor, Items, Job};
 use super::migration::{self, Migration};
+use super::nested_queue::{NestedQueue, Next};
 use super::verify;
 use super::Copier;
 use crate::api::{
-    CopyError, CopyExperimentRequest, ErrorKind, ItemStatus, MigrationItem, MigrationReport,
+    CopyError, CopyExperimentRequest, CopyRunRequest, ErrorKind, ItemStatus, MigrationItem,
+    MigrationReport,
 };
 use crate::stores::model::{Experiment, KeyValue, Run};
 use anyhow::Context;
@@ -55,6 +58,7 @@ impl RunSummary {
 pub fn copy_experiment(
     c: &mut Copier,
     request: &CopyExperimentRequest,
+    executor: &mut dyn ItemExecutor,
 ) -> anyhow::Result<MigrationReport> {
     c.dst
         .tracking
@@ -82,36 +86,122 @@ pub fn copy_experiment(
         dst.clone(),
         request.dry_run,
         runs.len(),
-    );
-    // A child whose parent failed waits for the re-run: copied now, it could not be nested.
-    let mut failed: HashSet<String> = HashSet::new();
-    for run in &runs {
-        if let Some(parent) = run.parent_id.as_ref().filter(|p| failed.contains(*p)) {
-            let error = CopyError::upstream(format!(
-                "not attempted: its parent run {parent} failed (a re-run copies both, nested)"
-            ));
-            migration.record(c, migration::failed(&run.run_id, &error));
-        } else {
-            migration.item(c, &run.run_id, |c| match &dst {
-                Some(dst) if !request.dry_run => copy_item(c, &run.run_id, dst, request),
-                _ => plan_item(c, &run.run_id, dst.as_deref()),
-            });
+    )
+    .with_parents(parents_among(&runs));
+    match &dst {
+        Some(dst) if !request.dry_run => {
+            let mut items = RunItems {
+                queue: NestedQueue::new(runs),
+                migration: &mut migration,
+                request,
+                dst_experiment_id: dst,
+            };
+            executor.run(c, &mut items)?;
         }
-        if migration.last_failed() {
-            failed.insert(run.run_id.clone());
-        }
+        _ => plan(c, runs, dst.as_deref(), &mut migration),
     }
     Ok(migration.finish())
 }
 
-fn copy_item(
+/// The runs of a copy, handed to the executor as they may start (see `NestedQueue`).
+struct RunItems<'a> {
+    queue: NestedQueue,
+    migration: &'a mut Migration,
+    request: &'a CopyExperimentRequest,
+    dst_experiment_id: &'a str,
+}
+
+impl Items for RunItems<'_> {
+    fn next(&mut self, c: &mut Copier) -> Option<(usize, Job)> {
+        loop {
+            match self.queue.next_step() {
+                Next::Start(i) => {
+                    let run_id = self.queue.run(i).run_id.clone();
+                    if self.migration.begin(c, &run_id) {
+                        return Some((i, self.job(&run_id)));
+                    }
+                    self.queue.finished(i, false);
+                }
+                Next::Blocked(i, parent) => {
+                    let run_id = &self.queue.run(i).run_id;
+                    self.migration
+                        .record(c, migration::failed(run_id, &parent_failed(&parent)));
+                }
+                Next::Wait | Next::Empty => return None,
+            }
+        }
+    }
+
+    fn done(&mut self, c: &mut Copier, key: usize, result: anyhow::Result<Done>) {
+        let run_id = self.queue.run(key).run_id.clone();
+        let result = result.and_then(|done| copied_item(c, &run_id, done, self.request.verify));
+        let copied = result.is_ok();
+        self.migration.end(c, &run_id, result);
+        self.queue.finished(key, copied);
+    }
+
+    fn exhausted(&self) -> bool {
+        self.queue.exhausted()
+    }
+}
+
+impl RunItems<'_> {
+    /// The run alone (its children are items of their own, sent once it is copied).
+    fn job(&self, run_id: &str) -> Job {
+        let r = self.request;
+        Job::Run {
+            request: CopyRunRequest {
+                run_id: run_id.to_string(),
+                experiment_name: r.dst_experiment_name.clone(),
+                src_mlflow_uri: r.src_mlflow_uri.clone(),
+                dst_mlflow_uri: r.dst_mlflow_uri.clone(),
+                copy_children: false,
+                concurrency: r.concurrency,
+            },
+            dst_experiment_id: self.dst_experiment_id.to_string(),
+        }
+    }
+}
+
+/// A dry run: each run planned here from the destination's lineage tags, one after another,
+/// nothing sent anywhere (`--via` included).
+fn plan(c: &mut Copier, runs: Vec<RunSummary>, dst: Option<&str>, migration: &mut Migration) {
+    let mut queue = NestedQueue::new(runs);
+    loop {
+        match queue.next_step() {
+            Next::Start(i) => {
+                let run_id = queue.run(i).run_id.clone();
+                migration.item(c, &run_id, |c| plan_item(c, &run_id, dst));
+                queue.finished(i, !migration.last_failed());
+            }
+            Next::Blocked(i, parent) => migration.record(
+                c,
+                migration::failed(&queue.run(i).run_id, &parent_failed(&parent)),
+            ),
+            Next::Wait | Next::Empty => return,
+        }
+    }
+}
+
+/// Why a child is not attempted: copied now, it could not be nested.
+fn parent_failed(parent: &str) -> CopyError {
+    CopyError::upstream(format!(
+        "not attempted: its parent run {parent} failed (a re-run copies both, nested)"
+    ))
+}
+
+/// The item of a copied run, compared with its source first when asked to (locally, wherever
+/// the copy ran).
+fn copied_item(
     c: &mut Copier,
     run_id: &str,
-    dst_experiment_id: &str,
-    request: &CopyExperimentRequest,
+    done: Done,
+    verify: bool,
 ) -> anyhow::Result<MigrationItem> {
-    let report = copy_run::copy_into(c, run_id, dst_experiment_id)?;
-    if request.verify {
+    let Done::Run(report) = done else {
+        anyhow::bail!("run {run_id}: the executor reported a model version, not a run");
+    };
+    if verify {
         verify::check_copy(c, run_id, &report.dst_run_id)?;
     }
     Ok(MigrationItem {
@@ -231,6 +321,19 @@ pub(super) fn select_runs(
             _ => return Ok(runs),
         }
     }
+}
+
+/// The parent of each run whose parent is among the runs too.
+fn parents_among(runs: &[RunSummary]) -> HashMap<String, String> {
+    let selected: HashSet<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
+    runs.iter()
+        .filter_map(|r| {
+            let parent = r.parent_id.as_ref()?;
+            selected
+                .contains(parent.as_str())
+                .then(|| (r.run_id.clone(), parent.clone()))
+        })
+        .collect()
 }
 
 /// Parents before their children (so that each child finds its parent's copy and is nested

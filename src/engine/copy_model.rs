@@ -4,7 +4,8 @@
 //! Versions are copied in ascending order, so that a new destination model gets the source's
 //! numbers wherever none is missing, and aliases are moved last, once every version is there.
 
-use super::copy_model_version::{self, Aliases};
+use super::copy_model_version;
+use super::item_executor::{Done, ItemExecutor, Items, Job};
 use super::migration::{self, Migration};
 use super::verify_model_version;
 use super::Copier;
@@ -14,7 +15,11 @@ use crate::api::{
 };
 use crate::stores::model::{ModelVersion, RegisteredModel};
 
-pub fn copy_model(c: &mut Copier, request: &CopyModelRequest) -> anyhow::Result<MigrationReport> {
+pub fn copy_model(
+    c: &mut Copier,
+    request: &CopyModelRequest,
+    executor: &mut dyn ItemExecutor,
+) -> anyhow::Result<MigrationReport> {
     c.dst.registry.check_model_name(&request.dst_model)?;
     let src = c.src.registry.as_ref();
     let registered = src.registered_model(&request.src_model)?.ok_or_else(|| {
@@ -45,27 +50,77 @@ pub fn copy_model(c: &mut Copier, request: &CopyModelRequest) -> anyhow::Result<
         request.dry_run,
         versions.len(),
     );
-    // Permissions go with the version that creates the destination model.
-    let mut permissions = request.copy_permissions;
-    let mut copies: Vec<(String, String)> = Vec::new();
-    for version in &versions {
-        let one = version_request(request, &version.version, permissions);
-        migration.item(c, &version.version, |c| {
-            let item = match request.dry_run {
-                true => plan_item(c, &one)?,
-                false => copy_item(c, &one, request.verify)?,
-            };
-            permissions &= item.status == ItemStatus::Failed;
-            if let Some(dst) = &item.dst_id {
-                copies.push((version.version.clone(), dst.clone()));
-            }
-            Ok(item)
-        });
+    if request.dry_run {
+        for version in &versions {
+            let one = version_request(request, &version.version, request.copy_permissions);
+            migration.item(c, &version.version, |c| plan_item(c, &one));
+        }
+        return Ok(migration.finish());
     }
-    if request.copy_stages_and_aliases && !request.dry_run {
+    let mut items = VersionItems {
+        versions: &versions,
+        next: 0,
+        in_flight: None,
+        permissions: request.copy_permissions,
+        copies: Vec::new(),
+        migration: &mut migration,
+        request,
+    };
+    executor.run(c, &mut items)?;
+    let copies = std::mem::take(&mut items.copies);
+    if request.copy_stages_and_aliases {
         move_aliases(c, request, &registered, &copies, &mut migration);
     }
     Ok(migration.finish())
+}
+
+/// The versions of a copy, handed to the executor one at a time whatever it could run at
+/// once: a destination model numbers its versions in the order they are created, so a
+/// version starts only once the one before it is there. (A deep copy's run is copied inside
+/// its version's item.)
+struct VersionItems<'a> {
+    versions: &'a [ModelVersion],
+    /// The index of the next version to hand out.
+    next: usize,
+    /// The version in flight, as it was asked for (its `--verify` compares with that).
+    in_flight: Option<CopyModelVersionRequest>,
+    /// Permissions go with the version that creates the destination model.
+    permissions: bool,
+    /// Source and destination version numbers of the versions copied.
+    copies: Vec<(String, String)>,
+    migration: &'a mut Migration,
+    request: &'a CopyModelRequest,
+}
+
+impl Items for VersionItems<'_> {
+    fn next(&mut self, c: &mut Copier) -> Option<(usize, Job)> {
+        while self.in_flight.is_none() && self.next < self.versions.len() {
+            let (index, version) = (self.next, &self.versions[self.next].version);
+            self.next += 1;
+            if self.migration.begin(c, version) {
+                let one = version_request(self.request, version, self.permissions);
+                self.in_flight = Some(one.clone());
+                return Some((index, Job::Version(one)));
+            }
+        }
+        None
+    }
+
+    fn done(&mut self, c: &mut Copier, _: usize, result: anyhow::Result<Done>) {
+        let one = self.in_flight.take().expect("a version in flight");
+        let result = result.and_then(|done| copied_item(c, &one, done, self.request.verify));
+        if let Ok(item) = &result {
+            self.permissions &= item.status == ItemStatus::Failed;
+            if let Some(dst) = &item.dst_id {
+                self.copies.push((one.src_version.clone(), dst.clone()));
+            }
+        }
+        self.migration.end(c, &one.src_version, result);
+    }
+
+    fn exhausted(&self) -> bool {
+        self.next >= self.versions.len()
+    }
 }
 
 fn version_request(
@@ -87,12 +142,20 @@ fn version_request(
     }
 }
 
-fn copy_item(
+/// The item of a copied version, its deep copy's run compared with its source first when
+/// asked to (locally, wherever the copy ran).
+fn copied_item(
     c: &mut Copier,
     one: &CopyModelVersionRequest,
+    done: Done,
     verify: bool,
 ) -> anyhow::Result<MigrationItem> {
-    let report = copy_model_version::copy_version(c, one, Aliases::Later)?;
+    let Done::Version(report) = done else {
+        anyhow::bail!(
+            "version {}: the executor reported a run, not a version",
+            one.src_version
+        );
+    };
     if verify {
         verify_model_version::check_copy(c, one, &report.dst_version)?;
     }

@@ -3,11 +3,13 @@
 //!
 //! Items run one at a time in one component instance: a copy's requests are already many in
 //! flight (files, metric pages), and the engine is single-threaded (WASI 0.2 has no threads),
-//! so runs are not interleaved here; wider fan-out belongs to the hosts or to `--via`.
+//! so runs are not interleaved here. With `--via` the items run elsewhere, several in flight
+//! (`item_executor`), and end in the order they finish.
 
 use super::progress::Event;
 use super::Copier;
 use crate::api::{CopyError, ErrorKind, ItemError, ItemStatus, MigrationItem, MigrationReport};
+use std::collections::HashMap;
 use std::time::Instant;
 
 /// Failures in a row, of a kind that says the servers rather than the items are failing,
@@ -18,8 +20,12 @@ pub const MAX_FAILURES_IN_A_ROW: u32 = 5;
 pub struct Migration {
     report: MigrationReport,
     total: usize,
-    started: Instant,
+    /// Items begun so far.
+    started: usize,
+    began_at: Instant,
     failures_in_a_row: u32,
+    /// The parent item of each item that has one (copy-experiment), given to its report line.
+    parents: HashMap<String, String>,
 }
 
 impl Migration {
@@ -39,9 +45,16 @@ impl Migration {
                 elapsed_seconds: 0.0,
             },
             total,
-            started: Instant::now(),
+            started: 0,
+            began_at: Instant::now(),
             failures_in_a_row: 0,
+            parents: HashMap::new(),
         }
+    }
+
+    /// With the parent item of each item that has one (`src_parent_id` of its report line).
+    pub fn with_parents(self, parents: HashMap<String, String>) -> Migration {
+        Migration { parents, ..self }
     }
 
     /// Runs one item, recording its result or its failure.
@@ -51,15 +64,27 @@ impl Migration {
         src_id: &str,
         copy: impl FnOnce(&mut Copier) -> anyhow::Result<MigrationItem>,
     ) {
-        if let Some(reason) = self.giving_up() {
-            return self.record(c, failed(src_id, &reason));
+        if self.begin(c, src_id) {
+            let result = copy(c);
+            self.end(c, src_id, result);
         }
-        c.phase(format!(
-            "item {}/{}: {src_id}",
-            self.report.items.len() + 1,
-            self.total
-        ));
-        let item = match copy(c) {
+    }
+
+    /// Whether an item may start: not once enough items failed in a row (it is then recorded
+    /// as not attempted). Announces it. Items may be in flight several at once (`--via`).
+    pub fn begin(&mut self, c: &mut Copier, src_id: &str) -> bool {
+        if let Some(reason) = self.giving_up() {
+            self.record(c, failed(src_id, &reason));
+            return false;
+        }
+        self.started += 1;
+        c.phase(format!("item {}/{}: {src_id}", self.started, self.total));
+        true
+    }
+
+    /// Records how an item begun earlier ended.
+    pub fn end(&mut self, c: &mut Copier, src_id: &str, result: anyhow::Result<MigrationItem>) {
+        let item = match result {
             Ok(item) => item,
             Err(e) => failed(src_id, &CopyError::from_chain(&e)),
         };
@@ -83,7 +108,8 @@ impl Migration {
         ))
     }
 
-    pub fn record(&mut self, c: &mut Copier, item: MigrationItem) {
+    pub fn record(&mut self, c: &mut Copier, mut item: MigrationItem) {
+        item.src_parent_id = self.parents.get(&item.src_id).cloned();
         let r = &mut self.report;
         match item.status {
             ItemStatus::Created => r.created += 1,
@@ -104,7 +130,7 @@ impl Migration {
         r.metric_points += item.metric_points;
         r.items.push(item.clone());
         let done = r.items.len();
-        let elapsed = self.started.elapsed().as_secs_f64();
+        let elapsed = self.began_at.elapsed().as_secs_f64();
         let eta = (done < self.total).then(|| elapsed / done as f64 * (self.total - done) as f64);
         c.progress.event(Event::Item {
             done: done as u64,
@@ -142,7 +168,7 @@ impl Migration {
     }
 
     pub fn finish(mut self) -> MigrationReport {
-        self.report.elapsed_seconds = self.started.elapsed().as_secs_f64();
+        self.report.elapsed_seconds = self.began_at.elapsed().as_secs_f64();
         self.report
     }
 }
@@ -161,6 +187,7 @@ pub fn item(src_id: &str, status: ItemStatus) -> MigrationItem {
         dst_id: None,
         status,
         detail: None,
+        src_parent_id: None,
         error: None,
         artifact_bytes: 0,
         metric_points: 0,

@@ -3,6 +3,7 @@
 
 use super::copy_experiment::copy_experiment;
 use super::copy_model::copy_model;
+use super::item_executor::Local;
 use super::lineage;
 use super::tests::{point, seed_run, seed_version, the_copy, world, Recorded, World};
 use crate::api::{
@@ -13,7 +14,7 @@ use crate::stores::{Registry, Tracking};
 
 /// A source experiment: the seeded run, its child and grandchild (listed before it: newer),
 /// a failed run and a deleted one. Returns (experiment id, [root, child, grandchild, failed]).
-fn seed_experiment(w: &World) -> (String, Vec<String>) {
+pub(super) fn seed_experiment(w: &World) -> (String, Vec<String>) {
     let root = seed_run(&w.src);
     let exp = w.src.run(&root).info.experiment_id;
     w.src
@@ -40,7 +41,7 @@ fn seed_experiment(w: &World) -> (String, Vec<String>) {
     (exp, ids)
 }
 
-fn experiment_request(exp: &str, dry_run: bool) -> CopyExperimentRequest {
+pub(super) fn experiment_request(exp: &str, dry_run: bool) -> CopyExperimentRequest {
     CopyExperimentRequest {
         src_experiment_name: None,
         src_experiment_id: Some(exp.to_string()),
@@ -52,13 +53,15 @@ fn experiment_request(exp: &str, dry_run: bool) -> CopyExperimentRequest {
         max_runs: None,
         dry_run,
         verify: true,
+        via: None,
+        parallel: None,
         concurrency: 4,
     }
 }
 
 fn migrate_experiment(w: &World, request: &CopyExperimentRequest) -> MigrationReport {
     let mut progress = Recorded::default();
-    copy_experiment(&mut w.copier(&w.dst, &mut progress), request).unwrap()
+    copy_experiment(&mut w.copier(&w.dst, &mut progress), request, &mut Local).unwrap()
 }
 
 fn statuses(report: &MigrationReport) -> Vec<ItemStatus> {
@@ -74,6 +77,17 @@ fn an_experiment_is_planned_then_copied_parents_first_then_found_copied() {
     assert_eq!(w.dst.writes(), 0, "a dry run writes nothing");
     assert_eq!(plan.dst, None);
     assert_eq!(statuses(&plan), vec![ItemStatus::WouldCreate; 4]);
+    let parent_of = |id: &String| {
+        let item = plan.items.iter().find(|i| &i.src_id == id).unwrap();
+        item.src_parent_id.clone()
+    };
+    assert_eq!(
+        parent_of(&ids[1]),
+        Some(ids[0].clone()),
+        "what a host's waves need"
+    );
+    assert_eq!(parent_of(&ids[2]), Some(ids[1].clone()));
+    assert_eq!(parent_of(&ids[0]), None);
 
     let report = migrate_experiment(&w, &experiment_request(&exp, false));
     assert_eq!((report.created, report.failed), (4, 0));
@@ -196,7 +210,8 @@ fn listed_runs_are_checked_before_anything_is_written() {
     let mut request = experiment_request(&exp, false);
     request.run_ids = vec![ids[1].clone(), stranger.clone()];
     let mut progress = Recorded::default();
-    let err = copy_experiment(&mut w.copier(&w.dst, &mut progress), &request).unwrap_err();
+    let err =
+        copy_experiment(&mut w.copier(&w.dst, &mut progress), &request, &mut Local).unwrap_err();
     let err = CopyError::from_chain(&err);
     assert_eq!(err.kind, ErrorKind::BadInput);
     assert!(err.message.contains(&stranger), "{err}");
@@ -228,6 +243,8 @@ fn model_request(dry_run: bool) -> CopyModelRequest {
         copy_lineage_tags: true,
         dry_run,
         verify: true,
+        via: None,
+        parallel: None,
         concurrency: 4,
     }
 }
@@ -247,11 +264,21 @@ fn a_model_is_copied_version_by_version_with_its_numbers_and_aliases_last() {
     w.src.state.borrow_mut().writes.clear();
 
     let mut progress = Recorded::default();
-    let plan = copy_model(&mut w.copier(&w.dst, &mut progress), &model_request(true)).unwrap();
+    let plan = copy_model(
+        &mut w.copier(&w.dst, &mut progress),
+        &model_request(true),
+        &mut Local,
+    )
+    .unwrap();
     assert_eq!(w.dst.writes(), 0);
     assert_eq!(statuses(&plan), vec![ItemStatus::WouldCreate; 2]);
 
-    let report = copy_model(&mut w.copier(&w.dst, &mut progress), &model_request(false)).unwrap();
+    let report = copy_model(
+        &mut w.copier(&w.dst, &mut progress),
+        &model_request(false),
+        &mut Local,
+    )
+    .unwrap();
     assert_eq!(
         statuses(&report),
         vec![ItemStatus::Created; 2],
@@ -283,10 +310,20 @@ fn a_model_is_copied_version_by_version_with_its_numbers_and_aliases_last() {
     );
 
     let writes = w.dst.writes();
-    let again = copy_model(&mut w.copier(&w.dst, &mut progress), &model_request(false)).unwrap();
+    let again = copy_model(
+        &mut w.copier(&w.dst, &mut progress),
+        &model_request(false),
+        &mut Local,
+    )
+    .unwrap();
     assert_eq!(statuses(&again), vec![ItemStatus::Existing; 2]);
     assert_eq!(w.dst.writes(), writes);
-    let plan = copy_model(&mut w.copier(&w.dst, &mut progress), &model_request(true)).unwrap();
+    let plan = copy_model(
+        &mut w.copier(&w.dst, &mut progress),
+        &model_request(true),
+        &mut Local,
+    )
+    .unwrap();
     assert_eq!(
         statuses(&plan),
         vec![ItemStatus::Existing; 2],

@@ -7,12 +7,14 @@ pub mod copy_model;
 pub mod copy_model_version;
 pub mod copy_run;
 pub mod create_once;
+pub mod item_executor;
 pub mod lineage;
 pub mod metric_pipeline;
 pub mod metrics;
 pub mod migration;
 pub mod mlmodel;
 pub mod models;
+pub mod nested_queue;
 pub mod progress;
 pub mod prompts;
 pub mod traces;
@@ -24,6 +26,8 @@ pub mod verify_models;
 pub mod verify_traces;
 pub mod version_source;
 
+#[cfg(test)]
+mod fan_out_tests;
 #[cfg(test)]
 mod migration_tests;
 #[cfg(test)]

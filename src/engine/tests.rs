@@ -37,7 +37,7 @@ impl Recorded {
 pub(super) struct World {
     pub(super) src: Rc<FakeServer>,
     pub(super) dst: Rc<FakeServer>,
-    transport: Rc<Transport>,
+    pub(super) transport: Rc<Transport>,
 }
 
 pub(super) fn world() -> World {

@@ -16,11 +16,21 @@ use crate::stores::Tracking;
 
 fn copied_run(w: &World) -> (String, String) {
     let src = seed_run(&w.src);
-    let exp = w.src.run(&src).info.experiment_id;
-    let mut progress = Recorded::default();
-    copy_experiment(&mut w.copier(&w.dst, &mut progress), &experiment_copy(&exp)).unwrap();
-    let dst = the_copy(&w.dst, &src).info.run_id;
+    let dst = copy_of(w, &src);
     (src, dst)
+}
+
+/// Copies the experiment of source run `src`; the id of the run's copy.
+fn copy_of(w: &World, src: &str) -> String {
+    let exp = w.src.run(src).info.experiment_id;
+    let mut progress = Recorded::default();
+    copy_experiment(
+        &mut w.copier(&w.dst, &mut progress),
+        &experiment_copy(&exp),
+        &mut super::item_executor::Local,
+    )
+    .unwrap();
+    the_copy(&w.dst, src).info.run_id
 }
 
 fn experiment_copy(exp: &str) -> CopyExperimentRequest {
@@ -35,6 +45,8 @@ fn experiment_copy(exp: &str) -> CopyExperimentRequest {
         max_runs: None,
         dry_run: false,
         verify: false,
+        via: None,
+        parallel: None,
         concurrency: 4,
     }
 }
@@ -206,10 +218,8 @@ fn traces_are_compared_with_their_copies_info_assessments_and_spans() {
     let w = world();
     let src = seed_run(&w.src);
     let ids = super::tests::traces::seed_traces(&w.src, &src);
-    let exp = w.src.run(&src).info.experiment_id;
+    let dst = copy_of(&w, &src);
     let mut progress = Recorded::default();
-    copy_experiment(&mut w.copier(&w.dst, &mut progress), &experiment_copy(&exp)).unwrap();
-    let dst = the_copy(&w.dst, &src).info.run_id;
     let request = VerifyRunRequest {
         src_run_id: src.clone(),
         dst_run_id: dst.clone(),

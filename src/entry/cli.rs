@@ -17,6 +17,8 @@ Credentials come from the environment, never from flags (under wasmtime, pass ea
                                                  source server only (replace the shared ones)
   MLFLOW_DST_TRACKING_TOKEN, MLFLOW_DST_TRACKING_USERNAME, MLFLOW_DST_TRACKING_PASSWORD
                                                  destination server only
+  MLFLOW_COPY_VIA_TOKEN                          bearer token of the HTTP function of --via
+                                                 (sent to that host only)
 
 Hosts: the servers you name are contacted, and the hosts they hand out (signed storage URLs);
 set MLFLOW_COPY_ALLOWED_HOSTS (comma-separated host or host:port) to allow only those. (The
@@ -237,6 +239,16 @@ pub struct BulkFlags {
     /// copy that differs is a failed item; for copy-model, the runs of deep copies).
     #[arg(long)]
     pub verify: bool,
+    /// Run each item as one request to mlflow-copy's HTTP function at URL (its replicas behind
+    /// a load balancer share the work); the plan, the order and --verify stay here. Its bearer
+    /// token comes from MLFLOW_COPY_VIA_TOKEN; an item's request may take
+    /// MLFLOW_COPY_VIA_TIMEOUT seconds (default 7200). A lost replica means a retry.
+    #[arg(long, value_name = "URL")]
+    pub via: Option<String>,
+    /// Items in flight at once over --via (1-64, default 4; copy-model sends its versions one
+    /// after another whatever it says, so that they keep their numbers).
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -325,6 +337,8 @@ impl From<CopyExperimentArgs> for CopyExperimentRequest {
         CopyExperimentRequest {
             dry_run: a.bulk.dry_run,
             verify: a.bulk.verify,
+            via: a.bulk.via,
+            parallel: a.bulk.parallel,
             concurrency: a.concurrency,
             ..CopyExperimentRequest::from(a.runs)
         }
@@ -344,6 +358,8 @@ impl From<ExperimentRuns> for CopyExperimentRequest {
             max_runs: r.max_runs,
             dry_run: false,
             verify: false,
+            via: None,
+            parallel: None,
             concurrency: DEFAULT_CONCURRENCY,
         }
     }
@@ -365,6 +381,8 @@ impl From<CopyModelArgs> for CopyModelRequest {
             copy_lineage_tags: a.version.copy_lineage_tags,
             dry_run: a.bulk.dry_run,
             verify: a.bulk.verify,
+            via: a.bulk.via,
+            parallel: a.bulk.parallel,
             concurrency: a.concurrency,
         }
     }

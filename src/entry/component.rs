@@ -87,6 +87,8 @@ impl wit::Guest for Component {
             copy_lineage_tags: request.copy_lineage_tags.unwrap_or(false),
             dry_run: request.dry_run.unwrap_or(false),
             verify: request.verify.unwrap_or(false),
+            via: request.via,
+            parallel: request.parallel,
             concurrency: request.concurrency.unwrap_or(api::DEFAULT_CONCURRENCY),
         };
         migrate(&request)
@@ -157,6 +159,8 @@ fn experiment_request(request: wit::CopyExperimentRequest) -> CopyExperimentRequ
         max_runs: request.max_runs,
         dry_run: request.dry_run.unwrap_or(false),
         verify: request.verify.unwrap_or(false),
+        via: request.via,
+        parallel: request.parallel,
         concurrency: request.concurrency.unwrap_or(api::DEFAULT_CONCURRENCY),
     }
 }
@@ -221,6 +225,7 @@ fn migration_item(item: api::MigrationItem) -> wit::MigrationItem {
         dst_id: item.dst_id,
         status,
         detail: item.detail,
+        src_parent_id: item.src_parent_id,
         error: item
             .error
             .map(|e| to_wit_error(CopyError::new(e.kind, e.message))),

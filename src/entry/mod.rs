@@ -17,12 +17,13 @@ use crate::api::{
 };
 use crate::credentials::Auth;
 use crate::credentials::Side;
+use crate::engine::item_executor::{ItemExecutor, Local};
 use crate::engine::progress::{Event, Progress};
 use crate::engine::{
     copy_experiment, copy_model, copy_model_version, copy_run, verify, verify_experiment,
     verify_model_version, Copier,
 };
-use crate::stores;
+use crate::stores::{self, copy_function};
 use crate::transport::{Caller, Http, Settings, Transport};
 use std::rc::Rc;
 
@@ -60,7 +61,16 @@ pub trait CopyRequest: serde::de::DeserializeOwned {
     fn ends(&self) -> (&str, &str);
     fn concurrency(&self) -> u32;
     fn validate(&self) -> Result<(), CopyError>;
-    fn copy(&self, copier: &mut Copier) -> anyhow::Result<Self::Report>;
+    /// A bulk copy's `via` URL and items in flight over it: where its items run.
+    fn via(&self) -> Option<(&str, u32)> {
+        None
+    }
+    /// Runs the copy; a bulk copy's items go to `items`.
+    fn copy(
+        &self,
+        copier: &mut Copier,
+        items: &mut dyn ItemExecutor,
+    ) -> anyhow::Result<Self::Report>;
     /// The failure a report stands for although the copy ran (a bulk copy with failed
     /// items): the command exits non-zero, the HTTP function answers with its status.
     fn failure(_report: &Self::Report) -> Option<CopyError> {
@@ -85,7 +95,11 @@ macro_rules! verify_request {
             fn validate(&self) -> Result<(), CopyError> {
                 <$request>::validate(self)
             }
-            fn copy(&self, copier: &mut Copier) -> anyhow::Result<$report> {
+            fn copy(
+                &self,
+                copier: &mut Copier,
+                _: &mut dyn ItemExecutor,
+            ) -> anyhow::Result<$report> {
                 $verify(copier, self)
             }
             fn failure(report: &$report) -> Option<CopyError> {
@@ -133,8 +147,16 @@ macro_rules! migration_request {
             fn validate(&self) -> Result<(), CopyError> {
                 <$request>::validate(self)
             }
-            fn copy(&self, copier: &mut Copier) -> anyhow::Result<MigrationReport> {
-                $copy(copier, self)
+            fn via(&self) -> Option<(&str, u32)> {
+                let parallel = self.parallel.unwrap_or(crate::api::DEFAULT_PARALLEL);
+                self.via.as_deref().map(|url| (url, parallel))
+            }
+            fn copy(
+                &self,
+                copier: &mut Copier,
+                items: &mut dyn ItemExecutor,
+            ) -> anyhow::Result<MigrationReport> {
+                $copy(copier, self, items)
             }
             fn failure(report: &MigrationReport) -> Option<CopyError> {
                 report.failure()
@@ -181,7 +203,7 @@ impl CopyRequest for CopyRunRequest {
     fn validate(&self) -> Result<(), CopyError> {
         CopyRunRequest::validate(self)
     }
-    fn copy(&self, copier: &mut Copier) -> anyhow::Result<CopyRunReport> {
+    fn copy(&self, copier: &mut Copier, _: &mut dyn ItemExecutor) -> anyhow::Result<CopyRunReport> {
         copy_run::copy_run(copier, self)
     }
 }
@@ -197,7 +219,11 @@ impl CopyRequest for CopyModelVersionRequest {
     fn validate(&self) -> Result<(), CopyError> {
         CopyModelVersionRequest::validate(self)
     }
-    fn copy(&self, copier: &mut Copier) -> anyhow::Result<CopyModelVersionReport> {
+    fn copy(
+        &self,
+        copier: &mut Copier,
+        _: &mut dyn ItemExecutor,
+    ) -> anyhow::Result<CopyModelVersionReport> {
         copy_model_version::copy_model_version(copier, self)
     }
 }
@@ -217,6 +243,7 @@ pub fn execute<R: CopyRequest>(
     let mut run = || -> Result<R::Report, CopyError> {
         request.validate()?;
         let settings = Settings::from_env(host.env, host.caller)?;
+        let mut items = executor(&host, &settings, request.via())?;
         let transport = Rc::new(Transport::new((host.http)(&settings), settings.policy));
         let (src, dst) = request.ends();
         let mut copier = Copier {
@@ -228,12 +255,25 @@ pub fn execute<R: CopyRequest>(
             alive_poll: crate::engine::ALIVE_POLL,
         };
         request
-            .copy(&mut copier)
+            .copy(&mut copier, items.as_mut())
             .map_err(|e| CopyError::from_chain(&e))
     };
     let mut report = run().map_err(|e| scrub(e, &secrets))?;
     R::scrub(&mut report, &secrets);
     Ok(report)
+}
+
+/// Where a bulk copy's items run: here, or at the copy function of `via`.
+fn executor(
+    host: &Host,
+    settings: &Settings,
+    via: Option<(&str, u32)>,
+) -> Result<Box<dyn ItemExecutor>, CopyError> {
+    let Some((url, parallel)) = via else {
+        return Ok(Box::new(Local));
+    };
+    let via = copy_function::Via::new(url, parallel, host.http, host.env, settings)?;
+    Ok(Box::new(via))
 }
 
 /// Every credential value in the environment, in every form it travels in (a Basic header's
@@ -242,6 +282,7 @@ pub fn execute<R: CopyRequest>(
 pub(crate) fn secrets(env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
     let mut names = vec![
         "MLFLOW_COPY_API_TOKEN".to_string(),
+        copy_function::TOKEN_VAR.to_string(),
         "DATABRICKS_TOKEN".to_string(),
         "DATABRICKS_CLIENT_SECRET".to_string(),
         "DATABRICKS_PASSWORD".to_string(),

@@ -11,6 +11,7 @@
 //! Questions the engine asks ("which runs in this experiment carry these tags") are methods here,
 //! so that query syntax stays in the store. [`connect`] builds one side's stores from its URI.
 
+pub mod copy_function;
 pub mod databricks;
 pub mod mlflow;
 pub mod model;

@@ -9,7 +9,13 @@ use std::rc::Rc;
 
 /// The credentials of one server. `Debug` shows no secret.
 #[derive(Clone)]
-pub struct Credential(Rc<dyn Authorizer>);
+pub struct Credential {
+    auth: Rc<dyn Authorizer>,
+    /// The only origin (scheme, host, port) these credentials are ever sent to, when they
+    /// belong to one host alone (the copy function's token of `--via`): whatever URL a request
+    /// ends up with, they go nowhere else.
+    only_to: Option<url::Origin>,
+}
 
 impl std::fmt::Debug for Credential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -19,13 +25,24 @@ impl std::fmt::Debug for Credential {
 
 impl Credential {
     pub fn new(auth: Rc<dyn Authorizer>) -> Credential {
-        Credential(auth)
+        Credential {
+            auth,
+            only_to: None,
+        }
+    }
+
+    /// Credentials that belong to the origin of `url` and are sent to no other.
+    pub fn for_origin_of(auth: Rc<dyn Authorizer>, url: &url::Url) -> Credential {
+        Credential {
+            auth,
+            only_to: Some(url.origin()),
+        }
     }
 
     /// After the server refused the credentials (401, or 403 as real workspaces answer an
     /// expired OAuth token): drops a cached token; whether sending again may help.
     pub fn refresh(&self) -> bool {
-        self.0.refresh()
+        self.auth.refresh()
     }
 }
 
@@ -37,7 +54,19 @@ impl Request {
         let Some(credential) = &self.credential else {
             return Ok(self.clone());
         };
-        let header = credential.0.header().map_err(|e| Error {
+        if let Some(origin) = &credential.only_to {
+            if self.url.origin() != *origin {
+                return Err(Error {
+                    message: format!(
+                        "{}: refused: the credentials it carries belong to {} alone",
+                        self.describe(),
+                        origin.ascii_serialization()
+                    ),
+                    status: None,
+                });
+            }
+        }
+        let header = credential.auth.header().map_err(|e| Error {
             message: e.message,
             status: (e.kind == ErrorKind::Unauthorized).then_some(401),
         })?;
@@ -174,6 +203,29 @@ mod tests {
             !format!("{pending:?}").contains("t1"),
             "Debug shows no token"
         );
+    }
+
+    #[test]
+    fn credentials_of_one_origin_go_to_that_origin_only() {
+        let auth = Rc::new(Rotating::default());
+        let home = Url::parse("http://127.0.0.1:8080/copy-run").unwrap();
+        let credential = Credential::for_origin_of(auth, &home);
+        let to = |u: &str| {
+            Request::new(Method::Post, Url::parse(u).unwrap()).with_credential(credential.clone())
+        };
+        let sent = to("http://127.0.0.1:8080/copy-model-version").ready_to_send();
+        assert_eq!(authorization(&sent.unwrap()), "Bearer t0");
+        for elsewhere in ["http://127.0.0.1:8081/copy-run", "https://127.0.0.1:8080/x"] {
+            let refused = to(elsewhere).ready_to_send().unwrap_err();
+            assert!(
+                refused
+                    .message
+                    .contains("belong to http://127.0.0.1:8080 alone")
+                    && !refused.message.contains("t0"),
+                "{}",
+                refused.message
+            );
+        }
     }
 
     #[test]

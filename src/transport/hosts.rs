@@ -82,6 +82,19 @@ impl HostPolicy {
         }
     }
 
+    /// The host and port of `url` and nothing else: where a bulk copy's items go with
+    /// `--via` (the copy function's token must reach no other host, and nothing else is asked
+    /// of that transport).
+    pub fn only(url: &Url) -> HostPolicy {
+        let host = url.host_str().unwrap_or_default();
+        let port = url.port_or_known_default().unwrap_or(0);
+        HostPolicy {
+            listed: AllowedHosts::parse(&format!("{host}:{port}")),
+            closed: false,
+            guard_special: false,
+        }
+    }
+
     /// Any host: what a user who sets nothing gets.
     #[cfg(test)]
     pub fn any() -> HostPolicy {
@@ -281,6 +294,16 @@ mod tests {
             policy.check_request(&with_token).is_err(),
             "credentials go to listed hosts only"
         );
+    }
+
+    #[test]
+    fn a_policy_for_one_host_allows_that_host_and_port_only() {
+        let only = HostPolicy::only(&url("http://127.0.0.1:8080/fn"));
+        assert!(only
+            .check_named(&url("http://127.0.0.1:8080/copy-run"))
+            .is_ok());
+        assert!(only.check_named(&url("http://127.0.0.1:8081/")).is_err());
+        assert!(only.check_named(&url("https://127.0.0.1:8080/")).is_ok());
     }
 
     #[test]

@@ -144,6 +144,18 @@ def copy_version_args(src_model, version, dst_model, src_uri, dst_uri, *extra):
             "--dst-model", dst_model, "--src-registry-uri", src_uri, "--dst-registry-uri", dst_uri, *extra]
 
 
+def wait_for_health(url, timeout):
+    """Whether `url` answers 200 within `timeout` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return True
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    return False
+
+
 class Served:
     """The component as an HTTP function under `wasmtime serve -S cli`, with `env` passed to it.
     The function refuses every copy until its operator lists the hosts it may reach: unless `env`
@@ -165,14 +177,8 @@ class Served:
         os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                time.sleep(0.2)
-        raise RuntimeError("wasmtime serve did not start")
+        if not wait_for_health(self.url + "/healthz", 60):
+            raise RuntimeError("wasmtime serve did not start")
 
     def logs(self):
         self.log.flush()

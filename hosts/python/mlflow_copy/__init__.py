@@ -45,6 +45,7 @@ CLI_INTERFACE = "wasi:cli/run@0.2.2"
 GUEST_ENV_EXACT = ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
                    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER",
                    "MLFLOW_COPY_FILES_API_MAX_PUT", "MLFLOW_COPY_ALLOWED_HOSTS",
+                   "MLFLOW_COPY_VIA_TOKEN", "MLFLOW_COPY_VIA_TIMEOUT",
                    "MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE", "MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE",
                    "MLFLOW_SKIP_SIGNATURE_CHECK_FOR_UC_REGISTRY_MIGRATION",
                    "MLFLOW_USE_DATABRICKS_SDK_MODEL_ARTIFACTS_REPO_FOR_UC",
@@ -303,17 +304,21 @@ def copy_experiment(*, dst_experiment_name: str, src_mlflow_uri: str, dst_mlflow
                     src_experiment_name: Optional[str] = None, src_experiment_id: Optional[str] = None,
                     filter: Optional[str] = None, run_ids: Sequence[str] = (),
                     max_runs: Optional[int] = None, dry_run: Optional[bool] = None,
-                    verify: Optional[bool] = None, concurrency: Optional[int] = None,
+                    verify: Optional[bool] = None, via: Optional[str] = None,
+                    parallel: Optional[int] = None, concurrency: Optional[int] = None,
                     wasm: Optional[str] = None) -> dict:
     """Copies the runs of an experiment (all, `filter`ed, `run_ids` or the newest `max_runs`),
     parents before children. Returns the migration report: `src`, `dst`, `dry_run`, `items`
     (each `src_id`, `dst_id`, `status`, `detail`, `error`), counts, `elapsed_seconds`. Failed
-    items are in the report (`failed` > 0), not raised: run the same call again."""
+    items are in the report (`failed` > 0), not raised: run the same call again. With `via`
+    (the URL of mlflow-copy's HTTP function; its token in `MLFLOW_COPY_VIA_TOKEN`) each run is
+    one request to it, `parallel` at once."""
     return load(wasm).call("copy-experiment", {
         "src_experiment_name": src_experiment_name, "src_experiment_id": src_experiment_id,
         "dst_experiment_name": dst_experiment_name, "src_mlflow_uri": src_mlflow_uri,
         "dst_mlflow_uri": dst_mlflow_uri, "filter": filter, "run_ids": list(run_ids),
-        "max_runs": max_runs, "dry_run": dry_run, "verify": verify, "concurrency": concurrency})
+        "max_runs": max_runs, "dry_run": dry_run, "verify": verify, "via": via, "parallel": parallel,
+        "concurrency": concurrency})
 
 
 def copy_model(*, src_model: str, dst_model: str, src_registry_uri: str, dst_registry_uri: str,
@@ -321,7 +326,8 @@ def copy_model(*, src_model: str, dst_model: str, src_registry_uri: str, dst_reg
                stages: Sequence[str] = (), aliases: Sequence[str] = (),
                copy_permissions: Optional[bool] = None, copy_stages_and_aliases: Optional[bool] = None,
                copy_lineage_tags: Optional[bool] = None, dry_run: Optional[bool] = None,
-               verify: Optional[bool] = None, concurrency: Optional[int] = None,
+               verify: Optional[bool] = None, via: Optional[str] = None,
+               parallel: Optional[int] = None, concurrency: Optional[int] = None,
                wasm: Optional[str] = None) -> dict:
     """Copies versions of a registered model (all, or those listed / in `stages` / holding
     `aliases`) in ascending order, each as `copy_model_version` does. Returns the migration
@@ -332,7 +338,7 @@ def copy_model(*, src_model: str, dst_model: str, src_registry_uri: str, dst_reg
         "versions": [str(v) for v in versions], "stages": list(stages), "aliases": list(aliases),
         "copy_permissions": copy_permissions, "copy_stages_and_aliases": copy_stages_and_aliases,
         "copy_lineage_tags": copy_lineage_tags, "dry_run": dry_run, "verify": verify,
-        "concurrency": concurrency})
+        "via": via, "parallel": parallel, "concurrency": concurrency})
 
 
 def verify_run(*, src_run_id: str, dst_run_id: str, src_mlflow_uri: str, dst_mlflow_uri: str,
@@ -355,7 +361,8 @@ def verify_experiment(*, dst_experiment_name: str, src_mlflow_uri: str, dst_mlfl
         "src_experiment_name": src_experiment_name, "src_experiment_id": src_experiment_id,
         "dst_experiment_name": dst_experiment_name, "src_mlflow_uri": src_mlflow_uri,
         "dst_mlflow_uri": dst_mlflow_uri, "filter": filter, "run_ids": list(run_ids),
-        "max_runs": max_runs, "dry_run": None, "verify": None, "concurrency": None})
+        "max_runs": max_runs, "dry_run": None, "verify": None, "via": None, "parallel": None,
+        "concurrency": None})
 
 
 def verify_model_version(*, src_model: str, src_version: str, dst_model: str, src_registry_uri: str,

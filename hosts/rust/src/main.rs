@@ -12,12 +12,16 @@
 //! The guest sees only the host's credential variables (`GUEST_ENV`), never the whole
 //! environment.
 //!
+//! copy-experiment with `"parallel": N` (and no `via`) runs N component instances at once, the
+//! items in waves by nesting depth (`fan_out.rs`).
+//!
 //! `mlflow-copy-host exports <mlflow_copy.wasm>` prints the component's export names as JSON.
 //!
 //! `mlflow-copy-host serve <wasm> …` serves the component's HTTP function as Spin does, with
 //! Spin variables (`serve.rs`). The host is built on wasmtime 44.0.0, the version Spin 4.0.2
 //! pins, so that what loads here loads in Spin.
 
+mod fan_out;
 mod outgoing;
 mod serve;
 mod variables;
@@ -42,7 +46,7 @@ use exports::mlflow::copy::copier::{
     VerifyModelVersionRequest, VerifyRunRequest,
 };
 
-struct HostState {
+pub(crate) struct HostState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
@@ -104,22 +108,13 @@ async fn run() -> Result<i32> {
     let engine = Engine::new(&Config::new())?;
     let component = Component::from_file(&engine, wasm)
         .map_err(|e| anyhow::anyhow!("loading {wasm}: {e:#}"))?;
-    let linker = linker(&engine)?;
-
-    let mut wasi = WasiCtxBuilder::new();
-    wasi.inherit_stderr();
-    for (key, value) in std::env::vars().filter(|(k, _)| passed_to_guest(k)) {
-        wasi.env(key, value);
-    }
-    let state = HostState {
-        wasi: wasi.build(),
-        http: WasiHttpCtx::new(),
-        table: ResourceTable::new(),
-        variables: Default::default(),
+    let guest = Guest {
+        linker: linker(&engine)?,
+        engine,
+        component,
         outgoing: outgoing::Pool::default(),
     };
-    let mut store = Store::new(&engine, state);
-    let plugin = Plugin::instantiate_async(&mut store, &component, &linker).await?;
+    let (mut store, plugin) = guest.instance().await?;
     let copier = plugin.mlflow_copy_copier();
 
     // Parses the request of an export, calls it, and turns its report into JSON.
@@ -133,7 +128,19 @@ async fn run() -> Result<i32> {
     let outcome: Result<Value, CopyError> = match function.as_str() {
         "copy-run" => call!(call_copy_run, CopyRunRequest),
         "copy-model-version" => call!(call_copy_model_version, CopyModelVersionRequest),
-        "copy-experiment" => call!(call_copy_experiment, CopyExperimentRequest),
+        "copy-experiment" => {
+            let request: CopyExperimentRequest =
+                serde_json::from_str(request).context("parsing the copy-experiment request")?;
+            match fan_out::instances_wanted(&request) {
+                Some(n) => fan_out::copy_experiment(&guest, request, n)
+                    .await?
+                    .map(report_json),
+                None => copier
+                    .call_copy_experiment(&mut store, &request)
+                    .await?
+                    .map(report_json),
+            }
+        }
         "copy-model" => call!(call_copy_model, CopyModelRequest),
         "verify-run" => call!(call_verify_run, VerifyRunRequest),
         "verify-experiment" => call!(call_verify_experiment, CopyExperimentRequest),
@@ -159,6 +166,37 @@ async fn run() -> Result<i32> {
     }
 }
 
+/// The loaded component, from which instances are made (one per call; several at once for a
+/// fanned-out copy-experiment).
+pub(crate) struct Guest {
+    engine: Engine,
+    component: Component,
+    linker: Linker<HostState>,
+    /// The outgoing connections, shared by every instance (`outgoing.rs`).
+    outgoing: outgoing::Pool,
+}
+
+impl Guest {
+    /// A fresh instance, its guest given the host's credential variables and stderr.
+    pub(crate) async fn instance(&self) -> Result<(Store<HostState>, Plugin)> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.inherit_stderr();
+        for (key, value) in std::env::vars().filter(|(k, _)| passed_to_guest(k)) {
+            wasi.env(key, value);
+        }
+        let state = HostState {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            variables: Default::default(),
+            outgoing: self.outgoing.clone(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        let plugin = Plugin::instantiate_async(&mut store, &self.component, &self.linker).await?;
+        Ok((store, plugin))
+    }
+}
+
 /// What a guest may import: WASI p2, wasi-http, and Spin's variables (`wasi:config/store`),
 /// the interfaces Spin 4 links for a component.
 fn linker(engine: &Engine) -> Result<Linker<HostState>> {
@@ -174,12 +212,14 @@ fn linker(engine: &Engine) -> Result<Linker<HostState>> {
 /// `MLFLOW_*S3_ENDPOINT_URL`, the MLflow and AWS settings the component reads (`EXACT`) and
 /// `DATABRICKS_*`. The same rule as the Python and Node.js hosts.
 fn passed_to_guest(name: &str) -> bool {
-    const EXACT: [&str; 13] = [
+    const EXACT: [&str; 15] = [
         "MLFLOW_HTTP_REQUEST_TIMEOUT",
         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
         "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER",
         "MLFLOW_COPY_FILES_API_MAX_PUT",
         "MLFLOW_COPY_ALLOWED_HOSTS",
+        "MLFLOW_COPY_VIA_TOKEN",
+        "MLFLOW_COPY_VIA_TIMEOUT",
         "MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE",
         "MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE",
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
