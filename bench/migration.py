@@ -105,25 +105,32 @@ def python_tool_threads(src, dst, label, folder):
 def measure_tool(name, make, src, dst, label):
     """One migration by one tool: each phase measured; the destination's runs counted. The
     Python tool reads each phase's server from MLFLOW_TRACKING_URI: the source to export, the
-    destination to import."""
+    destination to import. mlflow-copy's command is then run a second time: a re-run finds
+    every run copied (what resuming a finished migration costs)."""
     work = tempfile.mkdtemp(prefix="bench-migration-")
     tmp, folder = os.path.join(work, "tmp"), os.path.join(work, "export")
     os.makedirs(tmp)
-    phases = []
+    phases, rerun = [], None
     try:
         commands = make(src.uri, dst.uri, label, folder)
         for cmd, uri in zip(commands, (src.uri, dst.uri) if len(commands) > 1 else (dst.uri,)):
             env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "TMPDIR": tmp}
-            cpu = servers_cpu((src, dst))
-            seconds, rss, disk, _ = run_measured(cmd, env, (tmp, folder))
-            phases.append({"phase": os.path.basename(cmd[0]) if cmd[0] != "wasmtime" else "copy-experiment",
-                           "seconds": seconds, "rss": rss, "disk": disk,
-                           "server_cpu": servers_cpu((src, dst)) - cpu})
-            print(f"  {name} {phases[-1]['phase']}: {seconds:.1f} s, {rss:.0f} MiB, {disk:.0f} MiB disk", flush=True)
+            phases.append(measure_phase(cmd, env, src, dst, (tmp, folder)))
+            print(f"  {name} {phases[-1]['phase']}: {phases[-1]['seconds']:.1f} s", flush=True)
+        if len(commands) == 1:
+            rerun = measure_phase(commands[0], env, src, dst, (tmp,))
+            print(f"  {name} re-run: {rerun['seconds']:.1f} s", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         bench.free_destination(dst)
-    return phases, copied_runs(dst.uri, label)
+    return phases, copied_runs(dst.uri, label), rerun
+
+
+def measure_phase(cmd, env, src, dst, disk_dirs):
+    cpu = servers_cpu((src, dst))
+    seconds, rss, disk, _ = run_measured(cmd, env, disk_dirs)
+    return {"phase": "copy-experiment" if cmd[0] == "wasmtime" else os.path.basename(cmd[0]),
+            "seconds": seconds, "rss": rss, "disk": disk, "server_cpu": servers_cpu((src, dst)) - cpu}
 
 
 def copied_runs(uri, name):
@@ -177,7 +184,7 @@ def table(active, results, failed):
     lines = ["| tool | phase | wall s | runs copied (nested) | runs/s | peak RSS MiB (tree) | temp disk MiB | server CPU s |",
              "|---|---|---:|---|---:|---:|---:|---:|"]
     for name, attempts in results.items():
-        for phases, (runs, nested) in attempts:
+        for phases, (runs, nested), rerun in attempts:
             total = sum(p["seconds"] for p in phases)
             for p in phases if len(phases) > 1 else []:
                 lines.append(f"| {name} | {p['phase']} | {p['seconds']:.1f} | | | {p['rss']:.0f} | "
@@ -185,6 +192,10 @@ def table(active, results, failed):
             lines.append(f"| {name} | **whole migration** | **{total:.1f}** | {runs} of {active} ({nested}) | "
                          f"**{runs / total:.2f}** | {max(p['rss'] for p in phases):.0f} | "
                          f"{max(p['disk'] for p in phases):.0f} | {sum(p['server_cpu'] for p in phases):.1f} |")
+            if rerun:
+                lines.append(f"| {name} | the same command again (all `existing`) | {rerun['seconds']:.1f} | 0 new | "
+                             f"{runs / rerun['seconds']:.2f} checked | {rerun['rss']:.0f} | {rerun['disk']:.0f} | "
+                             f"{rerun['server_cpu']:.1f} |")
     for name, error in failed.items():
         lines.append(f"| {name} | failed | | | | | | `{error}` |")
     return lines
