@@ -33,6 +33,8 @@ class SeededRun:
     parent_id: str = None
     status: str = "FINISHED"
     deleted: bool = False
+    start_time: int = 0
+    end_time: int = 0
     metric_points: int = 0
     files: int = 0
     logged_model: bool = False
@@ -122,7 +124,7 @@ def _fill(client, experiment_id, i, run, long_history, with_model):
     if with_model:
         _log_model(client, experiment_id, run)
         run.logged_model = True
-    client.set_terminated(run.run_id, run.status, end_time=START + i * 1000 + 600_000)
+    client.set_terminated(run.run_id, run.status, end_time=run.end_time)
     if run.deleted:
         client.delete_run(run.run_id)
 
@@ -141,7 +143,7 @@ def seed_experiment(uri, name, runs=24, *, logged_models=2, long_history=1500, w
         tags = {"mlflow.parentRunId": parent} if parent else {}
         created = client.create_run(exp_id, start_time=START + i * 1000, tags=tags, run_name=f"{role}-{i}")
         run = SeededRun(created.info.run_id, f"{role}-{i}", role, parent, "FAILED" if role == "failed" else "FINISHED",
-                        deleted=role == "deleted")
+                        deleted=role == "deleted", start_time=START + i * 1000, end_time=START + i * 1000 + 600_000)
         seeded.runs.append(run)
         last[role] = run.run_id
     plain = [i for i, r in enumerate(seeded.runs) if r.role == "plain"]

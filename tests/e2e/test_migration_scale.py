@@ -86,10 +86,11 @@ def assert_each_run_copied_once(uri, experiment_name, seeded):
     for src_id, [copy] in copies.items():
         tags = copy.data.tags
         assert INCOMPLETE not in tags and copy.info.lifecycle_stage == "active", copy.info
-        assert copy.info.status == active[src_id].status
-        parent = active[src_id].parent_id
-        assert tags.get("mlflow.parentRunId") == (copy_of[parent] if parent else None), "nesting"
-        assert copy.info.run_name == active[src_id].name
+        source = active[src_id]
+        assert (copy.info.status, copy.info.start_time, copy.info.end_time) == \
+            (source.status, source.start_time, source.end_time)
+        assert tags.get("mlflow.parentRunId") == (copy_of[source.parent_id] if source.parent_id else None), "nesting"
+        assert copy.info.run_name == source.name
     return copy_of
 
 
@@ -135,8 +136,8 @@ def test_an_experiment_killed_mid_way_finishes_on_re_run_with_each_run_copied_on
     report = resumed.report
     assert (report["failed"], len(report["items"])) == (0, total), report
     again = collections.Counter(i["status"] for i in report["items"])
-    assert again == {"existing": done + 1 - statuses["would_resume"], "resumed": statuses["would_resume"],
-                     "created": total - done - 1}, again
+    assert again == collections.Counter(existing=done + 1 - statuses["would_resume"],
+                                        resumed=statuses["would_resume"], created=total - done - 1), again
     copy_of = assert_each_run_copied_once(dst.uri, dst_name, scaled)
     assert copy_of == {i["src_id"]: i["dst_id"] for i in report["items"]}
 
@@ -389,7 +390,7 @@ def test_verify_model_version_reports_a_changed_tag_alias_and_stage(src, dst, sc
     client = MlflowClient(dst.uri, registry_uri=dst.uri)
     client.set_model_version_tag(dst_model, pairs[last], "index", "tampered")
     client.set_registered_model_alias(dst_model, "challenger", pairs[before])  # moved off `last`
-    client.transition_model_version_stage(dst_model, pairs[before], "Production")
+    client.transition_model_version_stage(dst_model, pairs[before], "Archived")  # the source: Production
     found = run_cli(verify_version_args(name, last, dst_model, pairs[last], src.uri, dst.uri))
     assert found.code != 0 and "error [conflict]" in found.stderr, found
     fields = {d["field"] for d in found.report["differences"]}
