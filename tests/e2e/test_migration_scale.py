@@ -329,7 +329,6 @@ def test_verify_run_reports_each_damage_by_name(src, dst, clean_copy, damage, na
     assert reported(found, names) and len(found.report["differences"]) == 1, found.report["differences"]
 
 
-@pytest.mark.xfail(strict=True, reason="needs verify-run content checksums from lead")
 def test_verify_run_finds_a_file_of_the_same_size_with_other_bytes(src, dst, clean_copy):
     _, pairs = clean_copy
     src_id, dst_id = pairs[len(DAMAGES)]
@@ -346,7 +345,6 @@ def verify_experiment_args(src_name, dst_name, src_uri, dst_uri, *extra):
             "--src-mlflow-uri", src_uri, "--dst-mlflow-uri", dst_uri, *extra]
 
 
-@pytest.mark.xfail(strict=True, reason="needs verify-experiment from lead")
 def test_verify_experiment_compares_every_run_and_names_a_missing_one(src, dst, scaled):
     dst_name = unique("scale-verify-exp")
     picked = [r.run_id for r in scaled.active if r.parent_id is None][:3]
@@ -376,7 +374,6 @@ def verify_version_args(src_model, version, dst_model, dst_version, src_uri, dst
             "--dst-experiment-name", dst_experiment, "--copy-stages-and-aliases"]
 
 
-@pytest.mark.xfail(strict=True, reason="needs verify-model-version from lead")
 def test_verify_model_version_reports_a_changed_tag_alias_and_stage(src, dst, scaled_model):
     name, _ = scaled_model
     dst_model, dst_exp = unique("scale-model-damage"), unique("scale-damage-runs")
