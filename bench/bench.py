@@ -43,6 +43,15 @@ WASM = os.environ.get("MLFLOW_COPY_WASM", os.path.join(ROOT, "target/wasm32-wasi
 PY_BIN = os.path.join(ROOT, ".work/bench-venv/bin")
 TIME = "/usr/bin/time"
 START = 1_600_000_000_000
+# bench/migration.py's section of results.md, kept when this script rewrites the file.
+MIGRATION_BEGIN, MIGRATION_END = "<!-- migration: bench/migration.py -->", "<!-- /migration -->"
+
+
+def migration_section(text):
+    """The migration section (markers included) of a results file's text, or ""."""
+    if MIGRATION_BEGIN not in text or MIGRATION_END not in text:
+        return ""
+    return text[text.index(MIGRATION_BEGIN):text.index(MIGRATION_END) + len(MIGRATION_END)]
 
 
 # ---------------------------------------------------------------- seeding
@@ -395,6 +404,10 @@ def write_results(args, sizes, rows, cold, ours_names):
     if os.path.exists(notes) and os.path.abspath(args.out) == os.path.join(ROOT, "bench", "results.md"):
         with open(notes) as f:
             text += "\n" + f.read()
+    if os.path.exists(args.out):
+        with open(args.out) as f:
+            kept = migration_section(f.read())
+        text += "\n" + kept + "\n" if kept else ""
     with open(args.out, "w") as f:
         f.write(text)
     print(text)
