@@ -11,6 +11,7 @@
 // (passedToGuest), never the rest of the environment.
 import { Worker } from 'node:worker_threads';
 import { transpiled, findWasm } from './component.js';
+import { copyExperimentInInstances } from './fan-out.js';
 
 export { findWasm };
 
@@ -146,7 +147,12 @@ export function copyModelVersion(request, options) {
  * metricPoints, elapsedSeconds }. Failed items are in the report (failed > 0), not thrown.
  */
 export function copyExperiment(request, options) {
-  return call('copyExperiment', { runIds: [], ...request }, options);
+  const copy = (r) => call('copyExperiment', { runIds: [], ...r }, options);
+  // `parallel` without `via`: N instances of the component at once, here (fan-out.js).
+  if ((request.parallel ?? 1) > 1 && !request.via) {
+    return copyExperimentInInstances(copy, request, request.parallel);
+  }
+  return copy(request);
 }
 
 /**

@@ -278,20 +278,26 @@ def test_the_hosts_send_items_via_the_function(host, fleet, src, dst, experiment
     assert copies[child].data.tags[PARENT] == copies[parents[child]].info.run_id
 
 
-def test_the_rust_host_runs_instances_in_waves_without_via(src, dst, experiment):
-    """`parallel` without `via` in the embedding host: a dry run plans, then the items go in
-    waves by nesting depth over three component instances at once."""
+@pytest.mark.parametrize("host", ["rust", "python", "node"])
+def test_the_hosts_run_instances_in_waves_without_via(host, src, dst, experiment):
+    """`parallel` without `via` in a host: a dry run plans, then the items go in waves by
+    nesting depth over three component instances at once."""
     name, parents = experiment
-    dst_name = unique("fanout-instances")
+    dst_name = unique(f"fanout-instances-{host}")
     request = {"src_experiment_name": name, "dst_experiment_name": dst_name, "src_mlflow_uri": src.uri,
                "dst_mlflow_uri": dst.uri, "run_ids": [], "parallel": 3}
     started = time.time()
-    result = run_host("copy-experiment", request)
-    assert result.code == 0, result
-    report = result.report["ok"]
+    if host == "rust":
+        result = run_host("copy-experiment", request)
+        assert result.code == 0, result
+        report = result.report["ok"]
+    else:
+        code, out, err = hosts.run(host, "copy-experiment", request, WASM)
+        assert code == 0, err
+        report = out["ok"]
     assert (report["created"], report["failed"], report["dry_run"]) == (len(parents), 0, False), report
     order = [i["src_id"] for i in report["items"]]
     assert all(order.index(parent) < order.index(run) for run, parent in parents.items() if parent)
-    assert all(i["src_parent_id"] == parents[i["src_id"]] for i in report["items"])
+    assert all(i.get("src_parent_id") == parents[i["src_id"]] for i in report["items"])
     assert_copied_once_and_nested(dst, dst_name, parents)
-    print(f"12 runs over 3 instances in {time.time() - started:.1f} s")
+    print(f"12 runs over 3 instances of the {host} host in {time.time() - started:.1f} s")

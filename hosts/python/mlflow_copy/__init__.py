@@ -29,6 +29,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 import wasmtime
 from wasmtime import component as wc
 
+from .fan_out import copy_experiment_in_instances
+
 __all__ = ["copy_run", "copy_model_version", "copy_experiment", "copy_model", "verify_run", "verify_experiment",
            "verify_model_version", "load", "Copier", "passed_to_guest", "CopyError",
            "BadInput", "NotFound", "Unauthorized", "Conflict", "Upstream"]
@@ -312,13 +314,17 @@ def copy_experiment(*, dst_experiment_name: str, src_mlflow_uri: str, dst_mlflow
     (each `src_id`, `dst_id`, `status`, `detail`, `error`), counts, `elapsed_seconds`. Failed
     items are in the report (`failed` > 0), not raised: run the same call again. With `via`
     (the URL of mlflow-copy's HTTP function; its token in `MLFLOW_COPY_VIA_TOKEN`) each run is
-    one request to it, `parallel` at once."""
-    return load(wasm).call("copy-experiment", {
+    one request to it, `parallel` at once; without `via`, `parallel` instances of the component
+    run here at once (`fan_out.py`), parents' runs before their children's."""
+    request = {
         "src_experiment_name": src_experiment_name, "src_experiment_id": src_experiment_id,
         "dst_experiment_name": dst_experiment_name, "src_mlflow_uri": src_mlflow_uri,
         "dst_mlflow_uri": dst_mlflow_uri, "filter": filter, "run_ids": list(run_ids),
         "max_runs": max_runs, "dry_run": dry_run, "verify": verify, "via": via, "parallel": parallel,
-        "concurrency": concurrency})
+        "concurrency": concurrency}
+    if (parallel or 1) > 1 and not via:  # N instances of the component at once, here
+        return copy_experiment_in_instances(load(wasm), request, parallel)
+    return load(wasm).call("copy-experiment", request)
 
 
 def copy_model(*, src_model: str, dst_model: str, src_registry_uri: str, dst_registry_uri: str,
