@@ -36,11 +36,14 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 
 import seed  # noqa: E402
+from fault_proxy import FaultProxy  # noqa: E402
+from link_proxy import LinkProxy  # noqa: E402
 from servers import MlflowServer  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 WASM = os.environ.get("MLFLOW_COPY_WASM", os.path.join(ROOT, "target/wasm32-wasip2/release/mlflow_copy.wasm"))
 PY_BIN = os.path.join(ROOT, ".work/bench-venv/bin")
+HOST = os.environ.get("MLFLOW_COPY_HOST", os.path.join(ROOT, "hosts/rust/target/release/mlflow-copy-host"))
 TIME = "/usr/bin/time"
 START = 1_600_000_000_000
 # bench/migration.py's section of results.md, kept when this script rewrites the file.
@@ -208,6 +211,19 @@ def ours(kind, src, dst, source, label, wasm):
     return cmd
 
 
+def ours_in_host(kind, src, dst, source, label, wasm):
+    """The same copy through the Rust embedding host (its pooled outgoing connections)."""
+    if kind == "run":
+        function, request = "copy-run", {"run_id": source, "experiment_name": label,
+                                          "src_mlflow_uri": src, "dst_mlflow_uri": dst}
+    else:
+        model, version = source
+        function, request = "copy-model-version", {
+            "src_model": model, "src_version": version, "dst_model": label, "dst_experiment_name": label,
+            "src_registry_uri": src, "dst_registry_uri": dst}
+    return [HOST, wasm, function, json.dumps(request)]
+
+
 def python_tool(kind, src, dst, source, label):
     if kind == "run":
         return [f"{PY_BIN}/copy-run", "--run-id", source, "--experiment-name", label,
@@ -280,8 +296,17 @@ def main():
     parser.add_argument("--no-python", action="store_true", help="measure mlflow-copy (and curl) only")
     parser.add_argument("--extra", action="append", default=[],
                         help="LABEL=PATH: another build of the component to measure too (before/after)")
-    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results.md"))
+    parser.add_argument("--host", action="store_true",
+                        help="also measure mlflow-copy in the Rust embedding host (pooled connections)")
+    parser.add_argument("--link", type=float, default=0,
+                        help="MS: both servers behind a delaying proxy, MS each way (link mode)")
+    parser.add_argument("--throttle", action="store_true",
+                        help="with --link: the destination answers 429 (Retry-After: 1) to every 10th write")
+    parser.add_argument("--out", default=None,
+                        help="default bench/results.md, in link mode bench/results-link.md")
     args = parser.parse_args()
+    if args.out is None:
+        args.out = os.path.join(ROOT, "bench", "results-link.md" if args.link else "results.md")
     wanted = [int(w) for w in args.workloads.split(",")]
     if not os.path.exists(TIME):
         sys.exit(f"{TIME} (GNU time) is needed for peak RSS: apt-get install time")
@@ -289,16 +314,21 @@ def main():
         sys.exit("run scripts/bench.sh: it installs mlflow-export-import into .work/bench-venv")
     tools = {"mlflow-copy": WASM}
     tools.update(dict(e.split("=", 1) for e in args.extra))
+    in_host = {"mlflow-copy (Rust host)": WASM} if args.host else {}
+    tools.update(in_host)
 
     # wasmtime caches what it compiled: fill the cache first, so that no copy pays for the
     # compile (users run the same component again and again; cold start is measured below).
     for wasm in tools.values():
         subprocess.run(["wasmtime", "run", "-S", "http", wasm, "--help"], check=True, capture_output=True)
     src, dst = MlflowServer("bench-src"), MlflowServer("bench-dst")
-    rows = []
+    rows, links = [], []
     try:
         src.wait(), dst.wait()
         sources, sizes = seed_workloads(src.uri, wanted, args.scale)
+        src_uri, dst_uri = src.uri, dst.uri
+        if args.link:
+            src_uri, dst_uri, links = far_away(src, dst, args.link / 1000, args.throttle)
         src_client = MlflowClient(src.uri)
         for n in wanted:
             kind, source = sources[n]
@@ -309,11 +339,13 @@ def main():
             for i in range(args.repeat):
                 order = list(tools.items()) + ([] if args.no_python else [("mlflow-export-import", None)])
                 for name, wasm in order:
-                    label = f"w{n}-{name}-{i}"
-                    cmd = (python_tool(kind, src.uri, dst.uri, source, label) if wasm is None
-                           else ours(kind, src.uri, dst.uri, source, label, wasm))
+                    label = re.sub(r"[^A-Za-z0-9-]+", "-", f"w{n}-{name}-{i}").strip("-")
+                    run = ours_in_host if name in in_host else ours
+                    cmd = (python_tool(kind, src_uri, dst_uri, source, label) if wasm is None
+                           else run(kind, src_uri, dst_uri, source, label, wasm))
                     # The Python tool insists on MLFLOW_TRACKING_URI being an HTTP URI.
-                    env = {**os.environ, "MLFLOW_TRACKING_URI": src.uri}
+                    env = {**os.environ, "MLFLOW_TRACKING_URI": src_uri}
+                    connections_before = sum(p.connections for p in links if isinstance(p, LinkProxy))
                     cpu_before = servers_cpu((src, dst))
                     try:
                         t, r, d, _ = measure(cmd, env)
@@ -324,21 +356,41 @@ def main():
                         continue
                     finally:
                         free_destination(dst)
-                    print(f"  workload {n} {name} #{i + 1}: {t:.1f} s, {r:.0f} MiB RSS, {d:.0f} MiB temp", flush=True)
+                    connections = sum(p.connections for p in links if isinstance(p, LinkProxy)) - connections_before
+                    print(f"  workload {n} {name} #{i + 1}: {t:.1f} s, {r:.0f} MiB RSS, {d:.0f} MiB temp"
+                          + (f", {connections} connections" if links else ""), flush=True)
                     times[name].append(t)
                     server_cpu[name].append(servers_cpu((src, dst)) - cpu_before)
                     rss[name], tmp[name] = max(rss[name], r), max(tmp[name], d)
             floor = None
-            if kind == "run" and n in (1, 2, 5):
+            if kind == "run" and n in (1, 2, 5) and not args.link:
                 files = artifact_files(src_client, source)
                 floor = curl_floor(src.uri, dst.uri, source, files, f"w{n}")
                 free_destination(dst)
             rows.append((n, times, rss, tmp, floor, failed, server_cpu))
         plain, pre = cold_start(WASM)
     finally:
+        for proxy in links:
+            proxy.close()
         src.stop()
         dst.stop()
     write_results(args, sizes, rows, (plain, pre), list(tools))
+
+
+def far_away(src, dst, delay, throttle):
+    """Both servers behind a delaying proxy (`delay` s each way); with `throttle`, the destination
+    answers every 10th write (POST, PUT) with 429 and Retry-After: 1, as a loaded server does.
+    Returns the URIs the tools use and the proxies."""
+    proxies = [LinkProxy(src.port, delay)]
+    dst_port = dst.port
+    if throttle:
+        limiter = FaultProxy(dst.port)
+        for method in ("POST", "PUT"):
+            limiter.add(method, "", every=10, status=429, retry_after="1")
+        proxies.append(limiter)
+        dst_port = limiter.port
+    proxies.append(LinkProxy(dst_port, delay))
+    return proxies[0].uri, proxies[-1].uri, proxies
 
 
 def machine():
@@ -360,8 +412,14 @@ def write_results(args, sizes, rows, cold, ours_names):
     lines = [
         "# Benchmark: mlflow-copy vs mlflow-export-import",
         "",
-        f"Generated by `bench/bench.py --scale {args.scale} --repeat {args.repeat} --workloads {args.workloads}` "
-        f"on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"Generated by `bench/bench.py --scale {args.scale} --repeat {args.repeat} --workloads {args.workloads}"
+        + (f" --link {args.link:g}" if args.link else "") + (" --throttle" if args.throttle else "")
+        + f"` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "",
+        *([f"Link mode: each server behind a delaying proxy (bench/link_proxy.py), {args.link:g} ms each "
+           f"way ({2 * args.link:g} ms per round trip, one more for each new connection)"
+           + ("; the destination answers every 10th write with 429, Retry-After: 1" if args.throttle else "")
+           + ". Server CPU is not the floor here: the round trips are."] if args.link else []),
         "",
         f"Machine: {machine()}.",
         "",

@@ -105,7 +105,7 @@ async fn run() -> Result<i32> {
              | serve <wasm> [--listen ADDR] [--spin-variables FILE|key=value]..."
         );
     };
-    let engine = Engine::new(&Config::new())?;
+    let engine = engine()?;
     let component = Component::from_file(&engine, wasm)
         .map_err(|e| anyhow::anyhow!("loading {wasm}: {e:#}"))?;
     let guest = Guest {
@@ -197,6 +197,14 @@ impl Guest {
     }
 }
 
+/// The engine, with the compile cache wasmtime's CLI uses (its default configuration): a
+/// component is compiled once, not on every call.
+pub(crate) fn engine() -> Result<Engine> {
+    let mut config = Config::new();
+    config.cache(wasmtime::Cache::from_file(None).ok());
+    Ok(Engine::new(&config)?)
+}
+
 /// What a guest may import: WASI p2, wasi-http, and Spin's variables (`wasi:config/store`),
 /// the interfaces Spin 4 links for a component.
 fn linker(engine: &Engine) -> Result<Linker<HostState>> {
@@ -276,7 +284,7 @@ fn report_json<T: serde::Serialize>(report: T) -> Value {
 
 /// The names the component exports, as a JSON list (what a host such as Spin matches on).
 fn list_exports(wasm: &str) -> Result<i32> {
-    let engine = Engine::new(&Config::new())?;
+    let engine = engine()?;
     let component = Component::from_file(&engine, wasm)
         .map_err(|e| anyhow::anyhow!("loading {wasm}: {e:#}"))?;
     let names: Vec<String> = component

@@ -13,7 +13,7 @@ use hyper::server::conn::http1;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use wasmtime::component::{Component, ResourceTable};
-use wasmtime::{Engine, Store};
+use wasmtime::Store;
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -46,7 +46,7 @@ pub async fn serve(args: &[String]) -> Result<i32> {
             other => bail!("unknown option {other:?}; expected --listen or --spin-variables"),
         }
     }
-    let engine = Engine::new(&wasmtime::Config::new())?;
+    let engine = crate::engine()?;
     let component = Component::from_file(&engine, wasm)
         .map_err(|e| anyhow::anyhow!("loading {wasm}: {e:#}"))?;
     let linker = crate::linker(&engine)?;
