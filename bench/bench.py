@@ -346,6 +346,7 @@ def main():
                     # The Python tool insists on MLFLOW_TRACKING_URI being an HTTP URI.
                     env = {**os.environ, "MLFLOW_TRACKING_URI": src_uri}
                     connections_before = sum(p.connections for p in links if isinstance(p, LinkProxy))
+                    throttled_before = throttling(links)
                     cpu_before = servers_cpu((src, dst))
                     try:
                         t, r, d, _ = measure(cmd, env)
@@ -357,8 +358,11 @@ def main():
                     finally:
                         free_destination(dst)
                     connections = sum(p.connections for p in links if isinstance(p, LinkProxy)) - connections_before
+                    (requests, refused) = [a - b for a, b in zip(throttling(links), throttled_before)]
                     print(f"  workload {n} {name} #{i + 1}: {t:.1f} s, {r:.0f} MiB RSS, {d:.0f} MiB temp"
-                          + (f", {connections} connections" if links else ""), flush=True)
+                          + (f", {connections} connections" if links else "")
+                          + (f", {requests} requests to the destination, {refused} answered 429"
+                             if args.throttle else ""), flush=True)
                     times[name].append(t)
                     server_cpu[name].append(servers_cpu((src, dst)) - cpu_before)
                     rss[name], tmp[name] = max(rss[name], r), max(tmp[name], d)
@@ -375,6 +379,13 @@ def main():
         src.stop()
         dst.stop()
     write_results(args, sizes, rows, (plain, pre), list(tools))
+
+
+def throttling(links):
+    """(requests the destination's limiter saw, how many it answered 429), so far."""
+    limiters = [p for p in links if isinstance(p, FaultProxy)]
+    return (sum(len(p.traffic) for p in limiters),
+            sum(rule.fired for p in limiters for rule in p.rules))
 
 
 def far_away(src, dst, delay, throttle):
