@@ -85,6 +85,16 @@ pub(crate) fn require_non_empty(field: &str, value: &str) -> Result<(), CopyErro
     Ok(())
 }
 
+/// A model version number, as registries number them.
+pub(crate) fn require_version_number(field: &str, value: &str) -> Result<(), CopyError> {
+    if value.parse::<u64>().is_err() {
+        return Err(CopyError::bad_input(format!(
+            "{field} must be a version number, got {value:?}"
+        )));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CopyModelVersionRequest {
@@ -114,12 +124,7 @@ impl CopyModelVersionRequest {
             [&self.src_registry_uri, &self.dst_registry_uri],
             self.dst_experiment_name.as_deref(),
         )?;
-        if self.src_version.parse::<u64>().is_err() {
-            return Err(CopyError::bad_input(format!(
-                "src_version must be a version number, got {:?}",
-                self.src_version
-            )));
-        }
+        require_version_number("src_version", &self.src_version)?;
         validate_concurrency(self.concurrency)
     }
 

@@ -158,8 +158,8 @@ pub struct CopyModelRequest {
     pub copy_lineage_tags: bool,
     #[serde(default)]
     pub dry_run: bool,
-    /// Compare each deep copy's run with its source after copying it (as verify-run); a run
-    /// that differs makes its version a failed item.
+    /// Compare each copied version with its source after copying it (as verify-model-version,
+    /// aliases aside: they move last); a copy that differs is a failed item.
     #[serde(default)]
     pub verify: bool,
     /// Run each version as one request to the HTTP function deployed at this URL

@@ -1,6 +1,9 @@
 //! verify-run: a copy compared with its source, field by field.
 
-use super::{require_non_empty, CopyError, CopyExperimentRequest, CopyModelVersionRequest};
+use super::{
+    require_non_empty, require_version_number, CopyError, CopyExperimentRequest,
+    CopyModelVersionRequest,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -163,11 +166,7 @@ impl VerifyModelVersionRequest {
 
     pub fn validate(&self) -> Result<(), CopyError> {
         if let Some(version) = &self.dst_version {
-            if version.parse::<u64>().is_err() {
-                return Err(CopyError::bad_input(format!(
-                    "dst_version must be a version number, got {version:?}"
-                )));
-            }
+            require_version_number("dst_version", version)?;
         }
         self.as_copy().validate()
     }

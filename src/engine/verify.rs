@@ -47,24 +47,30 @@ pub fn check_copy(c: &mut Copier, src_id: &str, dst_id: &str) -> anyhow::Result<
     }
 }
 
-pub(super) fn compare_runs(
-    c: &mut Copier,
-    src_id: &str,
-    dst_id: &str,
-) -> anyhow::Result<VerifyReport> {
+fn compare_runs(c: &mut Copier, src_id: &str, dst_id: &str) -> anyhow::Result<VerifyReport> {
     let src = c
         .src
         .tracking
         .get_run(src_id)
         .context("reading the source run")?;
+    compare_with_copy(c, &src, dst_id)
+}
+
+/// The source run `src` (already read) against its copy `dst_id`.
+pub(super) fn compare_with_copy(
+    c: &mut Copier,
+    src: &Run,
+    dst_id: &str,
+) -> anyhow::Result<VerifyReport> {
+    let src_id = src.info.run_id.as_str();
     let dst = c.dst.tracking.get_run(dst_id).context("reading the copy")?;
     let mut diff = Differences::default();
-    compare_info(&src, &dst, &mut diff);
+    compare_info(src, &dst, &mut diff);
     diff.maps("param", &pairs(&src.data.params), &pairs(&dst.data.params));
-    let (src_tags, dst_tags) = (comparable_tags(&src), comparable_tags(&dst));
+    let (src_tags, dst_tags) = (comparable_tags(src), comparable_tags(&dst));
     diff.maps("tag", &src_tags, &dst_tags);
-    compare_parent(c, &src, &dst, &mut diff)?;
-    let points = compare_metrics(c, &src, &dst, &mut diff)?;
+    compare_parent(c, src, &dst, &mut diff)?;
+    let points = compare_metrics(c, src, &dst, &mut diff)?;
     diff.lists(
         "dataset inputs",
         &src.inputs.dataset_inputs,
@@ -75,16 +81,16 @@ pub(super) fn compare_runs(
         steps.sort();
         steps
     };
-    diff.lists("logged-model output steps", &steps(&src), &steps(&dst));
+    diff.lists("logged-model output steps", &steps(src), &steps(&dst));
     let run_tree = Trees {
-        src: root_of(&src),
+        src: root_of(src),
         dst: root_of(&dst),
-        ids: run_ids(&src, &dst),
+        ids: run_ids(src, &dst),
         prefix: String::new(),
     };
     let run_files = compare_tree(c, &run_tree, &mut diff)?;
-    let model_files = verify_models::compare_logged_models(c, [&src, &dst], &mut diff)?;
-    let traces = verify_traces::compare_traces(c, [&src, &dst], &model_files.copies, &mut diff)?;
+    let model_files = verify_models::compare_logged_models(c, [src, &dst], &mut diff)?;
+    let traces = verify_traces::compare_traces(c, [src, &dst], &model_files.copies, &mut diff)?;
     c.phase(format!(
         "verified run {dst_id} against {src_id}: {} differences",
         diff.0.len()

@@ -4,12 +4,12 @@
 
 use super::copy_experiment::{select_runs, source_experiment, SERVER_MANAGED_TAGS};
 use super::copy_run;
-use super::verify::{compare_runs, Differences};
+use super::verify::{compare_with_copy, Differences};
 use super::Copier;
 use crate::api::{
     CopyError, ExperimentVerifyReport, ItemStatus, VerifyExperimentRequest, MAX_DIFFERENCES,
 };
-use crate::stores::model::{Experiment, KeyValue};
+use crate::stores::model::{Experiment, KeyValue, Run};
 use anyhow::Context;
 
 pub fn verify_experiment(
@@ -49,7 +49,7 @@ pub fn verify_experiment(
         let src_run = c.src.tracking.get_run(&run.run_id)?;
         let (status, copy) = copy_run::planned(c, &src_run, &dst_id)?;
         match copy.filter(|_| status == ItemStatus::Existing) {
-            Some(copy) => compare_one(c, &run.run_id, &copy, &mut report)?,
+            Some(copy) => compare_one(c, &src_run, &copy, &mut report)?,
             None => report.missing.push(run.run_id.clone()),
         }
     }
@@ -59,11 +59,12 @@ pub fn verify_experiment(
 /// One run against its copy, its differences added to the report's.
 fn compare_one(
     c: &mut Copier,
-    src_id: &str,
+    src: &Run,
     dst_id: &str,
     report: &mut ExperimentVerifyReport,
 ) -> anyhow::Result<()> {
-    let compared = compare_runs(c, src_id, dst_id)
+    let src_id = &src.info.run_id;
+    let compared = compare_with_copy(c, src, dst_id)
         .with_context(|| format!("verifying the copy {dst_id} of run {src_id}"))?;
     report.runs_compared += 1;
     report.metric_points += compared.metric_points;

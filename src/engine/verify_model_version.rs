@@ -4,11 +4,11 @@
 //! copy its run, as verify-run compares one. Reads only.
 
 use super::copy_model_version::{
-    deep_source, earlier_copy, read_version, repoint_at_copy, shallow_target, version_tags,
+    deep_source, earlier_copy, read_version, repoint_at_copy, shallow_target, version_tags, Aliases,
 };
 use super::copy_run;
 use super::lineage;
-use super::verify::{compare_runs, Differences};
+use super::verify::{compare_with_copy, Differences};
 use super::version_source::Repointed;
 use super::Copier;
 use crate::api::{
@@ -22,7 +22,7 @@ pub fn verify_model_version(
     c: &mut Copier,
     request: &VerifyModelVersionRequest,
 ) -> anyhow::Result<ModelVersionVerifyReport> {
-    compare_version(c, request, Aliases::Compared)
+    compare_version(c, request, Aliases::WithVersion)
 }
 
 /// copy-model's `--verify`: the version just copied as `dst_version` must not differ from its
@@ -34,17 +34,10 @@ pub(super) fn check_copy(
     dst_version: &str,
 ) -> anyhow::Result<()> {
     let request = VerifyModelVersionRequest::of_copy(copied, dst_version);
-    match compare_version(c, &request, Aliases::NotYet)?.failure() {
+    match compare_version(c, &request, Aliases::Later)?.failure() {
         Some(failure) => Err(failure.into()),
         None => Ok(()),
     }
-}
-
-/// Whether the copy's aliases are due yet (copy-model moves them after every version).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Aliases {
-    Compared,
-    NotYet,
 }
 
 fn compare_version(
@@ -62,7 +55,7 @@ fn compare_version(
         _ => None,
     };
     let mut diff = Differences::default();
-    let (target, runs) = match &request.dst_experiment_name {
+    let (target, run_copy) = match &request.dst_experiment_name {
         None => (Some(shallow_target(c, &version)?), None),
         Some(experiment) => {
             deep_target(c, &name, &version, src_run.as_ref(), experiment, &mut diff)?
@@ -82,19 +75,20 @@ fn compare_version(
     diff.maps("tag", &pairs(&expected), &comparable_tags(&dst, &expected));
     if request.copy_stages_and_aliases {
         compare_stage(c, &version, &dst, &mut diff);
-        if aliases == Aliases::Compared {
+        // Aliases moved later (copy-model moves them after every version) are not due yet.
+        if aliases == Aliases::WithVersion {
             compare_aliases(c, request, &dst, &mut diff)?;
         }
     }
-    let run = match runs {
-        Some((src_id, dst_id)) => {
-            let report = compare_runs(c, &src_id, &dst_id)?;
+    let run = match (run_copy, &src_run) {
+        (Some(dst_id), Some(src)) => {
+            let report = compare_with_copy(c, src, &dst_id)?;
             for line in &report.differences {
                 diff.add(format!("run: {line}"));
             }
             Some(report)
         }
-        None => None,
+        _ => None,
     };
     Ok(ModelVersionVerifyReport {
         src_model: request.src_model.clone(),
@@ -106,8 +100,8 @@ fn compare_version(
     })
 }
 
-/// Where a deep copy's source must point (at the copy of the version's run), and the run and
-/// its copy to compare; a run without a complete copy is a difference.
+/// Where a deep copy's source must point (at the copy of the version's run), and that copy
+/// to compare with the run; a run without a complete copy is a difference.
 fn deep_target(
     c: &mut Copier,
     name: &str,
@@ -115,7 +109,7 @@ fn deep_target(
     src_run: Option<&Run>,
     experiment: &str,
     diff: &mut Differences,
-) -> anyhow::Result<(Option<Repointed>, Option<(String, String)>)> {
+) -> anyhow::Result<(Option<Repointed>, Option<String>)> {
     let (src_run, source) = deep_source(name, version, src_run)?;
     let run_id = src_run.info.run_id.clone();
     let Some(dst_experiment) = copy_run::existing_experiment(c, experiment)? else {
@@ -128,7 +122,7 @@ fn deep_target(
         (ItemStatus::Existing, Some(dst_run)) => {
             let copy = (dst_experiment.as_str(), dst_run.as_str());
             let target = repoint_at_copy(c, name, version, src_run, &source, copy)?.0;
-            Ok((Some(target), Some((run_id, dst_run))))
+            Ok((Some(target), Some(dst_run)))
         }
         _ => {
             diff.add(format!(

@@ -235,8 +235,9 @@ pub struct BulkFlags {
     /// FILE as it completes: the id map. Under wasmtime, give its directory with --dir.
     #[arg(long, value_name = "FILE")]
     pub report: Option<String>,
-    /// Compare each copied run with its source right after copying it, as verify-run does (a
-    /// copy that differs is a failed item; for copy-model, the runs of deep copies).
+    /// Compare each copy with its source right after making it, as verify-run does (for
+    /// copy-model: each version as verify-model-version does, aliases aside: they move last); a
+    /// copy that differs is a failed item.
     #[arg(long)]
     pub verify: bool,
     /// Run each item as one request to mlflow-copy's HTTP function at URL (its replicas behind

@@ -4,12 +4,10 @@
 //! first (a signed URL may have expired).
 
 use super::assessment::stream_error;
+use super::stream_files::OPEN_AHEAD_PER_SLOT;
 use super::{retry, sleep, Download, Request, StreamFailure, Transport};
 use crate::api::CopyError;
 use std::time::Instant;
-
-/// How many files are opened at a time, per file in flight (as `stream_files` does).
-const OPEN_AHEAD_PER_SLOT: usize = 4;
 
 /// One file to read through: how to read it, and its size as listed (a source that sends
 /// another length fails the file, as it fails a copy).

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 /// How many files are opened (their requests authorised or signed) at a time, per slot in
 /// flight: enough to keep every slot busy, few enough that signed URLs are fresh when used.
-const OPEN_AHEAD_PER_SLOT: usize = 4;
+pub(super) const OPEN_AHEAD_PER_SLOT: usize = 4;
 
 impl Transport {
     /// Streams files `0..count` while sending the requests of `calls` (see `Calls`). `open`
