@@ -2,6 +2,7 @@
 //! line, HTTP function). Each entry point only translates its own wire format to and from these.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 
 mod migration;
@@ -198,6 +199,10 @@ pub struct CopyRunReport {
     pub assessments: u32,
     /// Linked prompt versions created or found (identical) at the destination.
     pub prompts: u32,
+    /// Source trace id to its copy's, for the traces whose copy got a new id (a copy on the
+    /// same server, or an id taken at the destination); the others kept theirs.
+    #[serde(default)]
+    pub new_trace_ids: BTreeMap<String, String>,
     pub child_run_ids: Vec<String>,
     pub elapsed_seconds: f64,
 }

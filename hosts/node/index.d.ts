@@ -28,6 +28,8 @@ export interface CopyRunReport {
   assessments: number;
   /** Linked prompt versions created or found at the destination. */
   prompts: number;
+  /** [source trace id, copy's trace id] for the traces whose copy got a new id. */
+  newTraceIds: [string, string][];
   childRunIds: string[];
   elapsedSeconds: number;
 }

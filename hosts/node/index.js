@@ -121,7 +121,7 @@ async function call(fn, request, { wasm, env = process.env } = {}) {
  * options: { wasm?: path, env?: object (default process.env; filtered by passedToGuest) }.
  * Resolves to the report: { srcRunId, dstRunId, dstExperimentId, outcome, params, tags,
  * metricPoints, datasetInputs, loggedModels, artifactFiles, artifactBytes,
- * artifactFilesSkipped, traces, assessments, prompts, childRunIds, elapsedSeconds }.
+ * artifactFilesSkipped, traces, assessments, prompts, newTraceIds, childRunIds, elapsedSeconds }.
  */
 export function copyRun(request, options) {
   return call('copyRun', request, options);

@@ -23,7 +23,7 @@ use crate::api::{CopyError, CopyRunReport, CopyRunRequest, ItemStatus, Outcome};
 use crate::stores::model::{ArtifactRoot, KeyValue, LoggedModel, NewRun, Owner, Run, RunInfo};
 use crate::stores::Tracking;
 use anyhow::Context;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 /// How long a copy that lost a race waits for the winner.
@@ -519,6 +519,7 @@ fn empty_report(src_run_id: &str, dst_experiment_id: &str) -> CopyRunReport {
         traces: 0,
         assessments: 0,
         prompts: 0,
+        new_trace_ids: BTreeMap::new(),
         child_run_ids: Vec::new(),
         elapsed_seconds: 0.0,
     }
@@ -678,6 +679,7 @@ fn fill_run(
     report.traces = traces.traces;
     report.assessments = traces.assessments;
     report.prompts = prompts.count;
+    report.new_trace_ids = traces.new_ids;
     finish_run(c, src_run, dst)
 }
 

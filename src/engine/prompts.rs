@@ -92,6 +92,12 @@ pub struct PromptCopier {
 }
 
 impl PromptCopier {
+    /// Whether the links to prompts name destination versions (else both sides keep prompts
+    /// the same way, and a link would name a version the destination lacks).
+    pub fn reach_destination(&self) -> bool {
+        !self.unsupported
+    }
+
     /// Makes every prompt version a `mlflow.linkedPrompts` value names exist at the destination.
     pub fn ensure_linked(&mut self, c: &mut Copier, value: &str) -> anyhow::Result<()> {
         for (name, version) in linked(value) {

@@ -1175,9 +1175,9 @@ pub(super) mod traces {
                     .collect::<Vec<_>>(),
             );
             let metadata = if n == 3 {
-                json!({})
+                json!({"mlflow.trace_schema.version": "3"})
             } else {
-                json!({"mlflow.sourceRun": run_id})
+                json!({"mlflow.sourceRun": run_id, "mlflow.trace_schema.version": "3"})
             };
             let info = json!({
                 "trace_id": id, "trace_metadata": metadata, "state": "OK",
@@ -1227,6 +1227,11 @@ pub(super) mod traces {
         let mut copied_ids: Vec<&str> = copied.iter().map(FakeTrace::id).collect();
         copied_ids.sort();
         assert_eq!(copied_ids, ids, "ids kept across servers");
+        assert!(
+            report.new_trace_ids.is_empty(),
+            "{:?}",
+            report.new_trace_ids
+        );
         for t in &copied {
             assert_eq!(t.spans.len(), 2);
             assert_eq!(
@@ -1265,6 +1270,35 @@ pub(super) mod traces {
     }
 
     #[test]
+    fn a_trace_whose_info_was_written_first_is_finished_on_resume_not_duplicated() {
+        let w = world();
+        w.dst.traces_info_first.set(true);
+        let run = seed_run(&w.src);
+        let ids = seed_traces(&w.src, &run);
+        w.dst.fail("start_trace", 1);
+        w.copy_run(&run).unwrap_err();
+        let pending: Vec<FakeTrace> = w.dst.state.borrow().traces.clone();
+        assert_eq!(pending.len(), 2, "one complete, one begun");
+        let lineage = &pending[1].info["tags"][crate::engine::traces::SRC_TRACE_ID];
+        assert!(
+            lineage.as_str().unwrap().starts_with("incomplete"),
+            "{lineage}"
+        );
+        let resumed = w.copy_run(&run).unwrap();
+        assert_eq!(resumed.traces, 2, "the begun trace and the untouched one");
+        let traces = w.dst.state.borrow().traces.clone();
+        let mut copied: Vec<&str> = traces.iter().map(FakeTrace::id).collect();
+        copied.sort();
+        assert_eq!(copied, ids, "the begun trace kept its id: no duplicate");
+        for t in &traces {
+            assert_eq!(
+                t.info["tags"][crate::engine::traces::SRC_TRACE_ID],
+                json!(t.id())
+            );
+        }
+    }
+
+    #[test]
     fn a_same_server_copy_mints_new_ids_and_leaves_the_source_alone() {
         let w = world();
         let run = seed_run(&w.src);
@@ -1291,6 +1325,19 @@ pub(super) mod traces {
         let copied = traces_of(&w.src, &report.dst_run_id);
         assert_eq!(copied.len(), 3);
         assert!(copied.iter().all(|t| !ids.contains(&t.id().to_string())));
+        let mut renamed: Vec<&String> = report.new_trace_ids.keys().collect();
+        renamed.sort();
+        assert_eq!(
+            renamed,
+            ids.iter().collect::<Vec<_>>(),
+            "every new id is reported"
+        );
+        for t in &copied {
+            let src = t.info["tags"][crate::engine::traces::SRC_TRACE_ID]
+                .as_str()
+                .unwrap();
+            assert_eq!(report.new_trace_ids[src], t.id());
+        }
         assert!(copied
             .iter()
             .all(|t| t.info["assessments"][0]["assessment_id"] != json!("a-1")));

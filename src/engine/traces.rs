@@ -16,6 +16,7 @@
 use super::models::ModelCopy;
 use super::prompts::{self, PromptCopier, LINKED_PROMPTS};
 use super::Copier;
+use crate::stores::mlflow::span_json::plain_value;
 use crate::stores::model::Run;
 use crate::stores::Traces;
 use anyhow::Context;
@@ -25,6 +26,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Trace tag on a copied trace: the source trace's id.
 pub const SRC_TRACE_ID: &str = "mlflow_exim.src_trace.trace_id";
+/// The lineage tag's value on a copy begun and not yet complete (where a store writes the
+/// info before the spans): a resumed copy finishes it instead of skipping it.
+const INCOMPLETE: &str = "incomplete copy of ";
+
+fn incomplete_mark(src_id: &str) -> String {
+    format!("{INCOMPLETE}{src_id}")
+}
+
 /// Most search pages read per filter: 100,000 traces at `TRACE_PAGE` each, then a clear error.
 const MAX_PAGES: usize = 1000;
 
@@ -44,6 +53,9 @@ pub(super) const SERVER_TAGS: [&str; 2] = ["mlflow.artifactLocation", "mlflow.tr
 pub struct TraceCounts {
     pub traces: u32,
     pub assessments: u32,
+    /// Source trace id to its copy's, for the copies (of this invocation or an earlier one)
+    /// whose id differs from the source's.
+    pub new_ids: BTreeMap<String, String>,
 }
 
 /// How one source trace becomes its copy.
@@ -135,6 +147,9 @@ pub fn copy_traces(
         job.copy_group(c, prompts, group)
             .with_context(|| format!("copying the traces matching {:?}", group.filter))?;
     }
+    let renamed = job.done.iter().filter(|(src, dst)| src != dst);
+    let renamed: Vec<_> = renamed.map(|(s, d)| (s.clone(), d.clone())).collect();
+    job.counts.new_ids.extend(renamed);
     if job.counts.traces > 0 || !job.done.is_empty() {
         c.phase(format!(
             "traces: {} copied ({} assessments), {} already there",
@@ -238,7 +253,8 @@ fn copied_already(
     let mut done = BTreeMap::new();
     for filter in filters {
         for_each_trace(dst, experiment_id, filter, |info| {
-            if let Some(src_id) = info["tags"][SRC_TRACE_ID].as_str() {
+            let lineage = info["tags"][SRC_TRACE_ID].as_str();
+            if let Some(src_id) = lineage.filter(|id| !id.starts_with(INCOMPLETE)) {
                 done.insert(src_id.to_string(), str_at(&info, "trace_id").to_string());
             }
             Ok(())
@@ -292,28 +308,35 @@ impl Job<'_> {
             prompts.ensure_linked(c, &value)?;
         }
         relink_trace(&mut trace.info, &mut trace.spans, &prompts.map);
-        let trace_id = self.destination_id(src_id)?;
-        let rewrite = Rewrite {
-            trace_id: trace_id.clone(),
+        let wanted_id = self.destination_id(src_id)?;
+        let mut rewrite = Rewrite {
+            trace_id: wanted_id.clone(),
             experiment_id: self.dst_experiment_id,
             ids: self.ids,
             new_assessment_ids: self.same_server,
         };
-        let spans = rewrite_spans(trace.spans, &trace_id)?;
-        self.dst.log_spans(self.dst_experiment_id, &spans)?;
-        // Before the info: a trace whose info (with the lineage tag) is there is complete.
+        let spans = rewrite_spans(trace.spans, &wanted_id)?;
+        let mut pending = rewrite_info(&trace.info, src_id, &rewrite);
+        pending["tags"][SRC_TRACE_ID] = json!(incomplete_mark(src_id));
+        let trace_id = self.dst.begin_trace(&pending, &spans)?;
+        rewrite.trace_id = trace_id.clone();
+        let info = rewrite_info(&trace.info, src_id, &rewrite);
+        // Before the trace is complete: a complete trace (with its lineage tag) is skipped by a
+        // resumed copy.
         if link_to_run {
             self.dst
                 .link_traces_to_run(self.dst_run_id, std::slice::from_ref(&trace_id))?;
         }
-        let info = rewrite_info(&trace.info, src_id, &rewrite);
         let linked = prompts::linked(info["tags"][LINKED_PROMPTS].as_str().unwrap_or_default());
-        if !linked.is_empty() {
+        if !linked.is_empty() && prompts.reach_destination() {
             self.dst.link_prompts(&trace_id, &linked)?;
         }
-        self.dst.start_trace(&info)?;
+        self.dst.complete_trace(&info)?;
         self.counts.traces += 1;
         self.counts.assessments += info["assessments"].as_array().map_or(0, Vec::len) as u32;
+        if trace_id != src_id {
+            self.counts.new_ids.insert(src_id.to_string(), trace_id);
+        }
         Ok(())
     }
 
@@ -331,7 +354,9 @@ impl Job<'_> {
             None => true,
             Some(info) => {
                 let experiment = &info["trace_location"]["mlflow_experiment"]["experiment_id"];
-                let ours = info["tags"][SRC_TRACE_ID] == src_id
+                let lineage = &info["tags"][SRC_TRACE_ID];
+                let ours = *lineage == src_id
+                    || *lineage == incomplete_mark(src_id)
                     || info["trace_metadata"].get(SCHEMA_VERSION).is_none();
                 experiment.as_str() == Some(self.dst_experiment_id) && ours
             }
@@ -350,28 +375,9 @@ fn prompt_links(info: &Value, spans: &[Value]) -> Vec<String> {
         .filter(|a| a["key"] == LINKED_PROMPTS)
         .map(|a| match a["value"]["string_value"].as_str() {
             Some(raw) => unwrap_attribute(raw),
-            None => plain_json(&a["value"]).to_string(),
+            None => plain_value(&a["value"]).to_string(),
         });
     tag.into_iter().chain(attributes).collect()
-}
-
-/// An OTLP `AnyValue` as plain JSON (the server sends a list attribute as `array_value` of
-/// `kvlist_value`s).
-fn plain_json(any: &Value) -> Value {
-    if let Some(values) = any["array_value"]["values"].as_array() {
-        return Value::Array(values.iter().map(plain_json).collect());
-    }
-    if let Some(pairs) = any["kvlist_value"]["values"].as_array() {
-        let map = pairs
-            .iter()
-            .map(|kv| (str_at(kv, "key").to_string(), plain_json(&kv["value"])))
-            .collect();
-        return Value::Object(map);
-    }
-    let scalar = ["string_value", "int_value", "double_value", "bool_value"]
-        .iter()
-        .find_map(|k| any.get(*k));
-    scalar.cloned().unwrap_or(Value::Null)
 }
 
 /// Rewrites the `version` of each `{name, version}` kvlist in an `array_value` attribute.
@@ -380,7 +386,7 @@ fn relink_any(any: &mut Value, map: &prompts::PromptMap) {
         return;
     };
     for link in values {
-        let plain = plain_json(link);
+        let plain = plain_value(link);
         let (Some(name), Some(version)) = (plain["name"].as_str(), plain["version"].as_str())
         else {
             continue;

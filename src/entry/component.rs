@@ -251,6 +251,7 @@ fn run_report(report: CopyRunReport) -> wit::CopyRunReport {
         traces: report.traces,
         assessments: report.assessments,
         prompts: report.prompts,
+        new_trace_ids: report.new_trace_ids.into_iter().collect(),
         child_run_ids: report.child_run_ids,
         elapsed_seconds: report.elapsed_seconds,
     }

@@ -60,6 +60,9 @@ pub struct FakeServer {
     /// (created pending, finalized once an `MLmodel` is there), no stages, `_` tag keys,
     /// signatures required.
     pub unity_catalog: std::cell::Cell<bool>,
+    /// Whether traces are written as a Databricks workspace writes them: the info first
+    /// (`begin_trace`), then the rest (`complete_trace`).
+    pub traces_info_first: std::cell::Cell<bool>,
 }
 
 impl FakeServer {
@@ -72,6 +75,7 @@ impl FakeServer {
             vanishing: RefCell::new(None),
             lost_answers: RefCell::new(Vec::new()),
             unity_catalog: std::cell::Cell::new(false),
+            traces_info_first: std::cell::Cell::new(false),
         })
     }
 

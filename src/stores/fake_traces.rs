@@ -113,20 +113,27 @@ impl Traces for FakeServer {
         Ok(trace.map(|t| t.info.clone()))
     }
 
-    fn log_spans(&self, experiment_id: &str, spans: &[Value]) -> Result<(), CopyError> {
+    /// As an open-source server: the spans alone (a row without metadata), op "log_spans";
+    /// as a workspace (`traces_info_first`): the pending info with the spans.
+    fn begin_trace(&self, pending: &Value, spans: &[Value]) -> Result<String, CopyError> {
         self.write("log_spans")?;
+        let location = pending["trace_location"].clone();
         for span in spans {
             self.upsert(&trace_id_of(span), |t| {
-                t.info["trace_location"] =
-                    crate::stores::mlflow::experiment_location(experiment_id);
+                t.info["trace_location"] = location.clone();
                 t.spans.retain(|s| s["span_id"] != span["span_id"]);
                 t.spans.push(span.clone());
             });
         }
-        Ok(())
+        let id = pending["trace_id"].as_str().unwrap_or_default().to_string();
+        if self.traces_info_first.get() {
+            self.upsert(&id, |t| t.info = pending.clone());
+        }
+        Ok(id)
     }
 
-    fn start_trace(&self, info: &Value) -> Result<(), CopyError> {
+    /// StartTraceV3: an upsert of the whole info, op "start_trace".
+    fn complete_trace(&self, info: &Value) -> Result<(), CopyError> {
         self.write("start_trace")?;
         let id = info["trace_id"].as_str().unwrap_or_default().to_string();
         self.upsert(&id, |t| t.info = info.clone());

@@ -135,10 +135,20 @@ pub trait Traces {
     fn get_trace(&self, info: &serde_json::Value) -> Result<FullTrace, CopyError>;
     /// One trace's info, `None` when the server has no such trace.
     fn trace_info(&self, trace_id: &str) -> Result<Option<serde_json::Value>, CopyError>;
-    /// Writes spans (OTLP JSON) into the experiment; repeating it rewrites the same rows.
-    fn log_spans(&self, experiment_id: &str, spans: &[serde_json::Value]) -> Result<(), CopyError>;
-    /// Writes a trace's info with its assessments (an upsert keyed by the trace id).
-    fn start_trace(&self, info: &serde_json::Value) -> Result<(), CopyError>;
+    /// Writes a trace's spans (OTLP JSON, trace ids already the copy's) and whatever else the
+    /// store needs before the trace can be linked. `pending` is the copy's info as it may be
+    /// seen until `complete_trace` (its lineage tag says the copy is incomplete; its
+    /// `trace_location` names the destination experiment); a store that can write spans
+    /// first need not write it. Repeating it rewrites the same trace. Returns the trace's id
+    /// on this server (a store may assign its own).
+    fn begin_trace(
+        &self,
+        pending: &serde_json::Value,
+        spans: &[serde_json::Value],
+    ) -> Result<String, CopyError>;
+    /// Writes the rest of the trace (its final info, assessments, lineage tag), after which
+    /// a resumed copy sees it complete.
+    fn complete_trace(&self, info: &serde_json::Value) -> Result<(), CopyError>;
     /// Associates traces with a run (at most `MAX_TRACE_LINKS` ids per call).
     fn link_traces_to_run(&self, run_id: &str, trace_ids: &[String]) -> Result<(), CopyError>;
     /// Associates a trace with prompt versions (`name`, `version`), as searches by prompt see.

@@ -300,13 +300,15 @@ pub struct Grant {
     pub permission: String,
 }
 
-/// Whose artifacts: a run's, an MLflow 3 logged model's, or a registered model version's own
-/// files (in a registry that keeps them, as Unity Catalog does).
+/// Whose artifacts: a run's, an MLflow 3 logged model's, a registered model version's own
+/// files (in a registry that keeps them, as Unity Catalog does), or an MLflow 3 trace's span
+/// file (where a server keeps spans as files, as a Databricks workspace does).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Owner {
     Run(String),
     Model(String),
     Version { model: String, version: String },
+    Trace(String),
 }
 
 /// An artifact tree: its owner and its root URI (`artifact_uri` of the run or model; a model
@@ -323,6 +325,7 @@ impl ArtifactRoot {
             Owner::Run(id) => format!("run {id}"),
             Owner::Model(id) => format!("logged model {id}"),
             Owner::Version { model, version } => format!("model version {model}/{version}"),
+            Owner::Trace(id) => format!("trace {id}"),
         }
     }
 }

@@ -428,6 +428,10 @@ class Emulator:
         r.add("GET|HEAD", r"/api/2.0/fs/directories(?P<path>/.+)", ws.fs_dir)
         r.add("POST", r"/api/2.0/fs/create-upload-url", lambda q: ws.fs_presigned(q, True))
         r.add("POST", r"/api/2.0/fs/create-download-url", lambda q: ws.fs_presigned(q, False))
+        # experiment traces: StartTraceV3, search, info, assessments, trace-data credentials; no
+        # OTLP, no V4 search, no traces/get (traces.py; before the catch-all passthroughs)
+        from . import traces
+        traces.add_routes(r, ws)
         # Unity Catalog registry (before the generic registry routes)
         uc.add_routes(r)
         # workspace registry

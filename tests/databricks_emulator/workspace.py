@@ -16,6 +16,9 @@ from .httpcore import Response
 TRACKING_ROOT = "dbfs:/databricks/mlflow-tracking"
 REGISTRY_ROOT = "dbfs:/databricks/mlflow-registry"
 _LOGGED_MODEL_LOC = re.compile(r"(dbfs:/databricks/mlflow-tracking/[^/]+)/models/(m-[0-9a-f]+)")
+# The OSS server's trace location <exp root>/traces/<tr-id>/artifacts; Databricks' is
+# <exp root>/<tr-id>/artifacts (mlflow/store/artifact/databricks_artifact_repo.py, _extract_resource)
+_TRACE_LOC = re.compile(r"(dbfs:/databricks/mlflow-tracking/[^/]+)/traces/(tr-[^/]+)/artifacts")
 
 # Tags Databricks manages itself and refuses to let a client write ("Cannot update tag '<key>'",
 # INVALID_PARAMETER_VALUE), seen in mlflow-export-import issues #12 (mlflow.rootRunId), #187
@@ -55,6 +58,8 @@ def translate(obj):
         return [translate(v) for v in obj]
     if isinstance(obj, str) and "/models/m-" in obj:
         return _LOGGED_MODEL_LOC.sub(r"\1/logged_models/\2", obj)
+    if isinstance(obj, str) and "/traces/tr-" in obj:
+        return _TRACE_LOC.sub(r"\1/\2/artifacts", obj)
     return obj
 
 

@@ -26,6 +26,8 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from fault_proxy import FaultProxy  # noqa: E402
 import seed  # noqa: E402
+import seed_genai  # noqa: E402
+from trace_views import client_for  # noqa: E402
 from servers import ADMIN_PASSWORD, MlflowServer, free_port  # noqa: E402,F401
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -60,6 +62,23 @@ def auth_server():
         yield server.wait()
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def genai(src, dst):
+    """An evaluation run (mlflow.genai.evaluate), an agent run with a logged model whose traces
+    have nested spans, an exception and a human feedback, and a prompt linked to them."""
+    exp = unique("genai-source")
+    prompt = unique("qa_prompt").replace("-", "_")
+    # Seeded in a process of its own (see seed_genai.py: MLflow's fluent state would leak).
+    seeded = subprocess.run([sys.executable, seed_genai.__file__, src.uri, exp, prompt],
+                            capture_output=True, text=True, timeout=600, check=True)
+    ids = json.loads(seeded.stdout.strip().splitlines()[-1])
+    eval_run, agent_run, model_id = ids["eval_run"], ids["agent_run"], ids["model_id"]
+    # The destination already has a different version 1 of the prompt: the copy becomes
+    # version 2, and every link must be rewritten to it.
+    client_for(dst.uri).register_prompt(name=prompt, template="something else {{x}}")
+    return {"eval_run": eval_run, "agent_run": agent_run, "model_id": model_id, "prompt": prompt}
 
 
 @pytest.fixture(scope="session")

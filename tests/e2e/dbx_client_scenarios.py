@@ -162,6 +162,103 @@ def oauth(args):
     return out
 
 
+def log_traces(args):
+    """Experiment traces with MLflow's tracing API: a run with a traced call (a CHAIN root with a
+    RETRIEVER child and a TOOL child that raises), a second trace outside the run, a human feedback
+    and an expectation on the first, a trace tag, and an explicit link of the second to the run."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.entities import AssessmentSource, AssessmentSourceType, SpanType
+
+    mlflow.set_tracking_uri("databricks")
+    exp = mlflow.set_experiment(args["experiment"])
+
+    @mlflow.trace(name="retrieve", span_type=SpanType.RETRIEVER, attributes={"top_k": 2})
+    def retrieve(query):
+        return [f"doc about {query}", "another doc"]
+
+    @mlflow.trace(name="flaky_tool", span_type=SpanType.TOOL)
+    def flaky_tool(query):
+        raise ValueError(f"tool broke on {query!r}")
+
+    @mlflow.trace(name="answer", span_type=SpanType.CHAIN, attributes={"team": "qa", "version": 3})
+    def answer(question, temperature=0.5):
+        docs = retrieve(question)
+        try:
+            flaky_tool(question)
+        except ValueError:
+            pass
+        return {"answer": f"42 ({len(docs)} docs)", "confidence": 0.9}
+
+    @mlflow.trace(name="standalone", span_type=SpanType.LLM)
+    def standalone(x):
+        return x * 2
+
+    with mlflow.start_run() as run:
+        answer("what is it?")
+        in_run = mlflow.get_last_active_trace_id()
+    standalone(21)
+    outside = mlflow.get_last_active_trace_id()
+    if hasattr(mlflow, "flush_trace_async_logging"):
+        mlflow.flush_trace_async_logging()  # the traces are exported by a background queue
+    human = AssessmentSource(source_type=AssessmentSourceType.HUMAN, source_id="reviewer@example.com")
+    mlflow.log_feedback(trace_id=in_run, name="helpful", value=True, source=human,
+                        rationale="answers the question", metadata={"round": "1"})
+    mlflow.log_expectation(trace_id=in_run, name="expected_answer", value={"answer": "42"}, source=human,
+                           metadata={"dataset": "golden"})
+    client = MlflowClient()
+    client.set_trace_tag(in_run, "reviewed", "yes")  # PATCH /api/2.0/mlflow/traces/{id}/tags
+    client.link_traces_to_run([outside], run.info.run_id)  # POST /api/2.0/mlflow/traces/link-to-run
+    return {"experiment_id": exp.experiment_id, "run_id": run.info.run_id, "trace_ids": [in_run, outside]}
+
+
+def _trace_view(trace):
+    """A JSON-able view of an MLflow Trace: info, spans, assessments."""
+    info = trace.info
+
+    def assessment(a):
+        if a.feedback is not None:
+            value, kind = a.feedback.value, "feedback"
+        else:
+            value, kind = a.expectation.value, "expectation"
+        return {"name": a.name, "kind": kind, "value": value, "rationale": a.rationale,
+                "metadata": a.metadata or {},
+                "source": {"source_type": a.source.source_type, "source_id": a.source.source_id}}
+
+    def span(s):
+        return {"name": s.name, "span_id": s.span_id, "parent_id": s.parent_id, "span_type": s.span_type,
+                "start_time_ns": s.start_time_ns, "end_time_ns": s.end_time_ns,
+                "status": {"code": s.status.status_code.value, "description": s.status.description},
+                "inputs": s.inputs, "outputs": s.outputs,
+                "attributes": {k: v for k, v in s.attributes.items()},
+                "events": [{"name": e.name, "attributes": dict(e.attributes or {})} for e in s.events]}
+
+    return {"trace_id": info.trace_id,
+            "info": {"request_time": info.request_time, "execution_duration": info.execution_duration,
+                     "state": info.state.value, "request_preview": info.request_preview,
+                     "response_preview": info.response_preview, "trace_metadata": dict(info.trace_metadata),
+                     "tags": {k: v for k, v in info.tags.items() if k != "mlflow.artifactLocation"},
+                     "artifact_location": info.tags.get("mlflow.artifactLocation"),
+                     "experiment_id": info.experiment_id},
+            "spans": [span(s) for s in trace.data.spans],
+            "assessments": sorted((assessment(a) for a in info.assessments), key=lambda a: a["name"])}
+
+
+def read_traces(args):
+    """The traces of an experiment (or of a run) through MLflow's client: search_traces, and
+    get_trace for each one found."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri("databricks")
+    client = MlflowClient()
+    run_id = args.get("run_id")
+    exp_id = args.get("experiment_id") or client.get_run(run_id).info.experiment_id
+    found = mlflow.search_traces(locations=[exp_id], run_id=run_id, return_type="list")
+    return {"searched": {t.info.trace_id: _trace_view(t) for t in found},
+            "got": {t.info.trace_id: _trace_view(client.get_trace(t.info.trace_id)) for t in found}}
+
+
 def serve():
     import traceback
 

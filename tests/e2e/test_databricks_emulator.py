@@ -248,6 +248,96 @@ def test_oauth_m2m_tokens_expire_and_refresh(emu, oauth_client):
     assert any(q["path"] == "/oidc/v1/token" for q in emu.requests[start:])
 
 
+def test_mlflow_client_traces_round_trip(emu, pat_client):
+    """Experiment traces as MLflow's client writes and reads them on a workspace: StartTraceV3, then
+    traces.json through a signed URL from credentials-for-data-upload (no OTLP); assessments, a tag,
+    link-to-run; read back by search (V4 refused, V3 fallback) and get_trace (info + traces.json
+    through credentials-for-data-download, never traces/get)."""
+    start, sstart = len(emu.requests), len(emu.storage_requests())
+    logged = pat_client.run("log_traces", {"experiment": f"/Users/{emu.user}/traces-{uid()}"})
+    exp, run_id = logged["experiment_id"], logged["run_id"]
+    in_run, outside = logged["trace_ids"]
+    r = pat_client.run("read_traces", {"run_id": run_id})
+    # the run's traces: one by its mlflow.sourceRun metadata, one by link-to-run
+    assert set(r["got"]) == set(r["searched"]) == {in_run, outside}
+    assert r["searched"] == r["got"], "search_traces and get_trace give the same traces"
+    t, o = r["got"][in_run], r["got"][outside]
+    for tid, view in ((in_run, t), (outside, o)):
+        assert view["info"]["artifact_location"] == f"dbfs:/databricks/mlflow-tracking/{exp}/{tid}/artifacts"
+        assert view["info"]["experiment_id"] == exp and view["info"]["state"] == "OK"
+        assert "mlflow.trace.infoFinalized" not in view["info"]["trace_metadata"]
+    info = t["info"]
+    assert info["trace_metadata"]["mlflow.sourceRun"] == run_id
+    assert "mlflow.sourceRun" not in o["info"]["trace_metadata"]
+    assert info["tags"] == {"mlflow.traceName": "answer", "reviewed": "yes"}
+    assert json.loads(info["request_preview"]) == {"question": "what is it?", "temperature": 0.5}
+    assert json.loads(info["response_preview"]) == {"answer": "42 (2 docs)", "confidence": 0.9}
+    assert info["request_time"] > 0 and info["execution_duration"] >= 0
+    spans = {s["name"]: s for s in t["spans"]}
+    assert list(spans) == ["answer", "retrieve", "flaky_tool"]
+    root, child, failing = spans["answer"], spans["retrieve"], spans["flaky_tool"]
+    assert root["parent_id"] is None and child["parent_id"] == failing["parent_id"] == root["span_id"]
+    assert (root["span_type"], child["span_type"], failing["span_type"]) == ("CHAIN", "RETRIEVER", "TOOL")
+    assert root["inputs"] == {"question": "what is it?", "temperature": 0.5}
+    assert root["outputs"] == {"answer": "42 (2 docs)", "confidence": 0.9}
+    assert root["attributes"]["team"] == "qa" and root["attributes"]["version"] == 3
+    assert child["inputs"] == {"query": "what is it?"} and child["outputs"] == ["doc about what is it?", "another doc"]
+    assert child["attributes"]["top_k"] == 2
+    assert root["status"]["code"] == child["status"]["code"] == "OK"
+    assert failing["status"] == {"code": "ERROR", "description": "ValueError: tool broke on 'what is it?'"}
+    assert failing["outputs"] is None and failing["inputs"] == {"query": "what is it?"}
+    [event] = failing["events"]
+    assert event["name"] == "exception" and event["attributes"]["exception.type"] == "ValueError"
+    assert event["attributes"]["exception.message"] == "tool broke on 'what is it?'"
+    assert "Traceback" in event["attributes"]["exception.stacktrace"]
+    for s in (child, failing):
+        assert root["start_time_ns"] <= s["start_time_ns"] <= s["end_time_ns"] <= root["end_time_ns"]
+    assert t["assessments"] == [
+        {"name": "expected_answer", "kind": "expectation", "value": {"answer": "42"}, "rationale": None,
+         "metadata": {"dataset": "golden"}, "source": {"source_type": "HUMAN", "source_id": "reviewer@example.com"}},
+        {"name": "helpful", "kind": "feedback", "value": True, "rationale": "answers the question",
+         "metadata": {"round": "1"}, "source": {"source_type": "HUMAN", "source_id": "reviewer@example.com"}}]
+    [single] = o["spans"]
+    assert (single["name"], single["span_type"], single["inputs"], single["outputs"]) == ("standalone", "LLM", {"x": 21}, 42)
+    assert o["assessments"] == [] and o["info"]["tags"] == {"mlflow.traceName": "standalone"}
+    # what travelled where
+    reqs = emu.requests[start:]
+    calls = [(q["method"], q["path"], q["status"]) for q in reqs]
+    T = "/api/3.0/mlflow/traces"
+    assert calls.count(("POST", T, 200)) == 2, "StartTraceV3 once per trace"
+    for tid in (in_run, outside):
+        assert ("GET", f"/api/2.0/mlflow/traces/{tid}/credentials-for-data-upload", 200) in calls
+        assert ("GET", f"/api/2.0/mlflow/traces/{tid}/credentials-for-data-download", 200) in calls
+        assert ("GET", f"{T}/{tid}", 200) in calls, "get_trace reads the info with GetTraceInfoV3"
+    assert calls.count(("POST", f"{T}/{in_run}/assessments", 200)) == 2
+    assert ("PATCH", f"/api/2.0/mlflow/traces/{in_run}/tags", 200) in calls
+    assert ("POST", "/api/2.0/mlflow/traces/link-to-run", 200) in calls
+    assert ("POST", "/api/4.0/mlflow/traces/search-long-running", 404) in calls, "V4 search refused"
+    assert ("POST", f"{T}/search", 200) in calls, "... and the client fell back to V3"
+    assert not [c for c in calls if "otel" in c[1] or c[1].endswith("/v1/traces")], "no OTLP span logging"
+    assert not [c for c in calls if c[1] == f"{T}/get"], "no GetTrace: spans come from traces.json"
+    assert all(q["auth"] == "pat" for q in reqs if q["path"].startswith("/api/"))
+    sreqs = emu.storage_requests()[sstart:]
+    for tid in (in_run, outside):
+        key = f"/{emu.bucket}/databricks/mlflow-tracking/{exp}/traces/{tid}/artifacts/traces.json"
+        assert [s["status"] for s in sreqs if s["method"] == "PUT" and s["path"] == key
+                and s["auth"] == "presigned"] == [200], "traces.json PUT once through a presigned URL"
+        assert any(s["method"] == "GET" and s["path"] == key and s["auth"] == "presigned" for s in sreqs)
+    assert not any(s["has_bearer"] for s in sreqs)
+    # refusals: no traces/get, no OTLP, unknown traces, uploads for a deleted experiment's traces
+    for method, path in (("GET", f"{T}/get?trace_id={in_run}"), ("POST", "/v1/traces"),
+                         ("POST", "/api/2.0/otel/v1/traces"), ("POST", "/api/4.0/mlflow/traces/search-long-running")):
+        got = api(emu, method, path, data=b"{}")
+        assert got.status_code == 404 and got.json()["error_code"] == "ENDPOINT_NOT_FOUND", (path, got.text)
+    missing = api(emu, "GET", "/api/2.0/mlflow/traces/tr-0123456789abcdef0123456789abcdef/credentials-for-data-download")
+    assert missing.status_code == 404 and missing.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+    ok(api(emu, "POST", "/api/2.0/mlflow/experiments/delete", json={"experiment_id": exp}))
+    refused = api(emu, "GET", f"/api/2.0/mlflow/traces/{in_run}/credentials-for-data-upload")
+    assert refused.status_code == 400 and refused.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert ok(api(emu, "GET", f"/api/2.0/mlflow/traces/{in_run}/credentials-for-data-download"))["credential_info"][
+        "type"] == "AWS_PRESIGNED_URL"
+
+
 # ------------------------------------------------------------------------------------------------
 # Authentication
 # ------------------------------------------------------------------------------------------------

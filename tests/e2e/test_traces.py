@@ -3,124 +3,16 @@ and the embedding host against real MLflow servers, compared through MLflow's ow
 import base64
 import json
 import re
-import subprocess
-import sys
 import uuid
 
 import mlflow
 import pytest
 import requests
-from mlflow import MlflowClient
 
 import seed_genai
 from conftest import Served, copy_run_args, run_cli, run_host, unique
-
-# Tags and metadata a server sets for itself, and the copy's lineage tag.
-SERVER_KEYS = {"mlflow.artifactLocation", "mlflow.trace.spansLocation", "mlflow_exim.src_trace.trace_id"}
-LINKED = "mlflow.linkedPrompts"
-ID_KEYS = ("mlflow.sourceRun", "mlflow.modelId", "mlflow.assessment.sourceRunId")
-
-
-@pytest.fixture(scope="module")
-def genai(src, dst):
-    exp = unique("genai-source")
-    prompt = unique("qa_prompt").replace("-", "_")
-    # Seeded in a process of its own (see seed_genai.py: MLflow's fluent state would leak).
-    seeded = subprocess.run([sys.executable, seed_genai.__file__, src.uri, exp, prompt],
-                            capture_output=True, text=True, timeout=600, check=True)
-    ids = json.loads(seeded.stdout.strip().splitlines()[-1])
-    eval_run, agent_run, model_id = ids["eval_run"], ids["agent_run"], ids["model_id"]
-    # The destination already has a different version 1 of the prompt: the copy becomes
-    # version 2, and every link must be rewritten to it.
-    _client(dst.uri).register_prompt(name=prompt, template="something else {{x}}")
-    return {"eval_run": eval_run, "agent_run": agent_run, "model_id": model_id, "prompt": prompt}
-
-
-def _client(uri):
-    # The registry too: the seeding set the process-wide registry URI to the source.
-    return MlflowClient(uri, registry_uri=uri)
-
-
-def prompt_versions(uri, name):
-    """The prompt's version numbers, by REST (plain searches hide prompts)."""
-    r = requests.get(uri + "/api/2.0/mlflow/model-versions/search", timeout=30, params={
-        "filter": f"name='{name}' AND tags.`mlflow.prompt.is_prompt` = 'true'"})
-    r.raise_for_status()
-    return sorted(v["version"] for v in r.json().get("model_versions", []))
-
-
-def _prompt_texts(client, links):
-    """Linked prompt versions (a JSON string or a list) as (name, template) on that side."""
-    links = json.loads(links) if isinstance(links, str) else links
-    return sorted((p["name"], client.load_prompt(p["name"], version=p["version"]).template) for p in links)
-
-
-def _ids(mapping, ids):
-    """Metadata with run/model ids replaced by their role (RUN, MODEL), comparable across copies."""
-    return {k: ids.get(v, v) if k in ID_KEYS else v for k, v in mapping.items()}
-
-
-def _assessment(a, ids):
-    return (a.name, repr(a.value), a.source.source_type, a.source.source_id, a.rationale,
-            _ids(a.metadata or {}, ids), a.create_time_ms, a.last_update_time_ms, a.span_id,
-            repr(a.error), a.valid)
-
-
-def _span(span, names, client):
-    events = [(e.name, e.timestamp, e.attributes) for e in span.events]
-    attributes = {k: v for k, v in span.attributes.items() if k != "mlflow.traceRequestId"}
-    if LINKED in attributes:
-        attributes[LINKED] = _prompt_texts(client, attributes[LINKED])
-    return (span.name, span.span_type, span.start_time_ns, span.end_time_ns, names.get(span.parent_id),
-            span.status.status_code, span.status.description, span.inputs, span.outputs,
-            attributes, events)
-
-
-def _trace(t, ids, client):
-    info = t.info
-    names = {s.span_id: s.name for s in t.data.spans}
-    tags = {k: v for k, v in info.tags.items() if k not in SERVER_KEYS}
-    if LINKED in tags:
-        tags[LINKED] = _prompt_texts(client, tags[LINKED])
-    return {
-        "info": (info.request_time, info.execution_duration, info.state, info.request_preview,
-                 info.response_preview, info.client_request_id),
-        "metadata": _ids(info.trace_metadata, ids),
-        "tags": tags,
-        "assessments": sorted(_assessment(a, ids) for a in info.assessments),
-        "spans": sorted((_span(s, names, client) for s in t.data.spans), key=repr),
-    }
-
-
-def traces_of(uri, run_id, model_id=None):
-    """What MLflow's client shows for the run's (or model's) traces, ids replaced by roles."""
-    client = _client(uri)
-    run = client.get_run(run_id)
-    ids = {run_id: "RUN"}
-    if model_id:
-        ids[model_id] = "MODEL"
-        found = client.search_traces(locations=[run.info.experiment_id], model_id=model_id)
-    else:
-        found = client.search_traces(locations=[run.info.experiment_id], run_id=run_id)
-    views = sorted((_trace(t, ids, client) for t in found), key=lambda v: repr(v["info"]))
-    return views, [t.info.trace_id for t in found]
-
-
-def assert_same_traces(copied, source):
-    """Trace by trace, field by field: a difference names the field."""
-    assert len(copied) == len(source)
-    for c, s in zip(copied, source):
-        for field in s:
-            assert c[field] == s[field], f"{field}: copy {c[field]!r} != source {s[field]!r}"
-
-
-def _copied_model(uri, run_id):
-    client = _client(uri)
-    experiment = client.get_run(run_id).info.experiment_id
-    [model] = client.search_logged_models(experiment_ids=[experiment],
-                                          filter_string=f"source_run_id = '{run_id}'")
-    return model.model_id
-
+from trace_views import (LINKED, assert_same_traces, client_for, copied_model, prompt_texts, prompt_versions,
+                         traces_of)
 
 def test_evaluation_run_traces_copy_faithfully_and_rerun_writes_nothing(src, dst, genai):
     exp = unique("genai-cli")
@@ -139,11 +31,11 @@ def test_evaluation_run_traces_copy_faithfully_and_rerun_writes_nothing(src, dst
     # The linked prompt: copied as version 2 (the destination had its own 1), every link says 2.
     prompt = genai["prompt"]
     assert report["prompts"] == 1 and prompt_versions(dst.uri, prompt) == ["1", "2"]
-    dst_client, src_client = _client(dst.uri), _client(src.uri)
+    dst_client, src_client = client_for(dst.uri), client_for(src.uri)
     copied_run = dst_client.get_run(report["dst_run_id"])
     assert json.loads(copied_run.data.tags[LINKED]) == [{"name": prompt, "version": "2"}]
-    assert _prompt_texts(dst_client, copied_run.data.tags[LINKED]) == \
-        _prompt_texts(src_client, src_client.get_run(run_id).data.tags[LINKED])
+    assert prompt_texts(dst_client, copied_run.data.tags[LINKED]) == \
+        prompt_texts(src_client, src_client.get_run(run_id).data.tags[LINKED])
     assert dst_client.load_prompt(f"prompts:/{prompt}@production").version == 2
     assert len(dst_client.search_traces(locations=[copied_run.info.experiment_id],
                                         filter_string=f"prompt = '{prompt}/2'")) == len(source)
@@ -183,7 +75,7 @@ def _copy_by_http_function(request):
 def test_model_traces_with_exception_and_feedback_are_copied(src, dst, genai, runner):
     report = runner({"run_id": genai["agent_run"], "experiment_name": unique("genai-agent"),
                      "src_mlflow_uri": src.uri, "dst_mlflow_uri": dst.uri})
-    dst_model = _copied_model(dst.uri, report["dst_run_id"])
+    dst_model = copied_model(dst.uri, report["dst_run_id"])
     source, _ = traces_of(src.uri, genai["agent_run"], genai["model_id"])
     copied, _ = traces_of(dst.uri, report["dst_run_id"], dst_model)
     assert len(source) == 3 and report["traces"] == 3 and report["assessments"] == 1
@@ -193,7 +85,7 @@ def test_model_traces_with_exception_and_feedback_are_copied(src, dst, genai, ru
     assert any(a[0] == "helpfulness" and a[2] == "HUMAN" for v in copied for a in v["assessments"])
     # A trace's copy damaged: verify-run names it (here a tag changed on the copy).
     copied_id = traces_of(dst.uri, report["dst_run_id"], dst_model)[1][0]
-    _client(dst.uri).set_trace_tag(copied_id, "mlflow.traceName", "renamed")
+    client_for(dst.uri).set_trace_tag(copied_id, "mlflow.traceName", "renamed")
     check = run_cli(["verify-run", "--src-run-id", genai["agent_run"], "--dst-run-id", report["dst_run_id"],
                      "--src-mlflow-uri", src.uri, "--dst-mlflow-uri", dst.uri])
     assert check.code != 0 and check.report["traces"] == 3, check
@@ -231,8 +123,8 @@ def test_copy_interrupted_mid_traces_resumes_without_duplicates(src, dst, genai,
     source, _ = traces_of(src.uri, run_id)
     copied, _ = traces_of(dst.uri, resumed.report["dst_run_id"])
     assert_same_traces(copied, source)
-    experiment = _client(dst.uri).get_experiment_by_name(exp).experiment_id
-    assert len(_client(dst.uri).search_traces(locations=[experiment])) == len(source)
+    experiment = client_for(dst.uri).get_experiment_by_name(exp).experiment_id
+    assert len(client_for(dst.uri).search_traces(locations=[experiment])) == len(source)
     assert prompt_versions(dst.uri, genai["prompt"]) == ["1", "2"]
 
 
@@ -266,7 +158,7 @@ def _span_file_trace(uri, experiment_id, run_id):
 
 
 def test_a_trace_whose_spans_are_an_artifact_file_is_copied(src, dst):
-    client = _client(src.uri)
+    client = client_for(src.uri)
     experiment = client.create_experiment(unique("genai-file"))
     run_id = client.create_run(experiment).info.run_id
     client.set_terminated(run_id)

@@ -74,6 +74,12 @@ struct ModelCredential {
     credential_info: CredentialInfo,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct TraceCredential {
+    credential_info: CredentialInfo,
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Direction {
     Read,
@@ -89,7 +95,7 @@ fn internal_path(root: &ArtifactRoot) -> Option<String> {
     Some(match &root.owner {
         Owner::Run(run) => format!("{base}/{experiment}/Runs/{run}/artifacts"),
         Owner::Model(model) => format!("{base}/{experiment}/LoggedModels/{model}/artifacts"),
-        Owner::Version { .. } => return None,
+        Owner::Version { .. } | Owner::Trace(_) => return None,
     })
 }
 
@@ -112,7 +118,9 @@ fn storage_type(kind: &Value) -> String {
 /// files there: MLflow reads those with the cloud's own SDK and the machine's cloud
 /// credentials, which a copy through the workspace has not got.
 fn check_managed(rest: &MlflowRest, root: &ArtifactRoot) -> Result<(), CopyError> {
-    let managed = matches!(root.owner, Owner::Version { .. }) || internal_path(root).is_some();
+    // A version's and a trace's credentials are asked for by their id, wherever they are kept.
+    let by_id = matches!(root.owner, Owner::Version { .. } | Owner::Trace(_));
+    let managed = by_id || internal_path(root).is_some();
     if managed {
         return Ok(());
     }
@@ -483,6 +491,17 @@ fn credential_page(
             )?;
             let infos = page.credentials.into_iter().map(|c| c.credential_info);
             Ok((infos.collect(), page.next_page_token))
+        }
+        // One file per trace (`traces.json`), its path implied (MLflow
+        // `store/artifact/databricks_artifact_repo_resources.py:_Trace`).
+        Owner::Trace(trace_id) => {
+            let route = match direction {
+                Direction::Read => "credentials-for-data-download",
+                Direction::Write => "credentials-for-data-upload",
+            };
+            let answer: TraceCredential =
+                rest.get(&format!("/api/2.0/mlflow/traces/{trace_id}/{route}"), &[])?;
+            Ok((vec![answer.credential_info], None))
         }
         Owner::Version { .. } => Err(CopyError::upstream(format!(
             "{}: a workspace registry keeps no files of its own for {}",

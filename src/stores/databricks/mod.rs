@@ -9,6 +9,7 @@ mod s3;
 mod uc_files;
 pub mod unity_catalog;
 mod workspace;
+mod workspace_traces;
 
 use crate::api::CopyError;
 use crate::credentials::Side;
@@ -60,8 +61,13 @@ pub fn connect(
         unreachable!("a normalized host is an http(s) URL");
     };
     let auth: Rc<auth::WorkspaceAuth> = Rc::new(auth::WorkspaceAuth::new(found, transport.clone()));
-    let rest = MlflowRest::new(base.clone(), side, auth.clone(), transport.clone())
-        .with_flavor(Rc::new(workspace::WorkspaceFlavor));
+    let rest = MlflowRest::new(base.clone(), side, auth.clone(), transport.clone()).with_flavor(
+        Rc::new(workspace::WorkspaceFlavor {
+            span_files: workspace_traces::SpanFiles {
+                files: artifacts::ArtifactAccess::new(env),
+            },
+        }),
+    );
     let tracking = Rc::new(rest.clone());
     let artifacts = Rc::new(workspace::WorkspaceArtifacts {
         rest: rest.clone(),

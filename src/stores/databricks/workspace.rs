@@ -7,8 +7,9 @@
 //! - a version's source is the logged model's artifact location, not `models:/<id>`.
 
 use super::artifacts::ArtifactAccess;
+use super::workspace_traces::SpanFiles;
 use crate::api::CopyError;
-use crate::stores::mlflow::{Flavor, MlflowRest};
+use crate::stores::mlflow::{Flavor, MlflowRest, TraceStorage};
 use crate::stores::model::*;
 use crate::stores::Artifacts;
 use serde::Deserialize;
@@ -26,7 +27,9 @@ pub const SKIPPED_TAGS: [&str; 5] = [
 ];
 
 /// The workspace's differences from an open-source server.
-pub struct WorkspaceFlavor;
+pub struct WorkspaceFlavor {
+    pub span_files: SpanFiles,
+}
 
 fn writable(tags: &[KeyValue]) -> Vec<KeyValue> {
     tags.iter()
@@ -59,9 +62,12 @@ impl Flavor for WorkspaceFlavor {
         writable(tags)
     }
 
-    /// A workspace takes no OTLP spans for experiment traces: its client uploads `traces.json`
-    /// through signed URLs instead (MLflow `tracing/export/mlflow_v3.py`), not done here yet.
-    fn serves_genai_routes(&self) -> bool {
+    fn trace_storage(&self) -> &dyn TraceStorage {
+        &self.span_files
+    }
+
+    /// A workspace's prompts live in Unity Catalog, under routes of their own.
+    fn registers_prompts(&self) -> bool {
         false
     }
 

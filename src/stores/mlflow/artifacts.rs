@@ -170,7 +170,7 @@ impl MlflowRest {
                 "artifact_directory_path",
                 Vec::new(),
             ),
-            Owner::Version { .. } => return Err(self.no_version_files(root)),
+            Owner::Version { .. } | Owner::Trace(_) => return Err(self.no_version_files(root)),
         };
         if !dir.is_empty() {
             query.push((dir_param, dir));
@@ -205,7 +205,7 @@ impl MlflowRest {
                         .append_pair("artifact_file_path", path);
                     url
                 }
-                Owner::Version { .. } => return Err(self.no_version_files(root)),
+                Owner::Version { .. } | Owner::Trace(_) => return Err(self.no_version_files(root)),
             },
         };
         Ok(Request::new(Method::Get, url))

@@ -4,6 +4,7 @@
 //! `stores::databricks::workspace`) writes out only what differs, and the REST calls
 //! themselves stay in one place.
 
+use super::traces::{TraceStorage, TrackingStoreSpans};
 use super::MlflowRest;
 use crate::api::CopyError;
 use crate::stores::model::{Grant, KeyValue};
@@ -40,10 +41,13 @@ pub trait Flavor {
         true
     }
 
-    /// Whether traces are read and written through the open-source routes (OTLP spans into
-    /// the tracking store) and prompts are registered models tagged as prompts. A Databricks
-    /// workspace keeps spans elsewhere.
-    fn serves_genai_routes(&self) -> bool {
+    /// Where the server keeps traces' spans: in its tracking store, as an open-source server.
+    fn trace_storage(&self) -> &dyn TraceStorage {
+        &TrackingStoreSpans
+    }
+
+    /// Whether prompts are registered models tagged as prompts (`Registry::prompts`).
+    fn registers_prompts(&self) -> bool {
         true
     }
 

@@ -6,7 +6,7 @@ mod flavor;
 mod permissions;
 mod registry;
 mod rest;
-mod span_json;
+pub mod span_json;
 mod traces;
 mod tracking;
 
@@ -14,4 +14,4 @@ pub use artifacts::{push_path, walk};
 pub use flavor::Flavor;
 pub use registry::RegistryApi;
 pub use rest::{all_pages, MlflowRest, Page};
-pub use traces::experiment_location;
+pub use traces::{experiment_location, TraceStorage};

@@ -150,7 +150,7 @@ impl Registry for MlflowRest {
     }
 
     fn prompt_versions(&self, name: &str) -> Result<Option<Vec<ModelVersion>>, CopyError> {
-        if !self.flavor().serves_genai_routes() {
+        if !self.flavor().registers_prompts() {
             return Ok(None);
         }
         // Searches leave prompts out unless the filter names the prompt tag (MLflow

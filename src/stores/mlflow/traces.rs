@@ -1,6 +1,8 @@
-//! MLflow 3 trace routes of an open-source server (MLflow 3.17.2, `protos/service_pb2.py`;
-//! facts in `shared/reference/mlflow-genai-objects.md` §3-§4): search, get with spans, the
-//! OTLP span ingest, StartTraceV3 and link-to-run.
+//! MLflow 3 trace routes of the MLflow REST API (MLflow 3.17.2, `protos/service_pb2.py`;
+//! facts in `shared/reference/mlflow-genai-objects.md` §3-§4): search, info, link-to-run and
+//! link-prompts are the same on every server; where the spans are kept is the server's
+//! `TraceStorage` (its `Flavor` says which). An open-source server keeps them in its tracking
+//! store: read with `traces/get`, written by OTLP span ingest, then the info by StartTraceV3.
 
 use super::rest::MlflowRest;
 use super::span_json;
@@ -37,6 +39,67 @@ const TRACKING_STORE: &str = "TRACKING_STORE";
 #[derive(Deserialize)]
 struct SpanFile {
     spans: Vec<Value>,
+}
+
+/// Where a server keeps a trace's spans, and so how a trace is read and written whole.
+pub trait TraceStorage {
+    /// See `Traces::get_trace`.
+    fn get_trace(&self, rest: &MlflowRest, info: &Value) -> Result<FullTrace, CopyError>;
+    /// See `Traces::begin_trace`.
+    fn begin_trace(
+        &self,
+        rest: &MlflowRest,
+        info: &Value,
+        spans: &[Value],
+    ) -> Result<String, CopyError>;
+    /// See `Traces::complete_trace`.
+    fn complete_trace(&self, rest: &MlflowRest, info: &Value) -> Result<(), CopyError>;
+}
+
+/// An open-source server's: span rows in its tracking store (or, for traces older clients
+/// wrote, a `traces.json` file the server reads for us).
+pub struct TrackingStoreSpans;
+
+impl TraceStorage for TrackingStoreSpans {
+    fn get_trace(&self, rest: &MlflowRest, info: &Value) -> Result<FullTrace, CopyError> {
+        let trace_id = info["trace_id"].as_str().unwrap_or_default();
+        if info["tags"][SPANS_LOCATION] != TRACKING_STORE {
+            return rest.trace_from_file(trace_id);
+        }
+        let answer: GetAnswer =
+            rest.get("/api/3.0/mlflow/traces/get", &[("trace_id", trace_id)])?;
+        Ok(FullTrace {
+            info: answer.trace.trace_info,
+            spans: answer.trace.spans,
+        })
+    }
+
+    /// The spans alone: OTLP ingest makes a row without metadata, which a resumed copy
+    /// recognises as its own (`engine::traces`); StartTraceV3 then writes the info.
+    fn begin_trace(
+        &self,
+        rest: &MlflowRest,
+        info: &Value,
+        spans: &[Value],
+    ) -> Result<String, CopyError> {
+        let experiment_id = &info["trace_location"]["mlflow_experiment"]["experiment_id"];
+        // Proto field names with base64 ids: the shape `traces/get` returns, accepted as is.
+        let body = json!({ "resource_spans": [{ "scope_spans": [{ "spans": spans }] }] });
+        let request = rest.post_request("/v1/traces", &body).header(
+            "x-mlflow-experiment-id",
+            experiment_id.as_str().unwrap_or_default(),
+        );
+        // The answer is an empty protobuf message, not JSON.
+        rest.send(request, true)?;
+        Ok(info["trace_id"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// StartTraceV3 with the whole info, assessments inside (an upsert keyed by the trace id).
+    fn complete_trace(&self, rest: &MlflowRest, info: &Value) -> Result<(), CopyError> {
+        let body = json!({ "trace": { "trace_info": info } });
+        rest.post::<Value>("/api/3.0/mlflow/traces", &body)
+            .map(drop)
+    }
 }
 
 impl MlflowRest {
@@ -87,16 +150,7 @@ impl Traces for MlflowRest {
     }
 
     fn get_trace(&self, info: &Value) -> Result<FullTrace, CopyError> {
-        let trace_id = info["trace_id"].as_str().unwrap_or_default();
-        if info["tags"][SPANS_LOCATION] != TRACKING_STORE {
-            return self.trace_from_file(trace_id);
-        }
-        let answer: GetAnswer =
-            self.get("/api/3.0/mlflow/traces/get", &[("trace_id", trace_id)])?;
-        Ok(FullTrace {
-            info: answer.trace.trace_info,
-            spans: answer.trace.spans,
-        })
+        self.flavor().trace_storage().get_trace(self, info)
     }
 
     fn trace_info(&self, trace_id: &str) -> Result<Option<Value>, CopyError> {
@@ -108,20 +162,12 @@ impl Traces for MlflowRest {
         }
     }
 
-    fn log_spans(&self, experiment_id: &str, spans: &[Value]) -> Result<(), CopyError> {
-        // Proto field names with base64 ids: the shape `traces/get` returns, accepted as is.
-        let body = json!({ "resource_spans": [{ "scope_spans": [{ "spans": spans }] }] });
-        let request = self
-            .post_request("/v1/traces", &body)
-            .header("x-mlflow-experiment-id", experiment_id);
-        // The answer is an empty protobuf message, not JSON.
-        self.send(request, true).map(drop)
+    fn begin_trace(&self, info: &Value, spans: &[Value]) -> Result<String, CopyError> {
+        self.flavor().trace_storage().begin_trace(self, info, spans)
     }
 
-    fn start_trace(&self, info: &Value) -> Result<(), CopyError> {
-        let body = json!({ "trace": { "trace_info": info } });
-        self.post::<Value>("/api/3.0/mlflow/traces", &body)
-            .map(drop)
+    fn complete_trace(&self, info: &Value) -> Result<(), CopyError> {
+        self.flavor().trace_storage().complete_trace(self, info)
     }
 
     fn link_traces_to_run(&self, run_id: &str, trace_ids: &[String]) -> Result<(), CopyError> {

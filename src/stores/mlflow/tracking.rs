@@ -337,7 +337,7 @@ impl Tracking for MlflowRest {
     }
 
     fn traces(&self) -> Option<&dyn crate::stores::Traces> {
-        self.flavor().serves_genai_routes().then_some(self as _)
+        Some(self)
     }
 }
 

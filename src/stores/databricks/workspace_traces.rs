@@ -1,0 +1,201 @@
+//! Where a Databricks workspace keeps an experiment trace's spans: a `traces.json` file (MLflow
+//! span JSON) reached through signed URLs, not span rows behind OTLP ingest. This follows
+//! MLflow's own client for a `databricks` tracking URI (MLflow 3.17.2):
+//!
+//! - writing (`tracing/export/mlflow_v3.py`: no OTLP for Databricks): StartTraceV3 first, with
+//!   the info; the server answers the trace's info with its artifact location; then
+//!   `traces.json` is uploaded with `GET /api/2.0/mlflow/traces/{id}/credentials-for-data-upload`
+//!   (`store/artifact/databricks_artifact_repo.py:upload_trace_data`,
+//!   `databricks_artifact_repo_resources.py:_Trace`); assessments are created one by one
+//!   (`store/tracking/rest_store.py:create_assessment`, `POST /api/3.0/mlflow/traces/{id}/assessments`);
+//! - reading (`tracing/client.py:get_trace`: the store's `get_trace` is not implemented for
+//!   Databricks): the info, then `traces.json` through `credentials-for-data-download`.
+//!
+//! Because the info is written before the spans, the copy's lineage tag says "incomplete"
+//! until `complete_trace` sets it (`PATCH /api/2.0/mlflow/traces/{id}/tags`, `set_trace_tag`).
+//!
+//! Traces kept in Unity Catalog tables (ids `trace:/<catalog>.<schema>/…`, routes under
+//! `/api/4.0/mlflow/traces/…` that need a SQL warehouse) are not handled here: see the README.
+
+use super::artifacts::ArtifactAccess;
+use crate::api::CopyError;
+use crate::stores::mlflow::span_json;
+use crate::stores::mlflow::{MlflowRest, TraceStorage};
+use crate::stores::model::{ArtifactRoot, Owner};
+use crate::stores::{FullTrace, Traces};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// The span file's name (`tracing/constant.py:TRACE_DATA_FILE_NAME`).
+const TRACE_DATA_FILE: &str = "traces.json";
+/// The tag naming where a trace's files are (`utils/mlflow_tags.py:MLFLOW_ARTIFACT_LOCATION`).
+const ARTIFACT_LOCATION: &str = "mlflow.artifactLocation";
+
+pub struct SpanFiles {
+    pub files: ArtifactAccess,
+}
+
+#[derive(Deserialize)]
+struct TraceAnswer {
+    trace: TraceInfoBody,
+}
+
+#[derive(Deserialize)]
+struct TraceInfoBody {
+    trace_info: Value,
+}
+
+#[derive(Deserialize)]
+struct SpanFile {
+    #[serde(default)]
+    spans: Vec<Value>,
+}
+
+fn trace_id_of(info: &Value) -> &str {
+    info["trace_id"].as_str().unwrap_or_default()
+}
+
+/// The trace's span file, as an artifact root the workspace's credentials route serves.
+fn span_root(rest: &MlflowRest, info: &Value) -> Result<ArtifactRoot, CopyError> {
+    let trace_id = trace_id_of(info);
+    let uri = info["tags"][ARTIFACT_LOCATION].as_str().ok_or_else(|| {
+        CopyError::upstream(format!(
+            "{}: trace {trace_id} has no {ARTIFACT_LOCATION} tag: the workspace did not say \
+             where its spans are kept",
+            rest.base_display()
+        ))
+    })?;
+    Ok(ArtifactRoot {
+        owner: Owner::Trace(trace_id.to_string()),
+        uri: uri.to_string(),
+    })
+}
+
+/// `info` without what StartTraceV3 should not be given: its assessments, which are created
+/// through their own route (the trace's assessments are rows of their own on the server).
+fn without_assessments(info: &Value) -> Value {
+    let mut info = info.clone();
+    if let Some(fields) = info.as_object_mut() {
+        fields.remove("assessments");
+    }
+    info
+}
+
+/// The same assessment: its name, source and creation time (the server gives a created
+/// assessment an id of its own).
+fn same_assessment(a: &Value, b: &Value) -> bool {
+    ["assessment_name", "source", "create_time"]
+        .iter()
+        .all(|k| a[*k] == b[*k])
+}
+
+impl SpanFiles {
+    fn start_trace(&self, rest: &MlflowRest, pending: &Value) -> Result<Value, CopyError> {
+        let body = json!({ "trace": { "trace_info": without_assessments(pending) } });
+        let answer: TraceAnswer = rest.post("/api/3.0/mlflow/traces", &body)?;
+        Ok(answer.trace.trace_info)
+    }
+
+    /// Creates, in order, the assessments the trace lacks; an assessment that overrides an
+    /// earlier one names the earlier one's new id.
+    fn create_assessments(
+        &self,
+        rest: &MlflowRest,
+        info: &Value,
+        written: &Value,
+    ) -> Result<(), CopyError> {
+        let trace_id = trace_id_of(info);
+        let existing = written["assessments"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut new_ids = std::collections::BTreeMap::new();
+        for wanted in info["assessments"].as_array().into_iter().flatten() {
+            let old_id = wanted["assessment_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if let Some(found) = existing.iter().find(|e| same_assessment(e, wanted)) {
+                new_ids.insert(old_id, found["assessment_id"].clone());
+                continue;
+            }
+            let mut assessment = wanted.clone();
+            assessment["trace_id"] = json!(trace_id);
+            if let Some(fields) = assessment.as_object_mut() {
+                fields.remove("assessment_id");
+            }
+            if let Some(overridden) = wanted["overrides"].as_str() {
+                assessment["overrides"] = new_ids.get(overridden).cloned().unwrap_or_default();
+            }
+            let path = format!("/api/3.0/mlflow/traces/{trace_id}/assessments");
+            let created: Value = rest.post(&path, &json!({ "assessment": assessment }))?;
+            new_ids.insert(old_id, created["assessment"]["assessment_id"].clone());
+        }
+        Ok(())
+    }
+}
+
+impl TraceStorage for SpanFiles {
+    fn get_trace(&self, rest: &MlflowRest, listed: &Value) -> Result<FullTrace, CopyError> {
+        let trace_id = trace_id_of(listed);
+        let info = rest.trace_info(trace_id)?.ok_or_else(|| {
+            CopyError::not_found(format!(
+                "trace {trace_id} not found on {}",
+                rest.base_display()
+            ))
+        })?;
+        let bytes = self
+            .files
+            .read_small(rest, &span_root(rest, &info)?, TRACE_DATA_FILE)?;
+        let file: SpanFile = serde_json::from_slice(&bytes).map_err(|e| {
+            CopyError::upstream(format!(
+                "{}: the span file of trace {trace_id} is not MLflow span JSON ({e})",
+                rest.base_display()
+            ))
+        })?;
+        let spans = file.spans.into_iter().map(span_json::to_otlp).collect();
+        Ok(FullTrace { info, spans })
+    }
+
+    /// The info (unless an earlier attempt wrote it), then the span file, in the trace id the
+    /// workspace answered with.
+    fn begin_trace(
+        &self,
+        rest: &MlflowRest,
+        pending: &Value,
+        spans: &[Value],
+    ) -> Result<String, CopyError> {
+        let info = match rest.trace_info(trace_id_of(pending))? {
+            Some(info) => info,
+            None => self.start_trace(rest, pending)?,
+        };
+        let trace_id = trace_id_of(&info).to_string();
+        let spans: Vec<Value> = spans
+            .iter()
+            .map(|s| span_json::to_mlflow(s, &trace_id))
+            .collect();
+        let body = serde_json::to_vec(&json!({ "spans": spans })).expect("JSON values serialize");
+        self.files
+            .write_small(rest, &span_root(rest, &info)?, TRACE_DATA_FILE, body)?;
+        Ok(trace_id)
+    }
+
+    /// The assessments, then the tags the trace has not got yet (the lineage tag, which
+    /// `begin_trace` wrote as "incomplete").
+    fn complete_trace(&self, rest: &MlflowRest, info: &Value) -> Result<(), CopyError> {
+        let trace_id = trace_id_of(info);
+        let written = rest.trace_info(trace_id)?.ok_or_else(|| {
+            CopyError::upstream(format!(
+                "{}: trace {trace_id} vanished while it was being copied",
+                rest.base_display()
+            ))
+        })?;
+        self.create_assessments(rest, info, &written)?;
+        let tags = info["tags"].as_object().into_iter().flatten();
+        let path = format!("/api/2.0/mlflow/traces/{trace_id}/tags");
+        for (key, value) in tags.filter(|(k, v)| written["tags"][k.as_str()] != **v) {
+            rest.patch::<Value>(&path, &json!({ "key": key, "value": value }))?;
+        }
+        Ok(())
+    }
+}
