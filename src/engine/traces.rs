@@ -276,6 +276,51 @@ struct Job<'a> {
     counts: TraceCounts,
 }
 
+/// Traces copied together: read together, then each step's writes sent together (several
+/// requests in flight), up to `WAVE` traces or `WAVE_BYTES` of them by their size metadata, so
+/// that memory holds a few traces whatever the run has.
+const WAVE: usize = 16;
+// A wave's traces are linked to the run in one call.
+const _: () = assert!(WAVE <= crate::stores::MAX_TRACE_LINKS);
+const WAVE_BYTES: u64 = 8 << 20;
+/// The size assumed for a trace whose info does not say (`mlflow.trace.sizeBytes`).
+const UNKNOWN_SIZE: u64 = 256 << 10;
+
+#[derive(Default)]
+struct Wave {
+    listed: Vec<Value>,
+    bytes: u64,
+}
+
+impl Wave {
+    fn push(&mut self, info: Value) {
+        let size = info["trace_metadata"]["mlflow.trace.sizeBytes"].as_str();
+        self.bytes += size.and_then(|s| s.parse().ok()).unwrap_or(UNKNOWN_SIZE);
+        self.listed.push(info);
+    }
+
+    fn full(&self) -> bool {
+        self.listed.len() >= WAVE || self.bytes >= WAVE_BYTES
+    }
+
+    fn take(&mut self) -> Vec<Value> {
+        self.bytes = 0;
+        std::mem::take(&mut self.listed)
+    }
+}
+
+/// Every result, or the first failure named after its trace.
+fn each_ok<T>(
+    results: Vec<Result<T, crate::api::CopyError>>,
+    ids: &[String],
+) -> anyhow::Result<Vec<T>> {
+    let mut all = Vec::with_capacity(results.len());
+    for (result, id) in results.into_iter().zip(ids) {
+        all.push(result.with_context(|| format!("copying trace {id}"))?);
+    }
+    Ok(all)
+}
+
 impl Job<'_> {
     fn copy_group(
         &mut self,
@@ -284,84 +329,123 @@ impl Job<'_> {
         group: &Group,
     ) -> anyhow::Result<()> {
         let src = self.src;
+        let mut wave = Wave::default();
         for_each_trace(src, &group.experiment_id, &group.filter, |info| {
             let id = str_at(&info, "trace_id").to_string();
             if !self.seen.insert(id.clone()) || self.done.contains_key(&id) {
                 return Ok(());
             }
-            self.copy_trace(c, prompts, &info, group.link_to_run)
-                .with_context(|| format!("copying trace {id}"))
-        })
-    }
-
-    fn copy_trace(
-        &mut self,
-        c: &mut Copier,
-        prompts: &mut PromptCopier,
-        listed: &Value,
-        link_to_run: bool,
-    ) -> anyhow::Result<()> {
-        let src_id = str_at(listed, "trace_id");
-        let mut trace = self.src.get_trace(listed)?;
-        // Prompts first: the copy's links name the destination's versions.
-        for value in prompt_links(&trace.info, &trace.spans) {
-            prompts.ensure_linked(c, &value)?;
-        }
-        relink_trace(&mut trace.info, &mut trace.spans, &prompts.map);
-        let wanted_id = self.destination_id(src_id)?;
-        let mut rewrite = Rewrite {
-            trace_id: wanted_id.clone(),
-            experiment_id: self.dst_experiment_id,
-            ids: self.ids,
-            new_assessment_ids: self.same_server,
-        };
-        let spans = rewrite_spans(trace.spans, &wanted_id)?;
-        let mut pending = rewrite_info(&trace.info, src_id, &rewrite);
-        pending["tags"][SRC_TRACE_ID] = json!(incomplete_mark(src_id));
-        let trace_id = self.dst.begin_trace(&pending, &spans)?;
-        rewrite.trace_id = trace_id.clone();
-        let info = rewrite_info(&trace.info, src_id, &rewrite);
-        // Before the trace is complete: a complete trace (with its lineage tag) is skipped by a
-        // resumed copy.
-        if link_to_run {
-            self.dst
-                .link_traces_to_run(self.dst_run_id, std::slice::from_ref(&trace_id))?;
-        }
-        let linked = prompts::linked(info["tags"][LINKED_PROMPTS].as_str().unwrap_or_default());
-        if !linked.is_empty() && prompts.reach_destination() {
-            self.dst.link_prompts(&trace_id, &linked)?;
-        }
-        self.dst.complete_trace(&info)?;
-        self.counts.traces += 1;
-        self.counts.assessments += info["assessments"].as_array().map_or(0, Vec::len) as u32;
-        if trace_id != src_id {
-            self.counts.new_ids.insert(src_id.to_string(), trace_id);
+            wave.push(info);
+            if wave.full() {
+                self.copy_wave(c, prompts, wave.take(), group.link_to_run)?;
+            }
+            Ok(())
+        })?;
+        if !wave.listed.is_empty() {
+            self.copy_wave(c, prompts, wave.take(), group.link_to_run)?;
         }
         Ok(())
     }
 
-    /// The source id where the destination is another server and the id is free there, or
-    /// already this copy's (its lineage tag, or the spans-only row an attempt that stopped
-    /// halfway left: OTLP ingest writes no metadata). Else a derived one: a trace with that id
-    /// elsewhere would be moved by StartTraceV3, and one that is the source itself (the same
-    /// server under another name) changed.
-    fn destination_id(&self, src_id: &str) -> anyhow::Result<String> {
-        let derived = derived_trace_id(src_id, self.dst_run_id);
-        if self.same_server || otel_id(src_id).is_none() {
-            return Ok(derived);
+    /// Per wave: read the traces, make their linked prompts exist, begin every copy (spans),
+    /// link them to the run, then complete them (info, lineage tag): a complete trace is
+    /// skipped by a resumed copy, so every write before it may be repeated.
+    fn copy_wave(
+        &mut self,
+        c: &mut Copier,
+        prompts: &mut PromptCopier,
+        listed: Vec<Value>,
+        link_to_run: bool,
+    ) -> anyhow::Result<()> {
+        let src_ids: Vec<String> = listed
+            .iter()
+            .map(|i| str_at(i, "trace_id").to_string())
+            .collect();
+        let mut traces = each_ok(self.src.get_traces(&listed), &src_ids)?;
+        drop(listed);
+        for trace in &mut traces {
+            // Prompts first: the copy's links name the destination's versions.
+            for value in prompt_links(&trace.info, &trace.spans) {
+                prompts.ensure_linked(c, &value)?;
+            }
+            relink_trace(&mut trace.info, &mut trace.spans, &prompts.map);
         }
-        let free = match self.dst.trace_info(src_id)? {
-            None => true,
-            Some(info) => {
-                let experiment = &info["trace_location"]["mlflow_experiment"]["experiment_id"];
-                let lineage = &info["tags"][SRC_TRACE_ID];
-                let ours = *lineage == src_id
-                    || *lineage == incomplete_mark(src_id)
-                    || info["trace_metadata"].get(SCHEMA_VERSION).is_none();
-                experiment.as_str() == Some(self.dst_experiment_id) && ours
+        let wanted = self.destination_ids(&src_ids)?;
+        let mut begun = Vec::with_capacity(traces.len());
+        for ((trace, src_id), wanted) in traces.iter_mut().zip(&src_ids).zip(&wanted) {
+            let spans = rewrite_spans(std::mem::take(&mut trace.spans), wanted)?;
+            let mut pending = rewrite_info(&trace.info, src_id, &self.rewrite(wanted));
+            pending["tags"][SRC_TRACE_ID] = json!(incomplete_mark(src_id));
+            begun.push((pending, spans));
+        }
+        let ids = each_ok(self.dst.begin_traces(&begun), &src_ids)?;
+        drop(begun);
+        let infos: Vec<Value> = traces
+            .iter()
+            .zip(&src_ids)
+            .zip(&ids)
+            .map(|((trace, src_id), id)| rewrite_info(&trace.info, src_id, &self.rewrite(id)))
+            .collect();
+        if link_to_run {
+            self.dst.link_traces_to_run(self.dst_run_id, &ids)?;
+        }
+        for (info, id) in infos.iter().zip(&ids) {
+            let linked = prompts::linked(info["tags"][LINKED_PROMPTS].as_str().unwrap_or_default());
+            if !linked.is_empty() && prompts.reach_destination() {
+                self.dst.link_prompts(id, &linked)?;
+            }
+        }
+        each_ok(self.dst.complete_traces(&infos), &src_ids)?;
+        for ((info, src_id), id) in infos.iter().zip(src_ids).zip(ids) {
+            self.counts.traces += 1;
+            self.counts.assessments += info["assessments"].as_array().map_or(0, Vec::len) as u32;
+            if id != src_id {
+                self.counts.new_ids.insert(src_id, id);
+            }
+        }
+        Ok(())
+    }
+
+    fn rewrite(&self, trace_id: &str) -> Rewrite<'_> {
+        Rewrite {
+            trace_id: trace_id.to_string(),
+            experiment_id: self.dst_experiment_id,
+            ids: self.ids,
+            new_assessment_ids: self.same_server,
+        }
+    }
+
+    /// Per source id: the source id where the destination is another server and the id is
+    /// free there, or already this copy's (its lineage tag, complete or not, or the spans-only
+    /// row an attempt that stopped halfway left: OTLP ingest writes no metadata). Else a
+    /// derived one: a trace with that id elsewhere would be moved by StartTraceV3, and one
+    /// that is the source itself (the same server under another name) changed.
+    fn destination_ids(&self, src_ids: &[String]) -> anyhow::Result<Vec<String>> {
+        let derived = |id: &String| derived_trace_id(id, self.dst_run_id);
+        if self.same_server {
+            return Ok(src_ids.iter().map(derived).collect());
+        }
+        let found = each_ok(self.dst.trace_infos(src_ids), src_ids)?;
+        let pick = |(src_id, found): (&String, Option<Value>)| {
+            let free = match found {
+                _ if otel_id(src_id).is_none() => false,
+                None => true,
+                Some(info) => {
+                    let experiment = &info["trace_location"]["mlflow_experiment"]["experiment_id"];
+                    let lineage = &info["tags"][SRC_TRACE_ID];
+                    let ours = *lineage == **src_id
+                        || *lineage == incomplete_mark(src_id)
+                        || info["trace_metadata"].get(SCHEMA_VERSION).is_none();
+                    experiment.as_str() == Some(self.dst_experiment_id) && ours
+                }
+            };
+            if free {
+                src_id.clone()
+            } else {
+                derived(src_id)
             }
         };
-        Ok(if free { src_id.to_string() } else { derived })
+        Ok(src_ids.iter().zip(found).map(pick).collect())
     }
 }
 
@@ -693,6 +777,27 @@ mod tests {
         assert_eq!(prompts::linked(&links[0]), vec![("qa".into(), "1".into())]);
         relink_trace(&mut info, &mut spans, &map);
         assert_eq!(spans[0]["attributes"][0], attribute("2"));
+    }
+
+    #[test]
+    fn a_wave_ends_at_its_trace_count_or_its_bytes() {
+        let sized =
+            |bytes: u64| json!({"trace_metadata": {"mlflow.trace.sizeBytes": bytes.to_string()}});
+        let mut wave = Wave::default();
+        for _ in 0..WAVE - 1 {
+            wave.push(sized(10));
+        }
+        assert!(!wave.full());
+        wave.push(sized(10));
+        assert!(wave.full(), "{WAVE} traces");
+        assert_eq!((wave.take().len(), wave.bytes), (WAVE, 0));
+        wave.push(sized(WAVE_BYTES - 1));
+        assert!(!wave.full());
+        wave.push(json!({"trace_metadata": {}}));
+        assert!(
+            wave.full(),
+            "a trace of unknown size counts as {UNKNOWN_SIZE} bytes"
+        );
     }
 
     #[test]

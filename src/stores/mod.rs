@@ -149,6 +149,28 @@ pub trait Traces {
     /// Writes the rest of the trace (its final info, assessments, lineage tag), after which
     /// a resumed copy sees it complete.
     fn complete_trace(&self, info: &serde_json::Value) -> Result<(), CopyError>;
+    /// `get_trace` of each, several in flight where the store can; answers in order.
+    fn get_traces(&self, listed: &[serde_json::Value]) -> Vec<Result<FullTrace, CopyError>> {
+        listed.iter().map(|info| self.get_trace(info)).collect()
+    }
+    /// `trace_info` of each, several in flight where the store can; answers in order.
+    fn trace_infos(&self, ids: &[String]) -> Vec<Result<Option<serde_json::Value>, CopyError>> {
+        ids.iter().map(|id| self.trace_info(id)).collect()
+    }
+    /// `begin_trace` of each (pending info, spans), several in flight where the store can.
+    fn begin_traces(
+        &self,
+        traces: &[(serde_json::Value, Vec<serde_json::Value>)],
+    ) -> Vec<Result<String, CopyError>> {
+        traces
+            .iter()
+            .map(|(info, spans)| self.begin_trace(info, spans))
+            .collect()
+    }
+    /// `complete_trace` of each, several in flight where the store can.
+    fn complete_traces(&self, infos: &[serde_json::Value]) -> Vec<Result<(), CopyError>> {
+        infos.iter().map(|info| self.complete_trace(info)).collect()
+    }
     /// Associates traces with a run (at most `MAX_TRACE_LINKS` ids per call).
     fn link_traces_to_run(&self, run_id: &str, trace_ids: &[String]) -> Result<(), CopyError>;
     /// Associates a trace with prompt versions (`name`, `version`), as searches by prompt see.

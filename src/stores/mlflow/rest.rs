@@ -175,6 +175,16 @@ impl MlflowRest {
     /// An idempotent request as a call the engine sends along with other work (see
     /// `stores::Call`); its answer is read as `call` reads one.
     pub fn prepare<'s, T: DeserializeOwned + 's>(&'s self, request: Request) -> Call<'s, T> {
+        self.prepare_with(request, move |named, response| self.parse(named, response))
+    }
+
+    /// `prepare`, with the successful answer read by `read` (given the call without its
+    /// body, for messages) instead of as JSON.
+    pub fn prepare_with<'s, T: 's>(
+        &'s self,
+        request: Request,
+        read: impl FnOnce(&Request, &Response) -> Result<T, CopyError> + 's,
+    ) -> Call<'s, T> {
         let request = self.authorize(request);
         let again = request.clone();
         // What error messages name: the call without its body (a log-batch body is large).
@@ -188,17 +198,47 @@ impl MlflowRest {
             // at once with a fresh one, as `send` does.
             if self.refreshed_after(&response) {
                 let response = self.send(again, true)?;
-                return self.parse(&named, &response);
+                return read(&named, &response);
             }
             if !response.is_success() {
                 return Err(self.error_for(&named, &response));
             }
-            self.parse(&named, &response)
+            read(&named, &response)
         };
         Call::Send {
             request,
             read: Box::new(read),
         }
+    }
+
+    /// Sends the requests of these calls together, at most `in_flight` at once (each retried on
+    /// its own), and reads each answer as its call says; results in the calls' order.
+    pub fn run_together<'s, T>(
+        &self,
+        calls: Vec<Call<'s, T>>,
+        in_flight: usize,
+    ) -> Vec<Result<T, CopyError>> {
+        let mut requests = Vec::new();
+        let mut results: Vec<Option<Result<T, CopyError>>> = Vec::new();
+        let mut readers = Vec::new();
+        for call in calls {
+            match call {
+                Call::Done(result) => results.push(Some(result)),
+                Call::Send { request, read } => {
+                    requests.push(request);
+                    readers.push((results.len(), read));
+                    results.push(None);
+                }
+            }
+        }
+        let answers = self.transport.send_many(&requests, in_flight, true);
+        for ((at, read), answer) in readers.into_iter().zip(answers) {
+            results[at] = Some(read(answer));
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every call answered"))
+            .collect()
     }
 
     /// A JSON answer; empty answers (`{}` or nothing) mean "no fields".

@@ -7,7 +7,7 @@
 use super::rest::MlflowRest;
 use super::span_json;
 use crate::api::CopyError;
-use crate::stores::{FullTrace, TracePage, Traces, TRACE_PAGE};
+use crate::stores::{Call, FullTrace, TracePage, Traces, TRACE_PAGE};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -54,21 +54,44 @@ pub trait TraceStorage {
     ) -> Result<String, CopyError>;
     /// See `Traces::complete_trace`.
     fn complete_trace(&self, rest: &MlflowRest, info: &Value) -> Result<(), CopyError>;
+
+    /// See `Traces::get_traces`; one after the other unless the storage does better.
+    fn get_traces(&self, rest: &MlflowRest, listed: &[Value]) -> Vec<Result<FullTrace, CopyError>> {
+        listed
+            .iter()
+            .map(|info| self.get_trace(rest, info))
+            .collect()
+    }
+    /// See `Traces::begin_traces`.
+    fn begin_traces(
+        &self,
+        rest: &MlflowRest,
+        traces: &[(Value, Vec<Value>)],
+    ) -> Vec<Result<String, CopyError>> {
+        let begin = |(info, spans): &(Value, Vec<Value>)| self.begin_trace(rest, info, spans);
+        traces.iter().map(begin).collect()
+    }
+    /// See `Traces::complete_traces`.
+    fn complete_traces(&self, rest: &MlflowRest, infos: &[Value]) -> Vec<Result<(), CopyError>> {
+        infos
+            .iter()
+            .map(|info| self.complete_trace(rest, info))
+            .collect()
+    }
 }
+
+/// Trace requests in flight at once (reads of spans, span and info writes). Each is one small
+/// request; the server handles them in parallel (two workers by default).
+const IN_FLIGHT: usize = 8;
 
 /// An open-source server's: span rows in its tracking store (or, for traces older clients
 /// wrote, a `traces.json` file the server reads for us).
 pub struct TrackingStoreSpans;
 
-impl TraceStorage for TrackingStoreSpans {
-    fn get_trace(&self, rest: &MlflowRest, info: &Value) -> Result<FullTrace, CopyError> {
-        let trace_id = info["trace_id"].as_str().unwrap_or_default();
-        if info["tags"][SPANS_LOCATION] != TRACKING_STORE {
-            return rest.trace_from_file(trace_id);
-        }
-        let answer: GetAnswer =
-            rest.get("/api/3.0/mlflow/traces/get", &[("trace_id", trace_id)])?;
-        Ok(FullTrace {
+impl TrackingStoreSpans {
+    fn get_call<'s>(&self, rest: &'s MlflowRest, trace_id: &str) -> Call<'s, FullTrace> {
+        let request = rest.get_request("/api/3.0/mlflow/traces/get", &[("trace_id", trace_id)]);
+        rest.prepare::<GetAnswer>(request).map(|answer| FullTrace {
             info: answer.trace.trace_info,
             spans: answer.trace.spans,
         })
@@ -76,29 +99,81 @@ impl TraceStorage for TrackingStoreSpans {
 
     /// The spans alone: OTLP ingest makes a row without metadata, which a resumed copy
     /// recognises as its own (`engine::traces`); StartTraceV3 then writes the info.
-    fn begin_trace(
+    fn begin_call<'s>(
         &self,
-        rest: &MlflowRest,
-        info: &Value,
+        rest: &'s MlflowRest,
+        pending: &Value,
         spans: &[Value],
-    ) -> Result<String, CopyError> {
-        let experiment_id = &info["trace_location"]["mlflow_experiment"]["experiment_id"];
+    ) -> Call<'s, String> {
+        let experiment_id = &pending["trace_location"]["mlflow_experiment"]["experiment_id"];
         // Proto field names with base64 ids: the shape `traces/get` returns, accepted as is.
         let body = json!({ "resource_spans": [{ "scope_spans": [{ "spans": spans }] }] });
         let request = rest.post_request("/v1/traces", &body).header(
             "x-mlflow-experiment-id",
             experiment_id.as_str().unwrap_or_default(),
         );
+        let trace_id = pending["trace_id"].as_str().unwrap_or_default().to_string();
         // The answer is an empty protobuf message, not JSON.
-        rest.send(request, true)?;
-        Ok(info["trace_id"].as_str().unwrap_or_default().to_string())
+        rest.prepare_with(request, move |_, _| Ok(trace_id))
     }
 
     /// StartTraceV3 with the whole info, assessments inside (an upsert keyed by the trace id).
-    fn complete_trace(&self, rest: &MlflowRest, info: &Value) -> Result<(), CopyError> {
+    fn complete_call<'s>(&self, rest: &'s MlflowRest, info: &Value) -> Call<'s, ()> {
         let body = json!({ "trace": { "trace_info": info } });
-        rest.post::<Value>("/api/3.0/mlflow/traces", &body)
-            .map(drop)
+        let request = rest.post_request("/api/3.0/mlflow/traces", &body);
+        rest.prepare::<Value>(request).map(drop)
+    }
+}
+
+impl TraceStorage for TrackingStoreSpans {
+    fn get_trace(&self, rest: &MlflowRest, info: &Value) -> Result<FullTrace, CopyError> {
+        let mut got = self.get_traces(rest, std::slice::from_ref(info));
+        got.pop().expect("one answer")
+    }
+
+    fn begin_trace(
+        &self,
+        rest: &MlflowRest,
+        pending: &Value,
+        spans: &[Value],
+    ) -> Result<String, CopyError> {
+        let traces = [(pending.clone(), spans.to_vec())];
+        self.begin_traces(rest, &traces).pop().expect("one answer")
+    }
+
+    fn complete_trace(&self, rest: &MlflowRest, info: &Value) -> Result<(), CopyError> {
+        self.complete_traces(rest, std::slice::from_ref(info))
+            .pop()
+            .expect("one answer")
+    }
+
+    /// Traces whose spans are rows are read together; a span file is read on its own.
+    fn get_traces(&self, rest: &MlflowRest, listed: &[Value]) -> Vec<Result<FullTrace, CopyError>> {
+        let calls = listed.iter().map(|info| {
+            let trace_id = info["trace_id"].as_str().unwrap_or_default();
+            if info["tags"][SPANS_LOCATION] == TRACKING_STORE {
+                self.get_call(rest, trace_id)
+            } else {
+                Call::Done(rest.trace_from_file(trace_id))
+            }
+        });
+        rest.run_together(calls.collect(), IN_FLIGHT)
+    }
+
+    fn begin_traces(
+        &self,
+        rest: &MlflowRest,
+        traces: &[(Value, Vec<Value>)],
+    ) -> Vec<Result<String, CopyError>> {
+        let calls = traces
+            .iter()
+            .map(|(info, spans)| self.begin_call(rest, info, spans));
+        rest.run_together(calls.collect(), IN_FLIGHT)
+    }
+
+    fn complete_traces(&self, rest: &MlflowRest, infos: &[Value]) -> Vec<Result<(), CopyError>> {
+        let calls = infos.iter().map(|info| self.complete_call(rest, info));
+        rest.run_together(calls.collect(), IN_FLIGHT)
     }
 }
 
@@ -154,12 +229,35 @@ impl Traces for MlflowRest {
     }
 
     fn trace_info(&self, trace_id: &str) -> Result<Option<Value>, CopyError> {
-        let path = format!("/api/3.0/mlflow/traces/{trace_id}");
-        match self.get::<GetAnswer>(&path, &[]) {
+        self.trace_infos(&[trace_id.to_string()])
+            .pop()
+            .expect("one answer")
+    }
+
+    fn trace_infos(&self, ids: &[String]) -> Vec<Result<Option<Value>, CopyError>> {
+        let calls = ids.iter().map(|id| {
+            let request = self.get_request(&format!("/api/3.0/mlflow/traces/{id}"), &[]);
+            self.prepare::<GetAnswer>(request)
+        });
+        let answers = self.run_together(calls.collect(), IN_FLIGHT);
+        let found = |answer: Result<GetAnswer, CopyError>| match answer {
             Ok(answer) => Ok(Some(answer.trace.trace_info)),
             Err(e) if e.has_code("RESOURCE_DOES_NOT_EXIST") || e.has_code("NOT_FOUND") => Ok(None),
             Err(e) => Err(e),
-        }
+        };
+        answers.into_iter().map(found).collect()
+    }
+
+    fn get_traces(&self, listed: &[Value]) -> Vec<Result<FullTrace, CopyError>> {
+        self.flavor().trace_storage().get_traces(self, listed)
+    }
+
+    fn begin_traces(&self, traces: &[(Value, Vec<Value>)]) -> Vec<Result<String, CopyError>> {
+        self.flavor().trace_storage().begin_traces(self, traces)
+    }
+
+    fn complete_traces(&self, infos: &[Value]) -> Vec<Result<(), CopyError>> {
+        self.flavor().trace_storage().complete_traces(self, infos)
     }
 
     fn begin_trace(&self, info: &Value, spans: &[Value]) -> Result<String, CopyError> {
