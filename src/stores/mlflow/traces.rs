@@ -78,6 +78,14 @@ pub trait TraceStorage {
             .map(|info| self.complete_trace(rest, info))
             .collect()
     }
+    /// See `Traces::trace_infos`: GetTraceInfoV3 of each, several in flight.
+    fn trace_infos(
+        &self,
+        rest: &MlflowRest,
+        ids: &[String],
+    ) -> Vec<Result<Option<Value>, CopyError>> {
+        rest.trace_infos_one_by_one(ids)
+    }
 }
 
 /// Trace requests in flight at once (reads of spans, span and info writes). Each is one small
@@ -88,33 +96,51 @@ const IN_FLIGHT: usize = 8;
 /// wrote, a `traces.json` file the server reads for us).
 pub struct TrackingStoreSpans;
 
+/// Most ids one `batchGet` takes: what MLflow's client sends (`environment_variables.py:
+/// MLFLOW_SEARCH_TRACES_MAX_BATCH_SIZE`).
+const BATCH_GET: usize = 10;
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct BatchAnswer {
+    traces: Vec<TraceBody>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct InfosAnswer {
+    trace_infos: Vec<Value>,
+}
+
 impl TrackingStoreSpans {
-    fn get_call<'s>(&self, rest: &'s MlflowRest, trace_id: &str) -> Call<'s, FullTrace> {
-        let request = rest.get_request("/api/3.0/mlflow/traces/get", &[("trace_id", trace_id)]);
-        rest.prepare::<GetAnswer>(request).map(|answer| FullTrace {
-            info: answer.trace.trace_info,
-            spans: answer.trace.spans,
+    /// Up to `BATCH_GET` traces with their spans in one request (`traces/batchGet`).
+    fn batch_call<'s>(&self, rest: &'s MlflowRest, ids: &[&str]) -> Call<'s, Vec<FullTrace>> {
+        let query: Vec<(&str, &str)> = ids.iter().map(|id| ("trace_ids", *id)).collect();
+        let request = rest.get_request("/api/3.0/mlflow/traces/batchGet", &query);
+        rest.prepare::<BatchAnswer>(request).map(|answer| {
+            let full = |t: TraceBody| FullTrace {
+                info: t.trace_info,
+                spans: t.spans,
+            };
+            answer.traces.into_iter().map(full).collect()
         })
     }
 
-    /// The spans alone: OTLP ingest makes a row without metadata, which a resumed copy
-    /// recognises as its own (`engine::traces`); StartTraceV3 then writes the info.
-    fn begin_call<'s>(
-        &self,
-        rest: &'s MlflowRest,
-        pending: &Value,
-        spans: &[Value],
-    ) -> Call<'s, String> {
-        let experiment_id = &pending["trace_location"]["mlflow_experiment"]["experiment_id"];
+    /// The spans alone, every trace's in one request: OTLP ingest makes rows without metadata,
+    /// which a resumed copy recognises as its own (`engine::traces`); StartTraceV3 then writes
+    /// each info.
+    fn begin_call<'s>(&self, rest: &'s MlflowRest, traces: &[(Value, Vec<Value>)]) -> Call<'s, ()> {
+        // One experiment per call (the header): a wave's traces all go to one.
+        let experiment_id = &traces[0].0["trace_location"]["mlflow_experiment"]["experiment_id"];
         // Proto field names with base64 ids: the shape `traces/get` returns, accepted as is.
+        let spans: Vec<&Value> = traces.iter().flat_map(|(_, spans)| spans).collect();
         let body = json!({ "resource_spans": [{ "scope_spans": [{ "spans": spans }] }] });
         let request = rest.post_request("/v1/traces", &body).header(
             "x-mlflow-experiment-id",
             experiment_id.as_str().unwrap_or_default(),
         );
-        let trace_id = pending["trace_id"].as_str().unwrap_or_default().to_string();
         // The answer is an empty protobuf message, not JSON.
-        rest.prepare_with(request, move |_, _| Ok(trace_id))
+        rest.prepare_with(request, |_, _| Ok(()))
     }
 
     /// StartTraceV3 with the whole info, assessments inside (an upsert keyed by the trace id).
@@ -142,22 +168,47 @@ impl TraceStorage for TrackingStoreSpans {
     }
 
     fn complete_trace(&self, rest: &MlflowRest, info: &Value) -> Result<(), CopyError> {
-        self.complete_traces(rest, std::slice::from_ref(info))
-            .pop()
-            .expect("one answer")
+        let mut done = self.complete_traces(rest, std::slice::from_ref(info));
+        done.pop().expect("one answer")
     }
 
-    /// Traces whose spans are rows are read together; a span file is read on its own.
+    /// Traces whose spans are rows are read `BATCH_GET` at a time (one trace without rows
+    /// would fail a whole batch); a span file is read on its own.
     fn get_traces(&self, rest: &MlflowRest, listed: &[Value]) -> Vec<Result<FullTrace, CopyError>> {
-        let calls = listed.iter().map(|info| {
-            let trace_id = info["trace_id"].as_str().unwrap_or_default();
-            if info["tags"][SPANS_LOCATION] == TRACKING_STORE {
-                self.get_call(rest, trace_id)
-            } else {
-                Call::Done(rest.trace_from_file(trace_id))
+        let id = |info: &Value| info["trace_id"].as_str().unwrap_or_default().to_string();
+        let (rows, files): (Vec<&Value>, Vec<&Value>) = listed
+            .iter()
+            .partition(|info| info["tags"][SPANS_LOCATION] == TRACKING_STORE);
+        let ids: Vec<String> = rows.iter().map(|info| id(info)).collect();
+        let chunks: Vec<Vec<&str>> = ids
+            .chunks(BATCH_GET)
+            .map(|chunk| chunk.iter().map(String::as_str).collect())
+            .collect();
+        let calls = chunks.iter().map(|chunk| self.batch_call(rest, chunk));
+        let mut found = std::collections::HashMap::new();
+        let mut failed = None;
+        for answer in rest.run_together(calls.collect(), IN_FLIGHT) {
+            match answer {
+                Ok(traces) => found.extend(traces.into_iter().map(|t| (id(&t.info), t))),
+                Err(e) => failed = Some(e),
             }
-        });
-        rest.run_together(calls.collect(), IN_FLIGHT)
+        }
+        let read = |info: &Value| {
+            let trace_id = id(info);
+            if files.iter().any(|f| id(f) == trace_id) {
+                return rest.trace_from_file(&trace_id);
+            }
+            if let Some(e) = &failed {
+                return Err(e.clone());
+            }
+            found.remove(&trace_id).ok_or_else(|| {
+                CopyError::not_found(format!(
+                    "{}: trace {trace_id} is missing from the batchGet answer",
+                    rest.base_display()
+                ))
+            })
+        };
+        listed.iter().map(read).collect()
     }
 
     fn begin_traces(
@@ -165,15 +216,51 @@ impl TraceStorage for TrackingStoreSpans {
         rest: &MlflowRest,
         traces: &[(Value, Vec<Value>)],
     ) -> Vec<Result<String, CopyError>> {
-        let calls = traces
-            .iter()
-            .map(|(info, spans)| self.begin_call(rest, info, spans));
-        rest.run_together(calls.collect(), IN_FLIGHT)
+        if traces.is_empty() {
+            return Vec::new();
+        }
+        let sent = self.begin_call(rest, traces).run_alone(rest.transport());
+        let id = |(info, _): &(Value, Vec<Value>)| {
+            let trace_id = info["trace_id"].as_str().unwrap_or_default().to_string();
+            sent.clone().map(|()| trace_id)
+        };
+        traces.iter().map(id).collect()
     }
 
     fn complete_traces(&self, rest: &MlflowRest, infos: &[Value]) -> Vec<Result<(), CopyError>> {
         let calls = infos.iter().map(|info| self.complete_call(rest, info));
         rest.run_together(calls.collect(), IN_FLIGHT)
+    }
+
+    /// One `batchGetInfos` request per wave; the server leaves out the ids it has not got.
+    fn trace_infos(
+        &self,
+        rest: &MlflowRest,
+        ids: &[String],
+    ) -> Vec<Result<Option<Value>, CopyError>> {
+        let request = rest.post_request(
+            "/api/3.0/mlflow/traces/batchGetInfos",
+            &json!({ "trace_ids": ids }),
+        );
+        match rest
+            .prepare::<InfosAnswer>(request)
+            .run_alone(rest.transport())
+        {
+            Ok(answer) => {
+                let mut found: std::collections::HashMap<String, Value> = answer
+                    .trace_infos
+                    .into_iter()
+                    .map(|info| {
+                        (
+                            info["trace_id"].as_str().unwrap_or_default().to_string(),
+                            info,
+                        )
+                    })
+                    .collect();
+                ids.iter().map(|id| Ok(found.remove(id))).collect()
+            }
+            Err(e) => ids.iter().map(|_| Err(e.clone())).collect(),
+        }
     }
 }
 
@@ -199,6 +286,23 @@ impl MlflowRest {
 /// Where a trace lives, as TraceInfoV3 and the search request name it.
 pub fn experiment_location(experiment_id: &str) -> Value {
     json!({ "type": "MLFLOW_EXPERIMENT", "mlflow_experiment": { "experiment_id": experiment_id } })
+}
+
+impl MlflowRest {
+    /// GetTraceInfoV3 of each trace, several in flight; `None` for a trace the server has not.
+    fn trace_infos_one_by_one(&self, ids: &[String]) -> Vec<Result<Option<Value>, CopyError>> {
+        let calls = ids.iter().map(|id| {
+            let request = self.get_request(&format!("/api/3.0/mlflow/traces/{id}"), &[]);
+            self.prepare::<GetAnswer>(request)
+        });
+        let answers = self.run_together(calls.collect(), IN_FLIGHT);
+        let found = |answer: Result<GetAnswer, CopyError>| match answer {
+            Ok(answer) => Ok(Some(answer.trace.trace_info)),
+            Err(e) if e.has_code("RESOURCE_DOES_NOT_EXIST") || e.has_code("NOT_FOUND") => Ok(None),
+            Err(e) => Err(e),
+        };
+        answers.into_iter().map(found).collect()
+    }
 }
 
 impl Traces for MlflowRest {
@@ -235,17 +339,7 @@ impl Traces for MlflowRest {
     }
 
     fn trace_infos(&self, ids: &[String]) -> Vec<Result<Option<Value>, CopyError>> {
-        let calls = ids.iter().map(|id| {
-            let request = self.get_request(&format!("/api/3.0/mlflow/traces/{id}"), &[]);
-            self.prepare::<GetAnswer>(request)
-        });
-        let answers = self.run_together(calls.collect(), IN_FLIGHT);
-        let found = |answer: Result<GetAnswer, CopyError>| match answer {
-            Ok(answer) => Ok(Some(answer.trace.trace_info)),
-            Err(e) if e.has_code("RESOURCE_DOES_NOT_EXIST") || e.has_code("NOT_FOUND") => Ok(None),
-            Err(e) => Err(e),
-        };
-        answers.into_iter().map(found).collect()
+        self.flavor().trace_storage().trace_infos(self, ids)
     }
 
     fn get_traces(&self, listed: &[Value]) -> Vec<Result<FullTrace, CopyError>> {
