@@ -17,6 +17,7 @@ pub mod models;
 pub mod nested_queue;
 pub mod progress;
 pub mod prompts;
+pub mod trace_rewrite;
 pub mod traces;
 pub mod verify;
 pub mod verify_artifacts;

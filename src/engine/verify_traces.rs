@@ -4,9 +4,9 @@
 //! A store that serves no traces through MLflow's routes has none to compare (the copy said so).
 
 use super::prompts::{linked_names, LINKED_PROMPTS};
+use super::trace_rewrite::{repoint, SERVER_TAGS};
 use super::traces::{
-    for_each_trace, model_filter, repoint, run_filter, str_at, without_trace_routes, SERVER_TAGS,
-    SRC_TRACE_ID,
+    for_each_trace, model_filter, run_filter, str_at, without_trace_routes, SRC_TRACE_ID,
 };
 use super::verify::Differences;
 use super::Copier;
