@@ -84,9 +84,26 @@ fn without_assessments(info: &Value) -> Value {
 /// The same assessment: its name, source and creation time (the server gives a created
 /// assessment an id of its own).
 fn same_assessment(a: &Value, b: &Value) -> bool {
-    ["assessment_name", "source", "create_time"]
-        .iter()
-        .all(|k| a[*k] == b[*k])
+    let time = |v: &Value| v["create_time"].as_str().map(timestamp_key);
+    a["assessment_name"] == b["assessment_name"] && a["source"] == b["source"] && time(a) == time(b)
+}
+
+/// An RFC 3339 time without the fraction's trailing zeros (`…:00.500Z` and `…:00.5Z`, `…:00Z`
+/// and `…:00.000Z` are the same time; servers write either).
+fn timestamp_key(time: &str) -> String {
+    let Some((whole, rest)) = time.split_once('.') else {
+        return time.to_string();
+    };
+    let zone_at = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    let (fraction, zone) = rest.split_at(zone_at);
+    let fraction = fraction.trim_end_matches('0');
+    if fraction.is_empty() {
+        format!("{whole}{zone}")
+    } else {
+        format!("{whole}.{fraction}{zone}")
+    }
 }
 
 impl SpanFiles {
@@ -197,5 +214,32 @@ impl TraceStorage for SpanFiles {
             rest.patch::<Value>(&path, &json!({ "key": key, "value": value }))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assessments_match_by_name_source_and_time_however_written() {
+        let source = json!({"source_type": "HUMAN", "source_id": "bob"});
+        let a = json!({"assessment_name": "helpful", "source": source, "create_time": "2026-12-01T10:00:00.500Z"});
+        let b = json!({"assessment_name": "helpful", "source": source, "create_time": "2026-12-01T10:00:00.5Z"});
+        assert!(same_assessment(&a, &b));
+        let later = json!({"assessment_name": "helpful", "source": source, "create_time": "2026-12-01T10:00:01Z"});
+        assert!(!same_assessment(&a, &later));
+        assert_eq!(
+            timestamp_key("2026-12-01T10:00:00.000Z"),
+            "2026-12-01T10:00:00Z"
+        );
+        assert_eq!(
+            timestamp_key("2026-12-01T10:00:00Z"),
+            "2026-12-01T10:00:00Z"
+        );
+        assert_eq!(
+            timestamp_key("2026-12-01T10:00:00.120+01:00"),
+            "2026-12-01T10:00:00.12+01:00"
+        );
     }
 }
