@@ -3,6 +3,7 @@ and the embedding host against real MLflow servers, compared through MLflow's ow
 import base64
 import json
 import re
+import subprocess
 import uuid
 
 import mlflow
@@ -10,7 +11,7 @@ import pytest
 import requests
 
 import seed_genai
-from conftest import Served, copy_run_args, run_cli, run_host, unique
+from conftest import Served, cli_command, copy_run_args, run_cli, run_host, unique
 from trace_views import (LINKED, assert_same_traces, client_for, copied_model, prompt_texts, prompt_versions,
                          traces_of)
 
@@ -127,6 +128,29 @@ def test_copy_interrupted_mid_traces_resumes_without_duplicates(src, dst, genai,
     experiment = client_for(dst.uri).get_experiment_by_name(exp).experiment_id
     assert len(client_for(dst.uri).search_traces(locations=[experiment])) == len(source)
     assert prompt_versions(dst.uri, genai["prompt"]) == ["1", "2"]
+
+
+def test_copy_killed_mid_traces_resumes_without_duplicates(src, dst, genai, proxy):
+    exp = unique("genai-kill")
+    run_id = genai["eval_run"]
+    # The second StartTraceV3 never gets an answer; the copy is killed while it waits.
+    stuck = proxy.add(method="POST", path=re.compile(r"^/api/3\.0/mlflow/traces(\?|$)"), nth=2, times=1,
+                      hang=True)
+    cmd, env = cli_command(copy_run_args(run_id, exp, src.uri, proxy.uri), None, ())
+    copying = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert stuck.hit.wait(300), "the copy reached its traces"
+    finally:
+        copying.kill()
+        copying.wait()
+    resumed = run_cli(copy_run_args(run_id, exp, src.uri, dst.uri))
+    assert resumed.code == 0 and resumed.report["outcome"] == "resumed", resumed
+    assert resumed.report["traces"] >= 1, "the trace whose info never arrived is finished"
+    source, _ = traces_of(src.uri, run_id)
+    copied, _ = traces_of(dst.uri, resumed.report["dst_run_id"])
+    assert_same_traces(copied, source)
+    experiment = client_for(dst.uri).get_experiment_by_name(exp).experiment_id
+    assert len(client_for(dst.uri).search_traces(locations=[experiment])) == len(source)
 
 
 def _span_file_trace(uri, experiment_id, run_id):
