@@ -19,6 +19,9 @@ const ID_KEYS: [&str; 3] = [
 ];
 /// Tags the destination server sets for itself (where it keeps the trace's data).
 pub(super) const SERVER_TAGS: [&str; 2] = ["mlflow.artifactLocation", "mlflow.trace.spansLocation"];
+/// Metadata an open-source server adds once a trace's info follows its spans (its own mark,
+/// `store/tracking/sqlalchemy_store.py`); another kind of server has no such step.
+pub(super) const SERVER_METADATA: [&str; 1] = ["mlflow.trace.infoFinalized"];
 
 /// How one source trace becomes its copy.
 pub struct Rewrite<'a> {
@@ -114,6 +117,11 @@ pub fn rewrite_info(src: &Value, src_id: &str, rewrite: &Rewrite) -> Value {
     info["trace_id"] = json!(rewrite.trace_id);
     info["trace_location"] = crate::stores::mlflow::experiment_location(rewrite.experiment_id);
     repoint(&mut info["trace_metadata"], rewrite.ids);
+    if let Some(metadata) = info["trace_metadata"].as_object_mut() {
+        for key in SERVER_METADATA {
+            metadata.remove(key);
+        }
+    }
     if let Some(tags) = info["tags"].as_object_mut() {
         for key in SERVER_TAGS {
             tags.remove(key);

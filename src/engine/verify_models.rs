@@ -8,7 +8,7 @@ use super::models;
 use super::verify::{pairs, point_key, run_ids, Differences};
 use super::verify_artifacts::{compare_tree, Compared, Trees};
 use super::Copier;
-use crate::stores::model::{ArtifactRoot, LoggedModel, Owner, Run};
+use crate::stores::model::{ArtifactRoot, KeyValue, LoggedModel, Owner, Run};
 use anyhow::Context;
 use std::collections::BTreeMap;
 
@@ -54,7 +54,8 @@ pub fn compare_logged_models(
             .get_logged_model(dst_id)
             .with_context(|| format!("reading logged model {dst_id}, the copy of {id}"))?;
         let prefix = format!("logged model {id} (copy {dst_id}) ");
-        compare_fields(model, &copy, [src, dst], &prefix, diff);
+        let writable = c.dst.tracking.writable_tags(&model.info.tags);
+        compare_fields(model, &copy, [src, dst], &writable, &prefix, diff);
         let trees = Trees {
             src: ArtifactRoot {
                 owner: Owner::Model(id.clone()),
@@ -79,6 +80,7 @@ fn compare_fields(
     model: &LoggedModel,
     copy: &LoggedModel,
     [src, dst]: [&Run; 2],
+    writable: &[KeyValue],
     prefix: &str,
     diff: &mut Differences,
 ) {
@@ -99,7 +101,9 @@ fn compare_fields(
         &pairs(&model.data.params),
         &pairs(&copy.data.params),
     );
-    diff.maps(&format!("{prefix}tag"), &tags(model), &tags(copy));
+    let mut wanted = tags(model);
+    wanted.retain(|key, _| writable.iter().any(|t| t.key == *key));
+    diff.maps(&format!("{prefix}tag"), &wanted, &tags(copy));
     let (from, to) = (
         metrics(model, &src.info.run_id),
         metrics(copy, &dst.info.run_id),

@@ -4,7 +4,7 @@
 //! A store that serves no traces through MLflow's routes has none to compare (the copy said so).
 
 use super::prompts::{linked_names, LINKED_PROMPTS};
-use super::trace_rewrite::{repoint, SERVER_TAGS};
+use super::trace_rewrite::{repoint, SERVER_METADATA, SERVER_TAGS};
 use super::traces::{
     for_each_trace, model_filter, run_filter, str_at, without_trace_routes, SRC_TRACE_ID,
 };
@@ -106,12 +106,14 @@ fn compare_trace(
     }
     let mut metadata = info["trace_metadata"].clone();
     repoint(&mut metadata, ids);
-    compare_entries(
-        &format!("{prefix}metadata"),
-        &metadata,
-        &copy["trace_metadata"],
-        diff,
-    );
+    let mut copied = copy["trace_metadata"].clone();
+    for map in [&mut metadata, &mut copied]
+        .into_iter()
+        .filter_map(Value::as_object_mut)
+    {
+        map.retain(|k, _| !SERVER_METADATA.contains(&k.as_str()));
+    }
+    compare_entries(&format!("{prefix}metadata"), &metadata, &copied, diff);
     let mut tags = info["tags"].clone();
     if let Some(map) = tags.as_object_mut() {
         map.retain(|k, _| !SERVER_TAGS.contains(&k.as_str()));
@@ -191,17 +193,26 @@ fn assessments(info: &Value) -> Vec<String> {
 
 /// (name, parent, start, end, status) of each span, sorted: the tree and its timing.
 fn spans(spans: &[Value]) -> Vec<String> {
+    // Written the same whichever JSON they came from (`traces/get`, or a span file converted):
+    // a root's parent absent or empty, 64-bit times as numbers or strings, a status without
+    // its defaults.
+    let time = |v: &Value| match v.as_str() {
+        Some(text) => text.to_string(),
+        None => v.to_string(),
+    };
     let mut found: Vec<String> = spans
         .iter()
         .map(|s| {
+            let parent = s["parent_span_id"].as_str().unwrap_or_default();
+            let status = &s["status"];
             format!(
-                "{} {} {} {} {} {}",
+                "{} {} {parent:?} {} {} {} {:?}",
                 s["name"],
                 s["span_id"],
-                s["parent_span_id"],
-                s["start_time_unix_nano"],
-                s["end_time_unix_nano"],
-                s["status"]
+                time(&s["start_time_unix_nano"]),
+                time(&s["end_time_unix_nano"]),
+                status["code"].as_str().unwrap_or("STATUS_CODE_UNSET"),
+                status["message"].as_str().unwrap_or_default(),
             )
         })
         .collect();

@@ -112,6 +112,12 @@ pub trait Tracking {
     /// Soft-deletes a logged model (a copy that lost a race removes the models it made).
     fn delete_logged_model(&self, model_id: &str) -> Result<(), CopyError>;
 
+    /// Of these tags, the ones the server lets a client write (the rest it sets itself or
+    /// refuses: a copy leaves them out, and verify does not look for them).
+    fn writable_tags(&self, tags: &[KeyValue]) -> Vec<KeyValue> {
+        tags.to_vec()
+    }
+
     /// The server's MLflow 3 traces, when its REST API serves them the way an open-source
     /// server does (`None`: traces are not copied, and the engine says so).
     fn traces(&self) -> Option<&dyn Traces> {

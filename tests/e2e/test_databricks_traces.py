@@ -81,6 +81,11 @@ def test_oss_traces_into_a_workspace_are_faithful_and_rerun_writes_nothing(src, 
     assert len(puts) == 3 and all(s["auth"] == "presigned" for s in puts), puts
     assert not any(s["has_bearer"] for s in storage)
     assert ws.token not in result.stdout + result.stderr
+    # verify-run reads both sides' traces (the copy's through traces.json) and finds them equal.
+    check = copy(cfg_dir, ["verify-run", "--src-run-id", genai["agent_run"], "--dst-run-id", report["dst_run_id"],
+                           "--src-mlflow-uri", src.uri, "--dst-mlflow-uri", WS])
+    assert check.code == 0 and check.report["differences"] == [], check.report["differences"]
+    assert check.report["traces"] == 3, check.report
     # The same command again writes nothing.
     start = len(ws.requests)
     again = copy(cfg_dir, copy_run_args(genai["agent_run"], exp, src.uri, WS))

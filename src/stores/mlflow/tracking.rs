@@ -336,6 +336,10 @@ impl Tracking for MlflowRest {
         self.delete::<Value>(&path, &json!({})).map(drop)
     }
 
+    fn writable_tags(&self, tags: &[KeyValue]) -> Vec<KeyValue> {
+        self.flavor().writable_tags(tags)
+    }
+
     fn traces(&self) -> Option<&dyn crate::stores::Traces> {
         Some(self)
     }
