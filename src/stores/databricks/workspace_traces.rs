@@ -155,12 +155,7 @@ impl SpanFiles {
 impl TraceStorage for SpanFiles {
     fn get_trace(&self, rest: &MlflowRest, listed: &Value) -> Result<FullTrace, CopyError> {
         let trace_id = trace_id_of(listed);
-        let info = rest.trace_info(trace_id)?.ok_or_else(|| {
-            CopyError::not_found(format!(
-                "trace {trace_id} not found on {}",
-                rest.base_display()
-            ))
-        })?;
+        let info = rest.existing_trace_info(trace_id)?;
         let bytes = self
             .files
             .read_small(rest, &span_root(rest, &info)?, TRACE_DATA_FILE)?;
@@ -201,12 +196,7 @@ impl TraceStorage for SpanFiles {
     /// `begin_trace` wrote as "incomplete").
     fn complete_trace(&self, rest: &MlflowRest, info: &Value) -> Result<(), CopyError> {
         let trace_id = trace_id_of(info);
-        let written = rest.trace_info(trace_id)?.ok_or_else(|| {
-            CopyError::upstream(format!(
-                "{}: trace {trace_id} vanished while it was being copied",
-                rest.base_display()
-            ))
-        })?;
+        let written = rest.existing_trace_info(trace_id)?;
         self.create_assessments(rest, info, &written)?;
         let tags = info["tags"].as_object().into_iter().flatten();
         let path = format!("/api/2.0/mlflow/traces/{trace_id}/tags");

@@ -267,13 +267,18 @@ impl TraceStorage for TrackingStoreSpans {
 impl MlflowRest {
     /// The info, and the spans from the trace's span file, read by the server wherever it keeps
     /// it (`server/handlers.py:get_trace_artifact_handler`; only under `/ajax-api`).
-    fn trace_from_file(&self, trace_id: &str) -> Result<FullTrace, CopyError> {
-        let info = self.trace_info(trace_id)?.ok_or_else(|| {
+    /// The trace's info; a trace the server has not got is a `not_found` error.
+    pub fn existing_trace_info(&self, trace_id: &str) -> Result<Value, CopyError> {
+        self.trace_info(trace_id)?.ok_or_else(|| {
             CopyError::not_found(format!(
                 "trace {trace_id} not found on {}",
                 self.base_display()
             ))
-        })?;
+        })
+    }
+
+    fn trace_from_file(&self, trace_id: &str) -> Result<FullTrace, CopyError> {
+        let info = self.existing_trace_info(trace_id)?;
         let file: SpanFile = self.get(
             "/ajax-api/2.0/mlflow/get-trace-artifact",
             &[("request_id", trace_id)],
