@@ -7,6 +7,7 @@
 
 pub mod credential;
 pub mod hosts;
+pub mod limits;
 pub mod multipart;
 pub mod retry;
 #[cfg(target_arch = "wasm32")]
@@ -33,6 +34,7 @@ pub use files::{
     StreamJob, Transferred, Upload,
 };
 pub use hosts::{Caller, HostPolicy, ALLOWED_HOSTS_VAR};
+pub use limits::AdaptiveLimit;
 pub use multipart::Multipart;
 pub use request::{Method, Request, Response};
 use retry::RetryPolicy;
