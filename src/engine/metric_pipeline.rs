@@ -7,10 +7,12 @@
 //! concurrency is several WASI HTTP requests polled together). The transport retries each
 //! request on its own budget and hands back the final answers; this decides what to send next.
 //!
-//! Bounds: at most `READS` history reads (source; destination too when resuming) and `WRITES`
-//! log-batch requests (destination) in flight — the cap per server — and no new read while
-//! `QUEUED` full batches wait to be written, so memory holds a few pages, never a run's whole
-//! history.
+//! Bounds: history reads (source; destination too when resuming) and log-batch requests
+//! (destination) in flight are each an `AdaptiveLimit` (slow start then AIMD, backing off on
+//! 429/503 and on climbing latency): reads from 3 up to `READS_MAX`, writes from 4 up to
+//! `WRITES_MAX`, fed every attempt's latency by the transport (`Calls::attempted`). No new read
+//! while twice the write limit of full batches wait to be written, so memory holds a few pages
+//! (at most 32 batches of 1,000 points), never a run's whole history.
 //!
 //! Order: a key's pages are read one after the other, so its points enter the batches in the
 //! source's order; batches are sent in the order they fill. (Batches in flight together may
@@ -22,17 +24,21 @@ use super::metrics::{AlreadyCopied, MetricBatcher, ModelLinks};
 use crate::api::CopyError;
 use crate::stores::model::{KeyValue, Metric};
 use crate::stores::{Call, HistoryPage, Reader, Tracking};
-use crate::transport::{self, Calls, Request, Response};
+use crate::transport::{self, AdaptiveLimit, Calls, Request, Response};
 use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
 
-/// History reads in flight at once. A page (up to 10,000 points) feeds up to ten writes, so a
-/// few reads keep the writers fed; each key's pages are still read one at a time.
-pub const READS: usize = 3;
-/// Log-batch requests in flight at once (MLflow handles them in parallel: 82 ms a request one
-/// at a time, 53 ms four at a time against a local server).
-pub const WRITES: usize = 4;
-/// Full batches that may wait to be written before reading stops.
-const QUEUED: usize = 2 * WRITES;
+/// History reads in flight at the start. A page (up to 10,000 points) feeds up to ten writes,
+/// so a few reads keep the writers fed; each key's pages are still read one at a time.
+const READS_START: usize = 3;
+/// At most this many: eight pages in flight already feed 80 writes.
+pub const READS_MAX: usize = 8;
+/// Log-batch requests in flight at the start (MLflow handles them in parallel: 82 ms a request
+/// one at a time, 53 ms four at a time against a local server).
+const WRITES_START: usize = 4;
+/// At most this many: a batch is at most 1,000 points (~100 KiB of JSON), and 16 of them
+/// cover a 50 ms link at MLflow's few ms of work per batch per worker.
+pub const WRITES_MAX: usize = 16;
 
 /// What the pipeline asks of a store: every `Tracking` store answers it. (A trait of its own
 /// so that the tests can drive the pipeline with a store whose every call is a request.)
@@ -119,6 +125,8 @@ pub struct MetricPipeline<'s, S: MetricCalls + ?Sized> {
     next_id: usize,
     reads: usize,
     writes: usize,
+    read_limit: AdaptiveLimit,
+    write_limit: AdaptiveLimit,
     /// Source points read (those already at the destination included).
     points: u64,
     failed: Option<anyhow::Error>,
@@ -130,6 +138,8 @@ pub struct Copied {
     pub points: u64,
     /// Logged-model metrics that matched no point of the run's history.
     pub unmatched_links: usize,
+    /// What the limits settled on: "reads: limit settled at 8; writes: ...".
+    pub limits: String,
 }
 
 impl<'s, S: MetricCalls + ?Sized> MetricPipeline<'s, S> {
@@ -158,6 +168,8 @@ impl<'s, S: MetricCalls + ?Sized> MetricPipeline<'s, S> {
             next_id: 0,
             reads: 0,
             writes: 0,
+            read_limit: AdaptiveLimit::new(READS_START, READS_MAX),
+            write_limit: AdaptiveLimit::new(WRITES_START, WRITES_MAX),
             points: 0,
             failed: None,
         }
@@ -182,6 +194,11 @@ impl<'s, S: MetricCalls + ?Sized> MetricPipeline<'s, S> {
         Ok(Copied {
             points: self.points,
             unmatched_links: self.links.unmatched(),
+            limits: format!(
+                "reads: {}; writes: {}",
+                self.read_limit.summary(),
+                self.write_limit.summary()
+            ),
         })
     }
 
@@ -189,8 +206,15 @@ impl<'s, S: MetricCalls + ?Sized> MetricPipeline<'s, S> {
         self.keys.is_empty() && self.to_read.is_empty()
     }
 
+    /// Full batches that may wait to be written before reading stops.
+    fn queued(&self) -> usize {
+        2 * self.write_limit.get()
+    }
+
     fn may_read(&self) -> bool {
-        self.reads < READS && self.full.len() < QUEUED && !self.nothing_to_read()
+        self.reads < self.read_limit.get()
+            && self.full.len() < self.queued()
+            && !self.nothing_to_read()
     }
 
     /// Starts the next write, params and tags first: a request to send, or `None` when the
@@ -317,7 +341,7 @@ impl<S: MetricCalls + ?Sized> Calls for MetricPipeline<'_, S> {
         while self.failed.is_none() {
             // Writes first: they free the memory reads fill.
             let to_write = !self.entities.is_empty() || !self.full.is_empty();
-            let started = if self.writes < WRITES && to_write {
+            let started = if self.writes < self.write_limit.get() && to_write {
                 self.start_write()
             } else if self.may_read() {
                 self.start_read()
@@ -358,6 +382,19 @@ impl<S: MetricCalls + ?Sized> Calls for MetricPipeline<'_, S> {
                     self.written(result, what);
                 }
             }
+        }
+    }
+
+    fn attempted(&mut self, id: usize, latency: Duration, overloaded: bool) {
+        let (limit, in_flight) = match self.in_flight.get(&id) {
+            Some(InFlight::Read { .. }) => (&mut self.read_limit, self.reads),
+            Some(InFlight::Write { .. }) => (&mut self.write_limit, self.writes),
+            None => return,
+        };
+        if overloaded {
+            limit.overloaded();
+        } else {
+            limit.answered(Some(latency), in_flight);
         }
     }
 
@@ -472,10 +509,10 @@ mod tests {
                 in_flight.push((id, request));
             }
             let count = |m: Method| in_flight.iter().filter(|(_, r)| r.method == m).count();
-            assert!(count(Method::Get) <= READS, "reads in flight");
-            assert!(count(Method::Post) <= WRITES, "writes in flight");
+            assert!(count(Method::Get) <= pipeline.read_limit.get(), "reads in flight");
+            assert!(count(Method::Post) <= pipeline.write_limit.get(), "writes in flight");
             assert!(
-                pipeline.full.len() <= QUEUED + PAGE / 1000 + 1,
+                pipeline.full.len() <= pipeline.queued() + PAGE / 1000 + 1,
                 "batches waiting"
             );
             if in_flight.is_empty() {

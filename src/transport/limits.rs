@@ -79,6 +79,12 @@ impl AdaptiveLimit {
         }
     }
 
+    /// A new upper bound (a caller's flag), keeping what was learned.
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max.max(1);
+        self.limit = self.limit.min(self.max);
+    }
+
     /// How many may be in flight now.
     pub fn get(&self) -> usize {
         self.limit
@@ -213,7 +219,11 @@ mod tests {
         assert_eq!(l.get(), 5);
         good(&mut l, 5 + 6 + 7, RTT);
         assert_eq!(l.get(), 8);
-        assert!(l.summary().contains("2 back-off(s) for 429/503"), "{}", l.summary());
+        assert!(
+            l.summary().contains("2 back-off(s) for 429/503"),
+            "{}",
+            l.summary()
+        );
     }
 
     #[test]
