@@ -413,6 +413,7 @@ mod tests {
     use super::*;
     use crate::transport::Method;
     use std::cell::RefCell;
+    use std::collections::VecDeque;
     use url::Url;
 
     /// A store whose every call is a request: the test holds the requests and answers them in
@@ -509,8 +510,14 @@ mod tests {
                 in_flight.push((id, request));
             }
             let count = |m: Method| in_flight.iter().filter(|(_, r)| r.method == m).count();
-            assert!(count(Method::Get) <= pipeline.read_limit.get(), "reads in flight");
-            assert!(count(Method::Post) <= pipeline.write_limit.get(), "writes in flight");
+            assert!(
+                count(Method::Get) <= pipeline.read_limit.get(),
+                "reads in flight"
+            );
+            assert!(
+                count(Method::Post) <= pipeline.write_limit.get(),
+                "writes in flight"
+            );
             assert!(
                 pipeline.full.len() <= pipeline.queued() + PAGE / 1000 + 1,
                 "batches waiting"
@@ -580,6 +587,71 @@ mod tests {
                 assert_eq!(starts, expected, "pages of {key} read once each, in order");
             }
         }
+    }
+
+    /// Drives the pipeline, answering the oldest read (else the oldest write) each time after
+    /// telling it how the attempt went (`overloaded` for a write: refused once, then accepted);
+    /// the most reads and writes it had in flight. (Reads first: the batches pile up and the
+    /// writes use their limit.)
+    fn drive_timed(
+        pipeline: &mut MetricPipeline<Wire>,
+        latency: Duration,
+        overloaded: impl Fn(usize) -> bool,
+    ) -> (usize, usize) {
+        let mut in_flight: VecDeque<(usize, Request)> = VecDeque::new();
+        let (mut most, mut writes) = ((0, 0), 0);
+        loop {
+            while let Some(sent) = pipeline.next() {
+                in_flight.push_back(sent);
+            }
+            let count = |m: Method| in_flight.iter().filter(|(_, r)| r.method == m).count();
+            most = (
+                most.0.max(count(Method::Get)),
+                most.1.max(count(Method::Post)),
+            );
+            let oldest_read = in_flight.iter().position(|(_, r)| r.method == Method::Get);
+            let Some((id, request)) = in_flight.remove(oldest_read.unwrap_or(0)) else {
+                return most;
+            };
+            if request.method == Method::Post {
+                writes += 1;
+                if overloaded(writes) {
+                    pipeline.attempted(id, latency, true);
+                }
+            }
+            pipeline.attempted(id, latency, false);
+            pipeline.answer(id, ok());
+        }
+    }
+
+    #[test]
+    fn more_requests_go_out_while_answers_come_quickly_fewer_after_429s() {
+        let w = wire(40, |_| 3000);
+        let mut p = MetricPipeline::new((&w, "r"), (&w, "c"), keys(&w), ModelLinks::new([]), false);
+        let (reads, writes) = drive_timed(&mut p, Duration::from_millis(50), |_| false);
+        assert!(reads > READS_START && reads <= READS_MAX, "{reads} reads");
+        assert!(
+            writes > WRITES_START && writes <= WRITES_MAX,
+            "{writes} writes"
+        );
+        let limits = p.finish().unwrap().limits;
+        assert_eq!(
+            limits,
+            format!("reads: limit settled at {READS_MAX}; writes: limit settled at {WRITES_MAX}")
+        );
+
+        // Every 10th write refused: slow start ends at the first refusal (after 9 answers), and
+        // the writes back off from there, never reaching their max.
+        w.written.borrow_mut().clear();
+        let mut p = MetricPipeline::new((&w, "r"), (&w, "c"), keys(&w), ModelLinks::new([]), false);
+        let (_, writes) = drive_timed(&mut p, Duration::from_millis(50), |n| n % 10 == 0);
+        assert!(writes <= WRITES_START + 9, "{writes} writes");
+        let settled = p.write_limit.get();
+        let limits = p.finish().unwrap().limits;
+        assert!(settled < WRITES_START + 9, "{limits}");
+        assert!(limits.contains("back-off(s) for 429/503"), "{limits}");
+        let total: usize = w.written.borrow().iter().map(Vec::len).sum();
+        assert_eq!(total, 40 * 3000);
     }
 
     #[test]

@@ -157,8 +157,7 @@ impl Attempts for Retrying<'_> {
             let overloaded =
                 matches!(status, 429 | 503) || response.header("retry-after").is_some();
             if overloaded || status < 500 {
-                self.calls
-                    .attempted(id, attempt.sent.elapsed(), overloaded);
+                self.calls.attempted(id, attempt.sent.elapsed(), overloaded);
             }
         }
         let failure = match assess(answer, true) {

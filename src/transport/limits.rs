@@ -28,6 +28,7 @@
 //! floor it is compared with; the floor creeps up toward what is observed (1/256 of the gap per
 //! answer), so that one lucky answer, or a route that got slower for good, does not pin it.
 //! After a decrease for latency the smoothed value starts afresh from the answers that follow.
+//! Within `NOISE` (2 ms) of the floor nothing is queueing, whatever the ratio.
 //!
 //! Pure logic: no clocks. Callers time their requests and hand in durations.
 
@@ -39,6 +40,9 @@ pub const TOLERANCE: f64 = 2.0;
 const SMOOTHING: f64 = 1.0 / 8.0;
 /// How fast the floor follows the latency observed.
 const FLOOR_CREEP: f64 = 1.0 / 256.0;
+/// Latency this close to the floor is noise, whatever the ratio (a loopback answer of 0.2 ms
+/// and one of 0.6 ms say nothing about queueing).
+const NOISE: f64 = 0.002;
 
 /// One kind of work to one server: its current limit and what it has learned.
 #[derive(Debug, Clone)]
@@ -158,7 +162,7 @@ impl AdaptiveLimit {
             None => sample,
         };
         self.smoothed = Some(smoothed);
-        smoothed > TOLERANCE * floor
+        smoothed > TOLERANCE * floor && smoothed - floor > NOISE
     }
 
     fn grow(&mut self) {
@@ -255,6 +259,16 @@ mod tests {
         let settled = l.get();
         good(&mut l, 200, RTT * 5 / 2);
         assert!(l.get() >= settled && l.get() > 4, "{}", l.get());
+    }
+
+    #[test]
+    fn sub_millisecond_jitter_is_not_queueing() {
+        let mut l = AdaptiveLimit::new(8, 64);
+        for i in 0..200 {
+            let in_flight = l.get();
+            l.answered(Some(Duration::from_micros(100 + (i % 3) * 400)), in_flight);
+        }
+        assert_eq!(l.get(), 64);
     }
 
     #[test]

@@ -684,6 +684,51 @@ mod tests {
     }
 
     #[test]
+    fn the_files_limit_grows_with_good_transfers_and_halves_on_429() {
+        let (mut t, _) = transport(vec![]);
+        let throttled = || {
+            Err(StreamFailure {
+                message: "HTTP 429".into(),
+                retryable: true,
+                retry_after: Some(Duration::ZERO),
+                status: Some(429),
+                end: None,
+            })
+        };
+        let rounds = vec![
+            (0..40).map(|_| Ok(1)).collect(),
+            // The next copy's transfers: four refused, then sent again.
+            vec![
+                throttled(),
+                throttled(),
+                throttled(),
+                throttled(),
+                Ok(1),
+                Ok(1),
+            ],
+            vec![Ok(1), Ok(1), Ok(1), Ok(1)],
+        ];
+        t.http = Box::new(Scripted {
+            answers: RefCell::new(VecDeque::new()),
+            sent: Default::default(),
+            stream_rounds: RefCell::new(rounds.into()),
+            digest_rounds: RefCell::default(),
+        });
+        assert_eq!(t.files_limit(), None);
+        let mut open = |ids: &[usize]| Ok(ids.iter().map(|i| job(&format!("f{i}"))).collect());
+        t.stream_files(40, 32, &mut NoCalls, &mut open, &mut |_| {})
+            .unwrap();
+        assert_eq!(t.files_limit().unwrap(), "limit settled at 32");
+        // Learned over the command: the next transfer starts from 32; one halving per window.
+        t.stream_files(6, 32, &mut NoCalls, &mut open, &mut |_| {})
+            .unwrap();
+        assert_eq!(
+            t.files_limit().unwrap(),
+            "limit settled at 16 (peak 32), 1 back-off(s) for 429/503"
+        );
+    }
+
+    #[test]
     fn a_permanent_stream_failure_stops_the_copy() {
         let (mut t, _) = transport(vec![]);
         let denied = StreamFailure {
