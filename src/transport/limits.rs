@@ -22,6 +22,10 @@
 //!   rule; TCP's congestion-window validation, RFC 7661), so a caller with little to send does
 //!   not build up a limit it never tested.
 //! - Clamped to `[1, max]`, `max` being the caller's upper bound (`--concurrency` for files).
+//!   Latency alone never takes it below its starting value (the fixed cap it replaces, measured
+//!   good on loopback): on 2 cores shared with the servers every latency climbs when the CPU is
+//!   busy, and going under the old cap for that only made copies slower. Only the server's own
+//!   word (429, 503, `Retry-After`) takes it lower, down to 1.
 //!
 //! Latency is smoothed (an exponentially weighted average with weight 1/8, TCP's SRTT,
 //! RFC 6298) so that one slow answer does not halve the limit. The best latency seen is the
@@ -48,6 +52,8 @@ const NOISE: f64 = 0.002;
 #[derive(Debug, Clone)]
 pub struct AdaptiveLimit {
     limit: usize,
+    /// Where it started: latency back-offs stop there.
+    start: usize,
     max: usize,
     /// Until the first back-off, every good answer adds one.
     slow_start: bool,
@@ -72,6 +78,7 @@ impl AdaptiveLimit {
         let limit = start.clamp(1, max);
         AdaptiveLimit {
             limit,
+            start: limit,
             max,
             slow_start: true,
             acked: 0,
@@ -87,6 +94,7 @@ impl AdaptiveLimit {
     pub fn set_max(&mut self, max: usize) {
         self.max = max.max(1);
         self.limit = self.limit.min(self.max);
+        self.start = self.start.min(self.max);
     }
 
     /// How many may be in flight now.
@@ -108,7 +116,7 @@ impl AdaptiveLimit {
             if self.queueing(latency.as_secs_f64()) && self.hold == 0 {
                 self.backoffs.1 += 1;
                 self.smoothed = None;
-                return self.decrease();
+                return self.decrease(self.start);
             }
         }
         if in_flight * 2 < self.limit {
@@ -130,7 +138,7 @@ impl AdaptiveLimit {
         self.hold = self.hold.saturating_sub(1);
         if self.hold == 0 {
             self.backoffs.0 += 1;
-            self.decrease();
+            self.decrease(1);
         }
     }
 
@@ -170,10 +178,11 @@ impl AdaptiveLimit {
         self.peak = self.peak.max(self.limit);
     }
 
-    fn decrease(&mut self) {
+    /// Halves the limit, not below `least`.
+    fn decrease(&mut self, least: usize) {
         // The answers to what is in flight under the old limit are one window.
         self.hold = self.limit;
-        self.limit = (self.limit / 2).max(1);
+        self.limit = (self.limit / 2).max(least).min(self.limit).max(1);
         self.slow_start = false;
         self.acked = 0;
     }
@@ -238,6 +247,15 @@ mod tests {
         // Requests queue: latency triples. The smoothed value crosses 2x after a few answers.
         good(&mut l, 6, RTT * 3);
         assert!(l.get() < 16, "backed off: {}", l.get());
+        // However long it lasts, latency does not take it below where it started.
+        let mut slow = l.clone();
+        let least = (0..500)
+            .map(|_| {
+                good(&mut slow, 1, RTT * 6);
+                slow.get()
+            })
+            .min();
+        assert_eq!(least, Some(4));
         let after = l.get();
         // One slow answer among good ones is smoothed away: no back-off.
         good(&mut l, 40, RTT);
