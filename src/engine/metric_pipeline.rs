@@ -138,8 +138,9 @@ pub struct Copied {
     pub points: u64,
     /// Logged-model metrics that matched no point of the run's history.
     pub unmatched_links: usize,
-    /// What the limits settled on: "reads: limit settled at 8; writes: ...".
-    pub limits: String,
+    /// What the limits settled on, if any request was sent: "reads: limit settled at 8;
+    /// writes: ...".
+    pub limits: Option<String>,
 }
 
 impl<'s, S: MetricCalls + ?Sized> MetricPipeline<'s, S> {
@@ -194,11 +195,13 @@ impl<'s, S: MetricCalls + ?Sized> MetricPipeline<'s, S> {
         Ok(Copied {
             points: self.points,
             unmatched_links: self.links.unmatched(),
-            limits: format!(
-                "reads: {}; writes: {}",
-                self.read_limit.summary(),
-                self.write_limit.summary()
-            ),
+            limits: (self.next_id > 0).then(|| {
+                format!(
+                    "reads: {}; writes: {}",
+                    self.read_limit.summary(),
+                    self.write_limit.summary()
+                )
+            }),
         })
     }
 
@@ -634,7 +637,7 @@ mod tests {
             writes > WRITES_START && writes <= WRITES_MAX,
             "{writes} writes"
         );
-        let limits = p.finish().unwrap().limits;
+        let limits = p.finish().unwrap().limits.unwrap();
         assert_eq!(
             limits,
             format!("reads: limit settled at {READS_MAX}; writes: limit settled at {WRITES_MAX}")
@@ -647,7 +650,7 @@ mod tests {
         let (_, writes) = drive_timed(&mut p, Duration::from_millis(50), |n| n % 10 == 0);
         assert!(writes <= WRITES_START + 9, "{writes} writes");
         let settled = p.write_limit.get();
-        let limits = p.finish().unwrap().limits;
+        let limits = p.finish().unwrap().limits.unwrap();
         assert!(settled < WRITES_START + 9, "{limits}");
         assert!(limits.contains("back-off(s) for 429/503"), "{limits}");
         let total: usize = w.written.borrow().iter().map(Vec::len).sum();
