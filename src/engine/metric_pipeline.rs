@@ -26,7 +26,7 @@ use crate::stores::model::{KeyValue, Metric};
 use crate::stores::{Call, HistoryPage, Reader, Tracking};
 use crate::transport::{self, AdaptiveLimit, Calls, Request, Response};
 use std::collections::{HashMap, VecDeque};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// History reads in flight at the start. A page (up to 10,000 points) feeds up to ten writes,
 /// so a few reads keep the writers fed; each key's pages are still read one at a time.
@@ -127,6 +127,8 @@ pub struct MetricPipeline<'s, S: MetricCalls + ?Sized> {
     writes: usize,
     read_limit: AdaptiveLimit,
     write_limit: AdaptiveLimit,
+    /// The clock the limits are fed.
+    epoch: Instant,
     /// Source points read (those already at the destination included).
     points: u64,
     failed: Option<anyhow::Error>,
@@ -171,6 +173,7 @@ impl<'s, S: MetricCalls + ?Sized> MetricPipeline<'s, S> {
             writes: 0,
             read_limit: AdaptiveLimit::new(READS_START, READS_MAX),
             write_limit: AdaptiveLimit::new(WRITES_START, WRITES_MAX),
+            epoch: Instant::now(),
             points: 0,
             failed: None,
         }
@@ -388,16 +391,15 @@ impl<S: MetricCalls + ?Sized> Calls for MetricPipeline<'_, S> {
         }
     }
 
-    fn attempted(&mut self, id: usize, latency: Duration, overloaded: bool) {
+    fn attempted(&mut self, id: usize, latency: Duration, overloaded: Option<Duration>) {
         let (limit, in_flight) = match self.in_flight.get(&id) {
             Some(InFlight::Read { .. }) => (&mut self.read_limit, self.reads),
             Some(InFlight::Write { .. }) => (&mut self.write_limit, self.writes),
             None => return,
         };
-        if overloaded {
-            limit.overloaded();
-        } else {
-            limit.answered(Some(latency), in_flight);
+        match overloaded {
+            Some(asked) => limit.overloaded(self.epoch.elapsed(), Some(asked)),
+            None => limit.answered(Some(latency), in_flight),
         }
     }
 
@@ -619,10 +621,10 @@ mod tests {
             if request.method == Method::Post {
                 writes += 1;
                 if overloaded(writes) {
-                    pipeline.attempted(id, latency, true);
+                    pipeline.attempted(id, latency, Some(Duration::ZERO));
                 }
             }
-            pipeline.attempted(id, latency, false);
+            pipeline.attempted(id, latency, None);
             pipeline.answer(id, ok());
         }
     }

@@ -22,10 +22,11 @@ pub trait Calls {
     /// Whether every request was answered and no more will come.
     fn done(&self) -> bool;
     /// What one attempt of request `id` met, retried or not: the server answered in `latency`,
-    /// and said it is `overloaded` (429, 503, `Retry-After`) or not. (Not called for connection
-    /// failures and other 5xx, which say nothing about load.) For a caller that adapts its
-    /// limits to the server (`AdaptiveLimit`); ignored by default.
-    fn attempted(&mut self, _id: usize, _latency: Duration, _overloaded: bool) {}
+    /// and said it is overloaded (429, 503, `Retry-After`: `Some` of the wait it asked, zero if
+    /// none) or not (`None`). (Not called for connection failures and other 5xx, which say
+    /// nothing about load.) For a caller that adapts its limits to the server
+    /// (`AdaptiveLimit`); ignored by default.
+    fn attempted(&mut self, _id: usize, _latency: Duration, _overloaded: Option<Duration>) {}
 }
 
 /// No API requests: a transfer of files only.
@@ -154,9 +155,13 @@ impl Attempts for Retrying<'_> {
         attempt.attempts += 1;
         if let Ok(response) = &answer {
             let status = response.status;
-            let overloaded =
-                matches!(status, 429 | 503) || response.header("retry-after").is_some();
-            if overloaded || status < 500 {
+            let asked = response.header("retry-after");
+            let overloaded = (matches!(status, 429 | 503) || asked.is_some()).then(|| {
+                asked
+                    .and_then(|v| retry::parse_retry_after(v, std::time::SystemTime::now()))
+                    .unwrap_or_default()
+            });
+            if overloaded.is_some() || status < 500 {
                 self.calls.attempted(id, attempt.sent.elapsed(), overloaded);
             }
         }

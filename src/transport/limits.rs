@@ -18,6 +18,11 @@
 //!   concurrency-limits, whose `Gradient2Limit` compares a short-term and a long-term RTT).
 //!   At most once per window: answers to requests sent under the old limit are still coming,
 //!   and a burst of 429s to them is one signal, not several (TCP reduces once per window too).
+//!   And at most once per `Retry-After` period: the refusals that come while the server's asked
+//!   wait runs are about the same overload. (Without this, a server refusing a tenth of the
+//!   writes whatever their rate — the bench's `--throttle` — drives AIMD down to about 4 in
+//!   flight, sqrt(2 / 0.1), the textbook TCP result under random loss (Mathis et al., 1997),
+//!   and a copy that took 25 s with 8 fixed slots took 42-54 s.)
 //! - **Only while used**: the limit grows only when at least half of it is in flight (Netflix's
 //!   rule; TCP's congestion-window validation, RFC 7661), so a caller with little to send does
 //!   not build up a limit it never tested.
@@ -61,6 +66,8 @@ pub struct AdaptiveLimit {
     acked: usize,
     /// Answers to wait for before the limit may be decreased again.
     hold: usize,
+    /// No decrease for overload before this time (the caller's clock, `overloaded`'s `now`).
+    quiet_until: Duration,
     /// The lowest latency seen (creeping), in seconds.
     floor: Option<f64>,
     /// The smoothed latency, in seconds.
@@ -83,6 +90,7 @@ impl AdaptiveLimit {
             slow_start: true,
             acked: 0,
             hold: 0,
+            quiet_until: Duration::ZERO,
             floor: None,
             smoothed: None,
             peak: limit,
@@ -133,11 +141,13 @@ impl AdaptiveLimit {
         }
     }
 
-    /// An answer that says the server is overloaded: 429, 503, or any with `Retry-After`.
-    pub fn overloaded(&mut self) {
+    /// An answer that says the server is overloaded: 429, 503, or any with `Retry-After`
+    /// (`retry_after`, the wait it asked). `now` is the caller's clock (any fixed epoch).
+    pub fn overloaded(&mut self, now: Duration, retry_after: Option<Duration>) {
         self.hold = self.hold.saturating_sub(1);
-        if self.hold == 0 {
+        if self.hold == 0 && now >= self.quiet_until {
             self.backoffs.0 += 1;
+            self.quiet_until = now + retry_after.unwrap_or_default();
             self.decrease(1);
         }
     }
@@ -219,11 +229,11 @@ mod tests {
         assert_eq!(l.get(), 16);
         // A burst of 429s to the requests in flight: one halving, not sixteen.
         for _ in 0..16 {
-            l.overloaded();
+            l.overloaded(Duration::ZERO, None);
         }
         assert_eq!(l.get(), 8);
         // The window past, another 429 halves again.
-        l.overloaded();
+        l.overloaded(Duration::ZERO, None);
         assert_eq!(l.get(), 4);
         // Recovers: additive now, one per window of answers.
         good(&mut l, 3, RTT);
@@ -237,6 +247,27 @@ mod tests {
             "{}",
             l.summary()
         );
+    }
+
+    #[test]
+    fn one_back_off_per_retry_after_period() {
+        let mut l = AdaptiveLimit::new(8, 32);
+        let second = Duration::from_secs(1);
+        l.overloaded(Duration::ZERO, Some(second));
+        assert_eq!(l.get(), 4);
+        // A tenth of the answers refused for the next second: no further halving in it.
+        for i in 1..40u32 {
+            let now = second * i / 40;
+            if i % 10 == 0 {
+                l.overloaded(now, Some(second));
+            } else {
+                l.answered(Some(RTT), l.get());
+            }
+        }
+        assert_eq!(l.get(), 9, "grown by one per window meanwhile");
+        // The period over, the next refusal halves it.
+        l.overloaded(second, Some(second));
+        assert_eq!(l.get(), 4);
     }
 
     #[test]
@@ -294,7 +325,7 @@ mod tests {
         let mut l = AdaptiveLimit::new(0, 0);
         assert_eq!(l.get(), 1);
         for _ in 0..10 {
-            l.overloaded();
+            l.overloaded(Duration::ZERO, None);
             l.answered(None, 1);
         }
         assert_eq!(l.get(), 1);

@@ -131,6 +131,8 @@ pub struct Transport {
     /// File transfers in flight (`stream_files`), learned over every transfer of the command:
     /// `None` until files are streamed.
     files: std::cell::RefCell<Option<AdaptiveLimit>>,
+    /// The clock the limits are fed (`AdaptiveLimit::overloaded`).
+    epoch: Instant,
 }
 
 impl Transport {
@@ -139,6 +141,7 @@ impl Transport {
             http,
             policy,
             files: Default::default(),
+            epoch: Instant::now(),
         }
     }
 

@@ -155,7 +155,9 @@ impl Transport {
                     let small = files.borrow()[id].size <= LATENCY_SAMPLE_MAX_SIZE;
                     limit.answered(small.then(|| since.elapsed()), in_flight);
                 }
-                Err(failure) if overloaded(failure) => limit.overloaded(),
+                Err(failure) if overloaded(failure) => {
+                    limit.overloaded(self.epoch.elapsed(), failure.retry_after)
+                }
                 Err(_) => {}
             }
         };
