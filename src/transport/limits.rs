@@ -28,9 +28,10 @@
 //!   not build up a limit it never tested.
 //! - Clamped to `[1, max]`, `max` being the caller's upper bound (`--concurrency` for files).
 //!   Latency alone never takes it below its starting value (the fixed cap it replaces, measured
-//!   good on loopback): on 2 cores shared with the servers every latency climbs when the CPU is
-//!   busy, and going under the old cap for that only made copies slower. Only the server's own
-//!   word (429, 503, `Retry-After`) takes it lower, down to 1.
+//!   good on loopback): on the bench's 2 cores, shared with the servers, every latency climbs
+//!   when the CPU is busy, and going under the old caps for that did not make copies faster
+//!   (workload 3 on the 50 ms link: 76.7 s against 69.5 s with the fixed caps, one run each).
+//!   Only the server's own word (429, 503, `Retry-After`) takes it lower, down to 1.
 //!
 //! Latency is smoothed (an exponentially weighted average with weight 1/8, TCP's SRTT,
 //! RFC 6298) so that one slow answer does not halve the limit. The best latency seen is the
