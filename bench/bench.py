@@ -174,7 +174,7 @@ def servers_cpu(servers):
 
 
 def measure(cmd, env=None):
-    """Runs cmd under GNU time: (seconds, peak RSS MiB, peak temp MiB, stdout)."""
+    """Runs cmd under GNU time: (seconds, peak RSS MiB, peak temp MiB, stdout, stderr)."""
     tmp = tempfile.mkdtemp(prefix="bench-tmp-")
     env = {**(env or os.environ), "TMPDIR": tmp}
     peak, done = [0], threading.Event()
@@ -195,7 +195,13 @@ def measure(cmd, env=None):
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:3])} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
     rss_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
-    return elapsed, rss_kib / 1024, peak[0] / (1 << 20), proc.stdout
+    return elapsed, rss_kib / 1024, peak[0] / (1 << 20), proc.stdout, proc.stderr
+
+
+def settled_limits(stderr):
+    """The in-flight limits a copy settled on, from its phase lines ("files: limit settled at
+    24", "metrics: reads: ...; writes: ...")."""
+    return [line.split("] ", 1)[-1] for line in stderr.splitlines() if "limit settled" in line]
 
 
 def ours(kind, src, dst, source, label, wasm):
@@ -349,7 +355,7 @@ def main():
                     throttled_before = throttling(links)
                     cpu_before = servers_cpu((src, dst))
                     try:
-                        t, r, d, _ = measure(cmd, env)
+                        t, r, d, _, err = measure(cmd, env)
                     except RuntimeError as e:
                         # Reported, not hidden: a tool that fails a workload gets no time.
                         print(f"  workload {n} {name} #{i + 1} FAILED: {str(e)[-600:]}", flush=True)
@@ -362,7 +368,8 @@ def main():
                     print(f"  workload {n} {name} #{i + 1}: {t:.1f} s, {r:.0f} MiB RSS, {d:.0f} MiB temp"
                           + (f", {connections} connections" if links else "")
                           + (f", {requests} requests to the destination, {refused} answered 429"
-                             if args.throttle else ""), flush=True)
+                             if args.throttle else "")
+                          + "".join(f"\n      {limit}" for limit in settled_limits(err)), flush=True)
                     times[name].append(t)
                     server_cpu[name].append(servers_cpu((src, dst)) - cpu_before)
                     rss[name], tmp[name] = max(rss[name], r), max(tmp[name], d)

@@ -254,6 +254,11 @@ fn stream(
             });
         },
     )?;
+    if let Some(limit) = transport.files_limit().filter(|_| !streamed.is_empty()) {
+        progress.event(Event::Phase {
+            phase: format!("files: {limit}"),
+        });
+    }
     stats.files += streamed.len() as u64;
     stats.bytes += written;
     Ok(())

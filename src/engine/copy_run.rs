@@ -774,6 +774,9 @@ fn copy_metrics_and_artifacts(
     .with_entities(entities);
     let stats = copy_artifacts(c, src, dst, copies, resuming, &mut metrics)?;
     let copied = metrics.finish()?;
+    if let Some(limits) = &copied.limits {
+        c.phase(format!("metrics: {limits}"));
+    }
     if copied.unmatched_links > 0 {
         c.warn(format!(
             "{} logged-model metric(s) matched no point of the run's history and were not linked",

@@ -13,7 +13,7 @@ use crate::api::{CopyRunRequest, ErrorKind, ItemStatus};
 use crate::stores::copy_function::Via;
 use crate::stores::fake::FakeServer;
 use crate::transport::retry::RetryPolicy;
-use crate::transport::{send_each, Attempts, Http, NextJob, Request, Response, SendError};
+use crate::transport::{send_each, Attempts, Http, NextJob, Request, Response, SendError, Slots};
 use crate::transport::{Digest, StreamEvent, StreamFailure, Transport};
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -156,7 +156,7 @@ impl Http for Function {
     fn stream(
         &self,
         _: NextJob,
-        _: usize,
+        _: Slots,
         calls: &mut dyn Attempts,
         _: &mut dyn FnMut(StreamEvent),
     ) {

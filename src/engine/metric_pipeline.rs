@@ -7,10 +7,12 @@
 //! concurrency is several WASI HTTP requests polled together). The transport retries each
 //! request on its own budget and hands back the final answers; this decides what to send next.
 //!
-//! Bounds: at most `READS` history reads (source; destination too when resuming) and `WRITES`
-//! log-batch requests (destination) in flight — the cap per server — and no new read while
-//! `QUEUED` full batches wait to be written, so memory holds a few pages, never a run's whole
-//! history.
+//! Bounds: history reads (source; destination too when resuming) and log-batch requests
+//! (destination) in flight are each an `AdaptiveLimit` (slow start then AIMD, backing off on
+//! 429/503 and on climbing latency): reads from 3 up to `READS_MAX`, writes from 4 up to
+//! `WRITES_MAX`, fed every attempt's latency by the transport (`Calls::attempted`). No new read
+//! while twice the write limit of full batches wait to be written, so memory holds a few pages
+//! (at most 32 batches of 1,000 points), never a run's whole history.
 //!
 //! Order: a key's pages are read one after the other, so its points enter the batches in the
 //! source's order; batches are sent in the order they fill. (Batches in flight together may
@@ -22,17 +24,21 @@ use super::metrics::{AlreadyCopied, MetricBatcher, ModelLinks};
 use crate::api::CopyError;
 use crate::stores::model::{KeyValue, Metric};
 use crate::stores::{Call, HistoryPage, Reader, Tracking};
-use crate::transport::{self, Calls, Request, Response};
+use crate::transport::{self, AdaptiveLimit, Calls, Request, Response};
 use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
-/// History reads in flight at once. A page (up to 10,000 points) feeds up to ten writes, so a
-/// few reads keep the writers fed; each key's pages are still read one at a time.
-pub const READS: usize = 3;
-/// Log-batch requests in flight at once (MLflow handles them in parallel: 82 ms a request one
-/// at a time, 53 ms four at a time against a local server).
-pub const WRITES: usize = 4;
-/// Full batches that may wait to be written before reading stops.
-const QUEUED: usize = 2 * WRITES;
+/// History reads in flight at the start. A page (up to 10,000 points) feeds up to ten writes,
+/// so a few reads keep the writers fed; each key's pages are still read one at a time.
+const READS_START: usize = 3;
+/// At most this many: eight pages in flight already feed 80 writes.
+pub const READS_MAX: usize = 8;
+/// Log-batch requests in flight at the start (MLflow handles them in parallel: 82 ms a request
+/// one at a time, 53 ms four at a time against a local server).
+const WRITES_START: usize = 4;
+/// At most this many: a batch is at most 1,000 points (~100 KiB of JSON), and 16 of them
+/// cover a 50 ms link at MLflow's few ms of work per batch per worker.
+pub const WRITES_MAX: usize = 16;
 
 /// What the pipeline asks of a store: every `Tracking` store answers it. (A trait of its own
 /// so that the tests can drive the pipeline with a store whose every call is a request.)
@@ -119,6 +125,10 @@ pub struct MetricPipeline<'s, S: MetricCalls + ?Sized> {
     next_id: usize,
     reads: usize,
     writes: usize,
+    read_limit: AdaptiveLimit,
+    write_limit: AdaptiveLimit,
+    /// The clock the limits are fed.
+    epoch: Instant,
     /// Source points read (those already at the destination included).
     points: u64,
     failed: Option<anyhow::Error>,
@@ -130,6 +140,9 @@ pub struct Copied {
     pub points: u64,
     /// Logged-model metrics that matched no point of the run's history.
     pub unmatched_links: usize,
+    /// What the limits settled on, if any request was sent: "reads: limit settled at 8;
+    /// writes: ...".
+    pub limits: Option<String>,
 }
 
 impl<'s, S: MetricCalls + ?Sized> MetricPipeline<'s, S> {
@@ -158,6 +171,9 @@ impl<'s, S: MetricCalls + ?Sized> MetricPipeline<'s, S> {
             next_id: 0,
             reads: 0,
             writes: 0,
+            read_limit: AdaptiveLimit::new(READS_START, READS_MAX),
+            write_limit: AdaptiveLimit::new(WRITES_START, WRITES_MAX),
+            epoch: Instant::now(),
             points: 0,
             failed: None,
         }
@@ -182,6 +198,13 @@ impl<'s, S: MetricCalls + ?Sized> MetricPipeline<'s, S> {
         Ok(Copied {
             points: self.points,
             unmatched_links: self.links.unmatched(),
+            limits: (self.next_id > 0).then(|| {
+                format!(
+                    "reads: {}; writes: {}",
+                    self.read_limit.summary(),
+                    self.write_limit.summary()
+                )
+            }),
         })
     }
 
@@ -189,8 +212,15 @@ impl<'s, S: MetricCalls + ?Sized> MetricPipeline<'s, S> {
         self.keys.is_empty() && self.to_read.is_empty()
     }
 
+    /// Full batches that may wait to be written before reading stops.
+    fn queued(&self) -> usize {
+        2 * self.write_limit.get()
+    }
+
     fn may_read(&self) -> bool {
-        self.reads < READS && self.full.len() < QUEUED && !self.nothing_to_read()
+        self.reads < self.read_limit.get()
+            && self.full.len() < self.queued()
+            && !self.nothing_to_read()
     }
 
     /// Starts the next write, params and tags first: a request to send, or `None` when the
@@ -317,7 +347,7 @@ impl<S: MetricCalls + ?Sized> Calls for MetricPipeline<'_, S> {
         while self.failed.is_none() {
             // Writes first: they free the memory reads fill.
             let to_write = !self.entities.is_empty() || !self.full.is_empty();
-            let started = if self.writes < WRITES && to_write {
+            let started = if self.writes < self.write_limit.get() && to_write {
                 self.start_write()
             } else if self.may_read() {
                 self.start_read()
@@ -361,6 +391,18 @@ impl<S: MetricCalls + ?Sized> Calls for MetricPipeline<'_, S> {
         }
     }
 
+    fn attempted(&mut self, id: usize, latency: Duration, overloaded: Option<Duration>) {
+        let (limit, in_flight) = match self.in_flight.get(&id) {
+            Some(InFlight::Read { .. }) => (&mut self.read_limit, self.reads),
+            Some(InFlight::Write { .. }) => (&mut self.write_limit, self.writes),
+            None => return,
+        };
+        match overloaded {
+            Some(asked) => limit.overloaded(self.epoch.elapsed(), Some(asked)),
+            None => limit.answered(Some(latency), in_flight),
+        }
+    }
+
     fn done(&self) -> bool {
         self.in_flight.is_empty()
             && (self.failed.is_some()
@@ -376,6 +418,7 @@ mod tests {
     use super::*;
     use crate::transport::Method;
     use std::cell::RefCell;
+    use std::collections::VecDeque;
     use url::Url;
 
     /// A store whose every call is a request: the test holds the requests and answers them in
@@ -472,10 +515,16 @@ mod tests {
                 in_flight.push((id, request));
             }
             let count = |m: Method| in_flight.iter().filter(|(_, r)| r.method == m).count();
-            assert!(count(Method::Get) <= READS, "reads in flight");
-            assert!(count(Method::Post) <= WRITES, "writes in flight");
             assert!(
-                pipeline.full.len() <= QUEUED + PAGE / 1000 + 1,
+                count(Method::Get) <= pipeline.read_limit.get(),
+                "reads in flight"
+            );
+            assert!(
+                count(Method::Post) <= pipeline.write_limit.get(),
+                "writes in flight"
+            );
+            assert!(
+                pipeline.full.len() <= pipeline.queued() + PAGE / 1000 + 1,
                 "batches waiting"
             );
             if in_flight.is_empty() {
@@ -543,6 +592,71 @@ mod tests {
                 assert_eq!(starts, expected, "pages of {key} read once each, in order");
             }
         }
+    }
+
+    /// Drives the pipeline, answering the oldest read (else the oldest write) each time after
+    /// telling it how the attempt went (`overloaded` for a write: refused once, then accepted);
+    /// the most reads and writes it had in flight. (Reads first: the batches pile up and the
+    /// writes use their limit.)
+    fn drive_timed(
+        pipeline: &mut MetricPipeline<Wire>,
+        latency: Duration,
+        overloaded: impl Fn(usize) -> bool,
+    ) -> (usize, usize) {
+        let mut in_flight: VecDeque<(usize, Request)> = VecDeque::new();
+        let (mut most, mut writes) = ((0, 0), 0);
+        loop {
+            while let Some(sent) = pipeline.next() {
+                in_flight.push_back(sent);
+            }
+            let count = |m: Method| in_flight.iter().filter(|(_, r)| r.method == m).count();
+            most = (
+                most.0.max(count(Method::Get)),
+                most.1.max(count(Method::Post)),
+            );
+            let oldest_read = in_flight.iter().position(|(_, r)| r.method == Method::Get);
+            let Some((id, request)) = in_flight.remove(oldest_read.unwrap_or(0)) else {
+                return most;
+            };
+            if request.method == Method::Post {
+                writes += 1;
+                if overloaded(writes) {
+                    pipeline.attempted(id, latency, Some(Duration::ZERO));
+                }
+            }
+            pipeline.attempted(id, latency, None);
+            pipeline.answer(id, ok());
+        }
+    }
+
+    #[test]
+    fn more_requests_go_out_while_answers_come_quickly_fewer_after_429s() {
+        let w = wire(40, |_| 3000);
+        let mut p = MetricPipeline::new((&w, "r"), (&w, "c"), keys(&w), ModelLinks::new([]), false);
+        let (reads, writes) = drive_timed(&mut p, Duration::from_millis(50), |_| false);
+        assert!(reads > READS_START && reads <= READS_MAX, "{reads} reads");
+        assert!(
+            writes > WRITES_START && writes <= WRITES_MAX,
+            "{writes} writes"
+        );
+        let limits = p.finish().unwrap().limits.unwrap();
+        assert_eq!(
+            limits,
+            format!("reads: limit settled at {READS_MAX}; writes: limit settled at {WRITES_MAX}")
+        );
+
+        // Every 10th write refused: slow start ends at the first refusal (after 9 answers), and
+        // the writes back off from there, never reaching their max.
+        w.written.borrow_mut().clear();
+        let mut p = MetricPipeline::new((&w, "r"), (&w, "c"), keys(&w), ModelLinks::new([]), false);
+        let (_, writes) = drive_timed(&mut p, Duration::from_millis(50), |n| n % 10 == 0);
+        assert!(writes <= WRITES_START + 9, "{writes} writes");
+        let settled = p.write_limit.get();
+        let limits = p.finish().unwrap().limits.unwrap();
+        assert!(settled < WRITES_START + 9, "{limits}");
+        assert!(limits.contains("back-off(s) for 429/503"), "{limits}");
+        let total: usize = w.written.borrow().iter().map(Vec::len).sum();
+        assert_eq!(total, 40 * 3000);
     }
 
     #[test]

@@ -166,7 +166,7 @@ pub struct CopyRunArgs {
     #[arg(long, value_name = "BOOLEAN", num_args = 0..=1, default_missing_value = "true",
           default_value = "false", value_parser = parse_bool)]
     pub copy_children: bool,
-    /// Artifact files copied at once (1-64).
+    /// Most artifact files copied at once (1-64); the number adapts below it.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY)]
     pub concurrency: u32,
 }
@@ -186,7 +186,7 @@ pub struct CopyModelVersionArgs {
     pub registries: Registries,
     #[command(flatten)]
     pub version: VersionFlags,
-    /// Artifact files copied at once (1-64).
+    /// Most artifact files copied at once (1-64); the number adapts below it.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY)]
     pub concurrency: u32,
 }
@@ -258,7 +258,7 @@ pub struct CopyExperimentArgs {
     pub runs: ExperimentRuns,
     #[command(flatten)]
     pub bulk: BulkFlags,
-    /// Artifact files copied at once (1-64).
+    /// Most artifact files copied at once (1-64); the number adapts below it.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY)]
     pub concurrency: u32,
 }
@@ -328,7 +328,7 @@ pub struct CopyModelArgs {
     pub aliases: Vec<String>,
     #[command(flatten)]
     pub bulk: BulkFlags,
-    /// Artifact files copied at once (1-64).
+    /// Most artifact files copied at once (1-64); the number adapts below it.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY)]
     pub concurrency: u32,
 }
@@ -592,7 +592,7 @@ mod tests {
         assert_eq!(r.experiment_name, "My_Experiment");
         assert_eq!(r.dst_mlflow_uri, "http://localhost:5001");
         assert!(!r.copy_children);
-        assert_eq!(r.concurrency, 8);
+        assert_eq!(r.concurrency, 32);
     }
 
     #[test]

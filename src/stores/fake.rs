@@ -11,7 +11,7 @@ use super::{Artifacts, Call, HistoryPage, Registry, RunsPage, Stores, Tracking};
 use crate::api::CopyError;
 use crate::transport::{
     send_each, Attempts, Digest, Download, Http, Method, NextJob, Request, Response, SendError,
-    StreamEvent, StreamFailure, Upload,
+    Slots, StreamEvent, StreamFailure, Upload,
 };
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -898,7 +898,7 @@ impl Http for FakeHttp {
     fn stream(
         &self,
         next: NextJob,
-        _concurrency: usize,
+        _slots: Slots,
         calls: &mut dyn Attempts,
         events: &mut dyn FnMut(StreamEvent),
     ) {

@@ -7,7 +7,7 @@ use super::assessment::{assess, give_up, Assessment};
 use super::retry::{self, RetryPolicy};
 use super::{sleep, Error, Http, Request, Response, SendError};
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// API requests sent in the same loop as file transfers, so that both are in flight at once:
 /// the component is single-threaded, so concurrency means several requests polled together.
@@ -21,6 +21,12 @@ pub trait Calls {
     fn answer(&mut self, id: usize, answer: Result<Response, Error>);
     /// Whether every request was answered and no more will come.
     fn done(&self) -> bool;
+    /// What one attempt of request `id` met, retried or not: the server answered in `latency`,
+    /// and said it is overloaded (429, 503, `Retry-After`: `Some` of the wait it asked, zero if
+    /// none) or not (`None`). (Not called for connection failures and other 5xx, which say
+    /// nothing about load.) For a caller that adapts its limits to the server
+    /// (`AdaptiveLimit`); ignored by default.
+    fn attempted(&mut self, _id: usize, _latency: Duration, _overloaded: Option<Duration>) {}
 }
 
 /// No API requests: a transfer of files only.
@@ -124,6 +130,8 @@ struct Attempt {
     request: Request,
     attempts: u32,
     first_sent: Instant,
+    /// When its latest attempt was sent.
+    sent: Instant,
     /// Set while the request waits to be retried.
     due: Option<Instant>,
 }
@@ -145,6 +153,18 @@ impl Attempts for Retrying<'_> {
     fn answer(&mut self, id: usize, answer: Result<Response, SendError>) {
         let attempt = self.open.get_mut(&id).expect("an answer to a request sent");
         attempt.attempts += 1;
+        if let Ok(response) = &answer {
+            let status = response.status;
+            let asked = response.header("retry-after");
+            let overloaded = (matches!(status, 429 | 503) || asked.is_some()).then(|| {
+                asked
+                    .and_then(|v| retry::parse_retry_after(v, std::time::SystemTime::now()))
+                    .unwrap_or_default()
+            });
+            if overloaded.is_some() || status < 500 {
+                self.calls.attempted(id, attempt.sent.elapsed(), overloaded);
+            }
+        }
         let failure = match assess(answer, true) {
             Assessment::Final(response) => {
                 self.open.remove(&id);
@@ -198,6 +218,7 @@ impl<'a> Retrying<'a> {
             .find(|(_, a)| a.due.is_some_and(|due| due <= now));
         if let Some((&id, attempt)) = retry {
             attempt.due = None;
+            attempt.sent = now;
             return Some((id, attempt.request.clone()));
         }
         let (id, request) = self.calls.next()?;
@@ -205,6 +226,7 @@ impl<'a> Retrying<'a> {
             request: request.clone(),
             attempts: 0,
             first_sent: now,
+            sent: now,
             due: None,
         };
         self.open.insert(id, attempt);

@@ -90,7 +90,7 @@ mod tests {
     use crate::transport::retry::RetryPolicy;
     use crate::transport::{
         send_each, Attempts, Download, FileJob, Http, Method, NextJob, NoCalls, Response,
-        SendError, StreamEvent, StreamFailure, Transport, Upload,
+        SendError, Slots, StreamEvent, StreamFailure, Transport, Upload,
     };
     use std::cell::{Cell, RefCell};
     use url::Url;
@@ -139,7 +139,7 @@ mod tests {
         fn stream(
             &self,
             next: NextJob,
-            _: usize,
+            _: Slots,
             calls: &mut dyn Attempts,
             events: &mut dyn FnMut(StreamEvent),
         ) {

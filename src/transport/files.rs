@@ -228,3 +228,6 @@ pub type OpenFiles<'a> = &'a mut dyn FnMut(&[usize]) -> Result<Vec<FileJob>, Cop
 
 /// The next job to stream and its id, or `None` when there is none (left).
 pub type NextJob<'a> = &'a mut dyn FnMut() -> Option<(usize, StreamJob)>;
+/// How many transfers may be in flight now: asked each time a slot frees up, so that the
+/// limit may change during a transfer (`AdaptiveLimit`).
+pub type Slots<'a> = &'a dyn Fn() -> usize;

@@ -7,6 +7,7 @@
 
 pub mod credential;
 pub mod hosts;
+pub mod limits;
 pub mod multipart;
 pub mod retry;
 #[cfg(target_arch = "wasm32")]
@@ -29,10 +30,11 @@ pub use calls::{send_each, Attempts, Calls, FixedAttempts, NoCalls};
 pub use credential::Credential;
 pub use digests::{Digest, DigestJob, OpenDigests};
 pub use files::{
-    Download, End, Fallback, FileJob, NextJob, OpenFiles, Part, StreamEvent, StreamFailure,
+    Download, End, Fallback, FileJob, NextJob, OpenFiles, Part, Slots, StreamEvent, StreamFailure,
     StreamJob, Transferred, Upload,
 };
 pub use hosts::{Caller, HostPolicy, ALLOWED_HOSTS_VAR};
+pub use limits::AdaptiveLimit;
 pub use multipart::Multipart;
 pub use request::{Method, Request, Response};
 use retry::RetryPolicy;
@@ -95,19 +97,19 @@ pub trait Http {
         concurrency: usize,
     ) -> Vec<Result<Response, SendError>> {
         let mut fixed = FixedAttempts::new(requests, concurrency);
-        self.stream(&mut || None, 1, &mut fixed, &mut |_| {});
+        self.stream(&mut || None, &|| 1, &mut fixed, &mut |_| {});
         fixed.answers()
     }
 
     /// Streams each job's download into its parts chunk by chunk, never holding more than a
-    /// chunk, with at most `concurrency` jobs in flight, while sending the requests `calls`
-    /// hands out. Jobs are taken from `next` only when a slot is free. One attempt per job (a
+    /// chunk, with at most `slots()` jobs in flight (asked again as jobs end: the limit may
+    /// change meanwhile), while sending the requests `calls` hands out. Jobs are taken from `next` only when a slot is free. One attempt per job (a
     /// failed part ends the job) and per request. Returns once every job has ended and `calls`
     /// is done.
     fn stream(
         &self,
         next: NextJob,
-        concurrency: usize,
+        slots: Slots,
         calls: &mut dyn Attempts,
         events: &mut dyn FnMut(StreamEvent),
     );
@@ -126,11 +128,27 @@ pub trait Http {
 pub struct Transport {
     http: Box<dyn Http>,
     policy: RetryPolicy,
+    /// File transfers in flight (`stream_files`), learned over every transfer of the command:
+    /// `None` until files are streamed.
+    files: std::cell::RefCell<Option<AdaptiveLimit>>,
+    /// The clock the limits are fed (`AdaptiveLimit::overloaded`).
+    epoch: Instant,
 }
 
 impl Transport {
     pub fn new(http: Box<dyn Http>, policy: RetryPolicy) -> Transport {
-        Transport { http, policy }
+        Transport {
+            http,
+            policy,
+            files: Default::default(),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// What the file transfers' limit settled on ("limit settled at 24 (peak 32)"), once
+    /// files were streamed.
+    pub fn files_limit(&self) -> Option<String> {
+        self.files.borrow().as_ref().map(AdaptiveLimit::summary)
     }
 
     /// The wait before retry number `retry` (0 for the first) of something the transport does

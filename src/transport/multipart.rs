@@ -159,7 +159,7 @@ mod tests {
     use crate::transport::retry::RetryPolicy;
     use crate::transport::{
         send_each, Attempts, Download, FileJob, Http, Method, NextJob, NoCalls, Response,
-        SendError, StreamEvent, StreamFailure, StreamJob, Transferred, Upload,
+        SendError, Slots, StreamEvent, StreamFailure, StreamJob, Transferred, Upload,
     };
     use std::cell::RefCell;
     use std::collections::VecDeque;
@@ -224,7 +224,7 @@ mod tests {
         fn stream(
             &self,
             next: NextJob,
-            _: usize,
+            _: Slots,
             calls: &mut dyn Attempts,
             events: &mut dyn FnMut(StreamEvent),
         ) {

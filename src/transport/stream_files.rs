@@ -8,17 +8,25 @@ use super::calls::Retrying;
 use super::files::UploadKind;
 use super::multipart::Parted;
 use super::retry;
+use super::AdaptiveLimit;
 use super::{
     credentials_refused, sleep, Attempts, Calls, Credential, End, Fallback, FileJob, OpenFiles,
     Part, Request, StreamEvent, StreamFailure, StreamJob, Transferred, Transport,
 };
 use crate::api::CopyError;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// How many files are opened (their requests authorised or signed) at a time, per slot in
 /// flight: enough to keep every slot busy, few enough that signed URLs are fresh when used.
 pub(super) const OPEN_AHEAD_PER_SLOT: usize = 4;
+
+/// Files in flight at the start, before the limit has learned anything (the old fixed
+/// `--concurrency` default; `--concurrency` is now the upper bound).
+pub const FILES_START: usize = 8;
+/// Files up to this size take the time of their round trips, not of their bytes: their
+/// transfer time is a latency sample for the limit. (A larger file's time says how big it is.)
+const LATENCY_SAMPLE_MAX_SIZE: u64 = 1 << 20;
 
 impl Transport {
     /// Streams files `0..count` while sending the requests of `calls` (see `Calls`). `open`
@@ -31,6 +39,10 @@ impl Transport {
     /// failure, is committed after its last part, and is aborted when the copy fails. Returns
     /// the bytes written, or the first permanent failure of a file, once `calls` is done too
     /// (its failures are its own to report).
+    ///
+    /// Files in flight: an `AdaptiveLimit` of at most `concurrency`, kept by the transport from
+    /// one call to the next (`files_limit`), fed each file's transfer time and the 429/503
+    /// answers. Each slot holds at most one chunk (`wasi_http::CHUNK`, 1 MiB) of a file.
     pub fn stream_files(
         &self,
         count: usize,
@@ -40,14 +52,14 @@ impl Transport {
         on_progress: &mut dyn FnMut(Transferred),
     ) -> Result<u64, CopyError> {
         let mut files: Vec<FileState> = (0..count).map(|_| FileState::default()).collect();
+        if count > 0 {
+            let mut limit = self.files.borrow_mut();
+            limit
+                .get_or_insert_with(|| AdaptiveLimit::new(FILES_START, concurrency))
+                .set_max(concurrency);
+        }
         let mut calls = Retrying::new(calls, &self.policy);
-        let result = self.stream_rounds(
-            &mut files,
-            concurrency.max(1),
-            &mut calls,
-            open,
-            on_progress,
-        );
+        let result = self.stream_rounds(&mut files, &mut calls, open, on_progress);
         if result.is_err() {
             for parted in files.iter_mut().filter_map(|f| f.parted.as_mut()) {
                 parted.abort();
@@ -59,7 +71,6 @@ impl Transport {
     fn stream_rounds(
         &self,
         files: &mut [FileState],
-        concurrency: usize,
         calls: &mut dyn Attempts,
         open: OpenFiles,
         on_progress: &mut dyn FnMut(Transferred),
@@ -70,7 +81,6 @@ impl Transport {
         loop {
             let round = Round {
                 pending: &pending,
-                concurrency,
                 calls: &mut *calls,
                 open: &mut *open,
                 on_progress: &mut *on_progress,
@@ -95,20 +105,23 @@ impl Transport {
     ) -> Result<Vec<(usize, StreamFailure)>, CopyError> {
         let Round {
             pending,
-            concurrency,
             calls,
             open,
             on_progress,
         } = round;
+        let slots = || self.files.borrow().as_ref().map_or(1, AdaptiveLimit::get);
         let mut feed = Feed {
             waiting: pending.iter().copied().collect(),
             opened: VecDeque::new(),
-            batch: concurrency * OPEN_AHEAD_PER_SLOT,
+            open_ahead: &|| slots() * OPEN_AHEAD_PER_SLOT,
             open,
             failed_to_open: None,
         };
-        // Both callbacks below reach the files' state; `Http::stream` never runs them at once.
+        // The callbacks below reach the files' state and the limit; `Http::stream` never runs
+        // them at once.
         let files = std::cell::RefCell::new(files);
+        // When each transfer in flight started.
+        let started: std::cell::RefCell<HashMap<usize, Instant>> = Default::default();
         let fatal: std::cell::RefCell<Option<CopyError>> = Default::default();
         let mut only_commit = Vec::new();
         let mut refused = Vec::new();
@@ -119,15 +132,40 @@ impl Transport {
             }
             let (id, job) = feed.next()?;
             match files.borrow_mut()[id].prepare(job) {
-                Ok(Prepared::Stream(stream)) => return Some((id, stream)),
+                Ok(Prepared::Stream(stream)) => {
+                    started.borrow_mut().insert(id, Instant::now());
+                    return Some((id, stream));
+                }
                 Ok(Prepared::OnlyCommit) => only_commit.push(id),
                 Ok(Prepared::Refused(failure)) => refused.push((id, failure)),
                 Err(e) => *fatal.borrow_mut() = Some(e),
             }
         };
         let complete = |id: usize, streamed: u64| files.borrow_mut()[id].complete(streamed);
-        self.http
-            .stream(&mut next, concurrency, calls, &mut |event| match event {
+        let learn = |id: usize, result: &Result<u64, StreamFailure>| {
+            let mut started = started.borrow_mut();
+            let in_flight = started.len();
+            let Some(since) = started.remove(&id) else {
+                return;
+            };
+            let mut limit = self.files.borrow_mut();
+            let Some(limit) = limit.as_mut() else { return };
+            match result {
+                Ok(_) => {
+                    let small = files.borrow()[id].size <= LATENCY_SAMPLE_MAX_SIZE;
+                    limit.answered(small.then(|| since.elapsed()), in_flight);
+                }
+                Err(failure) if overloaded(failure) => {
+                    limit.overloaded(self.epoch.elapsed(), failure.retry_after)
+                }
+                Err(_) => {}
+            }
+        };
+        self.http.stream(&mut next, &slots, calls, &mut |event| {
+            if let StreamEvent::Finished { id, result } = &event {
+                learn(*id, result);
+            }
+            match event {
                 StreamEvent::Bytes(n) => on_progress(Transferred::Bytes(n)),
                 StreamEvent::PartWritten { id, part, headers } => {
                     files.borrow_mut()[id].part_written(part, headers)
@@ -145,7 +183,8 @@ impl Transport {
                     }
                 },
                 StreamEvent::Finished { id, result: Err(f) } => failures.push((id, f)),
-            });
+            }
+        });
         if let Some(error) = feed.failed_to_open.or(fatal.into_inner()) {
             return Err(error);
         }
@@ -195,10 +234,14 @@ impl Transport {
     }
 }
 
+/// Whether a failed transfer says its server is overloaded: the limit backs off.
+fn overloaded(failure: &StreamFailure) -> bool {
+    matches!(failure.status, Some(429 | 503)) || failure.retry_after.is_some()
+}
+
 /// What one round of `stream_files` works on.
 struct Round<'a> {
     pending: &'a [usize],
-    concurrency: usize,
     calls: &'a mut dyn Attempts,
     open: OpenFiles<'a>,
     on_progress: &'a mut dyn FnMut(Transferred),
@@ -386,7 +429,8 @@ struct FileBudget {
 struct Feed<'a> {
     waiting: VecDeque<usize>,
     opened: VecDeque<(usize, FileJob)>,
-    batch: usize,
+    /// How many files to open at once.
+    open_ahead: &'a dyn Fn() -> usize,
     open: OpenFiles<'a>,
     /// Set when opening failed: nothing more is handed out, the error ends the transfer.
     failed_to_open: Option<CopyError>,
@@ -395,7 +439,7 @@ struct Feed<'a> {
 impl Feed<'_> {
     fn next(&mut self) -> Option<(usize, FileJob)> {
         if self.opened.is_empty() && self.failed_to_open.is_none() && !self.waiting.is_empty() {
-            let n = self.batch.min(self.waiting.len());
+            let n = (self.open_ahead)().min(self.waiting.len());
             let ids: Vec<usize> = self.waiting.drain(..n).collect();
             match (self.open)(&ids) {
                 Ok(jobs) => self.opened.extend(ids.into_iter().zip(jobs)),
@@ -639,6 +683,51 @@ mod tests {
         assert!(t
             .stream_files(1, 1, &mut NoCalls, &mut |ids| plain(ids), &mut |_| {})
             .is_err());
+    }
+
+    #[test]
+    fn the_files_limit_grows_with_good_transfers_and_halves_on_429() {
+        let (mut t, _) = transport(vec![]);
+        let throttled = || {
+            Err(StreamFailure {
+                message: "HTTP 429".into(),
+                retryable: true,
+                retry_after: Some(Duration::ZERO),
+                status: Some(429),
+                end: None,
+            })
+        };
+        let rounds = vec![
+            (0..40).map(|_| Ok(1)).collect(),
+            // The next copy's transfers: four refused, then sent again.
+            vec![
+                throttled(),
+                throttled(),
+                throttled(),
+                throttled(),
+                Ok(1),
+                Ok(1),
+            ],
+            vec![Ok(1), Ok(1), Ok(1), Ok(1)],
+        ];
+        t.http = Box::new(Scripted {
+            answers: RefCell::new(VecDeque::new()),
+            sent: Default::default(),
+            stream_rounds: RefCell::new(rounds.into()),
+            digest_rounds: RefCell::default(),
+        });
+        assert_eq!(t.files_limit(), None);
+        let mut open = |ids: &[usize]| Ok(ids.iter().map(|i| job(&format!("f{i}"))).collect());
+        t.stream_files(40, 32, &mut NoCalls, &mut open, &mut |_| {})
+            .unwrap();
+        assert_eq!(t.files_limit().unwrap(), "limit settled at 32");
+        // Learned over the command: the next transfer starts from 32; one halving per window.
+        t.stream_files(6, 32, &mut NoCalls, &mut open, &mut |_| {})
+            .unwrap();
+        assert_eq!(
+            t.files_limit().unwrap(),
+            "limit settled at 16 (peak 32), 1 back-off(s) for 429/503"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use super::retry::RetryPolicy;
 use super::{
     send_each, sleep, Attempts, Digest, Download, FileJob, Http, Method, NextJob, Request,
-    Response, SendError, StreamEvent, StreamFailure, Transport, Upload,
+    Response, SendError, Slots, StreamEvent, StreamFailure, Transport, Upload,
 };
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -43,7 +43,7 @@ impl Http for Scripted {
     fn stream(
         &self,
         next: NextJob,
-        _: usize,
+        _: Slots,
         calls: &mut dyn Attempts,
         events: &mut dyn FnMut(StreamEvent),
     ) {

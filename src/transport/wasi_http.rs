@@ -15,8 +15,8 @@
 mod digest;
 
 use super::{
-    Attempts, Digest, HostPolicy, Http, NextJob, Part, Request, Response, SendError, StreamEvent,
-    StreamFailure, StreamJob,
+    Attempts, Digest, HostPolicy, Http, NextJob, Part, Request, Response, SendError, Slots,
+    StreamEvent, StreamFailure, StreamJob,
 };
 use crate::transport::retry::{is_transient_status, parse_retry_after};
 use std::time::{Duration, Instant, SystemTime};
@@ -62,16 +62,15 @@ impl Http for WasiHttp {
     fn stream(
         &self,
         next: NextJob,
-        concurrency: usize,
+        slots: Slots,
         calls: &mut dyn Attempts,
         events: &mut dyn FnMut(StreamEvent),
     ) {
-        let concurrency = concurrency.max(1);
         let mut active: Vec<Transfer> = Vec::new();
         let mut asked: Vec<Asked> = Vec::new();
         let mut exhausted = false;
         loop {
-            while active.len() < concurrency && !exhausted {
+            while active.len() < slots().max(1) && !exhausted {
                 match next() {
                     None => exhausted = true,
                     Some((id, job)) => self.start_transfer(id, job, &mut active, events),
@@ -91,7 +90,7 @@ impl Http for WasiHttp {
                 return;
             }
             self.advance_transfers(&mut active, events);
-            if active.len() < concurrency && !exhausted {
+            if active.len() < slots().max(1) && !exhausted {
                 continue;
             }
             self.wait_for_any(&mut active, &asked, calls.due());

@@ -583,7 +583,9 @@ pub(super) mod tests {
     use crate::credentials::{Auth, Side, StaticAuth};
     use crate::stores::model::Owner;
     use crate::transport::retry::RetryPolicy;
-    use crate::transport::{send_each, Attempts, Http, NextJob, SendError, StreamEvent, Transport};
+    use crate::transport::{
+        send_each, Attempts, Http, NextJob, SendError, Slots, StreamEvent, Transport,
+    };
     use crate::uri::ServerUri;
     use std::cell::RefCell;
     use std::rc::Rc;
@@ -611,7 +613,7 @@ pub(super) mod tests {
         fn stream(
             &self,
             _: NextJob,
-            _: usize,
+            _: Slots,
             calls: &mut dyn Attempts,
             _: &mut dyn FnMut(StreamEvent),
         ) {
