@@ -135,8 +135,9 @@ pub fn copy_traces(
             .with_context(|| format!("copying the traces matching {:?}", group.filter))?;
     }
     let renamed = job.done.iter().filter(|(src, dst)| src != dst);
-    let renamed: Vec<_> = renamed.map(|(s, d)| (s.clone(), d.clone())).collect();
-    job.counts.new_ids.extend(renamed);
+    job.counts
+        .new_ids
+        .extend(renamed.map(|(s, d)| (s.clone(), d.clone())));
     if job.counts.traces > 0 || !job.done.is_empty() {
         c.phase(format!(
             "traces: {} copied ({} assessments), {} already there",

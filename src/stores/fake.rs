@@ -61,7 +61,7 @@ pub struct FakeServer {
     /// signatures required.
     pub unity_catalog: std::cell::Cell<bool>,
     /// Whether traces are written as a Databricks workspace writes them: the info first
-    /// (`begin_trace`), then the rest (`complete_trace`).
+    /// (`begin_traces`), then the rest (`complete_traces`).
     pub traces_info_first: std::cell::Cell<bool>,
 }
 

@@ -68,6 +68,47 @@ impl FakeServer {
         };
         update(&mut state.traces[at]);
     }
+
+    // One trace at a time, as the batch calls of `Traces` take them.
+
+    fn get_one(&self, info: &Value) -> Result<FullTrace, CopyError> {
+        self.check("get_trace")?;
+        let trace_id = info["trace_id"].as_str().unwrap_or_default();
+        let state = self.state.borrow();
+        let trace = state.traces.iter().find(|t| t.id() == trace_id);
+        let trace = trace.ok_or_else(|| CopyError::not_found(format!("trace {trace_id}")))?;
+        Ok(FullTrace {
+            info: trace.info.clone(),
+            spans: trace.spans.clone(),
+        })
+    }
+
+    /// As an open-source server: the spans alone (a row without metadata), op "log_spans";
+    /// as a workspace (`traces_info_first`): the pending info with the spans.
+    fn begin_one(&self, pending: &Value, spans: &[Value]) -> Result<String, CopyError> {
+        self.write("log_spans")?;
+        let location = pending["trace_location"].clone();
+        for span in spans {
+            self.upsert(&trace_id_of(span), |t| {
+                t.info["trace_location"] = location.clone();
+                t.spans.retain(|s| s["span_id"] != span["span_id"]);
+                t.spans.push(span.clone());
+            });
+        }
+        let id = pending["trace_id"].as_str().unwrap_or_default().to_string();
+        if self.traces_info_first.get() {
+            self.upsert(&id, |t| t.info = pending.clone());
+        }
+        Ok(id)
+    }
+
+    /// StartTraceV3: an upsert of the whole info, op "start_trace".
+    fn complete_one(&self, info: &Value) -> Result<(), CopyError> {
+        self.write("start_trace")?;
+        let id = info["trace_id"].as_str().unwrap_or_default().to_string();
+        self.upsert(&id, |t| t.info = info.clone());
+        Ok(())
+    }
 }
 
 impl Traces for FakeServer {
@@ -95,49 +136,31 @@ impl Traces for FakeServer {
         })
     }
 
-    fn get_trace(&self, info: &Value) -> Result<FullTrace, CopyError> {
-        self.check("get_trace")?;
-        let trace_id = info["trace_id"].as_str().unwrap_or_default();
+    fn get_traces(&self, listed: &[Value]) -> Vec<Result<FullTrace, CopyError>> {
+        listed.iter().map(|info| self.get_one(info)).collect()
+    }
+
+    fn trace_infos(&self, ids: &[String]) -> Vec<Result<Option<Value>, CopyError>> {
         let state = self.state.borrow();
-        let trace = state.traces.iter().find(|t| t.id() == trace_id);
-        let trace = trace.ok_or_else(|| CopyError::not_found(format!("trace {trace_id}")))?;
-        Ok(FullTrace {
-            info: trace.info.clone(),
-            spans: trace.spans.clone(),
-        })
+        let info = |id: &String| {
+            state
+                .traces
+                .iter()
+                .find(|t| t.id() == id)
+                .map(|t| t.info.clone())
+        };
+        ids.iter().map(|id| Ok(info(id))).collect()
     }
 
-    fn trace_info(&self, trace_id: &str) -> Result<Option<Value>, CopyError> {
-        let state = self.state.borrow();
-        let trace = state.traces.iter().find(|t| t.id() == trace_id);
-        Ok(trace.map(|t| t.info.clone()))
+    fn begin_traces(&self, traces: &[(Value, Vec<Value>)]) -> Vec<Result<String, CopyError>> {
+        traces
+            .iter()
+            .map(|(pending, spans)| self.begin_one(pending, spans))
+            .collect()
     }
 
-    /// As an open-source server: the spans alone (a row without metadata), op "log_spans";
-    /// as a workspace (`traces_info_first`): the pending info with the spans.
-    fn begin_trace(&self, pending: &Value, spans: &[Value]) -> Result<String, CopyError> {
-        self.write("log_spans")?;
-        let location = pending["trace_location"].clone();
-        for span in spans {
-            self.upsert(&trace_id_of(span), |t| {
-                t.info["trace_location"] = location.clone();
-                t.spans.retain(|s| s["span_id"] != span["span_id"]);
-                t.spans.push(span.clone());
-            });
-        }
-        let id = pending["trace_id"].as_str().unwrap_or_default().to_string();
-        if self.traces_info_first.get() {
-            self.upsert(&id, |t| t.info = pending.clone());
-        }
-        Ok(id)
-    }
-
-    /// StartTraceV3: an upsert of the whole info, op "start_trace".
-    fn complete_trace(&self, info: &Value) -> Result<(), CopyError> {
-        self.write("start_trace")?;
-        let id = info["trace_id"].as_str().unwrap_or_default().to_string();
-        self.upsert(&id, |t| t.info = info.clone());
-        Ok(())
+    fn complete_traces(&self, infos: &[Value]) -> Vec<Result<(), CopyError>> {
+        infos.iter().map(|info| self.complete_one(info)).collect()
     }
 
     fn link_traces_to_run(&self, run_id: &str, trace_ids: &[String]) -> Result<(), CopyError> {

@@ -136,46 +136,35 @@ pub trait Traces {
         filter: &str,
         token: Option<&str>,
     ) -> Result<TracePage, CopyError>;
-    /// One trace's info (with assessments) and spans; `info` is the trace's info as a search
-    /// returned it (it says where the spans are kept).
-    fn get_trace(&self, info: &serde_json::Value) -> Result<FullTrace, CopyError>;
-    /// One trace's info, `None` when the server has no such trace.
-    fn trace_info(&self, trace_id: &str) -> Result<Option<serde_json::Value>, CopyError>;
-    /// Writes a trace's spans (OTLP JSON, trace ids already the copy's) and whatever else the
-    /// store needs before the trace can be linked. `pending` is the copy's info as it may be
-    /// seen until `complete_trace` (its lineage tag says the copy is incomplete; its
-    /// `trace_location` names the destination experiment); a store that can write spans
-    /// first need not write it. Repeating it rewrites the same trace. Returns the trace's id
-    /// on this server (a store may assign its own).
-    fn begin_trace(
-        &self,
-        pending: &serde_json::Value,
-        spans: &[serde_json::Value],
-    ) -> Result<String, CopyError>;
-    /// Writes the rest of the trace (its final info, assessments, lineage tag), after which
-    /// a resumed copy sees it complete.
-    fn complete_trace(&self, info: &serde_json::Value) -> Result<(), CopyError>;
-    /// `get_trace` of each, several in flight where the store can; answers in order.
-    fn get_traces(&self, listed: &[serde_json::Value]) -> Vec<Result<FullTrace, CopyError>> {
-        listed.iter().map(|info| self.get_trace(info)).collect()
-    }
-    /// `trace_info` of each, several in flight where the store can; answers in order.
-    fn trace_infos(&self, ids: &[String]) -> Vec<Result<Option<serde_json::Value>, CopyError>> {
-        ids.iter().map(|id| self.trace_info(id)).collect()
-    }
-    /// `begin_trace` of each (pending info, spans), several in flight where the store can.
+    /// Each trace's info (with assessments) and spans, several in flight where the store can;
+    /// answers in order. `listed` are the traces' infos as a search returned them (they say
+    /// where the spans are kept).
+    fn get_traces(&self, listed: &[serde_json::Value]) -> Vec<Result<FullTrace, CopyError>>;
+    /// Each trace's info, `None` for a trace the server has not got; answers in order.
+    fn trace_infos(&self, ids: &[String]) -> Vec<Result<Option<serde_json::Value>, CopyError>>;
+    /// Writes each trace's spans (OTLP JSON, trace ids already the copy's) and whatever else
+    /// the store needs before the trace can be linked. Each `(pending, spans)`: `pending` is
+    /// the copy's info as it may be seen until `complete_traces` (its lineage tag says the
+    /// copy is incomplete; its `trace_location` names the destination experiment); a store
+    /// that can write spans first need not write it. Repeating it rewrites the same traces.
+    /// Returns each trace's id on this server (a store may assign its own).
     fn begin_traces(
         &self,
         traces: &[(serde_json::Value, Vec<serde_json::Value>)],
-    ) -> Vec<Result<String, CopyError>> {
-        traces
-            .iter()
-            .map(|(info, spans)| self.begin_trace(info, spans))
-            .collect()
+    ) -> Vec<Result<String, CopyError>>;
+    /// Writes the rest of each trace (its final info, assessments, lineage tag), after which
+    /// a resumed copy sees it complete.
+    fn complete_traces(&self, infos: &[serde_json::Value]) -> Vec<Result<(), CopyError>>;
+
+    /// One trace's info and spans (see `get_traces`).
+    fn get_trace(&self, listed: &serde_json::Value) -> Result<FullTrace, CopyError> {
+        let mut got = self.get_traces(std::slice::from_ref(listed));
+        got.pop().expect("one answer per trace")
     }
-    /// `complete_trace` of each, several in flight where the store can.
-    fn complete_traces(&self, infos: &[serde_json::Value]) -> Vec<Result<(), CopyError>> {
-        infos.iter().map(|info| self.complete_trace(info)).collect()
+    /// One trace's info, `None` when the server has no such trace.
+    fn trace_info(&self, trace_id: &str) -> Result<Option<serde_json::Value>, CopyError> {
+        let mut got = self.trace_infos(&[trace_id.to_string()]);
+        got.pop().expect("one answer per trace")
     }
     /// Associates traces with a run (at most `MAX_TRACE_LINKS` ids per call).
     fn link_traces_to_run(&self, run_id: &str, trace_ids: &[String]) -> Result<(), CopyError>;

@@ -12,7 +12,7 @@
 //!   Databricks): the info, then `traces.json` through `credentials-for-data-download`.
 //!
 //! Because the info is written before the spans, the copy's lineage tag says "incomplete"
-//! until `complete_trace` sets it (`PATCH /api/2.0/mlflow/traces/{id}/tags`, `set_trace_tag`).
+//! until `complete_traces` sets it (`PATCH /api/2.0/mlflow/traces/{id}/tags`, `set_trace_tag`).
 //!
 //! Traces kept in Unity Catalog tables (ids `trace:/<catalog>.<schema>/…`, routes under
 //! `/api/4.0/mlflow/traces/…` that need a SQL warehouse) are not handled here: see the README.
@@ -150,10 +150,8 @@ impl SpanFiles {
         }
         Ok(())
     }
-}
 
-impl TraceStorage for SpanFiles {
-    fn get_trace(&self, rest: &MlflowRest, listed: &Value) -> Result<FullTrace, CopyError> {
+    fn read_one(&self, rest: &MlflowRest, listed: &Value) -> Result<FullTrace, CopyError> {
         let trace_id = trace_id_of(listed);
         let info = rest.existing_trace_info(trace_id)?;
         let bytes = self
@@ -171,7 +169,7 @@ impl TraceStorage for SpanFiles {
 
     /// The info (unless an earlier attempt wrote it), then the span file, in the trace id the
     /// workspace answered with.
-    fn begin_trace(
+    fn begin_one(
         &self,
         rest: &MlflowRest,
         pending: &Value,
@@ -193,8 +191,8 @@ impl TraceStorage for SpanFiles {
     }
 
     /// The assessments, then the tags the trace has not got yet (the lineage tag, which
-    /// `begin_trace` wrote as "incomplete").
-    fn complete_trace(&self, rest: &MlflowRest, info: &Value) -> Result<(), CopyError> {
+    /// `begin_one` wrote as "incomplete").
+    fn complete_one(&self, rest: &MlflowRest, info: &Value) -> Result<(), CopyError> {
         let trace_id = trace_id_of(info);
         let written = rest.existing_trace_info(trace_id)?;
         self.create_assessments(rest, info, &written)?;
@@ -204,6 +202,33 @@ impl TraceStorage for SpanFiles {
             rest.patch::<Value>(&path, &json!({ "key": key, "value": value }))?;
         }
         Ok(())
+    }
+}
+
+/// A trace at a time: each step of a workspace trace waits on the one before (its info says
+/// where its span file goes).
+impl TraceStorage for SpanFiles {
+    fn get_traces(&self, rest: &MlflowRest, listed: &[Value]) -> Vec<Result<FullTrace, CopyError>> {
+        listed
+            .iter()
+            .map(|info| self.read_one(rest, info))
+            .collect()
+    }
+
+    fn begin_traces(
+        &self,
+        rest: &MlflowRest,
+        traces: &[(Value, Vec<Value>)],
+    ) -> Vec<Result<String, CopyError>> {
+        let begin = |(pending, spans): &(Value, Vec<Value>)| self.begin_one(rest, pending, spans);
+        traces.iter().map(begin).collect()
+    }
+
+    fn complete_traces(&self, rest: &MlflowRest, infos: &[Value]) -> Vec<Result<(), CopyError>> {
+        infos
+            .iter()
+            .map(|info| self.complete_one(rest, info))
+            .collect()
     }
 }
 

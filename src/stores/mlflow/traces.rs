@@ -43,41 +43,16 @@ struct SpanFile {
 
 /// Where a server keeps a trace's spans, and so how a trace is read and written whole.
 pub trait TraceStorage {
-    /// See `Traces::get_trace`.
-    fn get_trace(&self, rest: &MlflowRest, info: &Value) -> Result<FullTrace, CopyError>;
-    /// See `Traces::begin_trace`.
-    fn begin_trace(
-        &self,
-        rest: &MlflowRest,
-        info: &Value,
-        spans: &[Value],
-    ) -> Result<String, CopyError>;
-    /// See `Traces::complete_trace`.
-    fn complete_trace(&self, rest: &MlflowRest, info: &Value) -> Result<(), CopyError>;
-
-    /// See `Traces::get_traces`; one after the other unless the storage does better.
-    fn get_traces(&self, rest: &MlflowRest, listed: &[Value]) -> Vec<Result<FullTrace, CopyError>> {
-        listed
-            .iter()
-            .map(|info| self.get_trace(rest, info))
-            .collect()
-    }
+    /// See `Traces::get_traces`.
+    fn get_traces(&self, rest: &MlflowRest, listed: &[Value]) -> Vec<Result<FullTrace, CopyError>>;
     /// See `Traces::begin_traces`.
     fn begin_traces(
         &self,
         rest: &MlflowRest,
         traces: &[(Value, Vec<Value>)],
-    ) -> Vec<Result<String, CopyError>> {
-        let begin = |(info, spans): &(Value, Vec<Value>)| self.begin_trace(rest, info, spans);
-        traces.iter().map(begin).collect()
-    }
+    ) -> Vec<Result<String, CopyError>>;
     /// See `Traces::complete_traces`.
-    fn complete_traces(&self, rest: &MlflowRest, infos: &[Value]) -> Vec<Result<(), CopyError>> {
-        infos
-            .iter()
-            .map(|info| self.complete_trace(rest, info))
-            .collect()
-    }
+    fn complete_traces(&self, rest: &MlflowRest, infos: &[Value]) -> Vec<Result<(), CopyError>>;
     /// See `Traces::trace_infos`: GetTraceInfoV3 of each, several in flight.
     fn trace_infos(
         &self,
@@ -152,34 +127,12 @@ impl TrackingStoreSpans {
 }
 
 impl TraceStorage for TrackingStoreSpans {
-    fn get_trace(&self, rest: &MlflowRest, info: &Value) -> Result<FullTrace, CopyError> {
-        let mut got = self.get_traces(rest, std::slice::from_ref(info));
-        got.pop().expect("one answer")
-    }
-
-    fn begin_trace(
-        &self,
-        rest: &MlflowRest,
-        pending: &Value,
-        spans: &[Value],
-    ) -> Result<String, CopyError> {
-        let traces = [(pending.clone(), spans.to_vec())];
-        self.begin_traces(rest, &traces).pop().expect("one answer")
-    }
-
-    fn complete_trace(&self, rest: &MlflowRest, info: &Value) -> Result<(), CopyError> {
-        let mut done = self.complete_traces(rest, std::slice::from_ref(info));
-        done.pop().expect("one answer")
-    }
-
     /// Traces whose spans are rows are read `BATCH_GET` at a time (one trace without rows
     /// would fail a whole batch); a span file is read on its own.
     fn get_traces(&self, rest: &MlflowRest, listed: &[Value]) -> Vec<Result<FullTrace, CopyError>> {
         let id = |info: &Value| info["trace_id"].as_str().unwrap_or_default().to_string();
-        let (rows, files): (Vec<&Value>, Vec<&Value>) = listed
-            .iter()
-            .partition(|info| info["tags"][SPANS_LOCATION] == TRACKING_STORE);
-        let ids: Vec<String> = rows.iter().map(|info| id(info)).collect();
+        let in_rows = |info: &&Value| info["tags"][SPANS_LOCATION] == TRACKING_STORE;
+        let ids: Vec<String> = listed.iter().filter(in_rows).map(id).collect();
         let chunks: Vec<Vec<&str>> = ids
             .chunks(BATCH_GET)
             .map(|chunk| chunk.iter().map(String::as_str).collect())
@@ -195,7 +148,7 @@ impl TraceStorage for TrackingStoreSpans {
         }
         let read = |info: &Value| {
             let trace_id = id(info);
-            if files.iter().any(|f| id(f) == trace_id) {
+            if !in_rows(&info) {
                 return rest.trace_from_file(&trace_id);
             }
             if let Some(e) = &failed {
@@ -333,16 +286,6 @@ impl Traces for MlflowRest {
         })
     }
 
-    fn get_trace(&self, info: &Value) -> Result<FullTrace, CopyError> {
-        self.flavor().trace_storage().get_trace(self, info)
-    }
-
-    fn trace_info(&self, trace_id: &str) -> Result<Option<Value>, CopyError> {
-        self.trace_infos(&[trace_id.to_string()])
-            .pop()
-            .expect("one answer")
-    }
-
     fn trace_infos(&self, ids: &[String]) -> Vec<Result<Option<Value>, CopyError>> {
         self.flavor().trace_storage().trace_infos(self, ids)
     }
@@ -357,14 +300,6 @@ impl Traces for MlflowRest {
 
     fn complete_traces(&self, infos: &[Value]) -> Vec<Result<(), CopyError>> {
         self.flavor().trace_storage().complete_traces(self, infos)
-    }
-
-    fn begin_trace(&self, info: &Value, spans: &[Value]) -> Result<String, CopyError> {
-        self.flavor().trace_storage().begin_trace(self, info, spans)
-    }
-
-    fn complete_trace(&self, info: &Value) -> Result<(), CopyError> {
-        self.flavor().trace_storage().complete_trace(self, info)
     }
 
     fn link_traces_to_run(&self, run_id: &str, trace_ids: &[String]) -> Result<(), CopyError> {
