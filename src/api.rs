@@ -11,7 +11,7 @@ pub use migration::*;
 pub use verify::*;
 
 /// Default upper bound on the artifact files in flight at once. The number in flight adapts
-/// (`transport::AdaptiveLimit`, from 8); 32 lets it cover a 50-100 ms link (at 50 ms a file of
+/// (`limits::AdaptiveLimit`, from 8); 32 lets it cover a 50-100 ms link (at 50 ms a file of
 /// a few KiB is about 3 round trips: 32 in flight move 200 files a second) while each slot holds
 /// at most a 1 MiB chunk, so a copy's buffers stay within 32 MiB (issue 21: peak RSS < 64 MiB).
 pub const DEFAULT_CONCURRENCY: u32 = 32;

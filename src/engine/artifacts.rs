@@ -7,8 +7,8 @@ use super::progress::Event;
 use super::Copier;
 use crate::api::CopyError;
 use crate::stores::model::{ArtifactRoot, FileEntry};
+use crate::stores::scheduler::{FileJob, PendingCalls, Transferred};
 use crate::stores::Stores;
-use crate::transport::{Calls, FileJob, Transferred};
 use anyhow::Context;
 use std::collections::HashMap;
 
@@ -102,14 +102,14 @@ pub fn is_mlmodel(path: &str, size: u64) -> bool {
 /// One file to stream: the index of its tree, and the file.
 type Streamed<'a> = (usize, &'a FileEntry);
 
-/// Copies every tree, while the transport also sends the requests of `calls` (the metric
+/// Copies every tree, while the scheduler also sends `calls` (the metric
 /// pipeline). With `resuming`, files already present at the destination with the source's size
 /// are skipped.
 pub fn copy_trees(
     c: &mut Copier,
     trees: &[TreeCopy<'_>],
     resuming: bool,
-    calls: &mut dyn Calls,
+    calls: &mut dyn PendingCalls,
 ) -> anyhow::Result<ArtifactStats> {
     let mut stats = ArtifactStats::default();
     let mut streamed = Vec::new();
@@ -218,19 +218,19 @@ fn stream(
     trees: &[TreeCopy],
     streamed: &[Streamed],
     (files_total, bytes_total): (u64, u64),
-    calls: &mut dyn Calls,
+    calls: &mut dyn PendingCalls,
     stats: &mut ArtifactStats,
 ) -> anyhow::Result<()> {
     let Copier {
         src,
         dst,
-        transport,
+        scheduler,
         progress,
         concurrency,
         ..
     } = c;
     let (mut files_done, mut bytes_done, mut reported) = (0u64, 0u64, 0u64);
-    let written = transport.stream_files(
+    let written = scheduler.copy_files(
         streamed.len(),
         *concurrency,
         calls,
@@ -254,7 +254,7 @@ fn stream(
             });
         },
     )?;
-    if let Some(limit) = transport.files_limit().filter(|_| !streamed.is_empty()) {
+    if let Some(limit) = scheduler.files_limit().filter(|_| !streamed.is_empty()) {
         progress.event(Event::Phase {
             phase: format!("files: {limit}"),
         });

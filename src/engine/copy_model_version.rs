@@ -24,7 +24,7 @@ use crate::api::{
 use crate::stores::model::{
     ArtifactRoot, KeyValue, ModelVersion, NewVersion, Owner, RegisteredModel, Run,
 };
-use crate::transport::NoCalls;
+use crate::stores::scheduler::NoCalls;
 use anyhow::Context;
 use std::time::{Duration, Instant};
 

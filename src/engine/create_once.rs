@@ -5,10 +5,9 @@
 
 use super::Copier;
 use crate::api::{CopyError, MAYBE_CREATED};
-use crate::transport;
 
-/// Runs `create`; after an uncertain failure, waits as the transport would before a retry,
-/// returns what `find` finds, or tries again (within the transport's attempts).
+/// Runs `create`; after an uncertain failure, waits as before a retry (`Scheduler`), returns
+/// what `find` finds, or tries again (within the attempts a request gets).
 pub fn create_once<T>(
     c: &Copier,
     mut create: impl FnMut() -> Result<T, CopyError>,
@@ -17,10 +16,12 @@ pub fn create_once<T>(
     let mut retry = 0;
     loop {
         let error = match create() {
-            Err(e) if e.has_code(MAYBE_CREATED) && retry + 1 < c.transport.max_attempts() => e,
+            Err(e) if e.has_code(MAYBE_CREATED) => e,
             done => return done,
         };
-        transport::sleep(c.transport.backoff(retry));
+        if !c.scheduler.pause_before_retry(retry) {
+            return Err(error);
+        }
         retry += 1;
         match find() {
             Ok(Some(found)) => return Ok(found),

@@ -12,6 +12,7 @@ use super::Copier;
 use crate::api::{CopyRunRequest, ErrorKind, ItemStatus};
 use crate::stores::copy_function::Via;
 use crate::stores::fake::FakeServer;
+use crate::stores::Scheduler;
 use crate::transport::retry::RetryPolicy;
 use crate::transport::{send_each, Attempts, Http, NextJob, Request, Response, SendError, Slots};
 use crate::transport::{Digest, StreamEvent, StreamFailure, Transport};
@@ -107,7 +108,7 @@ impl Function {
         let mut c = Copier {
             src: self.src.stores(),
             dst: self.dst.stores(),
-            transport: self.transport.clone(),
+            scheduler: Scheduler::new(self.transport.clone()),
             progress: &mut progress,
             concurrency: 4,
             alive_poll: std::time::Duration::ZERO,

@@ -2,15 +2,15 @@
 //! destination in full log-batch requests, with several reads and writes in flight at once.
 //! The run's params and tags ride along, first in line for the writers.
 //!
-//! It is a `transport::Calls`: its requests go out in the same loop that streams the artifact
-//! files, so metrics and artifacts travel together (the component is single-threaded; the
-//! concurrency is several WASI HTTP requests polled together). The transport retries each
-//! request on its own budget and hands back the final answers; this decides what to send next.
+//! It is the engine's `PendingCalls`: the scheduler sends its calls in the same loop that
+//! streams the artifact files, so metrics and artifacts travel together (the component is
+//! single-threaded; the concurrency is several requests polled together). Each call is retried
+//! on its own budget and its final answer handed back; this decides what to send next.
 //!
 //! Bounds: history reads (source; destination too when resuming) and log-batch requests
 //! (destination) in flight are each an `AdaptiveLimit` (slow start then AIMD, backing off on
 //! 429/503 and on climbing latency): reads from 3 up to `READS_MAX`, writes from 4 up to
-//! `WRITES_MAX`, fed every attempt's latency by the transport (`Calls::attempted`). No new read
+//! `WRITES_MAX`, fed every attempt's latency (`PendingCalls::attempted`). No new read
 //! while twice the write limit of full batches wait to be written, so memory holds a few pages
 //! (at most 32 batches of 1,000 points), never a run's whole history.
 //!
@@ -22,9 +22,9 @@
 
 use super::metrics::{AlreadyCopied, MetricBatcher, ModelLinks};
 use crate::api::CopyError;
+use crate::limits::AdaptiveLimit;
 use crate::stores::model::{KeyValue, Metric};
-use crate::stores::{Call, HistoryPage, Reader, Tracking};
-use crate::transport::{self, AdaptiveLimit, Calls, Request, Response};
+use crate::stores::{Answer, Call, HistoryPage, Outgoing, PendingCalls, Reader, Tracking};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -185,7 +185,7 @@ impl<'s, S: MetricCalls + ?Sized> MetricPipeline<'s, S> {
         self
     }
 
-    /// The outcome, once the transport has driven the pipeline to its end.
+    /// The outcome, once the scheduler has driven the pipeline to its end.
     pub fn finish(self) -> anyhow::Result<Copied> {
         if let Some(error) = self.failed {
             return Err(error);
@@ -225,7 +225,7 @@ impl<'s, S: MetricCalls + ?Sized> MetricPipeline<'s, S> {
 
     /// Starts the next write, params and tags first: a request to send, or `None` when the
     /// store answered at once.
-    fn start_write(&mut self) -> Option<(usize, Request)> {
+    fn start_write(&mut self) -> Option<(usize, Outgoing)> {
         let (call, what) = match self.entities.pop_front() {
             Some(e) => (
                 self.dst.log_batch_call(self.dst_run, &e.params, &e.tags),
@@ -249,7 +249,7 @@ impl<'s, S: MetricCalls + ?Sized> MetricPipeline<'s, S> {
     }
 
     /// Starts the next page read (see `start_write`).
-    fn start_read(&mut self) -> Option<(usize, Request)> {
+    fn start_read(&mut self) -> Option<(usize, Outgoing)> {
         let page = match self.to_read.pop_front() {
             Some(page) => page,
             None => {
@@ -342,8 +342,8 @@ impl<'s, S: MetricCalls + ?Sized> MetricPipeline<'s, S> {
     }
 }
 
-impl<S: MetricCalls + ?Sized> Calls for MetricPipeline<'_, S> {
-    fn next(&mut self) -> Option<(usize, Request)> {
+impl<S: MetricCalls + ?Sized> PendingCalls for MetricPipeline<'_, S> {
+    fn next(&mut self) -> Option<(usize, Outgoing)> {
         while self.failed.is_none() {
             // Writes first: they free the memory reads fill.
             let to_write = !self.entities.is_empty() || !self.full.is_empty();
@@ -368,7 +368,7 @@ impl<S: MetricCalls + ?Sized> Calls for MetricPipeline<'_, S> {
         None
     }
 
-    fn answer(&mut self, id: usize, answer: Result<Response, transport::Error>) {
+    fn answer(&mut self, id: usize, answer: Answer) {
         match self
             .in_flight
             .remove(&id)
@@ -377,14 +377,14 @@ impl<S: MetricCalls + ?Sized> Calls for MetricPipeline<'_, S> {
             InFlight::Read { page, read } => {
                 self.reads -= 1;
                 if self.failed.is_none() {
-                    let result = read(answer);
+                    let result = read.read(answer);
                     self.page_read(page, result);
                 }
             }
             InFlight::Write { read, what } => {
                 self.writes -= 1;
                 if self.failed.is_none() {
-                    let result = read(answer);
+                    let result = read.read(answer);
                     self.written(result, what);
                 }
             }
@@ -416,13 +416,13 @@ impl<S: MetricCalls + ?Sized> Calls for MetricPipeline<'_, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::Method;
+    use crate::transport::{self, Method, Request, Response};
     use std::cell::RefCell;
     use std::collections::VecDeque;
     use url::Url;
 
     /// A store whose every call is a request: the test holds the requests and answers them in
-    /// any order, as the transport's loop does.
+    /// any order, as the scheduler's loop does.
     struct Wire {
         /// The source's histories, by key.
         history: Vec<(String, Vec<Metric>)>,
@@ -451,22 +451,19 @@ mod tests {
                 next_token: (end < all.len()).then(|| end.to_string()),
             };
             let url = Url::parse(&format!("http://src/history?key={key}&start={start}")).unwrap();
-            Call::Send {
-                request: Request::new(Method::Get, url),
-                read: Box::new(move |answer| answer.map(|_| page).map_err(CopyError::from)),
-            }
+            Call::send(Request::new(Method::Get, url), move |answer| {
+                answer.map(|_| page).map_err(CopyError::from)
+            })
         }
 
         fn log_metrics_call(&self, _: &str, batch: &[Metric]) -> Call<'_, ()> {
             let batch = batch.to_vec();
-            Call::Send {
-                request: Request::new(Method::Post, Url::parse("http://dst/log-batch").unwrap()),
-                read: Box::new(move |answer| {
-                    answer.map_err(CopyError::from)?;
-                    self.written.borrow_mut().push(batch);
-                    Ok(())
-                }),
-            }
+            let url = Url::parse("http://dst/log-batch").unwrap();
+            Call::send(Request::new(Method::Post, url), move |answer| {
+                answer.map_err(CopyError::from)?;
+                self.written.borrow_mut().push(batch);
+                Ok(())
+            })
         }
     }
 
@@ -500,7 +497,7 @@ mod tests {
         })
     }
 
-    /// Drives the pipeline as the transport would, answering the request at `pick(in flight)`
+    /// Drives the pipeline as the scheduler would, answering the request at `pick(in flight)`
     /// each time, and checks the bounds on the way. Returns the requests in the order sent.
     fn drive(
         pipeline: &mut MetricPipeline<Wire>,
@@ -510,9 +507,9 @@ mod tests {
         let mut in_flight: Vec<(usize, Request)> = Vec::new();
         let mut sent = Vec::new();
         loop {
-            while let Some((id, request)) = pipeline.next() {
-                sent.push(request.clone());
-                in_flight.push((id, request));
+            while let Some((id, outgoing)) = pipeline.next() {
+                sent.push(outgoing.request().clone());
+                in_flight.push((id, outgoing.request().clone()));
             }
             let count = |m: Method| in_flight.iter().filter(|(_, r)| r.method == m).count();
             assert!(
@@ -531,7 +528,7 @@ mod tests {
                 return sent;
             }
             let (id, request) = in_flight.remove(pick(in_flight.len()));
-            pipeline.answer(id, answer_for(&request));
+            pipeline.answer(id, Answer::of(answer_for(&request)));
         }
     }
 
@@ -606,8 +603,8 @@ mod tests {
         let mut in_flight: VecDeque<(usize, Request)> = VecDeque::new();
         let (mut most, mut writes) = ((0, 0), 0);
         loop {
-            while let Some(sent) = pipeline.next() {
-                in_flight.push_back(sent);
+            while let Some((id, outgoing)) = pipeline.next() {
+                in_flight.push_back((id, outgoing.request().clone()));
             }
             let count = |m: Method| in_flight.iter().filter(|(_, r)| r.method == m).count();
             most = (
@@ -625,7 +622,7 @@ mod tests {
                 }
             }
             pipeline.attempted(id, latency, None);
-            pipeline.answer(id, ok());
+            pipeline.answer(id, Answer::of(ok()));
         }
     }
 

@@ -36,17 +36,16 @@ mod tests;
 #[cfg(test)]
 mod verify_tests;
 
-use crate::stores::Stores;
-use crate::transport::Transport;
+use crate::stores::{Scheduler, Stores};
 use progress::{Event, Progress};
-use std::rc::Rc;
 
 /// Both ends of a copy, and where progress goes.
 pub struct Copier<'p> {
     pub src: Stores,
     pub dst: Stores,
-    /// Streams artifact files between the stores' downloads and uploads.
-    pub transport: Rc<Transport>,
+    /// Carries out the stores' calls and streams artifact files between their downloads and
+    /// uploads.
+    pub scheduler: Scheduler,
     pub progress: &'p mut dyn Progress,
     pub concurrency: usize,
     /// How long an incomplete copy is watched for changes before it is taken for abandoned

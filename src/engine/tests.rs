@@ -6,7 +6,7 @@ use super::{copy_model_version::copy_model_version, copy_run::copy_run, lineage,
 use crate::api::{CopyError, CopyModelVersionRequest, CopyRunRequest, ErrorKind, Outcome};
 use crate::stores::fake::{FakeHttp, FakeServer};
 use crate::stores::model::*;
-use crate::stores::{Registry, Tracking};
+use crate::stores::{Registry, Scheduler, Tracking};
 use crate::transport::retry::RetryPolicy;
 use crate::transport::Transport;
 use std::rc::Rc;
@@ -63,7 +63,7 @@ impl World {
         Copier {
             src: self.src.stores(),
             dst: dst.stores(),
-            transport: self.transport.clone(),
+            scheduler: Scheduler::new(self.transport.clone()),
             progress,
             concurrency: 4,
             alive_poll: Duration::ZERO,
@@ -467,7 +467,7 @@ fn a_copy_of_a_copy_carries_the_lineage_of_its_immediate_source() {
         let mut c = Copier {
             src: w.dst.stores(),
             dst: w.src.stores(),
-            transport: w.transport.clone(),
+            scheduler: Scheduler::new(w.transport.clone()),
             progress,
             concurrency: 2,
             alive_poll: Duration::ZERO,

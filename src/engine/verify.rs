@@ -12,8 +12,7 @@ use super::verify_traces;
 use super::Copier;
 use crate::api::{VerifyReport, VerifyRunRequest, MAX_DIFFERENCES};
 use crate::stores::model::{ArtifactRoot, Metric, Owner, Run};
-use crate::stores::Stores;
-use crate::transport::Transport;
+use crate::stores::{Scheduler, Stores};
 use anyhow::Context;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -262,8 +261,8 @@ fn compare_metrics(
     diff.lists("metric keys", &keys(src), &keys(dst));
     let mut points = 0;
     for key in keys(src) {
-        let from = history(&c.src, &c.transport, &src.info.run_id, &key)?;
-        let to = history(&c.dst, &c.transport, &dst.info.run_id, &key)?;
+        let from = history(&c.src, &c.scheduler, &src.info.run_id, &key)?;
+        let to = history(&c.dst, &c.scheduler, &dst.info.run_id, &key)?;
         points += from.len() as u64;
         if from != to {
             diff.add(format!(
@@ -279,17 +278,18 @@ fn compare_metrics(
 /// (step, timestamp, value bits) of every point, sorted: NaN equals NaN, as a copy keeps it.
 fn history(
     stores: &Stores,
-    transport: &Transport,
+    scheduler: &Scheduler,
     run_id: &str,
     key: &str,
 ) -> anyhow::Result<Vec<(i64, i64, u64)>> {
     let mut points = Vec::new();
     let mut token: Option<String> = None;
     for _ in 0..MAX_HISTORY_PAGES {
-        let page = stores
+        let call = stores
             .tracking
-            .history_page_call(run_id, key, token.as_deref())
-            .run_alone(transport)
+            .history_page_call(run_id, key, token.as_deref());
+        let page = scheduler
+            .run(call)
             .with_context(|| format!("reading the history of metric {key:?} of run {run_id}"))?;
         points.extend(page.points.iter().map(point_key));
         match page.next_token {

@@ -9,8 +9,8 @@ use super::verify::Differences;
 use super::Copier;
 use crate::api::CopyError;
 use crate::stores::model::ArtifactRoot;
+use crate::stores::scheduler::{Digest, DigestJob};
 use crate::stores::Stores;
-use crate::transport::{Digest, DigestJob};
 use anyhow::Context;
 use std::collections::BTreeMap;
 
@@ -142,7 +142,7 @@ fn compare_contents(
             Ok(jobs)
         };
     let digests = c
-        .transport
+        .scheduler
         .digest_files(2 * n, c.concurrency, &mut open)
         .context("comparing the artifacts' contents")?;
     for (i, (path, _)) in same_size.iter().enumerate() {

@@ -23,7 +23,7 @@ use crate::engine::{
     copy_experiment, copy_model, copy_model_version, copy_run, verify, verify_experiment,
     verify_model_version, Copier,
 };
-use crate::stores::{self, copy_function};
+use crate::stores::{self, copy_function, Scheduler};
 use crate::transport::{Caller, Http, Settings, Transport};
 use std::rc::Rc;
 
@@ -249,7 +249,7 @@ pub fn execute<R: CopyRequest>(
         let mut copier = Copier {
             src: stores::connect(src, Side::Src, host.env, transport.clone())?,
             dst: stores::connect(dst, Side::Dst, host.env, transport.clone())?,
-            transport,
+            scheduler: Scheduler::new(transport),
             progress: &mut progress,
             concurrency: request.concurrency() as usize,
             alive_poll: crate::engine::ALIVE_POLL,

@@ -15,6 +15,7 @@ pub mod copy_function;
 pub mod databricks;
 pub mod mlflow;
 pub mod model;
+pub mod scheduler;
 
 #[cfg(test)]
 pub mod fake;
@@ -23,9 +24,10 @@ pub mod fake_traces;
 
 use crate::api::CopyError;
 use crate::credentials::{Auth, Side, StaticAuth};
-use crate::transport::{self, Download, Request, Response, Transport, Upload};
+use crate::transport::{Download, Transport, Upload};
 use crate::uri::ServerUri;
 use model::*;
+pub use scheduler::{Answer, Call, Outgoing, PendingCalls, Reader, Scheduler};
 use std::rc::Rc;
 
 pub trait Tracking {
@@ -186,43 +188,6 @@ pub struct TracePage {
 pub struct FullTrace {
     pub info: serde_json::Value,
     pub spans: Vec<serde_json::Value>,
-}
-
-/// A store operation the engine sends along with other work (the requests of other calls, file
-/// transfers: see `transport::Calls`): the request, and how its final answer is read. A store
-/// that does not make one request per operation (the in-memory fake) answers at once instead.
-pub enum Call<'s, T> {
-    Send {
-        request: Request,
-        read: Reader<'s, T>,
-    },
-    Done(Result<T, CopyError>),
-}
-
-impl<T> Call<'_, T> {
-    /// Sends the call's request on its own (a read outside a pipeline) and reads its answer.
-    pub fn run_alone(self, transport: &Transport) -> Result<T, CopyError> {
-        match self {
-            Call::Done(result) => result,
-            Call::Send { request, read } => read(transport.send(&request, true)),
-        }
-    }
-}
-
-/// Reads the final answer to a call's request (after its retries) into the call's result.
-pub type Reader<'s, T> =
-    Box<dyn FnOnce(Result<Response, transport::Error>) -> Result<T, CopyError> + 's>;
-
-impl<'s, T: 's> Call<'s, T> {
-    pub fn map<U>(self, f: impl FnOnce(T) -> U + 's) -> Call<'s, U> {
-        match self {
-            Call::Send { request, read } => Call::Send {
-                request,
-                read: Box::new(move |answer| read(answer).map(f)),
-            },
-            Call::Done(result) => Call::Done(result.map(f)),
-        }
-    }
 }
 
 /// One page of runs, and the token of the next page if there is one.

@@ -7,7 +7,6 @@
 
 pub mod credential;
 pub mod hosts;
-pub mod limits;
 pub mod multipart;
 pub mod retry;
 #[cfg(target_arch = "wasm32")]
@@ -25,6 +24,7 @@ mod stream_files;
 mod testing;
 
 use crate::api::CopyError;
+use crate::limits::AdaptiveLimit;
 use assessment::{assess, give_up, Assessment};
 pub use calls::{send_each, Attempts, Calls, FixedAttempts, NoCalls};
 pub use credential::Credential;
@@ -34,7 +34,6 @@ pub use files::{
     StreamJob, Transferred, Upload,
 };
 pub use hosts::{Caller, HostPolicy, ALLOWED_HOSTS_VAR};
-pub use limits::AdaptiveLimit;
 pub use multipart::Multipart;
 pub use request::{Method, Request, Response};
 use retry::RetryPolicy;

@@ -8,12 +8,12 @@ use super::calls::Retrying;
 use super::files::UploadKind;
 use super::multipart::Parted;
 use super::retry;
-use super::AdaptiveLimit;
 use super::{
     credentials_refused, sleep, Attempts, Calls, Credential, End, Fallback, FileJob, OpenFiles,
     Part, Request, StreamEvent, StreamFailure, StreamJob, Transferred, Transport,
 };
 use crate::api::CopyError;
+use crate::limits::AdaptiveLimit;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 

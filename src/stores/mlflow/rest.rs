@@ -205,10 +205,7 @@ impl MlflowRest {
             }
             read(&named, &response)
         };
-        Call::Send {
-            request,
-            read: Box::new(read),
-        }
+        Call::send(request, read)
     }
 
     /// Sends the requests of these calls together, at most `in_flight` at once (each retried on
@@ -222,9 +219,9 @@ impl MlflowRest {
         let mut results: Vec<Option<Result<T, CopyError>>> = Vec::new();
         let mut readers = Vec::new();
         for call in calls {
-            match call {
-                Call::Done(result) => results.push(Some(result)),
-                Call::Send { request, read } => {
+            match call.into_parts() {
+                Err(result) => results.push(Some(result)),
+                Ok((request, read)) => {
                     requests.push(request);
                     readers.push((results.len(), read));
                     results.push(None);
