@@ -508,8 +508,9 @@ mod tests {
         let mut sent = Vec::new();
         loop {
             while let Some((id, outgoing)) = pipeline.next() {
-                sent.push(outgoing.request().clone());
-                in_flight.push((id, outgoing.request().clone()));
+                let request = outgoing.into_request();
+                sent.push(request.clone());
+                in_flight.push((id, request));
             }
             let count = |m: Method| in_flight.iter().filter(|(_, r)| r.method == m).count();
             assert!(
@@ -604,7 +605,7 @@ mod tests {
         let (mut most, mut writes) = ((0, 0), 0);
         loop {
             while let Some((id, outgoing)) = pipeline.next() {
-                in_flight.push_back((id, outgoing.request().clone()));
+                in_flight.push_back((id, outgoing.into_request()));
             }
             let count = |m: Method| in_flight.iter().filter(|(_, r)| r.method == m).count();
             most = (

@@ -16,8 +16,9 @@ use std::time::Duration;
 /// upload, which the stores make), a file to digest, a digest, and the progress of a transfer.
 pub use crate::transport::{Digest, DigestJob, FileJob, Transferred};
 
-/// A request a store prepared, handed on by the engine as it is.
-pub struct Outgoing(Request);
+/// A request a store prepared, handed on by the engine as it is. (Its inside is the stores'
+/// business: a store that sends calls its own way, as `MlflowRest::run_together`, opens it.)
+pub struct Outgoing(pub(in crate::stores) Request);
 
 /// The final answer to an `Outgoing` (after its retries), handed back to the call's `Reader`.
 pub struct Answer(Result<Response, transport::Error>);
@@ -34,9 +35,9 @@ pub enum Call<'s, T> {
 }
 
 /// Reads the final answer to a call's request into the call's result.
-pub struct Reader<'s, T>(ReadAnswer<'s, T>);
+pub struct Reader<'s, T>(pub(in crate::stores) ReadAnswer<'s, T>);
 
-type ReadAnswer<'s, T> =
+pub(in crate::stores) type ReadAnswer<'s, T> =
     Box<dyn FnOnce(Result<Response, transport::Error>) -> Result<T, CopyError> + 's>;
 
 impl<'s, T: 's> Call<'s, T> {
@@ -66,14 +67,6 @@ impl<'s, T: 's> Call<'s, T> {
         match self {
             Call::Done(result) => result,
             Call::Send { request, read } => (read.0)(transport.send(&request.0, true)),
-        }
-    }
-
-    /// The request and its reader, for a store that sends calls its own way.
-    pub fn into_parts(self) -> Result<(Request, ReadAnswer<'s, T>), Result<T, CopyError>> {
-        match self {
-            Call::Send { request, read } => Ok((request.0, read.0)),
-            Call::Done(result) => Err(result),
         }
     }
 }
@@ -116,7 +109,6 @@ impl PendingCalls for NoCalls {
 
 /// Carries out the stores' work for the engine: calls sent alone, file transfers with calls
 /// alongside, digests, and the pause before an uncertain create is tried again.
-#[derive(Clone)]
 pub struct Scheduler {
     transport: Rc<Transport>,
 }
@@ -193,8 +185,8 @@ impl Calls for OnTransport<'_> {
 #[cfg(test)]
 impl Outgoing {
     /// The request, for tests that answer calls themselves.
-    pub fn request(&self) -> &Request {
-        &self.0
+    pub fn into_request(self) -> Request {
+        self.0
     }
 }
 

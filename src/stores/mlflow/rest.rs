@@ -219,11 +219,11 @@ impl MlflowRest {
         let mut results: Vec<Option<Result<T, CopyError>>> = Vec::new();
         let mut readers = Vec::new();
         for call in calls {
-            match call.into_parts() {
-                Err(result) => results.push(Some(result)),
-                Ok((request, read)) => {
-                    requests.push(request);
-                    readers.push((results.len(), read));
+            match call {
+                Call::Done(result) => results.push(Some(result)),
+                Call::Send { request, read } => {
+                    requests.push(request.0);
+                    readers.push((results.len(), read.0));
                     results.push(None);
                 }
             }
