@@ -144,7 +144,7 @@ class AzureBlobStorage:
         self._proxy = ThreadingHTTPServer(("127.0.0.1", self._port), _AzureProxyHandler)
         self._proxy.daemon_threads = True
         self._proxy.storage = self
-        threading.Thread(target=self._proxy.serve_forever, daemon=True).start()
+        threading.Thread(target=self._proxy.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def close(self):
         if getattr(self, "_proxy", None):

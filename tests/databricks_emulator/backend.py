@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from urllib.parse import urlencode
@@ -40,6 +41,41 @@ def _template_db(mlflow):
 
 
 class Backend:
+    """One backing `mlflow server`. `Backend()` starts a new one; `Backend.take()` hands out a spare
+    started earlier when `keep_spares` asked for some (a test session that boots many emulators)."""
+
+    # Seconds between SIGTERM and SIGKILL in stop(). Its data is thrown away with it: a test
+    # session that stops many emulators sets 0.
+    stop_grace = 3
+    _spares = []
+    _spares_wanted = 0
+    _spare_lock = threading.Lock()
+
+    @classmethod
+    def keep_spares(cls, n):
+        """From now on `replenish` keeps `n` servers started ahead, so that an emulator's start
+        takes one instead of waiting for a server to boot (~10 s on 2 cores). With 0, no more are
+        started (those waiting stay until taken or stopped with the process)."""
+        cls._spares_wanted = int(n)
+
+    @classmethod
+    def take(cls):
+        """A started backend: a live spare if there is one, else a new one."""
+        with cls._spare_lock:
+            while cls._spares:
+                b = cls._spares.pop(0)
+                if b.proc is not None and b.proc.poll() is None:
+                    return b
+                b.stop(grace=0)
+        return cls()
+
+    @classmethod
+    def replenish(cls):
+        """Starts spares up to the number kept (without waiting for them to answer)."""
+        with cls._spare_lock:
+            while len(cls._spares) < cls._spares_wanted:
+                cls._spares.append(cls())
+
     def __init__(self, workdir=None):
         self.dir = workdir or tempfile.mkdtemp(prefix="dbx-emulator-mlflow-")
         self._own_dir = workdir is None
@@ -72,9 +108,12 @@ class Backend:
                 time.sleep(0.3)
         raise RuntimeError(f"backing mlflow server did not start; see {self.log.name}")
 
-    def stop(self):
+    def stop(self, grace=None):
+        """Ends the server's process group: SIGTERM, `grace` seconds (default `stop_grace`), then
+        SIGKILL (a test server; grace=0: SIGKILL at once)."""
         if self.proc is None:
             return
+        grace = self.stop_grace if grace is None else grace
         pgid = self.proc.pid
 
         def group_alive():
@@ -85,10 +124,10 @@ class Backend:
                 return False
 
         try:
-            os.killpg(pgid, signal.SIGTERM)
+            os.killpg(pgid, signal.SIGTERM if grace else signal.SIGKILL)
         except ProcessLookupError:
             pass
-        deadline = time.time() + 3  # a test server: a short grace, then SIGKILL
+        deadline = time.time() + grace  # a test server: a short grace, then SIGKILL
         while time.time() < deadline:
             self.proc.poll()
             if not group_alive():

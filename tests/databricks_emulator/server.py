@@ -299,10 +299,12 @@ class Emulator:
     def start(self):
         """Start the backing mlflow server, storage and the API server; returns self (emu.host is set)."""
         self._launch()
-        return self._finish()
+        self._finish()
+        Backend.replenish()
+        return self
 
     def _launch(self):
-        self.backend = Backend()
+        self.backend = Backend.take()
 
     def _finish(self):
         try:
@@ -334,11 +336,13 @@ class Emulator:
         for e in emulators:
             e._launch()
         try:
-            return [e._finish() for e in emulators]
+            started = [e._finish() for e in emulators]
         except Exception:
             for e in emulators:
                 e.stop()
             raise
+        Backend.replenish()
+        return started
 
     def stop(self):
         if self.app:

@@ -57,6 +57,9 @@ def free_port():
 class _Moto:
     _lock = threading.Lock()
     _instance = None
+    # Kept running when its last user stops (a test session starting emulator after emulator:
+    # each would otherwise boot it again). Its backends are process-global either way.
+    keep_alive = False
 
     def __init__(self):
         from moto import settings
@@ -98,7 +101,7 @@ class _Moto:
             if inst is None:
                 return
             inst.users -= 1
-            if inst.users <= 0:
+            if inst.users <= 0 and not cls.keep_alive:
                 inst.server.stop()
                 cls._instance = None
 
@@ -315,7 +318,8 @@ class S3Storage:
             self.s3.create_bucket(Bucket=b, CreateBucketConfiguration={"LocationConstraint": region})
         self._proxy = _ProxyServer(("127.0.0.1", self._port), _ProxyHandler)
         self._proxy.storage = self
-        self._thread = threading.Thread(target=self._proxy.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._proxy.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
         self._thread.start()
 
     def close(self):

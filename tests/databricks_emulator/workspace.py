@@ -583,7 +583,7 @@ class Workspace:
         store, bucket, key = self.fs_key(path, "GET", listing=True)
         objs, dirs = store.list(bucket, key + "/", delimiter="/")
         if not objs and not dirs:
-            raise ApiError("NOT_FOUND", f"The directory being accessed is not found.", status=404)
+            raise ApiError("NOT_FOUND", "The directory being accessed is not found.", status=404)
         if req.method == "HEAD":
             return Response(200, raw=b"")
         entries = [{"path": f"{path}/{d[len(key) + 1:].rstrip('/')}", "is_directory": True,

@@ -104,7 +104,7 @@ def assert_run_copied(src_uri, src_run_id, dst_uri, dst_run_id, experiment_name,
     # A source that is itself a copy has lineage of its own, which the copy replaces.
     src_tags = {k: v for k, v in sr.data.tags.items() if k not in skipped | LINEAGE_RUN_TAGS}
     dst_tags = {k: v for k, v in dr.data.tags.items() if k not in skipped}
-    src_parent = src_tags.pop("mlflow.parentRunId", None)
+    src_tags.pop("mlflow.parentRunId", None)
     assert dst_tags.pop("mlflow.parentRunId", None) == parent, "parent link"
     assert {k: v for k, v in dst_tags.items() if k not in LINEAGE_RUN_TAGS} == src_tags
     assert dst_tags["mlflow_exim.run_info.run_id"] == src_run_id

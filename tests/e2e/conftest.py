@@ -8,12 +8,9 @@ Environment (set by scripts/test.sh):
 """
 import json
 import os
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 import uuid
 
 import pytest
@@ -28,18 +25,35 @@ from fault_proxy import FaultProxy  # noqa: E402
 import seed  # noqa: E402
 import seed_genai  # noqa: E402
 from trace_views import client_for  # noqa: E402
-from servers import ADMIN_PASSWORD, MlflowServer, free_port  # noqa: E402,F401
+import servers as _servers  # noqa: E402
+from servers import MlflowServer, free_port  # noqa: E402
+
+ADMIN_PASSWORD = _servers.ADMIN_PASSWORD  # for the test modules
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 WASM = os.environ.get("MLFLOW_COPY_WASM", os.path.join(ROOT, "target/wasm32-wasip2/release/mlflow_copy.wasm"))
 HOST = os.environ.get("MLFLOW_COPY_HOST", os.path.join(ROOT, "hosts/rust/target/release/mlflow-copy-host"))
 
 
+def _uses_emulators(session):
+    """Whether a selected test's module starts Databricks emulators."""
+    return any(getattr(getattr(item, "module", None), "Emulator", None) is not None for item in session.items)
+
+
 @pytest.fixture(scope="session")
-def servers():
+def servers(request):
     src, dst = MlflowServer("src"), MlflowServer("dst")
     try:
-        yield src.wait(), dst.wait()
+        src.wait()
+        dst.wait()
+        emulator = sys.modules.get("databricks_emulator")  # imported by the modules using it
+        if emulator is not None and _uses_emulators(request.session):
+            # The emulator modules start ~17 emulators one after the other: their backing mlflow
+            # servers boot ahead, while earlier tests mostly wait on copies (see
+            # tests/databricks_emulator/__init__.py). Each emulator still starts fresh.
+            emulator.for_test_session(spares=2)
+            emulator.Backend.replenish()
+        yield src, dst
     finally:
         src.stop()
         dst.stop()

@@ -260,10 +260,11 @@ def read_traces(args):
 
 
 def serve():
+    import importlib
     import traceback
 
-    import mlflow  # noqa: F401  (import once, up front)
-    import sklearn  # noqa: F401
+    for module in ("mlflow", "sklearn"):  # imported once, up front
+        importlib.import_module(module)
 
     print("READY", flush=True)
     for line in sys.stdin:

@@ -7,12 +7,11 @@ import math
 import os
 import sys
 import tempfile
-import time
 
 import mlflow
 import numpy as np
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 
 
 def _write(path, data):

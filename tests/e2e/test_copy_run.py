@@ -4,7 +4,6 @@ import math
 
 import mlflow
 import numpy as np
-import pytest
 from mlflow import MlflowClient
 
 import seed

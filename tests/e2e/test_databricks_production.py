@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 
 import seed
 from compare import assert_run_copied
-from conftest import copy_run_args, run_cli, unique
+from conftest import copy_run_args, unique
 from databricks_profiles import EXPERIMENT_ROOT, copy, pat_profile, profiles_file, workspace_profiles
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))

@@ -1,7 +1,6 @@
 """The same component as an HTTP function under `wasmtime serve`, driven with real HTTP requests
 against real MLflow servers; and the Spin manifest, checked as far as it can be without Spin."""
 import json
-import os
 import subprocess
 import time
 
