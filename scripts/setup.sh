@@ -35,17 +35,51 @@ say() { printf '\n==> %s\n' "$*" >&2; }
 say "Rust target wasm32-wasip2"
 rustup target add wasm32-wasip2 >/dev/null
 
-# The example host's wasmtime crates take minutes to compile: built in the background while the
-# Python and Node.js packages install, in a cache outside the checkout keyed on the host's
-# Cargo.lock (as CI systems cache them); the binary is copied to hosts/rust/target/release, where
-# the tests look for it.
-if [ "${1:-}" = "--with-host" ]; then
+# Builds run in the background while the Python and Node.js packages install (those wait on
+# the network, the builds on the CPU); each logs to a file shown only if it fails.
+background() {
+    local log; log=$(mktemp)
+    ("$@") >"$log" 2>&1 &
+    jobs_pids+=("$!"); jobs_logs+=("$log"); jobs_names+=("$1")
+}
+wait_for_builds() {
+    for i in "${!jobs_pids[@]}"; do
+        if ! wait "${jobs_pids[$i]}"; then
+            cat "${jobs_logs[$i]}" >&2
+            echo "${jobs_names[$i]} failed" >&2
+            exit 1
+        fi
+    done
+}
+jobs_pids=(); jobs_logs=(); jobs_names=()
+
+build_component() {
+    cargo build --quiet --target wasm32-wasip2 --release
+    # The Spin build and the unit tests' native build are for the tests; the demo does without.
+    if [ "$with_host" = 1 ]; then
+        scripts/build-spin.sh
+        cargo test --quiet --no-run
+    fi
+}
+
+# The example host's wasmtime crates take minutes to compile: built in a cache outside the
+# checkout keyed on the host's Cargo.lock (as CI systems cache them); the binary is copied to
+# hosts/rust/target/release, where the tests look for it.
+build_host() {
+    (cd hosts/rust && CARGO_TARGET_DIR="$host_target" cargo build --quiet --release)
+    mkdir -p hosts/rust/target/release
+    cp "$host_target/release/mlflow-copy-host" hosts/rust/target/release/mlflow-copy-host
+}
+
+with_host=0
+[ "${1:-}" = "--with-host" ] && with_host=1
+say "Building mlflow_copy.wasm in the background$([ $with_host = 1 ] && echo ', then the Spin build and the unit tests')"
+background build_component
+if [ $with_host = 1 ]; then
     key=$(sha256sum hosts/rust/Cargo.lock hosts/rust/Cargo.toml | sha256sum | cut -c1-16)
     host_target="${MLFLOW_COPY_BUILD_CACHE:-$HOME/.cache/mlflow-copy/build}/host-$key"
-    host_log=$(mktemp)
     say "Building the example embedding host in the background (hosts/rust/, crates cached in $host_target)"
-    (cd hosts/rust && CARGO_TARGET_DIR="$host_target" cargo build --quiet --release) >"$host_log" 2>&1 &
-    host_build=$!
+    background build_host
 fi
 
 if [ ! -x .venv/bin/python ]; then
@@ -96,29 +130,15 @@ if ! command -v haproxy >/dev/null && command -v apt-get >/dev/null; then
     $sudo_ apt-get install -y -qq haproxy >/dev/null || { $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq haproxy >/dev/null; }
 fi
 
-say "Building mlflow_copy.wasm"
-cargo build --quiet --target wasm32-wasip2 --release
-ls -l target/wasm32-wasip2/release/mlflow_copy.wasm >&2
-# The Spin build is for the tests (and `spin build`); the demo does without it.
-if [ -n "${host_build:-}" ]; then
-    say "Building mlflow_copy_spin.wasm (the Spin build: cargo feature spin, its own target dir)"
-    scripts/build-spin.sh >/dev/null
-fi
-
 if [ ! -d hosts/node/node_modules/@bytecodealliance/jco ] || [ hosts/node/package-lock.json -nt hosts/node/node_modules/.package-lock.json ]; then
     say "Installing the Node.js host's packages (hosts/node: jco, preview2-shim)"
     (cd hosts/node && npm ci --no-audit --no-fund --loglevel=error)
 fi
+
+say "Waiting for the builds"
+wait_for_builds
+ls -l target/wasm32-wasip2/release/mlflow_copy.wasm >&2
+
 say "Transpiling mlflow_copy.wasm for Node.js (hosts/node/dist)"
 (cd hosts/node && node build.js "$PWD/../../target/wasm32-wasip2/release/mlflow_copy.wasm")
 
-if [ -n "${host_build:-}" ]; then
-    say "Waiting for the example embedding host's build (log: $host_log)"
-    if ! wait "$host_build"; then
-        cat "$host_log" >&2
-        echo "building the example embedding host failed" >&2
-        exit 1
-    fi
-    mkdir -p hosts/rust/target/release
-    cp "$host_target/release/mlflow-copy-host" hosts/rust/target/release/mlflow-copy-host
-fi

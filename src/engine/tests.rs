@@ -1254,6 +1254,18 @@ pub(super) mod traces {
     }
 
     #[test]
+    fn a_run_without_traces_costs_a_source_search_per_group_and_none_at_the_destination() {
+        let w = world();
+        let run = seed_run(&w.src);
+        // Any trace search at the destination fails the copy, as does a third at the source
+        // (one for the run's traces, one for its logged model's).
+        w.dst.fail("search_traces", 0);
+        w.src.fail("search_traces", 2);
+        let report = w.copy_run(&run).unwrap();
+        assert_eq!(report.traces, 0);
+    }
+
+    #[test]
     fn a_copy_that_failed_mid_traces_resumes_without_duplicates() {
         let w = world();
         let run = seed_run(&w.src);

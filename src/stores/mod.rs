@@ -185,6 +185,13 @@ pub struct TracePage {
     pub next_token: Option<String>,
 }
 
+impl TracePage {
+    /// No infos on this page and no page after it.
+    pub fn is_empty(&self) -> bool {
+        self.infos.is_empty() && self.next_token.as_deref().is_none_or(str::is_empty)
+    }
+}
+
 pub struct FullTrace {
     pub info: serde_json::Value,
     pub spans: Vec<serde_json::Value>,

@@ -622,7 +622,8 @@ impl VersionFiles {
 fn list_files_api(rest: &MlflowRest, root: &ArtifactRoot) -> Result<Vec<FileEntry>, CopyError> {
     let (model, version) = version_of(root);
     let base = models_path(model, version);
-    walk(&rest.base_display(), root, |dir| {
+    // One folder at a time (the run listings' `list_dirs` sends them together).
+    let list_dir = |dir: &str| {
         let mut url = rest.url("/api/2.0/fs/directories");
         push_path(&mut url, &base);
         push_path(&mut url, dir);
@@ -667,6 +668,9 @@ fn list_files_api(rest: &MlflowRest, root: &ArtifactRoot) -> Result<Vec<FileEntr
             rest.base_display(),
             root.describe()
         )))
+    };
+    walk(&rest.base_display(), root, |dirs| {
+        dirs.iter().map(|dir| list_dir(dir)).collect()
     })
 }
 

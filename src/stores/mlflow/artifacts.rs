@@ -5,6 +5,7 @@
 use super::rest::{all_pages, MlflowRest, Page};
 use crate::api::CopyError;
 use crate::stores::model::{ArtifactRoot, FileEntry, FileInfo, Owner};
+use crate::stores::scheduler::Call;
 use crate::stores::Artifacts;
 use crate::transport::{Download, Method, Request, Upload};
 use url::Url;
@@ -13,6 +14,8 @@ use url::Url;
 /// folder inside itself must not make the copier list forever.
 const MAX_LISTED: usize = 1_000_000;
 const MAX_DEPTH: usize = 64;
+/// Folder listings sent at once (20 folders side by side take two round trips).
+const LISTINGS_IN_FLIGHT: usize = 16;
 
 /// Where the server proxies an artifact root: `mlflow-artifacts:/<path>` (optionally with its
 /// own authority) or an `http(s)://…/api/2.0/mlflow-artifacts/artifacts/<path>` URL.
@@ -71,43 +74,50 @@ pub fn push_path(url: &mut Url, path: &str) {
     }
 }
 
-/// Every file of a tree, walking it folder by folder with `list_dir` (which lists one folder,
-/// `""` for the root), bounded: a server that lists a folder inside itself must not make the
-/// copier list forever. `who` names the server in the error.
+/// Every file of a tree, walking it a level at a time: `list_dirs` lists several folders
+/// (`""` is the root) and answers for each in their order, so that a store can send their
+/// listings together (on a 50 ms link, one folder after another costs a round trip each).
+/// Bounded: a server that lists a folder inside itself must not make the copier list forever.
+/// `who` names the server in the error.
 pub fn walk(
     who: &str,
     root: &ArtifactRoot,
-    mut list_dir: impl FnMut(&str) -> Result<Vec<FileInfo>, CopyError>,
+    mut list_dirs: impl FnMut(&[String]) -> Vec<Result<Vec<FileInfo>, CopyError>>,
 ) -> Result<Vec<FileEntry>, CopyError> {
     let mut files = Vec::new();
-    let mut dirs = vec![String::new()];
+    let mut level = vec![String::new()];
     let mut seen = 0usize;
-    while let Some(dir) = dirs.pop() {
-        let entries = list_dir(&dir)?;
-        seen += entries.len();
-        if seen > MAX_LISTED || dir.split('/').count() > MAX_DEPTH {
-            return Err(CopyError::upstream(format!(
-                "{who}: the artifact listing of {} has more than {MAX_LISTED} entries or is \
-                 deeper than {MAX_DEPTH} folders (does the server list a folder inside itself?)",
-                root.describe()
-            )));
-        }
-        for info in entries {
-            // Run listings give root-relative paths; some servers give names only.
-            let path = if dir.is_empty() || info.path.starts_with(&format!("{dir}/")) {
-                info.path.clone()
-            } else {
-                format!("{dir}/{}", info.path)
-            };
-            if info.is_dir {
-                dirs.push(path);
-            } else {
-                files.push(FileEntry {
-                    path,
-                    size: info.file_size.unwrap_or(0).max(0) as u64,
-                });
+    while !level.is_empty() {
+        let listings = list_dirs(&level);
+        let mut next = Vec::new();
+        for (dir, entries) in level.iter().zip(listings) {
+            let entries = entries?;
+            seen += entries.len();
+            if seen > MAX_LISTED || dir.split('/').count() > MAX_DEPTH {
+                return Err(CopyError::upstream(format!(
+                    "{who}: the artifact listing of {} has more than {MAX_LISTED} entries or is \
+                     deeper than {MAX_DEPTH} folders (does the server list a folder inside itself?)",
+                    root.describe()
+                )));
+            }
+            for info in entries {
+                // Run listings give root-relative paths; some servers give names only.
+                let path = if dir.is_empty() || info.path.starts_with(&format!("{dir}/")) {
+                    info.path.clone()
+                } else {
+                    format!("{dir}/{}", info.path)
+                };
+                if info.is_dir {
+                    next.push(path);
+                } else {
+                    files.push(FileEntry {
+                        path,
+                        size: info.file_size.unwrap_or(0).max(0) as u64,
+                    });
+                }
             }
         }
+        level = next;
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)
@@ -117,7 +127,9 @@ impl Artifacts for MlflowRest {
     /// Every file under the root, recursively, with sizes (0 for files the server lists without
     /// one, which it does for empty files).
     fn list(&self, root: &ArtifactRoot) -> Result<Vec<FileEntry>, CopyError> {
-        walk(&self.base_display(), root, |dir| self.list_dir(root, dir))
+        walk(&self.base_display(), root, |dirs| {
+            self.list_dirs(root, dirs)
+        })
     }
 
     fn downloads(&self, root: &ArtifactRoot, paths: &[&str]) -> Result<Vec<Download>, CopyError> {
@@ -156,9 +168,40 @@ impl Artifacts for MlflowRest {
 }
 
 impl MlflowRest {
-    fn list_dir(&self, root: &ArtifactRoot, dir: &str) -> Result<Vec<FileInfo>, CopyError> {
-        // Runs and logged models list their files at different endpoints, with different
-        // names for the directory argument.
+    /// Lists folders of a tree together: their first pages at once, then any further pages
+    /// of a folder one after another (rare: a folder of more files than one page holds).
+    fn list_dirs(
+        &self,
+        root: &ArtifactRoot,
+        dirs: &[String],
+    ) -> Vec<Result<Vec<FileInfo>, CopyError>> {
+        let first_pages = dirs
+            .iter()
+            .map(|dir| match self.list_request(root, dir, None) {
+                Ok(request) => self.prepare::<Page<FileInfo>>(request),
+                Err(e) => Call::Done(Err(e)),
+            });
+        let first_pages = self.run_together(first_pages.collect(), LISTINGS_IN_FLIGHT);
+        dirs.iter()
+            .zip(first_pages)
+            .map(|(dir, first)| {
+                let mut first = Some(first?);
+                all_pages(|token| match (token, first.take()) {
+                    (None, Some(page)) => Ok(page),
+                    (token, _) => self.call(self.list_request(root, dir, token)?, true),
+                })
+            })
+            .collect()
+    }
+
+    /// The request for one page of a folder's listing. Runs and logged models list their
+    /// files at different endpoints, with different names for the folder argument.
+    fn list_request(
+        &self,
+        root: &ArtifactRoot,
+        dir: &str,
+        token: Option<&str>,
+    ) -> Result<Request, CopyError> {
         let (path, dir_param, mut query) = match &root.owner {
             Owner::Run(run_id) => (
                 "/api/2.0/mlflow/artifacts/list".to_string(),
@@ -175,11 +218,8 @@ impl MlflowRest {
         if !dir.is_empty() {
             query.push((dir_param, dir));
         }
-        all_pages(|token| {
-            let mut query = query.clone();
-            query.extend(token.map(|t| ("page_token", t)));
-            self.get::<Page<FileInfo>>(&path, &query)
-        })
+        query.extend(token.map(|t| ("page_token", t)));
+        Ok(self.get_request(&path, &query))
     }
 
     /// The request that reads one file (without credentials).
@@ -305,5 +345,69 @@ mod tests {
             url.as_str(),
             "http://h/api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/odd%20names/with%20space%20&%20%C3%BC%231%25.txt"
         );
+    }
+
+    fn entry(path: &str, is_dir: bool) -> FileInfo {
+        FileInfo {
+            path: path.to_string(),
+            is_dir,
+            file_size: (!is_dir).then_some(3),
+        }
+    }
+
+    fn run_root() -> ArtifactRoot {
+        ArtifactRoot {
+            owner: Owner::Run("r1".into()),
+            uri: "mlflow-artifacts:/1/r1/artifacts".into(),
+        }
+    }
+
+    #[test]
+    fn a_tree_is_listed_a_level_at_a_time_with_its_folders_together() {
+        let mut asked: Vec<Vec<String>> = Vec::new();
+        let files = walk("src", &run_root(), |dirs| {
+            asked.push(dirs.to_vec());
+            dirs.iter()
+                .map(|dir| {
+                    Ok(match dir.as_str() {
+                        "" => vec![entry("a", true), entry("b", true), entry("top.txt", false)],
+                        // A server that gives names only, not root-relative paths.
+                        "a" => vec![entry("x.bin", false), entry("a/deeper", true)],
+                        "b" => vec![entry("b/y.bin", false)],
+                        "a/deeper" => vec![entry("z.bin", false)],
+                        other => panic!("listed {other:?}"),
+                    })
+                })
+                .collect()
+        })
+        .unwrap();
+        assert_eq!(asked, [vec![""], vec!["a", "b"], vec!["a/deeper"]]);
+        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["a/deeper/z.bin", "a/x.bin", "b/y.bin", "top.txt"]);
+        assert!(files.iter().all(|f| f.size == 3));
+    }
+
+    #[test]
+    fn a_folder_that_fails_to_list_fails_the_walk_and_a_folder_inside_itself_ends_it() {
+        let failed = walk("src", &run_root(), |dirs| {
+            dirs.iter()
+                .map(|dir| match dir.as_str() {
+                    "" => Ok(vec![entry("a", true), entry("b", true)]),
+                    "b" => Err(CopyError::upstream("b is gone")),
+                    _ => Ok(Vec::new()),
+                })
+                .collect()
+        });
+        assert_eq!(failed.unwrap_err().message, "b is gone");
+
+        // Each folder lists itself again one level deeper.
+        let looping = walk("src", &run_root(), |dirs| {
+            dirs.iter()
+                .map(|dir| Ok(vec![entry(&format!("{dir}/again"), true)]))
+                .collect()
+        });
+        let message = looping.unwrap_err().message;
+        assert!(message.contains("deeper than 64 folders"), "{message}");
+        assert!(message.starts_with("src: "), "{message}");
     }
 }

@@ -163,7 +163,7 @@ impl MlflowRest {
         self.call(json_request(Method::Delete, self.url(path), body), true)
     }
 
-    fn call<T: DeserializeOwned>(
+    pub(super) fn call<T: DeserializeOwned>(
         &self,
         request: Request,
         idempotent: bool,
