@@ -198,6 +198,13 @@ def measure(cmd, env=None):
     return elapsed, rss_kib / 1024, peak[0] / (1 << 20), proc.stdout, proc.stderr
 
 
+def process_cpu(time_stderr):
+    """CPU seconds (user + system) of the command GNU time measured."""
+    def seconds(what):
+        return float(re.search(rf"{what} time \(seconds\): ([0-9.]+)", time_stderr).group(1))
+    return seconds("User") + seconds("System")
+
+
 def settled_limits(stderr):
     """The in-flight limits a copy settled on, from its phase lines ("files: limit settled at
     24", "metrics: reads: ...; writes: ...")."""
@@ -341,6 +348,10 @@ def main():
             times = {name: [] for name in [*tools, "mlflow-export-import"]}
             rss, tmp = dict.fromkeys(times, 0.0), dict.fromkeys(times, 0.0)
             server_cpu = {name: [] for name in times}
+            # Every CPU second the copy cost the machine: both servers, the copying process,
+            # and this process (the link proxies' threads); over the cores, the CPU floor.
+            all_cpu = {name: [] for name in times}
+            limits = {}
             failed = {}
             for i in range(args.repeat):
                 order = list(tools.items()) + ([] if args.no_python else [("mlflow-export-import", None)])
@@ -354,6 +365,7 @@ def main():
                     connections_before = sum(p.connections for p in links if isinstance(p, LinkProxy))
                     throttled_before = throttling(links)
                     cpu_before = servers_cpu((src, dst))
+                    own_before = time.process_time()
                     try:
                         t, r, d, _, err = measure(cmd, env)
                     except RuntimeError as e:
@@ -372,13 +384,16 @@ def main():
                           + "".join(f"\n      {limit}" for limit in settled_limits(err)), flush=True)
                     times[name].append(t)
                     server_cpu[name].append(servers_cpu((src, dst)) - cpu_before)
+                    all_cpu[name].append(server_cpu[name][-1] + process_cpu(err)
+                                         + time.process_time() - own_before)
+                    limits[name] = "; ".join(settled_limits(err))
                     rss[name], tmp[name] = max(rss[name], r), max(tmp[name], d)
             floor = None
             if kind == "run" and n in (1, 2, 5) and not args.link:
                 files = artifact_files(src_client, source)
                 floor = curl_floor(src.uri, dst.uri, source, files, f"w{n}")
                 free_destination(dst)
-            rows.append((n, times, rss, tmp, floor, failed, server_cpu))
+            rows.append((n, times, rss, tmp, floor, failed, server_cpu, all_cpu, limits))
         plain, pre = cold_start(WASM)
     finally:
         for proxy in links:
@@ -437,7 +452,8 @@ def write_results(args, sizes, rows, cold, ours_names):
         *([f"Link mode: each server behind a delaying proxy (bench/link_proxy.py), {args.link:g} ms each "
            f"way ({2 * args.link:g} ms per round trip, one more for each new connection)"
            + ("; the destination answers every 10th write with 429, Retry-After: 1" if args.throttle else "")
-           + ". Server CPU is not the floor here: the round trips are."] if args.link else []),
+           + ". The floor here is the round trips (requests one after another x the round trip, "
+           "files x their round trips / files in flight) or the CPU floor, whichever is higher."] if args.link else []),
         "",
         f"Machine: {machine()}.",
         "",
@@ -445,27 +461,34 @@ def write_results(args, sizes, rows, cold, ours_names):
         "run alternately; peak RSS of the copying process (GNU time, worst copy); peak size of its "
         "temp dir (TMPDIR). Floor: curl moving the same artifact files GET -> PUT between the "
         "servers, 8 at once. Server CPU: the CPU seconds both MLflow servers (every worker) spent "
-        f"serving one copy (median); on {os.cpu_count()} cores, no copy can take less wall time "
-        f"than that divided by {os.cpu_count()}.",
+        "serving one copy (median). All CPU: those, the copying process's and the bench process's "
+        f"(the link proxies run in it); on {os.cpu_count()} cores, no copy can take less wall time "
+        f"than that divided by {os.cpu_count()}: the CPU floor. Limits: the in-flight limits the "
+        "copy settled on (its phase lines).",
         "",
-        "| workload | tool | median s | runs s | ratio (Python / this) | peak RSS MiB | temp MiB | server CPU s |",
-        "|---|---|---:|---|---:|---:|---:|---:|",
+        "| workload | tool | median s | runs s | ratio (Python / this) | peak RSS MiB | temp MiB "
+        "| server CPU s | all CPU s | CPU floor s | wall / floor | limits settled |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for n, times, rss, tmp, floor, failed, server_cpu in rows:
+    cores = os.cpu_count()
+    for n, times, rss, tmp, floor, failed, server_cpu, all_cpu, limits in rows:
         desc = DESCRIPTIONS[n].format(**sizes)
         py = times.get("mlflow-export-import") or []
         for name in [*ours_names, "mlflow-export-import"]:
             if name in failed:
-                lines.append(f"| {n}: {desc} | {name} | failed | `{failed[name]}` | | | | |")
+                lines.append(f"| {n}: {desc} | {name} | failed | `{failed[name]}` | | | | | | | | |")
             if not times.get(name):
                 continue
             ratio = f"{med(py) / med(times[name]):.1f}x" if py and name != "mlflow-export-import" else ""
             runs = ", ".join(f"{t:.1f}" for t in times[name])
+            cpu_floor = med(all_cpu[name]) / cores
             lines.append(f"| {n}: {desc} | {name} | {med(times[name]):.1f} | {runs} | {ratio} | "
-                         f"{rss[name]:.0f} | {tmp[name]:.0f} | {med(server_cpu[name]):.1f} |")
+                         f"{rss[name]:.0f} | {tmp[name]:.0f} | {med(server_cpu[name]):.1f} | "
+                         f"{med(all_cpu[name]):.1f} | {cpu_floor:.1f} | {med(times[name]) / cpu_floor:.2f}x | "
+                         f"{limits.get(name, '')} |")
         if floor is not None:
             ratio = med(times["mlflow-copy"]) / floor
-            lines.append(f"| {n}: {desc} | curl GET -> PUT (floor) | {floor:.1f} | | mlflow-copy at {ratio:.2f}x the floor | | | |")
+            lines.append(f"| {n}: {desc} | curl GET -> PUT (floor) | {floor:.1f} | | mlflow-copy at {ratio:.2f}x the floor | | | | | | | |")
     plain, pre = cold
     lines += [
         "",

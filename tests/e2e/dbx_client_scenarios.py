@@ -26,6 +26,14 @@ def _model():
     return LogisticRegression().fit(X, y), X
 
 
+def _requirements():
+    """Given, so that MLflow does not infer them (a subprocess loading the model, ~6 s)."""
+    import mlflow
+    import sklearn
+
+    return [f"scikit-learn=={sklearn.__version__}", f"mlflow=={mlflow.__version__}"]
+
+
 def full(args):
     """Log a run with params, metrics, artifacts and an MLflow 3 sklearn model; read it back;
     register it in the workspace registry and in Unity Catalog; load it back and predict."""
@@ -53,7 +61,8 @@ def full(args):
                 mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
             mlflow.log_text("hello databricks", "notes/hello.txt")
             mlflow.log_artifacts(d, "files")
-            info = mlflow.sklearn.log_model(clf, name="model", signature=infer_signature(X, clf.predict(X)))
+            info = mlflow.sklearn.log_model(clf, name="model", signature=infer_signature(X, clf.predict(X)),
+                                        pip_requirements=_requirements())
         run_id = run.info.run_id
     client = MlflowClient()
     r = client.get_run(run_id)
@@ -134,7 +143,8 @@ def _uc_roundtrip(uc_name):
 
     clf, X = _model()
     with mlflow.start_run():
-        info = mlflow.sklearn.log_model(clf, name="model", signature=infer_signature(X, clf.predict(X)))
+        info = mlflow.sklearn.log_model(clf, name="model", signature=infer_signature(X, clf.predict(X)),
+                                        pip_requirements=_requirements())
     mlflow.set_registry_uri("databricks-uc")
     mv = mlflow.register_model(info.model_uri, uc_name)
     loaded = mlflow.pyfunc.load_model(f"models:/{uc_name}/{mv.version}")
