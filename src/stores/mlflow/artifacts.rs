@@ -14,8 +14,8 @@ use url::Url;
 /// folder inside itself must not make the copier list forever.
 const MAX_LISTED: usize = 1_000_000;
 const MAX_DEPTH: usize = 64;
-/// Folder listings sent at once (20 folders side by side take two round trips).
-const LISTINGS_IN_FLIGHT: usize = 16;
+/// Folders listed together (20 folders side by side take two round trips).
+const FOLDERS_AT_ONCE: usize = 16;
 
 /// Where the server proxies an artifact root: `mlflow-artifacts:/<path>` (optionally with its
 /// own authority) or an `http(s)://…/api/2.0/mlflow-artifacts/artifacts/<path>` URL.
@@ -74,23 +74,28 @@ pub fn push_path(url: &mut Url, path: &str) {
     }
 }
 
-/// Every file of a tree, walking it a level at a time: `list_dirs` lists several folders
-/// (`""` is the root) and answers for each in their order, so that a store can send their
-/// listings together (on a 50 ms link, one folder after another costs a round trip each).
-/// Bounded: a server that lists a folder inside itself must not make the copier list forever.
-/// `who` names the server in the error.
+/// Every file of a tree, walking it depth first a few folders at a time: `list_dirs` lists
+/// several folders (`""` is the root) and answers for each in their order, so that a store can
+/// send their listings together (on a 50 ms link, one folder after another costs a round trip
+/// each). The deepest folders waiting are listed first, and fewer of them the deeper they are
+/// (`folders_at_once`), so that a server that nests folders without end reaches the depth
+/// bound after a few listings, with little held in memory. Bounded: a server that lists a
+/// folder inside itself must not make the copier list forever. `who` names the server in the
+/// error.
 pub fn walk(
     who: &str,
     root: &ArtifactRoot,
     mut list_dirs: impl FnMut(&[String]) -> Vec<Result<Vec<FileInfo>, CopyError>>,
 ) -> Result<Vec<FileEntry>, CopyError> {
     let mut files = Vec::new();
-    let mut level = vec![String::new()];
+    let mut waiting = vec![String::new()];
     let mut seen = 0usize;
-    while !level.is_empty() {
-        let listings = list_dirs(&level);
-        let mut next = Vec::new();
-        for (dir, entries) in level.iter().zip(listings) {
+    while !waiting.is_empty() {
+        let deepest = waiting.last().map_or(0, |dir| dir.split('/').count());
+        let batch = waiting.split_off(waiting.len().saturating_sub(folders_at_once(deepest)));
+        let listings = list_dirs(&batch);
+        debug_assert_eq!(listings.len(), batch.len(), "an answer for every folder");
+        for (dir, entries) in batch.iter().zip(listings) {
             let entries = entries?;
             seen += entries.len();
             if seen > MAX_LISTED || dir.split('/').count() > MAX_DEPTH {
@@ -108,7 +113,7 @@ pub fn walk(
                     format!("{dir}/{}", info.path)
                 };
                 if info.is_dir {
-                    next.push(path);
+                    waiting.push(path);
                 } else {
                     files.push(FileEntry {
                         path,
@@ -117,10 +122,17 @@ pub fn walk(
                 }
             }
         }
-        level = next;
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)
+}
+
+/// How many folders `depth` levels down are listed together: `FOLDERS_AT_ONCE` near the root,
+/// halved every 4 levels, one at a time from 16 levels down. Real trees are shallow (a model's
+/// `code/` folder is 2 levels down); a tree that fans out without end is listed in about 170
+/// listings before the depth bound, instead of about 1,000 at 16 each.
+fn folders_at_once(depth: usize) -> usize {
+    (FOLDERS_AT_ONCE >> (depth / 4).min(usize::BITS as usize - 1)).max(1)
 }
 
 impl Artifacts for MlflowRest {
@@ -168,8 +180,9 @@ impl Artifacts for MlflowRest {
 }
 
 impl MlflowRest {
-    /// Lists folders of a tree together: their first pages at once, then any further pages
-    /// of a folder one after another (rare: a folder of more files than one page holds).
+    /// Lists folders of a tree together (`walk` asks a few at a time): their first pages at
+    /// once, then any further pages of a folder one after another (rare: a folder of more
+    /// files than one page holds).
     fn list_dirs(
         &self,
         root: &ArtifactRoot,
@@ -181,7 +194,7 @@ impl MlflowRest {
                 Ok(request) => self.prepare::<Page<FileInfo>>(request),
                 Err(e) => Call::Done(Err(e)),
             });
-        let first_pages = self.run_together(first_pages.collect(), LISTINGS_IN_FLIGHT);
+        let first_pages = self.run_together(first_pages.collect(), dirs.len());
         dirs.iter()
             .zip(first_pages)
             .map(|(dir, first)| {
@@ -363,7 +376,7 @@ mod tests {
     }
 
     #[test]
-    fn a_tree_is_listed_a_level_at_a_time_with_its_folders_together() {
+    fn a_tree_is_listed_a_few_folders_at_a_time() {
         let mut asked: Vec<Vec<String>> = Vec::new();
         let files = walk("src", &run_root(), |dirs| {
             asked.push(dirs.to_vec());
@@ -385,6 +398,42 @@ mod tests {
         let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(paths, ["a/deeper/z.bin", "a/x.bin", "b/y.bin", "top.txt"]);
         assert!(files.iter().all(|f| f.size == 3));
+    }
+
+    #[test]
+    fn many_folders_side_by_side_are_asked_a_few_at_a_time() {
+        let mut batches = Vec::new();
+        let files = walk("src", &run_root(), |dirs| {
+            batches.push(dirs.len());
+            dirs.iter()
+                .map(|dir| match dir.as_str() {
+                    "" => Ok((0..40).map(|i| entry(&format!("d{i}"), true)).collect()),
+                    _ => Ok(vec![entry("f", false)]),
+                })
+                .collect()
+        })
+        .unwrap();
+        assert_eq!(batches, [1, FOLDERS_AT_ONCE, FOLDERS_AT_ONCE, 8]);
+        assert_eq!(files.len(), 40);
+    }
+
+    #[test]
+    fn a_tree_that_fans_out_without_end_stops_at_the_depth_bound_after_a_few_listings() {
+        let mut listings = 0;
+        let endless = walk("src", &run_root(), |dirs| {
+            listings += dirs.len();
+            dirs.iter()
+                .map(|dir| {
+                    let sub = |i| entry(&format!("{dir}/d{i}"), true);
+                    Ok((0..8).map(sub).chain([entry("f.txt", false)]).collect())
+                })
+                .collect()
+        });
+        assert!(endless.unwrap_err().message.contains("deeper than 64"));
+        assert!(
+            listings < 2 * MAX_DEPTH * FOLDERS_AT_ONCE,
+            "{listings} listings"
+        );
     }
 
     #[test]
