@@ -26,20 +26,13 @@ def _model():
     return LogisticRegression().fit(X, y), X
 
 
-def _requirements():
-    """Given, so that MLflow does not infer them (a subprocess loading the model, ~6 s)."""
-    import mlflow
-    import sklearn
-
-    return [f"scikit-learn=={sklearn.__version__}", f"mlflow=={mlflow.__version__}"]
-
-
 def full(args):
     """Log a run with params, metrics, artifacts and an MLflow 3 sklearn model; read it back;
     register it in the workspace registry and in Unity Catalog; load it back and predict."""
     import mlflow
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
+    from seed import sklearn_requirements  # this file's folder: the e2e helpers
 
     out = {}
     mlflow.set_tracking_uri("databricks")
@@ -62,7 +55,7 @@ def full(args):
             mlflow.log_text("hello databricks", "notes/hello.txt")
             mlflow.log_artifacts(d, "files")
             info = mlflow.sklearn.log_model(clf, name="model", signature=infer_signature(X, clf.predict(X)),
-                                        pip_requirements=_requirements())
+                                        pip_requirements=sklearn_requirements())
         run_id = run.info.run_id
     client = MlflowClient()
     r = client.get_run(run_id)
@@ -140,11 +133,12 @@ def _uc_roundtrip(uc_name):
     """Log a model, register it in Unity Catalog, load it back by version and predict."""
     import mlflow
     from mlflow.models import infer_signature
+    from seed import sklearn_requirements
 
     clf, X = _model()
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(clf, name="model", signature=infer_signature(X, clf.predict(X)),
-                                        pip_requirements=_requirements())
+                                        pip_requirements=sklearn_requirements())
     mlflow.set_registry_uri("databricks-uc")
     mv = mlflow.register_model(info.model_uri, uc_name)
     loaded = mlflow.pyfunc.load_model(f"models:/{uc_name}/{mv.version}")
